@@ -1,0 +1,232 @@
+package bulwark
+
+import (
+	"context"
+	"log/slog"
+	"strconv"
+	"time"
+)
+
+// Observer receives the events of every bulwark component. Observe runs on the
+// goroutine of the component that emits the event, may run concurrently, is
+// never called with a component's lock held, and must not block. A nil
+// Observer in a Config means no events and no cost.
+type Observer interface {
+	Observe(Event)
+}
+
+// ObserverFunc adapts a function to an Observer.
+type ObserverFunc func(Event)
+
+// Observe calls f(e).
+func (f ObserverFunc) Observe(e Event) { f(e) }
+
+// Observers returns an Observer that passes each event to every non-nil
+// observer in os, in order. It returns nil when none is left, so that the
+// components skip building events.
+func Observers(os ...Observer) Observer {
+	var list multi
+	for _, o := range os {
+		if o != nil {
+			list = append(list, o)
+		}
+	}
+	switch len(list) {
+	case 0:
+		return nil
+	case 1:
+		return list[0]
+	}
+	return list
+}
+
+type multi []Observer
+
+func (m multi) Observe(e Event) {
+	for _, o := range m {
+		o.Observe(e)
+	}
+}
+
+// Names of the components, used in Event.Component.
+const (
+	ComponentBreaker     = "breaker"
+	ComponentRetry       = "retry"
+	ComponentHedge       = "hedge"
+	ComponentBalancer    = "balancer"
+	ComponentHealthCheck = "healthcheck"
+	ComponentOutlier     = "outlier"
+	ComponentIdempotency = "idempotency"
+)
+
+// EventKind says what happened.
+type EventKind uint8
+
+// The kinds of events. Each names the Event fields it sets beyond Component,
+// Name and Kind.
+const (
+	_ EventKind = iota
+	// EventCall: a guarded call finished. Outcome, Latency, Err; Endpoint and
+	// Attempt where known.
+	EventCall
+	// EventRejected: a call was refused without running (an open breaker, an
+	// exhausted budget). Err is the refusal, Reason says why.
+	EventRejected
+	// EventStateChange: a component or an endpoint changed state. From, To,
+	// Reason; Endpoint for per-endpoint states.
+	EventStateChange
+	// EventRetry: another attempt is scheduled. Attempt (the one about to
+	// run), Delay, Err (the cause), Reason (a short cause class).
+	EventRetry
+	// EventGiveUp: a retrying policy stopped. Attempt (attempts made), Err,
+	// Reason ("attempts", "elapsed", "deadline", "budget", "permanent", …).
+	EventGiveUp
+	// EventHedge: a hedged attempt was started. Attempt, Delay.
+	EventHedge
+	// EventBudgetExhausted: a retry or hedge was not made because the budget
+	// was empty. Attempt.
+	EventBudgetExhausted
+	// EventPick: a balancer picked Endpoint. Reason names the algorithm.
+	EventPick
+	// EventEndpointAdded and EventEndpointRemoved: the endpoint set changed.
+	// Endpoint.
+	EventEndpointAdded
+	EventEndpointRemoved
+	// EventEjected: an outlier detector ejected Endpoint for Delay. Reason
+	// names the rule; Attempt counts the endpoint's ejections.
+	EventEjected
+	// EventUnejected: Endpoint came back after its ejection time.
+	EventUnejected
+	// EventProbe: an active health check probed Endpoint. Latency, Err,
+	// Outcome.
+	EventProbe
+	// EventClaimed: an idempotency key was claimed. Key.
+	EventClaimed
+	// EventReplayed: a stored response was replayed for Key.
+	EventReplayed
+	// EventConflict: Key is in flight elsewhere.
+	EventConflict
+	// EventMismatch: Key was reused with a different payload.
+	EventMismatch
+	// EventLeaseTakeover: an expired in-flight claim on Key was taken over.
+	EventLeaseTakeover
+	// EventStoreError: the idempotency store failed. Err, Latency; Reason is
+	// "fail-open" when the call ran without protection.
+	EventStoreError
+	// EventMisuse: the API was misused in a way the component tolerates, such
+	// as a second Done on one pick. Reason says how.
+	EventMisuse
+	numEventKinds
+)
+
+var eventKindNames = [...]string{
+	EventCall:            "call",
+	EventRejected:        "rejected",
+	EventStateChange:     "state_change",
+	EventRetry:           "retry",
+	EventGiveUp:          "give_up",
+	EventHedge:           "hedge",
+	EventBudgetExhausted: "budget_exhausted",
+	EventPick:            "pick",
+	EventEndpointAdded:   "endpoint_added",
+	EventEndpointRemoved: "endpoint_removed",
+	EventEjected:         "ejected",
+	EventUnejected:       "unejected",
+	EventProbe:           "probe",
+	EventClaimed:         "claimed",
+	EventReplayed:        "replayed",
+	EventConflict:        "conflict",
+	EventMismatch:        "mismatch",
+	EventLeaseTakeover:   "lease_takeover",
+	EventStoreError:      "store_error",
+	EventMisuse:          "misuse",
+}
+
+// String returns the kind in snake case, as used in metric attributes:
+// "state_change", "give_up", ….
+func (k EventKind) String() string {
+	if k > 0 && k < numEventKinds {
+		return eventKindNames[k]
+	}
+	return "event(" + strconv.Itoa(int(k)) + ")"
+}
+
+// Event is one thing that happened in a component. Which fields are set
+// depends on Kind (see the EventKind constants); unset fields are zero.
+// Events are passed by value and hold no references into the component.
+type Event struct {
+	Kind      EventKind
+	Component string        // one of the Component constants
+	Name      string        // the instance's name from its Config, or a group key
+	Endpoint  Endpoint      // the endpoint concerned, if any
+	Key       string        // an idempotency key or other request key, if any
+	Attempt   int           // attempt number, 1 for the first; or a count, per Kind
+	Latency   time.Duration // how long the call or probe took
+	Delay     time.Duration // a wait decided by the component: backoff, ejection time
+	Outcome   Outcome       // for EventCall and EventProbe
+	Err       error         // the error concerned, if any
+	From, To  string        // states, for EventStateChange
+	Reason    string        // a short, low-cardinality cause
+}
+
+// SlogObserver returns an Observer that logs each event to l: at Warn level for
+// rejections, give-ups, ejections, store errors and misuse, at Info for state
+// changes, and at Debug for the rest. A nil l means slog.Default().
+func SlogObserver(l *slog.Logger) Observer {
+	if l == nil {
+		l = slog.Default()
+	}
+	return slogObserver{l: l}
+}
+
+type slogObserver struct{ l *slog.Logger }
+
+func (s slogObserver) Observe(e Event) {
+	level := slog.LevelDebug
+	switch e.Kind {
+	case EventStateChange, EventEndpointAdded, EventEndpointRemoved, EventUnejected, EventLeaseTakeover:
+		level = slog.LevelInfo
+	case EventRejected, EventGiveUp, EventEjected, EventStoreError, EventMisuse, EventBudgetExhausted:
+		level = slog.LevelWarn
+	}
+	ctx := context.Background()
+	if !s.l.Enabled(ctx, level) {
+		return
+	}
+	attrs := make([]slog.Attr, 0, 12)
+	attrs = append(attrs, slog.String("component", e.Component))
+	if e.Name != "" {
+		attrs = append(attrs, slog.String("name", e.Name))
+	}
+	if e.Endpoint.Addr != "" {
+		attrs = append(attrs, slog.String("endpoint", e.Endpoint.Addr))
+		if e.Endpoint.Zone != "" {
+			attrs = append(attrs, slog.String("zone", e.Endpoint.Zone))
+		}
+	}
+	if e.Key != "" {
+		attrs = append(attrs, slog.String("key", e.Key))
+	}
+	if e.Attempt != 0 {
+		attrs = append(attrs, slog.Int("attempt", e.Attempt))
+	}
+	if e.Latency != 0 {
+		attrs = append(attrs, slog.Duration("latency", e.Latency))
+	}
+	if e.Delay != 0 {
+		attrs = append(attrs, slog.Duration("delay", e.Delay))
+	}
+	if e.Kind == EventCall || e.Kind == EventProbe {
+		attrs = append(attrs, slog.String("outcome", e.Outcome.String()))
+	}
+	if e.From != "" || e.To != "" {
+		attrs = append(attrs, slog.String("from", e.From), slog.String("to", e.To))
+	}
+	if e.Reason != "" {
+		attrs = append(attrs, slog.String("reason", e.Reason))
+	}
+	if e.Err != nil {
+		attrs = append(attrs, slog.String("error", e.Err.Error()))
+	}
+	s.l.LogAttrs(ctx, level, "bulwark "+e.Kind.String(), attrs...)
+}
