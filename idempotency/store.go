@@ -1,0 +1,87 @@
+package idempotency
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Store keeps idempotency records so that every instance of a service sees
+// the same claims. It is the seam between the Engine and a storage engine: the
+// embedded MemoryStore, redisstore and pgstore implement it, and every
+// implementation passes idempotencytest.RunStore.
+//
+// A key moves through two states. Claim records an in-flight claim with a
+// lease and a fencing token; the owner of that token then either Completes the
+// key with the result, kept for a retention period, or Releases it so that a
+// retry may run. A claim whose lease has passed may be taken over by a new
+// Claim, which issues a new token: the old owner's late Complete or Release is
+// then refused with ErrFenced.
+//
+// Expiry is decided against the Store's own Clock (its Config), passed to the
+// server with each operation where the server stores the record, so that tests
+// can drive leases and retention with a fake clock. Server-side TTLs only
+// collect garbage. Implementations are safe for concurrent use by multiple
+// goroutines and processes.
+type Store interface {
+	// Claim tries to claim key for a run whose payload has the given
+	// fingerprint. If key is absent, expired after its retention, or in
+	// flight with a lease that has passed, Claim records an in-flight claim
+	// lasting lease and returns a Claim with Won set and a new Token (and
+	// TakenOver set when an expired lease was taken over). Otherwise it
+	// returns the existing Record in a Claim with Won unset. Exactly one of
+	// any number of concurrent claims of a free key wins.
+	Claim(ctx context.Context, key string, fingerprint []byte, lease time.Duration) (Claim, error)
+
+	// Complete stores value as the result of key and keeps it for
+	// retention. token must be the one that Claim issued to this run and the
+	// claim must still be the current one; otherwise Complete changes nothing
+	// and returns ErrFenced.
+	Complete(ctx context.Context, key string, token uint64, value []byte, retention time.Duration) error
+
+	// Release removes the in-flight claim on key so that a retry may run.
+	// It returns ErrFenced if token is not the current claim's.
+	Release(ctx context.Context, key string, token uint64) error
+
+	// Get returns the current record of key, or ErrNotFound when there is
+	// none or it has expired.
+	Get(ctx context.Context, key string) (Record, error)
+}
+
+// Claim is the answer to Store.Claim.
+type Claim struct {
+	// Won reports whether this caller now owns the key and must run.
+	Won bool
+	// Token is the fencing token of the claim when Won; never zero then.
+	Token uint64
+	// TakenOver reports that Won came from taking over an expired lease.
+	TakenOver bool
+	// Record is the existing record when Won is false.
+	Record Record
+}
+
+// Record is what a Store keeps for a key.
+type Record struct {
+	Key         string
+	Fingerprint []byte
+	// Completed is false while the key is in flight.
+	Completed bool
+	// Token is the fencing token of the current or last claim.
+	Token uint64
+	// Value is the stored result, set when Completed.
+	Value []byte
+	// LeaseExpiry is when an in-flight claim may be taken over.
+	LeaseExpiry time.Time
+	// ExpiresAt is when a completed record is forgotten.
+	ExpiresAt time.Time
+}
+
+// Errors returned by Stores. Implementations wrap them with detail; callers
+// test with errors.Is.
+var (
+	// ErrNotFound: Get found no live record.
+	ErrNotFound = errors.New("idempotency: record not found")
+	// ErrFenced: a Complete or Release came with a token that is not the
+	// current claim's, because the lease was taken over or the key completed.
+	ErrFenced = errors.New("idempotency: stale fencing token")
+)
