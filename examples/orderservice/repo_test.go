@@ -1,0 +1,167 @@
+package orderservice
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/bulwark-go/bulwark/bulwarktest"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// repoUnderTest runs fn against the memory repository and, when a server is
+// configured, against PostgreSQL.
+func repoUnderTest(t *testing.T, fn func(t *testing.T, r Repository)) {
+	t.Run("memory", func(t *testing.T) {
+		r, err := NewMemoryRepository(4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fn(t, r)
+	})
+	t.Run("postgres", func(t *testing.T) {
+		pool := testPool(t)
+		table := fmt.Sprintf("orders_test_%d", time.Now().UnixNano())
+		r, err := NewPostgresRepository(context.Background(), pool, table)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			_, _ = pool.Exec(context.Background(), "DROP TABLE IF EXISTS "+table+"; DROP SEQUENCE IF EXISTS "+table+"_seq")
+		})
+		fn(t, r)
+	})
+}
+
+// testPool connects to BULWARK_POSTGRES_URL, skipping when it is unset
+// outside CI.
+func testPool(t *testing.T) *pgxpool.Pool {
+	t.Helper()
+	url := os.Getenv("BULWARK_POSTGRES_URL")
+	if url == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("BULWARK_POSTGRES_URL is not set, and CI needs the PostgreSQL tests")
+		}
+		t.Skip("BULWARK_POSTGRES_URL is not set: skipping the PostgreSQL tests")
+	}
+	pool, err := pgxpool.New(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
+
+func newTestOrder(id, customer string) Order {
+	return Order{ID: id, Customer: customer, Items: []Item{{SKU: "a", Quantity: 1, PriceCents: 100}},
+		AmountCents: 100, Currency: "EUR", State: Created, Version: 1}
+}
+
+func TestRepositoryCompareAndSet(t *testing.T) {
+	repoUnderTest(t, func(t *testing.T, r Repository) {
+		ctx := context.Background()
+		o := newTestOrder("1-abc", "alice")
+		if err := r.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Create(ctx, o); !errors.Is(err, ErrDuplicate) {
+			t.Errorf("Create(existing) = %v, want ErrDuplicate", err)
+		}
+		paid := o
+		paid.State, paid.Version = Paid, 2
+		if err := r.Update(ctx, paid); err != nil {
+			t.Fatalf("Update(v2) = %v", err)
+		}
+		stale := o
+		stale.State, stale.Version = Cancelled, 2
+		if err := r.Update(ctx, stale); !errors.Is(err, ErrVersionConflict) {
+			t.Errorf("Update(stale v2) = %v, want ErrVersionConflict", err)
+		}
+		got, err := r.Get(ctx, o.ID)
+		if err != nil || got.State != Paid || got.Version != 2 {
+			t.Errorf("Get = %+v, %v; want paid v2", got, err)
+		}
+		if _, err := r.Get(ctx, "1-missing"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Get(missing) = %v, want ErrNotFound", err)
+		}
+		if err := r.Update(ctx, newTestOrder("2-missing", "bob")); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Update(missing) = %v, want ErrNotFound", err)
+		}
+	})
+}
+
+func TestRepositoryCompareAndSetConcurrentSafe(t *testing.T) {
+	repoUnderTest(t, func(t *testing.T, r Repository) {
+		ctx := context.Background()
+		o := newTestOrder("0-race", "carol")
+		if err := r.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+		var wins atomic.Int32
+		var wg sync.WaitGroup
+		for i := 0; i < 16; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				next := o
+				next.Version = 2
+				next.State = Paid
+				if i%2 == 0 {
+					next.State = Cancelled
+				}
+				switch err := r.Update(ctx, next); {
+				case err == nil:
+					wins.Add(1)
+				case !errors.Is(err, ErrVersionConflict):
+					t.Errorf("Update = %v", err)
+				}
+			}()
+		}
+		wg.Wait()
+		if n := wins.Load(); n != 1 {
+			t.Errorf("%d concurrent updates of version 1 won, want exactly 1", n)
+		}
+	})
+}
+
+func TestReadModelLagsAndCatchesUp(t *testing.T) {
+	repoUnderTest(t, func(t *testing.T, r Repository) {
+		ctx := context.Background()
+		clk := bulwarktest.NewClock(time.Time{})
+		m := NewReadModel(r, clk)
+		for i := 0; i < 3; i++ {
+			if err := r.Create(ctx, newTestOrder(fmt.Sprintf("%d-o%d", i%4, i), "dave")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if l := m.List("dave"); len(l.Orders) != 0 {
+			t.Fatalf("List before Refresh = %d orders, want 0 (the read model lags)", len(l.Orders))
+		}
+		if err := m.Refresh(ctx); err != nil {
+			t.Fatal(err)
+		}
+		clk.Advance(1500 * time.Millisecond)
+		l := m.List("dave")
+		if len(l.Orders) != 3 || l.AsOf == 0 || l.AgeMillis != 1500 {
+			t.Errorf("List after Refresh = %d orders, as of %d, age %d ms; want 3, > 0, 1500", len(l.Orders), l.AsOf, l.AgeMillis)
+		}
+		o, _ := r.Get(ctx, "1-o1")
+		o.Version, o.State = 2, Paid
+		if err := r.Update(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Refresh(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for _, got := range m.List("dave").Orders {
+			if got.ID == "1-o1" && got.State != Paid {
+				t.Errorf("read model has %s as %s after refresh, want paid", got.ID, got.State)
+			}
+		}
+	})
+}
