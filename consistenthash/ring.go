@@ -56,10 +56,10 @@ type point struct {
 
 type ringSnap struct {
 	set    *nodeSet
-	points []point   // sorted by hash, then node index
-	index  []uint32  // index[b]: the first point whose hash>>shift >= b; len 1<<bits + 1
-	shift  uint8     // 64 - bits
-	vnodes []int32   // vnodes[i]: points of node i
+	points []point  // sorted by hash, then node index
+	index  []uint32 // index[b]: the first point whose hash>>shift >= b; len 1<<bits + 1
+	shift  uint8    // 64 - bits
+	vnodes []int32  // vnodes[i]: points of node i
 }
 
 // NewRing returns a Ring holding cfg.Nodes. It returns an error wrapping
