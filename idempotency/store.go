@@ -23,6 +23,26 @@ import (
 // can drive leases and retention with a fake clock. Server-side TTLs only
 // collect garbage. Implementations are safe for concurrent use by multiple
 // goroutines and processes.
+//
+// The contract in detail, which idempotencytest.RunStore checks:
+//   - A claim taken at time t with lease d is live while the Clock reads
+//     before t+d. From t+d on it is expired: Get returns ErrNotFound,
+//     Complete and Release with its token return ErrFenced, and a Claim takes
+//     it over. A record completed at t with retention r is live, and
+//     replayed, while the Clock reads before t+r; then it is gone, and a Claim
+//     wins the key afresh (TakenOver unset).
+//   - Record.LeaseExpiry of a claim is exactly t+d; Record.ExpiresAt of a
+//     completed record is exactly its completion time plus retention.
+//   - Tokens are never zero, and every winning Claim of a key issues a token
+//     that differs from every token issued before for that key.
+//   - Complete and Release apply only to the live in-flight claim: a second
+//     Complete, or a Release after Complete, returns ErrFenced and changes
+//     nothing. Release deletes the claim, so Get then returns ErrNotFound.
+//   - A call with a done ctx returns an error that wraps ctx.Err() and
+//     changes nothing.
+//   - The store keeps its own copies: the caller may reuse the fingerprint
+//     and value slices it passed once the call returns, and the slices of a
+//     returned Record are the caller's to modify.
 type Store interface {
 	// Claim tries to claim key for a run whose payload has the given
 	// fingerprint. If key is absent, expired after its retention, or in
