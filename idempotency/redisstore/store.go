@@ -1,0 +1,365 @@
+package redisstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"strconv"
+	"time"
+
+	"github.com/bulwark-go/bulwark"
+	"github.com/bulwark-go/bulwark/idempotency"
+	"github.com/redis/go-redis/v9"
+)
+
+var _ idempotency.Store = (*Store)(nil)
+
+// DefaultPrefix is the key prefix used when Config.Prefix is empty.
+const DefaultPrefix = "bulwark:idempotency:"
+
+// Config configures a Store. The zero value is not usable: Client is required.
+type Config struct {
+	// Client is the Redis client: a *redis.Client (single node or Sentinel
+	// failover), a *redis.ClusterClient or any other redis.UniversalClient.
+	// It must honour context deadlines: a *redis.Client, *redis.ClusterClient
+	// or *redis.Ring must be created with ContextTimeoutEnabled set, or New
+	// refuses it. Required.
+	Client redis.UniversalClient
+
+	// Prefix starts the name of every Redis key the Store writes. The key of
+	// an idempotency key k is Prefix + "{" + k + "}": the braces are a Redis
+	// Cluster hash tag, so everything kept for k stays in one slot, and the
+	// prefix must not itself contain braces. If empty, DefaultPrefix.
+	Prefix string
+
+	// Clock is the time source against which leases and retention are
+	// decided. If nil, the wall clock.
+	Clock bulwark.Clock
+
+	// ExpiryGrace is how long Redis keeps a record past its expiry by the
+	// Store's Clock before deleting it. Expiry is always decided against the
+	// Clock; the Redis TTL only collects garbage, and the grace absorbs the
+	// skew between the Clock of every instance and the server's. If zero,
+	// one minute; negative is an error.
+	ExpiryGrace time.Duration
+}
+
+// Store is an idempotency.Store kept in Redis. Each record is one Redis hash;
+// Claim, Complete and Release each run one Lua script, so each is one round
+// trip (plus one the first time a script is missing from a server's script
+// cache), and Get is one HGETALL. A Store is safe for concurrent use by
+// multiple goroutines, and any number of Stores in any number of processes
+// may share one Redis deployment and Prefix.
+type Store struct {
+	client redis.UniversalClient
+	prefix string
+	clock  bulwark.Clock
+	grace  time.Duration
+}
+
+// New returns a Store for cfg. It does no I/O. It returns an error if
+// cfg.Client is nil or known not to honour context deadlines, if cfg.Prefix
+// contains a brace, or if cfg.ExpiryGrace is negative.
+func New(cfg Config) (*Store, error) {
+	if cfg.Client == nil {
+		return nil, errors.New("redisstore: Config.Client is nil")
+	}
+	if !honoursContext(cfg.Client) {
+		return nil, errors.New("redisstore: Config.Client does not honour context deadlines; create it with ContextTimeoutEnabled: true")
+	}
+	for _, c := range cfg.Prefix {
+		if c == '{' || c == '}' {
+			return nil, fmt.Errorf("redisstore: Config.Prefix %q contains a brace, which would break the per-key hash tag", cfg.Prefix)
+		}
+	}
+	if cfg.ExpiryGrace < 0 {
+		return nil, fmt.Errorf("redisstore: Config.ExpiryGrace is %v, want >= 0", cfg.ExpiryGrace)
+	}
+	s := &Store{
+		client: cfg.Client,
+		prefix: cfg.Prefix,
+		clock:  bulwark.ClockOrWall(cfg.Clock),
+		grace:  cfg.ExpiryGrace,
+	}
+	if s.prefix == "" {
+		s.prefix = DefaultPrefix
+	}
+	if s.grace == 0 {
+		s.grace = time.Minute
+	}
+	return s, nil
+}
+
+// honoursContext reports whether c is known to bound its network I/O by the
+// context deadline. Clients of other types are trusted.
+func honoursContext(c redis.UniversalClient) bool {
+	switch c := c.(type) {
+	case *redis.Client:
+		return c.Options().ContextTimeoutEnabled
+	case *redis.ClusterClient:
+		return c.Options().ContextTimeoutEnabled
+	case *redis.Ring:
+		return c.Options().ContextTimeoutEnabled
+	}
+	return true
+}
+
+// redisKey returns the name of the Redis key that holds the record of key.
+func (s *Store) redisKey(key string) string {
+	return s.prefix + "{" + key + "}"
+}
+
+// The record of a key is a hash with these fields:
+//
+//	f  fingerprint
+//	t  fencing token, decimal
+//	s  state: "0" in flight, "1" completed
+//	o  "1" when the claim took over an expired lease
+//	l  lease expiry, Unix microseconds
+//	e  when a completed record is forgotten, Unix microseconds
+//	v  the stored value
+//	n  nonce of the Complete that completed it, so a retried Complete succeeds
+//
+// Times are compared as Lua numbers, exact for microseconds (below 2^53).
+
+// claimScript: KEYS[1] record; ARGV now, fingerprint, token, lease expiry,
+// TTL in ms. Returns {1, takenOver} when the caller won, or
+// {0, f, t, s, v, l, e} with the live record.
+var claimScript = newScript(`
+local r = redis.call('HMGET', KEYS[1], 'f', 't', 's', 'v', 'l', 'e', 'o')
+local over = '0'
+if r[2] then
+	if r[2] == ARGV[3] then
+		return {1, r[7] or '0'}
+	end
+	local expiry = r[6]
+	if r[3] ~= '1' then expiry = r[5] end
+	if tonumber(expiry) > tonumber(ARGV[1]) then
+		return {0, r[1] or '', r[2], r[3] or '0', r[4] or '', r[5] or '0', r[6] or '0'}
+	end
+	if r[3] ~= '1' then over = '1' end
+	redis.call('DEL', KEYS[1])
+end
+redis.call('HSET', KEYS[1], 'f', ARGV[2], 't', ARGV[3], 's', '0', 'o', over, 'l', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return {1, over}
+`)
+
+// completeScript: KEYS[1] record; ARGV token, value, expiry, TTL in ms,
+// nonce. Returns 1 when stored, 0 when fenced.
+var completeScript = newScript(`
+local r = redis.call('HMGET', KEYS[1], 't', 's', 'n')
+if r[1] ~= ARGV[1] then return 0 end
+if r[2] == '1' then
+	if r[3] == ARGV[5] then return 1 end
+	return 0
+end
+redis.call('HSET', KEYS[1], 's', '1', 'v', ARGV[2], 'e', ARGV[3], 'n', ARGV[5])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1
+`)
+
+// releaseScript: KEYS[1] record; ARGV token. Returns 1 when released, 0 when
+// fenced.
+var releaseScript = newScript(`
+local r = redis.call('HMGET', KEYS[1], 't', 's')
+if r[1] ~= ARGV[1] or r[2] ~= '0' then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
+`)
+
+// Claim implements idempotency.Store.Claim in one round trip: a Lua script
+// that claims key or returns its live record, value included, so that a
+// replay needs no second call. It returns an error if lease is not positive,
+// and otherwise only errors of the client, such as an unreachable server or
+// the end of ctx, wrapped with the operation and key.
+func (s *Store) Claim(ctx context.Context, key string, fingerprint []byte, lease time.Duration) (idempotency.Claim, error) {
+	if lease <= 0 {
+		return idempotency.Claim{}, fmt.Errorf("redisstore: claim %q: lease is %v, want > 0", key, lease)
+	}
+	now := s.clock.Now()
+	expiry, ttl, err := s.expiry(now, lease)
+	if err != nil {
+		return idempotency.Claim{}, fmt.Errorf("redisstore: claim %q: %w", key, err)
+	}
+	token := newToken()
+	tok := strconv.FormatUint(token, 10)
+	res, err := s.run(ctx, claimScript, key, floorMicro(now), fingerprint, tok, expiry, ttl)
+	if err != nil {
+		return idempotency.Claim{}, fmt.Errorf("redisstore: claim %q: %w", key, err)
+	}
+	c, err := parseClaim(key, token, res)
+	if err != nil {
+		return idempotency.Claim{}, fmt.Errorf("redisstore: claim %q: %w", key, err)
+	}
+	return c, nil
+}
+
+// Complete implements idempotency.Store.Complete in one round trip. It
+// returns an error wrapping idempotency.ErrFenced when token is not the
+// current in-flight claim's, an error if retention is not positive, and
+// otherwise only errors of the client. A Complete that the client retried
+// after a lost reply is recognised and succeeds.
+func (s *Store) Complete(ctx context.Context, key string, token uint64, value []byte, retention time.Duration) error {
+	if retention <= 0 {
+		return fmt.Errorf("redisstore: complete %q: retention is %v, want > 0", key, retention)
+	}
+	expiry, ttl, err := s.expiry(s.clock.Now(), retention)
+	if err != nil {
+		return fmt.Errorf("redisstore: complete %q: %w", key, err)
+	}
+	nonce := strconv.FormatUint(newToken(), 10)
+	res, err := s.run(ctx, completeScript, key, strconv.FormatUint(token, 10), value, expiry, ttl, nonce)
+	if err != nil {
+		return fmt.Errorf("redisstore: complete %q: %w", key, err)
+	}
+	if n, _ := res.(int64); n != 1 {
+		return fmt.Errorf("redisstore: complete %q with token %d: %w", key, token, idempotency.ErrFenced)
+	}
+	return nil
+}
+
+// Release implements idempotency.Store.Release in one round trip. It returns
+// an error wrapping idempotency.ErrFenced when token is not the current
+// in-flight claim's (including when the record is gone), and otherwise only
+// errors of the client.
+func (s *Store) Release(ctx context.Context, key string, token uint64) error {
+	res, err := s.run(ctx, releaseScript, key, strconv.FormatUint(token, 10))
+	if err != nil {
+		return fmt.Errorf("redisstore: release %q: %w", key, err)
+	}
+	if n, _ := res.(int64); n != 1 {
+		return fmt.Errorf("redisstore: release %q with token %d: %w", key, token, idempotency.ErrFenced)
+	}
+	return nil
+}
+
+// Get implements idempotency.Store.Get with one HGETALL. It returns an error
+// wrapping idempotency.ErrNotFound when key has no record or its retention
+// has passed by the Store's Clock, and otherwise only errors of the client.
+// An in-flight record is returned even when its lease has passed, since no
+// one has taken it over yet.
+func (s *Store) Get(ctx context.Context, key string) (idempotency.Record, error) {
+	m, err := s.client.HGetAll(ctx, s.redisKey(key)).Result()
+	if err != nil {
+		return idempotency.Record{}, fmt.Errorf("redisstore: get %q: %w", key, err)
+	}
+	if len(m) == 0 || m["t"] == "" {
+		return idempotency.Record{}, fmt.Errorf("redisstore: get %q: %w", key, idempotency.ErrNotFound)
+	}
+	rec, err := makeRecord(key, m["f"], m["t"], m["s"], m["v"], m["l"], m["e"])
+	if err != nil {
+		return idempotency.Record{}, fmt.Errorf("redisstore: get %q: %w", key, err)
+	}
+	if rec.Completed && !s.clock.Now().Before(rec.ExpiresAt) {
+		return idempotency.Record{}, fmt.Errorf("redisstore: get %q: %w", key, idempotency.ErrNotFound)
+	}
+	return rec, nil
+}
+
+// expiry returns now+d in Unix microseconds, rounded up so that a lease never
+// ends early, and the garbage-collection TTL in milliseconds.
+func (s *Store) expiry(now time.Time, d time.Duration) (string, string, error) {
+	at := now.Add(d)
+	if now.UnixMicro() < 0 || at.Before(now) || at.UnixMicro() >= 1<<53 {
+		return "", "", fmt.Errorf("time %v plus %v is out of range", now, d)
+	}
+	ttl := d + s.grace
+	if ttl < d { // overflow
+		ttl = math.MaxInt64
+	}
+	ms := (ttl + time.Millisecond - 1) / time.Millisecond
+	return strconv.FormatInt(ceilMicro(at), 10), strconv.FormatInt(int64(ms), 10), nil
+}
+
+func (s *Store) run(ctx context.Context, sc *script, key string, args ...any) (any, error) {
+	keys := []string{s.redisKey(key)}
+	res, err := s.client.EvalSha(ctx, sc.sha, keys, args...).Result()
+	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		res, err = s.client.Eval(ctx, sc.src, keys, args...).Result()
+	}
+	return res, err
+}
+
+func parseClaim(key string, token uint64, res any) (idempotency.Claim, error) {
+	a, ok := res.([]any)
+	if !ok || len(a) < 2 {
+		return idempotency.Claim{}, fmt.Errorf("unexpected script reply %v", res)
+	}
+	if won, _ := a[0].(int64); won == 1 {
+		over, _ := a[1].(string)
+		return idempotency.Claim{Won: true, Token: token, TakenOver: over == "1"}, nil
+	}
+	if len(a) != 7 {
+		return idempotency.Claim{}, fmt.Errorf("unexpected script reply %v", res)
+	}
+	var f [6]string
+	for i := range f {
+		f[i], _ = a[i+1].(string)
+	}
+	rec, err := makeRecord(key, f[0], f[1], f[2], f[3], f[4], f[5])
+	if err != nil {
+		return idempotency.Claim{}, err
+	}
+	return idempotency.Claim{Record: rec}, nil
+}
+
+func makeRecord(key, fingerprint, token, state, value, lease, expires string) (idempotency.Record, error) {
+	tok, err := strconv.ParseUint(token, 10, 64)
+	if err != nil {
+		return idempotency.Record{}, fmt.Errorf("corrupt record: token %q", token)
+	}
+	rec := idempotency.Record{Key: key, Token: tok, Completed: state == "1"}
+	if fingerprint != "" {
+		rec.Fingerprint = []byte(fingerprint)
+	}
+	if rec.Completed && value != "" {
+		rec.Value = []byte(value)
+	}
+	if rec.LeaseExpiry, err = parseMicro(lease); err != nil {
+		return idempotency.Record{}, err
+	}
+	if rec.Completed {
+		if rec.ExpiresAt, err = parseMicro(expires); err != nil {
+			return idempotency.Record{}, err
+		}
+	}
+	return rec, nil
+}
+
+func parseMicro(s string) (time.Time, error) {
+	us, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("corrupt record: time %q", s)
+	}
+	return time.UnixMicro(us).UTC(), nil
+}
+
+func floorMicro(t time.Time) string { return strconv.FormatInt(t.UnixMicro(), 10) }
+
+func ceilMicro(t time.Time) int64 {
+	us := t.UnixMicro()
+	if time.UnixMicro(us).Before(t) {
+		us++
+	}
+	return us
+}
+
+// newToken returns a random non-zero fencing token. Tokens must differ across
+// every claim a key ever has, including claims after the record was deleted,
+// so they are random rather than counted per key.
+func newToken() uint64 {
+	for {
+		if t := rand.Uint64(); t != 0 {
+			return t
+		}
+	}
+}
+
+type script struct{ src, sha string }
+
+func newScript(src string) *script {
+	return &script{src: src, sha: redis.NewScript(src).Hash()}
+}
