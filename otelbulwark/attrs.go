@@ -1,0 +1,165 @@
+package otelbulwark
+
+import (
+	"maps"
+	"sync"
+	"sync/atomic"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/bulwark-go/bulwark"
+)
+
+// The attribute keys of every metric. Empty values are left out.
+const (
+	keyComponent = attribute.Key("component")
+	keyName      = attribute.Key("name")
+	keyEndpoint  = attribute.Key("endpoint")
+	keyZone      = attribute.Key("zone")
+	keyOutcome   = attribute.Key("outcome")
+	keyReason    = attribute.Key("reason")
+	keyFrom      = attribute.Key("from")
+	keyTo        = attribute.Key("to")
+	keyState     = attribute.Key("state")
+	keyKind      = attribute.Key("kind")
+)
+
+// shape says which Event fields make up the attributes of a measurement.
+type shape uint8
+
+const (
+	shapeNamed      shape = iota // component, name
+	shapeBase                    // + endpoint, zone
+	shapeOutcome                 // + outcome
+	shapeReason                  // + reason
+	shapeTransition              // + from, to, reason
+	shapeKind                    // + kind, reason
+	shapeStore                   // component, name, outcome
+)
+
+// maxCachedSets bounds the attribute cache. Past it, a new combination is
+// built for each measurement (allocating) rather than kept: a component that
+// puts unbounded values in Reason cannot make the Observer grow without end.
+const maxCachedSets = 8192
+
+// attrKey is what an attribute set is made of: the shape and the Event fields
+// that shape uses, the others left zero so that they do not split entries.
+type attrKey struct {
+	shape      shape
+	outcome    bulwark.Outcome
+	kind       bulwark.EventKind
+	component  string
+	name       string
+	addr, zone string
+	a, b, c    string // reason; or from, to, reason
+}
+
+// attrEntry is a cached attribute set, wrapped in the option slices that the
+// instruments take, so that a measurement passes them without allocating.
+type attrEntry struct {
+	add []metric.AddOption
+	rec []metric.RecordOption
+}
+
+// attrCache maps attrKeys to entries. Lookups read an immutable map through
+// an atomic pointer and take no lock; misses go to a dirty map under mu,
+// which is published as the new read map once it has missed as many times as
+// it has entries, as sync.Map does, so that publishing costs O(1) amortized.
+type attrCache struct {
+	read   atomic.Pointer[map[attrKey]*attrEntry]
+	mu     sync.Mutex
+	dirty  map[attrKey]*attrEntry // guarded by mu; a superset of *read
+	misses int                    // guarded by mu
+}
+
+func (c *attrCache) init() {
+	m := map[attrKey]*attrEntry{}
+	c.read.Store(&m)
+	c.dirty = map[attrKey]*attrEntry{}
+}
+
+func keyOf(s shape, e *bulwark.Event) attrKey {
+	k := attrKey{shape: s, component: e.Component, name: e.Name}
+	if s == shapeNamed {
+		return k
+	}
+	if s == shapeStore {
+		k.outcome = e.Outcome
+		return k
+	}
+	k.addr, k.zone = e.Endpoint.Addr, e.Endpoint.Zone
+	switch s {
+	case shapeOutcome:
+		k.outcome = e.Outcome
+	case shapeReason:
+		k.a = e.Reason
+	case shapeTransition:
+		k.a, k.b, k.c = e.From, e.To, e.Reason
+	case shapeKind:
+		k.kind, k.a = e.Kind, e.Reason
+	}
+	return k
+}
+
+// get returns the entry for the attributes of e in shape s.
+func (c *attrCache) get(s shape, e *bulwark.Event) *attrEntry {
+	k := keyOf(s, e)
+	if a, ok := (*c.read.Load())[k]; ok {
+		return a
+	}
+	return c.miss(k)
+}
+
+func (c *attrCache) miss(k attrKey) *attrEntry {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	a, ok := c.dirty[k]
+	if !ok {
+		a = newEntry(attribute.NewSet(k.attributes()...))
+		if len(c.dirty) >= maxCachedSets {
+			return a
+		}
+		c.dirty[k] = a
+	}
+	c.misses++
+	if c.misses >= len(c.dirty) {
+		m := maps.Clone(c.dirty)
+		c.read.Store(&m)
+		c.misses = 0
+	}
+	return a
+}
+
+func newEntry(set attribute.Set) *attrEntry {
+	opt := metric.WithAttributeSet(set)
+	return &attrEntry{add: []metric.AddOption{opt}, rec: []metric.RecordOption{opt}}
+}
+
+// attributes lists the key's attributes, leaving out empty ones.
+func (k attrKey) attributes() []attribute.KeyValue {
+	kv := make([]attribute.KeyValue, 0, 7)
+	add := func(key attribute.Key, v string) {
+		if v != "" {
+			kv = append(kv, key.String(v))
+		}
+	}
+	add(keyComponent, k.component)
+	add(keyName, k.name)
+	add(keyEndpoint, k.addr)
+	add(keyZone, k.zone)
+	switch k.shape {
+	case shapeOutcome, shapeStore:
+		add(keyOutcome, k.outcome.String())
+	case shapeReason:
+		add(keyReason, k.a)
+	case shapeTransition:
+		add(keyFrom, k.a)
+		add(keyTo, k.b)
+		add(keyReason, k.c)
+	case shapeKind:
+		add(keyKind, k.kind.String())
+		add(keyReason, k.a)
+	}
+	return kv
+}

@@ -1,0 +1,162 @@
+package otelbulwark
+
+import (
+	"errors"
+
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
+
+	"github.com/bulwark-go/bulwark"
+)
+
+// familyID names a group of instruments that share a metric-name prefix: one
+// per capability, with related components folded together (hedge into retry,
+// outlier into healthcheck) and told apart by the component attribute.
+type familyID uint8
+
+const (
+	famOther familyID = iota // components this package does not know
+	famBreaker
+	famRetry
+	famBalancer
+	famHealthCheck
+	famIdempotency
+	numFamilies
+)
+
+var familyPrefix = [numFamilies]string{
+	famOther:       "bulwark",
+	famBreaker:     "bulwark.breaker",
+	famRetry:       "bulwark.retry",
+	famBalancer:    "bulwark.balancer",
+	famHealthCheck: "bulwark.healthcheck",
+	famIdempotency: "bulwark.idempotency",
+}
+
+// familyOf maps an Event.Component to its family.
+func familyOf(component string) familyID {
+	switch component {
+	case bulwark.ComponentBreaker:
+		return famBreaker
+	case bulwark.ComponentRetry, bulwark.ComponentHedge:
+		return famRetry
+	case bulwark.ComponentBalancer:
+		return famBalancer
+	case bulwark.ComponentHealthCheck, bulwark.ComponentOutlier:
+		return famHealthCheck
+	case bulwark.ComponentIdempotency:
+		return famIdempotency
+	}
+	return famOther
+}
+
+// family holds the instruments of one familyID. Every family has every
+// instrument, so that an event of any kind from any component is recorded;
+// the SDK exports only those that received measurements. inflight exists only
+// for the balancer, whose picks and calls pair up.
+type family struct {
+	calls           metric.Int64Counter
+	callDuration    metric.Float64Histogram
+	rejections      metric.Int64Counter
+	transitions     metric.Int64Counter
+	state           metric.Int64ObservableGauge
+	retries         metric.Int64Counter
+	backoff         metric.Float64Histogram
+	giveUps         metric.Int64Counter
+	hedges          metric.Int64Counter
+	budgetExhausted metric.Int64Counter
+	picks           metric.Int64Counter
+	inflight        metric.Int64UpDownCounter // nil but for famBalancer
+	endpoints       metric.Int64UpDownCounter
+	ejections       metric.Int64Counter
+	ejected         metric.Int64ObservableGauge
+	probes          metric.Int64Counter
+	probeDuration   metric.Float64Histogram
+	claims          metric.Int64Counter
+	replays         metric.Int64Counter
+	conflicts       metric.Int64Counter
+	mismatches      metric.Int64Counter
+	leaseTakeovers  metric.Int64Counter
+	storeErrors     metric.Int64Counter
+	storeDuration   metric.Float64Histogram
+	misuses         metric.Int64Counter
+	events          metric.Int64Counter
+}
+
+// builder creates instruments under one prefix, collecting errors and putting
+// a no-op instrument in place of any that the provider failed to return.
+type builder struct {
+	m      metric.Meter
+	prefix string
+	errs   []error
+}
+
+func (b *builder) counter(name, unit, desc string) metric.Int64Counter {
+	c, err := b.m.Int64Counter(b.prefix+"."+name, metric.WithUnit(unit), metric.WithDescription(desc))
+	b.errs = append(b.errs, err)
+	if c == nil {
+		return noop.Int64Counter{}
+	}
+	return c
+}
+
+func (b *builder) upDown(name, unit, desc string) metric.Int64UpDownCounter {
+	c, err := b.m.Int64UpDownCounter(b.prefix+"."+name, metric.WithUnit(unit), metric.WithDescription(desc))
+	b.errs = append(b.errs, err)
+	if c == nil {
+		return noop.Int64UpDownCounter{}
+	}
+	return c
+}
+
+func (b *builder) seconds(name, desc string) metric.Float64Histogram {
+	h, err := b.m.Float64Histogram(b.prefix+"."+name, metric.WithUnit("s"), metric.WithDescription(desc),
+		metric.WithExplicitBucketBoundaries(latencyBoundaries...))
+	b.errs = append(b.errs, err)
+	if h == nil {
+		return noop.Float64Histogram{}
+	}
+	return h
+}
+
+func (b *builder) gauge(name, unit, desc string) metric.Int64ObservableGauge {
+	g, err := b.m.Int64ObservableGauge(b.prefix+"."+name, metric.WithUnit(unit), metric.WithDescription(desc))
+	b.errs = append(b.errs, err)
+	if g == nil {
+		return noop.Int64ObservableGauge{}
+	}
+	return g
+}
+
+func (f *family) init(m metric.Meter, id familyID) error {
+	b := builder{m: m, prefix: familyPrefix[id]}
+	f.calls = b.counter("calls", "{call}", "Finished calls, by outcome.")
+	f.callDuration = b.seconds("call.duration", "Latency of finished calls.")
+	f.rejections = b.counter("rejections", "{call}", "Calls refused without running, by reason.")
+	f.transitions = b.counter("transitions", "{transition}", "State changes, by from and to state.")
+	f.state = b.gauge("state", "{state}", "1 for the current state of each component or endpoint, 0 for states it has left.")
+	f.retries = b.counter("retries", "{retry}", "Attempts scheduled after a failed one, by reason.")
+	f.backoff = b.seconds("backoff", "Delay before each retry.")
+	f.giveUps = b.counter("giveups", "{call}", "Retrying calls given up, by reason.")
+	f.hedges = b.counter("hedges", "{attempt}", "Hedged attempts started.")
+	f.budgetExhausted = b.counter("budget_exhausted", "{attempt}", "Retries or hedges not made because the budget was empty.")
+	f.picks = b.counter("picks", "{pick}", "Endpoints picked.")
+	if id == famBalancer {
+		f.inflight = b.upDown("inflight", "{request}", "Picks whose call has not finished yet.")
+	}
+	f.endpoints = b.upDown("endpoints", "{endpoint}", "Endpoints in the set: added minus removed.")
+	f.ejections = b.counter("ejections", "{ejection}", "Outlier ejections, by rule.")
+	f.ejected = b.gauge("ejected", "{endpoint}", "1 while an endpoint is ejected, 0 after it came back.")
+	f.probes = b.counter("probes", "{probe}", "Active health probes, by outcome.")
+	f.probeDuration = b.seconds("probe.duration", "Latency of active health probes.")
+	f.claims = b.counter("claims", "{key}", "Idempotency keys claimed.")
+	f.replays = b.counter("replays", "{request}", "Stored responses replayed.")
+	f.conflicts = b.counter("conflicts", "{request}", "Requests refused because their key was in flight.")
+	f.mismatches = b.counter("mismatches", "{request}", "Requests refused because their key was reused with another payload.")
+	f.leaseTakeovers = b.counter("lease_takeovers", "{key}", "Expired in-flight claims taken over.")
+	f.storeErrors = b.counter("store_errors", "{error}", "Store failures, by reason.")
+	f.storeDuration = b.seconds("store.duration", "Latency of store operations, where the component reports it.")
+	f.misuses = b.counter("misuses", "{event}", "API misuses the component tolerated, by reason.")
+	f.events = b.counter("events", "{event}", "Events of kinds this adapter does not know, by kind.")
+	return errors.Join(b.errs...)
+}

@@ -1,0 +1,202 @@
+package otelbulwark
+
+import (
+	"context"
+	"errors"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/bulwark-go/bulwark"
+)
+
+// ScopeName is the instrumentation scope of the meter the Observer creates. The
+// OpenTelemetry Prometheus exporter renders it as the otel_scope_name label.
+const ScopeName = "github.com/bulwark-go/bulwark/otelbulwark"
+
+// latencyBoundaries are the default histogram buckets, in seconds, from half
+// a millisecond to ten seconds. A View in the application's SDK overrides them.
+var latencyBoundaries = []float64{
+	0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+}
+
+var _ bulwark.Observer = (*Observer)(nil)
+
+// Observer records bulwark events as OpenTelemetry metrics: the instruments,
+// names and attributes of the package documentation. Its instruments and
+// attribute sets are created once and cached, so Observe does not allocate once
+// the attribute combinations seen have been cached, and costs a few atomic
+// loads per event when no SDK is installed. An Observer is safe for concurrent
+// use by multiple goroutines; Observe runs on the caller's goroutine and never
+// blocks on I/O. Use New; the zero Observer is not usable.
+type Observer struct {
+	fams   [numFamilies]family
+	attrs  attrCache
+	gauges gaugeStore
+}
+
+// Option configures New.
+type Option interface {
+	apply(*config)
+}
+
+type config struct {
+	mp metric.MeterProvider
+}
+
+type optionFunc func(*config)
+
+func (f optionFunc) apply(c *config) { f(c) }
+
+// WithMeterProvider sets the MeterProvider the Observer creates its meter
+// from. If nil or not given, the global provider (otel.GetMeterProvider) is
+// used, as it is when the option is absent; the global provider forwards to an
+// SDK installed later with otel.SetMeterProvider.
+func WithMeterProvider(mp metric.MeterProvider) Option {
+	return optionFunc(func(c *config) { c.mp = mp })
+}
+
+// New returns an Observer that records events on a meter named ScopeName from
+// the configured MeterProvider. It creates every instrument up front and
+// registers one callback for the state gauges; the SDK exports only the
+// instruments that received measurements.
+//
+// The error, if any, joins the errors the MeterProvider returned while
+// creating instruments (an SDK reports invalid names or conflicting
+// registrations this way); the Observer returned with it is still usable and
+// records on the instruments that were created.
+func New(opts ...Option) (*Observer, error) {
+	var cfg config
+	for _, opt := range opts {
+		if opt != nil {
+			opt.apply(&cfg)
+		}
+	}
+	if cfg.mp == nil {
+		cfg.mp = otel.GetMeterProvider()
+	}
+	meter := cfg.mp.Meter(ScopeName)
+	o := &Observer{}
+	o.attrs.init()
+	o.gauges.init()
+	var errs []error
+	observables := make([]metric.Observable, 0, 2*numFamilies)
+	for i := range o.fams {
+		err := o.fams[i].init(meter, familyID(i))
+		errs = append(errs, err)
+		observables = append(observables, o.fams[i].state, o.fams[i].ejected)
+	}
+	_, err := meter.RegisterCallback(o.gauges.observe(&o.fams), observables...)
+	errs = append(errs, err)
+	return o, errors.Join(errs...)
+}
+
+// Observe records e on the instruments of its component's family, as the
+// package documentation's table says. Events of an unknown component are
+// recorded under the "bulwark." prefix, and events of a kind this version does
+// not know on the family's events counter, so that nothing is dropped silently.
+func (o *Observer) Observe(e bulwark.Event) {
+	ctx := context.Background()
+	fid := familyOf(e.Component)
+	f := &o.fams[fid]
+	switch e.Kind {
+	case bulwark.EventCall:
+		o.measure(ctx, f.calls, f.callDuration, shapeOutcome, &e, e.Latency.Seconds())
+		if f.inflight != nil && f.inflight.Enabled(ctx) {
+			f.inflight.Add(ctx, -1, o.attrs.get(shapeBase, &e).add...)
+		}
+	case bulwark.EventRejected:
+		o.count(ctx, f.rejections, shapeReason, &e)
+	case bulwark.EventStateChange:
+		if f.transitions.Enabled(ctx) {
+			f.transitions.Add(ctx, 1, o.attrs.get(shapeTransition, &e).add...)
+			o.gauges.setState(fid, &e)
+		}
+	case bulwark.EventRetry:
+		o.measure(ctx, f.retries, f.backoff, shapeReason, &e, e.Delay.Seconds())
+	case bulwark.EventGiveUp:
+		o.count(ctx, f.giveUps, shapeReason, &e)
+	case bulwark.EventHedge:
+		o.count(ctx, f.hedges, shapeReason, &e)
+	case bulwark.EventBudgetExhausted:
+		o.count(ctx, f.budgetExhausted, shapeReason, &e)
+	case bulwark.EventPick:
+		o.count(ctx, f.picks, shapeBase, &e)
+		if f.inflight != nil && f.inflight.Enabled(ctx) {
+			f.inflight.Add(ctx, 1, o.attrs.get(shapeBase, &e).add...)
+		}
+	case bulwark.EventEndpointAdded:
+		if f.endpoints.Enabled(ctx) {
+			f.endpoints.Add(ctx, 1, o.attrs.get(shapeNamed, &e).add...)
+		}
+	case bulwark.EventEndpointRemoved:
+		if f.endpoints.Enabled(ctx) {
+			f.endpoints.Add(ctx, -1, o.attrs.get(shapeNamed, &e).add...)
+		}
+		o.gauges.forget(&e)
+	case bulwark.EventEjected:
+		if f.ejections.Enabled(ctx) {
+			f.ejections.Add(ctx, 1, o.attrs.get(shapeReason, &e).add...)
+			o.gauges.setEjected(fid, &e, true)
+		}
+	case bulwark.EventUnejected:
+		if f.ejections.Enabled(ctx) {
+			o.gauges.setEjected(fid, &e, false)
+		}
+	case bulwark.EventProbe:
+		o.measure(ctx, f.probes, f.probeDuration, shapeOutcome, &e, e.Latency.Seconds())
+	case bulwark.EventClaimed:
+		o.store(ctx, f, f.claims, &e)
+	case bulwark.EventReplayed:
+		o.store(ctx, f, f.replays, &e)
+	case bulwark.EventConflict:
+		o.store(ctx, f, f.conflicts, &e)
+	case bulwark.EventMismatch:
+		o.store(ctx, f, f.mismatches, &e)
+	case bulwark.EventLeaseTakeover:
+		o.store(ctx, f, f.leaseTakeovers, &e)
+	case bulwark.EventStoreError:
+		o.store(ctx, f, f.storeErrors, &e)
+	case bulwark.EventMisuse:
+		o.count(ctx, f.misuses, shapeReason, &e)
+	default:
+		o.count(ctx, f.events, shapeKind, &e)
+	}
+}
+
+// count adds one to c with the attributes of shape, if c is enabled.
+func (o *Observer) count(ctx context.Context, c metric.Int64Counter, s shape, e *bulwark.Event) {
+	if c.Enabled(ctx) {
+		c.Add(ctx, 1, o.attrs.get(s, e).add...)
+	}
+}
+
+// measure adds one to c and records v on h, both with the attributes of shape,
+// for those of them that are enabled.
+func (o *Observer) measure(ctx context.Context, c metric.Int64Counter, h metric.Float64Histogram, s shape, e *bulwark.Event, v float64) {
+	ce, he := c.Enabled(ctx), h.Enabled(ctx)
+	if !ce && !he {
+		return
+	}
+	a := o.attrs.get(s, e)
+	if ce {
+		c.Add(ctx, 1, a.add...)
+	}
+	if he {
+		h.Record(ctx, v, a.rec...)
+	}
+}
+
+// store counts an idempotency event on c and, when the event carries the
+// latency of the store operation, records it on the store.duration histogram
+// with outcome "failure" for a store error and "success" otherwise.
+func (o *Observer) store(ctx context.Context, f *family, c metric.Int64Counter, e *bulwark.Event) {
+	o.count(ctx, c, shapeReason, e)
+	if e.Latency > 0 && f.storeDuration.Enabled(ctx) {
+		s := bulwark.Event{Component: e.Component, Name: e.Name, Outcome: bulwark.Success}
+		if e.Kind == bulwark.EventStoreError {
+			s.Outcome = bulwark.Failure
+		}
+		f.storeDuration.Record(ctx, e.Latency.Seconds(), o.attrs.get(shapeStore, &s).rec...)
+	}
+}
