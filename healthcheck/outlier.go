@@ -1,0 +1,647 @@
+package healthcheck
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/bulwark-go/bulwark"
+)
+
+// Rules selects the ejection rules of an OutlierDetector; combine them with |.
+type Rules uint8
+
+// The ejection rules, named as in Envoy's outlier detection.
+const (
+	// ConsecutiveFailures ejects an endpoint after
+	// OutlierConfig.ConsecutiveFailures failures in a row, at once, from
+	// Record.
+	ConsecutiveFailures Rules = 1 << iota
+	// ConsecutiveGatewayFailures ejects an endpoint after
+	// OutlierConfig.ConsecutiveGatewayFailures gateway failures (502, 503,
+	// 504 or a connection error) in a row, at once, from Record. Any other
+	// outcome breaks the run.
+	ConsecutiveGatewayFailures
+	// SuccessRate ejects, at each interval, the endpoints whose success rate
+	// is below mean − SuccessRateStdevFactor × stdev of the endpoints that
+	// saw at least SuccessRateRequestVolume calls, when there are at least
+	// SuccessRateMinimumHosts of them.
+	SuccessRate
+	// FailurePercentage ejects, at each interval, the endpoints whose
+	// failure percentage is at least FailurePercentageThreshold among those
+	// that saw at least FailurePercentageRequestVolume calls, when there are
+	// at least FailurePercentageMinimumHosts of them.
+	FailurePercentage
+
+	allRules = ConsecutiveFailures | ConsecutiveGatewayFailures | SuccessRate | FailurePercentage
+)
+
+// Reasons of ejection events (Event.Reason).
+const (
+	reasonConsecutive = "consecutive_failures"
+	reasonGateway     = "consecutive_gateway_failures"
+	reasonSuccessRate = "success_rate"
+	reasonFailurePct  = "failure_percentage"
+)
+
+// OutlierConfig configures an OutlierDetector. The zero value gives Envoy's
+// defaults: consecutive-failure and success-rate ejection, evaluated every
+// 10 s, ejecting for 30 s × the number of ejections up to 300 s, and at most
+// 10 % of the endpoints at a time.
+type OutlierConfig struct {
+	// Name identifies the detector in events.
+	Name string
+
+	// Rules selects the ejection rules. If zero, ConsecutiveFailures |
+	// SuccessRate, the rules Envoy enforces by default.
+	Rules Rules
+
+	// Interval is the time between evaluations of the success-rate and
+	// failure-percentage rules; each evaluation looks at the calls recorded
+	// since the previous one. If zero, 10 s. Negative is an error.
+	Interval time.Duration
+	// BaseEjectionTime is the ejection time of a first ejection; the n-th
+	// ejection in a row lasts n × BaseEjectionTime. If zero, 30 s. Negative
+	// is an error.
+	BaseEjectionTime time.Duration
+	// MaxEjectionTime caps n × BaseEjectionTime. If zero, the larger of
+	// 300 s and BaseEjectionTime. Less than BaseEjectionTime is an error.
+	MaxEjectionTime time.Duration
+	// EjectionJitter is the largest random time added to each ejection,
+	// so that endpoints ejected together do not return together. If zero,
+	// none. Negative is an error.
+	EjectionJitter time.Duration
+	// MaxEjectionPercent is the largest share of the endpoints, in percent,
+	// that may be ejected at once; an ejection that would exceed it does not
+	// happen. If zero, 10. Outside [0, 100] is an error.
+	MaxEjectionPercent int
+	// AlwaysEjectOne allows one ejection even when MaxEjectionPercent of the
+	// fleet is less than one endpoint (Envoy's always_eject_one_host).
+	AlwaysEjectOne bool
+
+	// ConsecutiveFailures is the run of failures that ejects an endpoint
+	// under the ConsecutiveFailures rule. If zero, 5. Negative is an error.
+	ConsecutiveFailures int
+	// ConsecutiveGatewayFailures is the run of gateway failures that ejects
+	// an endpoint under the ConsecutiveGatewayFailures rule. If zero, 5.
+	// Negative is an error.
+	ConsecutiveGatewayFailures int
+
+	// SuccessRateStdevFactor is k in mean − k × stdev. If zero, 1.9.
+	// Negative or not finite is an error.
+	SuccessRateStdevFactor float64
+	// SuccessRateMinimumHosts is the number of endpoints with enough calls
+	// needed for the success-rate rule to run. If zero, 5. Negative is an
+	// error.
+	SuccessRateMinimumHosts int
+	// SuccessRateRequestVolume is the number of calls in an interval an
+	// endpoint needs to take part in the success-rate rule. If zero, 100.
+	// Negative is an error.
+	SuccessRateRequestVolume int
+
+	// FailurePercentageThreshold is the failure percentage at or above
+	// which the FailurePercentage rule ejects. If zero, 85. Outside
+	// [0, 100] is an error.
+	FailurePercentageThreshold int
+	// FailurePercentageMinimumHosts is the number of endpoints with enough
+	// calls needed for the failure-percentage rule to run. If zero, 5.
+	// Negative is an error.
+	FailurePercentageMinimumHosts int
+	// FailurePercentageRequestVolume is the number of calls in an interval
+	// an endpoint needs to take part in the failure-percentage rule. If
+	// zero, 50. Negative is an error.
+	FailurePercentageRequestVolume int
+
+	// Listener, if not nil, is told of ejections and returns.
+	Listener Listener
+	// Observer, if not nil, receives EventEjected and EventUnejected.
+	Observer bulwark.Observer
+	// Clock is the time source. If nil, the wall clock.
+	Clock bulwark.Clock
+}
+
+// ErrInvalidConfig is wrapped by the errors of New, NewOutlierDetector,
+// NewService, HTTP and TCP for a configuration they cannot use.
+var ErrInvalidConfig = errors.New("healthcheck: invalid config")
+
+// ErrClosed is returned by Start after Close, and by Add after Close.
+var ErrClosed = errors.New("healthcheck: closed")
+
+// ErrStarted is returned by a second Start.
+var ErrStarted = errors.New("healthcheck: already started")
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...)
+}
+
+func (c *OutlierConfig) normalize() error {
+	if c.Rules&^allRules != 0 {
+		return invalid("unknown rules %#x", uint8(c.Rules&^allRules))
+	}
+	if c.Rules == 0 {
+		c.Rules = ConsecutiveFailures | SuccessRate
+	}
+	durs := []struct {
+		name string
+		d    *time.Duration
+		def  time.Duration
+	}{
+		{"Interval", &c.Interval, 10 * time.Second},
+		{"BaseEjectionTime", &c.BaseEjectionTime, 30 * time.Second},
+		{"EjectionJitter", &c.EjectionJitter, 0},
+	}
+	for _, f := range durs {
+		if *f.d < 0 {
+			return invalid("%s %v is negative", f.name, *f.d)
+		}
+		if *f.d == 0 {
+			*f.d = f.def
+		}
+	}
+	switch {
+	case c.MaxEjectionTime < 0:
+		return invalid("MaxEjectionTime %v is negative", c.MaxEjectionTime)
+	case c.MaxEjectionTime == 0:
+		c.MaxEjectionTime = max(300*time.Second, c.BaseEjectionTime)
+	case c.MaxEjectionTime < c.BaseEjectionTime:
+		return invalid("MaxEjectionTime %v is less than BaseEjectionTime %v", c.MaxEjectionTime, c.BaseEjectionTime)
+	}
+	pcts := []struct {
+		name string
+		p    *int
+		def  int
+	}{
+		{"MaxEjectionPercent", &c.MaxEjectionPercent, 10},
+		{"FailurePercentageThreshold", &c.FailurePercentageThreshold, 85},
+	}
+	for _, f := range pcts {
+		if *f.p < 0 || *f.p > 100 {
+			return invalid("%s %d is outside [0, 100]", f.name, *f.p)
+		}
+		if *f.p == 0 {
+			*f.p = f.def
+		}
+	}
+	ints := []struct {
+		name string
+		n    *int
+		def  int
+	}{
+		{"ConsecutiveFailures", &c.ConsecutiveFailures, 5},
+		{"ConsecutiveGatewayFailures", &c.ConsecutiveGatewayFailures, 5},
+		{"SuccessRateMinimumHosts", &c.SuccessRateMinimumHosts, 5},
+		{"SuccessRateRequestVolume", &c.SuccessRateRequestVolume, 100},
+		{"FailurePercentageMinimumHosts", &c.FailurePercentageMinimumHosts, 5},
+		{"FailurePercentageRequestVolume", &c.FailurePercentageRequestVolume, 50},
+	}
+	for _, f := range ints {
+		if *f.n < 0 {
+			return invalid("%s %d is negative", f.name, *f.n)
+		}
+		if *f.n == 0 {
+			*f.n = f.def
+		}
+	}
+	if c.ConsecutiveFailures > math.MaxUint32 || c.ConsecutiveGatewayFailures > math.MaxUint32 {
+		return invalid("consecutive failure thresholds must fit in 32 bits")
+	}
+	switch k := c.SuccessRateStdevFactor; {
+	case k < 0 || math.IsNaN(k) || math.IsInf(k, 0):
+		return invalid("SuccessRateStdevFactor %v is negative or not finite", k)
+	case k == 0:
+		c.SuccessRateStdevFactor = 1.9
+	}
+	c.Clock = bulwark.ClockOrWall(c.Clock)
+	return nil
+}
+
+// OutlierDetector ejects endpoints whose real calls fail, as Envoy's outlier
+// detection does. Callers feed it with Record, one call outcome at a time;
+// unknown endpoints are added on their first Record. Consecutive-failure rules
+// eject at once from Record; success-rate and failure-percentage rules run at
+// each interval, in the goroutine that Start starts, or when the caller calls
+// EvaluateAt. An ejection lasts BaseEjectionTime × the endpoint's number of
+// ejections (capped, plus jitter); the number decreases by one for each
+// whole interval the endpoint spends back in service, so a flapping endpoint
+// stays out longer and longer while a recovered one is forgiven.
+//
+// Use NewOutlierDetector; the zero OutlierDetector is not usable. An
+// OutlierDetector is safe for concurrent use by multiple goroutines; Record
+// takes no lock.
+type OutlierDetector struct {
+	cfg OutlierConfig // normalized; read-only after New
+	clk bulwark.Clock
+
+	hosts atomic.Pointer[map[string]*host] // copy on write under mu; read by Record without lock
+
+	mu       sync.Mutex // guards the fields below and the unexported state of every host
+	ejected  int        // number of ejected hosts
+	lastEval time.Time  // time of the previous evaluation
+	notes    notifier
+	started  bool
+	closed   bool
+	cancel   context.CancelFunc
+	wake     chan struct{} // buffered 1: the earliest return time changed
+	wg       sync.WaitGroup
+	cands    []candidate // scratch for evaluations
+}
+
+// host is the state of one endpoint.
+type host struct {
+	ep bulwark.Endpoint
+
+	// Written by Record without lock.
+	succ     atomic.Uint64 // successes, ever
+	fail     atomic.Uint64 // failures, ever
+	consec   atomic.Uint32 // failures in a row
+	consecGW atomic.Uint32 // gateway failures in a row
+
+	// Guarded by OutlierDetector.mu.
+	lastSucc, lastFail uint64    // succ and fail at the previous evaluation
+	ejections          int       // multiplier of the ejection time
+	ejectedUntil       time.Time // zero when not ejected
+	returned           time.Time // end of the last ejection
+	removed            bool
+}
+
+type candidate struct {
+	h    *host
+	rate float64 // success rate or failure percentage, in percent
+}
+
+// NewOutlierDetector returns a detector for cfg. It returns an error wrapping
+// ErrInvalidConfig if cfg has a negative time or threshold, a percentage
+// outside [0, 100], MaxEjectionTime below BaseEjectionTime, or unknown Rules.
+func NewOutlierDetector(cfg OutlierConfig) (*OutlierDetector, error) {
+	if err := cfg.normalize(); err != nil {
+		return nil, err
+	}
+	d := &OutlierDetector{cfg: cfg, clk: cfg.Clock, wake: make(chan struct{}, 1)}
+	m := map[string]*host{}
+	d.hosts.Store(&m)
+	d.lastEval = d.clk.Now()
+	return d, nil
+}
+
+// Record counts one call outcome of ep: Success, Failure, or Neutral (which
+// is ignored). gateway marks a failure as a gateway failure (502, 503, 504 or
+// a connection error). An endpoint seen for the first time is added; ep.Addr
+// identifies it, and an empty Addr is ignored.
+//
+// Record takes no lock and does not allocate for a known endpoint; a failure
+// that completes a run of consecutive failures ejects ep before Record
+// returns, and calls the Listener and the Observer on the caller's goroutine.
+func (d *OutlierDetector) Record(ep bulwark.Endpoint, o bulwark.Outcome, gateway bool) {
+	h := (*d.hosts.Load())[ep.Addr]
+	if h == nil {
+		if h = d.add(ep); h == nil {
+			return
+		}
+	}
+	switch o {
+	case bulwark.Success:
+		h.succ.Add(1)
+		if h.consec.Load() != 0 {
+			h.consec.Store(0)
+		}
+		if h.consecGW.Load() != 0 {
+			h.consecGW.Store(0)
+		}
+	case bulwark.Failure:
+		h.fail.Add(1)
+		n := h.consec.Add(1)
+		var g uint32
+		if gateway {
+			g = h.consecGW.Add(1)
+		} else if h.consecGW.Load() != 0 {
+			h.consecGW.Store(0)
+		}
+		rules := d.cfg.Rules
+		if n == uint32(d.cfg.ConsecutiveFailures) && rules&ConsecutiveFailures != 0 {
+			d.ejectNow(h, reasonConsecutive)
+		} else if g == uint32(d.cfg.ConsecutiveGatewayFailures) && rules&ConsecutiveGatewayFailures != 0 {
+			d.ejectNow(h, reasonGateway)
+		}
+	}
+}
+
+// add adds ep, or returns the host another goroutine added meanwhile.
+func (d *OutlierDetector) add(ep bulwark.Endpoint) *host {
+	if ep.Addr == "" {
+		if obs := d.cfg.Observer; obs != nil {
+			obs.Observe(bulwark.Event{Kind: bulwark.EventMisuse, Component: bulwark.ComponentOutlier,
+				Name: d.cfg.Name, Reason: "empty_address"})
+		}
+		return nil
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	old := *d.hosts.Load()
+	if h := old[ep.Addr]; h != nil {
+		return h
+	}
+	m := make(map[string]*host, len(old)+1)
+	for k, v := range old {
+		m[k] = v
+	}
+	h := &host{ep: ep}
+	m[ep.Addr] = h
+	d.hosts.Store(&m)
+	return h
+}
+
+// Remove forgets ep (compared by Addr). If ep was ejected, the Listener is
+// told it is not any more. It reports whether ep was known.
+func (d *OutlierDetector) Remove(ep bulwark.Endpoint) bool {
+	d.mu.Lock()
+	old := *d.hosts.Load()
+	h := old[ep.Addr]
+	if h == nil {
+		d.mu.Unlock()
+		return false
+	}
+	m := make(map[string]*host, len(old))
+	for k, v := range old {
+		if k != ep.Addr {
+			m[k] = v
+		}
+	}
+	d.hosts.Store(&m)
+	h.removed = true
+	if !h.ejectedUntil.IsZero() {
+		d.unejectLocked(h, "removed")
+	}
+	d.mu.Unlock()
+	d.flush()
+	return true
+}
+
+// Ejected reports whether ep (compared by Addr) is ejected now.
+func (d *OutlierDetector) Ejected(ep bulwark.Endpoint) bool {
+	h := (*d.hosts.Load())[ep.Addr]
+	if h == nil {
+		return false
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return !h.ejectedUntil.IsZero()
+}
+
+// ejectNow ejects h for a consecutive-failure rule, if the cap allows.
+func (d *OutlierDetector) ejectNow(h *host, reason string) {
+	now := d.clk.Now()
+	d.mu.Lock()
+	d.ejectLocked(h, now, reason)
+	d.mu.Unlock()
+	d.flush()
+}
+
+// canEjectLocked reports whether one more host may be ejected.
+func (d *OutlierDetector) canEjectLocked() bool {
+	total := len(*d.hosts.Load())
+	if (d.ejected+1)*100 <= d.cfg.MaxEjectionPercent*total {
+		return true
+	}
+	return d.cfg.AlwaysEjectOne && d.ejected == 0
+}
+
+// ejectionTime returns the ejection time of the n-th ejection, jitter aside.
+func (d *OutlierDetector) ejectionTime(n int) time.Duration {
+	base, limit := d.cfg.BaseEjectionTime, d.cfg.MaxEjectionTime
+	if n <= 0 {
+		return 0
+	}
+	if time.Duration(n) > limit/base {
+		return limit
+	}
+	return min(base*time.Duration(n), limit)
+}
+
+// ejectLocked ejects h if it is in service and the cap allows; it reports
+// whether it did.
+func (d *OutlierDetector) ejectLocked(h *host, now time.Time, reason string) bool {
+	if h.removed || !h.ejectedUntil.IsZero() || !d.canEjectLocked() {
+		return false
+	}
+	h.ejections++
+	dur := d.ejectionTime(h.ejections)
+	if j := d.cfg.EjectionJitter; j > 0 {
+		dur += rand.N(j + 1)
+	}
+	h.ejectedUntil = now.Add(dur)
+	d.ejected++
+	h.consec.Store(0)
+	h.consecGW.Store(0)
+	nt := notice{ep: h.ep, ejection: true, on: true, listen: d.cfg.Listener != nil}
+	if d.cfg.Observer != nil {
+		nt.observe = true
+		nt.event = bulwark.Event{Kind: bulwark.EventEjected, Component: bulwark.ComponentOutlier,
+			Name: d.cfg.Name, Endpoint: h.ep, Delay: dur, Reason: reason, Attempt: h.ejections}
+	}
+	d.notes.queue = append(d.notes.queue, nt)
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+func (d *OutlierDetector) unejectLocked(h *host, reason string) {
+	h.returned = h.ejectedUntil
+	h.ejectedUntil = time.Time{}
+	d.ejected--
+	nt := notice{ep: h.ep, ejection: true, on: false, listen: d.cfg.Listener != nil}
+	if d.cfg.Observer != nil {
+		nt.observe = true
+		nt.event = bulwark.Event{Kind: bulwark.EventUnejected, Component: bulwark.ComponentOutlier,
+			Name: d.cfg.Name, Endpoint: h.ep, Reason: reason, Attempt: h.ejections}
+	}
+	d.notes.queue = append(d.notes.queue, nt)
+}
+
+func (d *OutlierDetector) flush() {
+	d.notes.flush(&d.mu, d.cfg.Listener, d.cfg.Observer)
+}
+
+// returnExpiredLocked brings back the hosts whose ejection time ended at or
+// before now, and returns the earliest ejection end still ahead (zero if
+// none).
+func (d *OutlierDetector) returnExpiredLocked(now time.Time) time.Time {
+	var next time.Time
+	if d.ejected == 0 {
+		return next
+	}
+	for _, h := range *d.hosts.Load() {
+		if h.ejectedUntil.IsZero() {
+			continue
+		}
+		if !h.ejectedUntil.After(now) {
+			d.unejectLocked(h, "expired")
+			continue
+		}
+		if next.IsZero() || h.ejectedUntil.Before(next) {
+			next = h.ejectedUntil
+		}
+	}
+	return next
+}
+
+// EvaluateAt runs one evaluation at time now, as the goroutine started by
+// Start does every Interval: it brings back the endpoints whose ejection time
+// has ended, lowers the ejection count of each endpoint in service, and
+// applies the success-rate and failure-percentage rules to the calls recorded
+// since the previous evaluation. Listener and Observer are called before it
+// returns, on the caller's goroutine.
+//
+// EvaluateAt is the explicit-time twin of the interval, for callers that
+// drive the detector themselves instead of calling Start; it may run
+// alongside Start, and then shortens the current interval.
+func (d *OutlierDetector) EvaluateAt(now time.Time) {
+	d.mu.Lock()
+	d.evaluateLocked(now)
+	d.mu.Unlock()
+	d.flush()
+}
+
+func (d *OutlierDetector) evaluateLocked(now time.Time) {
+	prev := d.lastEval
+	d.lastEval = now
+	d.returnExpiredLocked(now)
+	hosts := *d.hosts.Load()
+	cfg := &d.cfg
+	srCands, fpCands := d.cands[:0], []candidate(nil)
+	var sum float64
+	for _, h := range hosts {
+		s, f := h.succ.Load(), h.fail.Load()
+		ds, df := s-h.lastSucc, f-h.lastFail
+		h.lastSucc, h.lastFail = s, f
+		if !h.ejectedUntil.IsZero() {
+			continue
+		}
+		if h.ejections > 0 && !h.returned.After(prev) {
+			h.ejections-- // a whole interval in service
+		}
+		vol := ds + df
+		if vol == 0 {
+			continue
+		}
+		rate := 100 * float64(ds) / float64(vol)
+		if cfg.Rules&SuccessRate != 0 && vol >= uint64(cfg.SuccessRateRequestVolume) {
+			srCands = append(srCands, candidate{h, rate})
+			sum += rate
+		}
+		if cfg.Rules&FailurePercentage != 0 && vol >= uint64(cfg.FailurePercentageRequestVolume) {
+			fpCands = append(fpCands, candidate{h, 100 - rate})
+		}
+	}
+	var eject []candidate
+	if n := len(srCands); n > 0 && n >= cfg.SuccessRateMinimumHosts {
+		mean := sum / float64(n)
+		var sq float64
+		for _, c := range srCands {
+			sq += (c.rate - mean) * (c.rate - mean)
+		}
+		threshold := mean - cfg.SuccessRateStdevFactor*math.Sqrt(sq/float64(n))
+		for _, c := range srCands {
+			if c.rate < threshold {
+				eject = append(eject, candidate{c.h, c.rate})
+			}
+		}
+	}
+	srEjects := len(eject)
+	if n := len(fpCands); n > 0 && n >= cfg.FailurePercentageMinimumHosts {
+		for _, c := range fpCands {
+			if c.rate >= float64(cfg.FailurePercentageThreshold) {
+				eject = append(eject, candidate{c.h, 100 - c.rate})
+			}
+		}
+	}
+	// The worst first, so that the cap keeps the worst out.
+	sr, fp := eject[:srEjects], eject[srEjects:]
+	byRate := func(a, b candidate) int {
+		switch {
+		case a.rate < b.rate:
+			return -1
+		case a.rate > b.rate:
+			return 1
+		}
+		return 0
+	}
+	slices.SortStableFunc(sr, byRate)
+	slices.SortStableFunc(fp, byRate)
+	for _, c := range sr {
+		d.ejectLocked(c.h, now, reasonSuccessRate)
+	}
+	for _, c := range fp {
+		d.ejectLocked(c.h, now, reasonFailurePct)
+	}
+	clear(srCands)
+	d.cands = srCands[:0]
+}
+
+// Start starts the goroutine that evaluates every Interval and brings
+// ejected endpoints back when their time ends, until ctx is done or Close is
+// called. It returns ErrStarted if called twice and ErrClosed after Close.
+func (d *OutlierDetector) Start(ctx context.Context) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	switch {
+	case d.closed:
+		return ErrClosed
+	case d.started:
+		return ErrStarted
+	}
+	d.started = true
+	ctx, d.cancel = context.WithCancel(ctx)
+	now := d.clk.Now()
+	d.lastEval = now
+	timer := d.clk.NewTimer(d.cfg.Interval)
+	d.wg.Add(1)
+	go d.run(ctx, timer)
+	return nil
+}
+
+func (d *OutlierDetector) run(ctx context.Context, timer bulwark.Timer) {
+	defer d.wg.Done()
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C():
+		case <-d.wake:
+		}
+		now := d.clk.Now()
+		d.mu.Lock()
+		if now.Sub(d.lastEval) >= d.cfg.Interval {
+			d.evaluateLocked(now)
+		}
+		next := d.lastEval.Add(d.cfg.Interval)
+		if ret := d.returnExpiredLocked(now); !ret.IsZero() && ret.Before(next) {
+			next = ret
+		}
+		timer.Reset(next.Sub(now))
+		d.mu.Unlock()
+		d.flush()
+	}
+}
+
+// Close stops the goroutine started by Start and waits for it to return.
+// Record and EvaluateAt keep working after Close. Close returns nil.
+func (d *OutlierDetector) Close() error {
+	d.mu.Lock()
+	d.closed = true
+	cancel := d.cancel
+	d.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	d.wg.Wait()
+	return nil
+}
