@@ -148,24 +148,25 @@ return {1, over}
 `)
 
 // completeScript: KEYS[1] record; ARGV token, value, expiry, TTL in ms,
-// nonce. Returns 1 when stored, 0 when fenced.
+// nonce, now. Returns 1 when stored, 0 when fenced.
 var completeScript = newScript(`
-local r = redis.call('HMGET', KEYS[1], 't', 's', 'n')
+local r = redis.call('HMGET', KEYS[1], 't', 's', 'n', 'l')
 if r[1] ~= ARGV[1] then return 0 end
 if r[2] == '1' then
 	if r[3] == ARGV[5] then return 1 end
 	return 0
 end
+if tonumber(r[4]) <= tonumber(ARGV[6]) then return 0 end
 redis.call('HSET', KEYS[1], 's', '1', 'v', ARGV[2], 'e', ARGV[3], 'n', ARGV[5])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 1
 `)
 
-// releaseScript: KEYS[1] record; ARGV token. Returns 1 when released, 0 when
-// fenced.
+// releaseScript: KEYS[1] record; ARGV token, now. Returns 1 when released,
+// 0 when fenced.
 var releaseScript = newScript(`
-local r = redis.call('HMGET', KEYS[1], 't', 's')
-if r[1] ~= ARGV[1] or r[2] ~= '0' then return 0 end
+local r = redis.call('HMGET', KEYS[1], 't', 's', 'l')
+if r[1] ~= ARGV[1] or r[2] ~= '0' or tonumber(r[3]) <= tonumber(ARGV[2]) then return 0 end
 redis.call('DEL', KEYS[1])
 return 1
 `)
@@ -176,6 +177,9 @@ return 1
 // and otherwise only errors of the client, such as an unreachable server or
 // the end of ctx, wrapped with the operation and key.
 func (s *Store) Claim(ctx context.Context, key string, fingerprint []byte, lease time.Duration) (idempotency.Claim, error) {
+	if err := ctx.Err(); err != nil {
+		return idempotency.Claim{}, fmt.Errorf("redisstore: claim %q: %w", key, err)
+	}
 	if lease <= 0 {
 		return idempotency.Claim{}, fmt.Errorf("redisstore: claim %q: lease is %v, want > 0", key, lease)
 	}
@@ -198,20 +202,25 @@ func (s *Store) Claim(ctx context.Context, key string, fingerprint []byte, lease
 }
 
 // Complete implements idempotency.Store.Complete in one round trip. It
-// returns an error wrapping idempotency.ErrFenced when token is not the
-// current in-flight claim's, an error if retention is not positive, and
-// otherwise only errors of the client. A Complete that the client retried
-// after a lost reply is recognised and succeeds.
+// returns an error wrapping idempotency.ErrFenced when token is not the live
+// in-flight claim's (its lease passed, it was taken over, released or
+// completed), an error if retention is not positive, and otherwise only
+// errors of the client. A Complete that the client retried after a lost
+// reply is recognised and succeeds.
 func (s *Store) Complete(ctx context.Context, key string, token uint64, value []byte, retention time.Duration) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("redisstore: complete %q: %w", key, err)
+	}
 	if retention <= 0 {
 		return fmt.Errorf("redisstore: complete %q: retention is %v, want > 0", key, retention)
 	}
-	expiry, ttl, err := s.expiry(s.clock.Now(), retention)
+	now := s.clock.Now()
+	expiry, ttl, err := s.expiry(now, retention)
 	if err != nil {
 		return fmt.Errorf("redisstore: complete %q: %w", key, err)
 	}
 	nonce := strconv.FormatUint(newToken(), 10)
-	res, err := s.run(ctx, completeScript, key, strconv.FormatUint(token, 10), value, expiry, ttl, nonce)
+	res, err := s.run(ctx, completeScript, key, strconv.FormatUint(token, 10), value, expiry, ttl, nonce, floorMicro(now))
 	if err != nil {
 		return fmt.Errorf("redisstore: complete %q: %w", key, err)
 	}
@@ -222,11 +231,15 @@ func (s *Store) Complete(ctx context.Context, key string, token uint64, value []
 }
 
 // Release implements idempotency.Store.Release in one round trip. It returns
-// an error wrapping idempotency.ErrFenced when token is not the current
-// in-flight claim's (including when the record is gone), and otherwise only
-// errors of the client.
+// an error wrapping idempotency.ErrFenced when token is not the live
+// in-flight claim's (including when the record is gone or its lease has
+// passed), and otherwise only errors of the client.
 func (s *Store) Release(ctx context.Context, key string, token uint64) error {
-	res, err := s.run(ctx, releaseScript, key, strconv.FormatUint(token, 10))
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("redisstore: release %q: %w", key, err)
+	}
+	now := floorMicro(s.clock.Now())
+	res, err := s.run(ctx, releaseScript, key, strconv.FormatUint(token, 10), now)
 	if err != nil {
 		return fmt.Errorf("redisstore: release %q: %w", key, err)
 	}
@@ -237,11 +250,13 @@ func (s *Store) Release(ctx context.Context, key string, token uint64) error {
 }
 
 // Get implements idempotency.Store.Get with one HGETALL. It returns an error
-// wrapping idempotency.ErrNotFound when key has no record or its retention
-// has passed by the Store's Clock, and otherwise only errors of the client.
-// An in-flight record is returned even when its lease has passed, since no
-// one has taken it over yet.
+// wrapping idempotency.ErrNotFound when key has no record, or its lease or
+// retention has passed by the Store's Clock, and otherwise only errors of
+// the client.
 func (s *Store) Get(ctx context.Context, key string) (idempotency.Record, error) {
+	if err := ctx.Err(); err != nil {
+		return idempotency.Record{}, fmt.Errorf("redisstore: get %q: %w", key, err)
+	}
 	m, err := s.client.HGetAll(ctx, s.redisKey(key)).Result()
 	if err != nil {
 		return idempotency.Record{}, fmt.Errorf("redisstore: get %q: %w", key, err)
@@ -253,7 +268,11 @@ func (s *Store) Get(ctx context.Context, key string) (idempotency.Record, error)
 	if err != nil {
 		return idempotency.Record{}, fmt.Errorf("redisstore: get %q: %w", key, err)
 	}
-	if rec.Completed && !s.clock.Now().Before(rec.ExpiresAt) {
+	expires := rec.LeaseExpiry
+	if rec.Completed {
+		expires = rec.ExpiresAt
+	}
+	if !s.clock.Now().Before(expires) {
 		return idempotency.Record{}, fmt.Errorf("redisstore: get %q: %w", key, idempotency.ErrNotFound)
 	}
 	return rec, nil

@@ -231,13 +231,13 @@ func TestRetriedScriptsAreIdempotent(t *testing.T) {
 		}
 	}
 	for i := range 2 {
-		res, err := s.run(ctx, completeScript, "k", "42", "v", exp, ttl, "7")
+		res, err := s.run(ctx, completeScript, "k", "42", "v", exp, ttl, "7", floorMicro(now))
 		require.NoError(t, err)
 		if res != int64(1) {
 			t.Fatalf("complete script run %d = %v, want 1", i+1, res)
 		}
 	}
-	res, err := s.run(ctx, completeScript, "k", "42", "v", exp, ttl, "8")
+	res, err := s.run(ctx, completeScript, "k", "42", "v", exp, ttl, "8", floorMicro(now))
 	require.NoError(t, err)
 	if res != int64(0) {
 		t.Fatalf("complete script with another nonce = %v, want 0 (fenced)", res)
