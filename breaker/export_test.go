@@ -1,0 +1,4 @@
+package breaker
+
+// CheckNoLeak lets the external tests use checkNoLeak.
+var CheckNoLeak = checkNoLeak
