@@ -3,3 +3,27 @@ module github.com/bulwark-go/bulwark/benchmarks
 go 1.26.0
 
 replace github.com/bulwark-go/bulwark => ..
+
+require (
+	github.com/bulwark-go/bulwark v0.0.0-00010101000000-000000000000
+	github.com/buraksezer/consistent v0.10.0
+	github.com/cespare/xxhash/v2 v2.3.0
+	github.com/dgryski/go-jump v0.0.0-20170409065014-e1f439676b57
+	github.com/dgryski/go-rendezvous v0.0.0-20200823014737-9f7001d12a5f
+	github.com/failsafe-go/failsafe-go v0.9.8
+	github.com/golang/groupcache v0.0.0-20241129210726-2c02b8208cf8
+	github.com/sony/gobreaker/v2 v2.4.0
+	gonum.org/v1/plot v0.17.0
+)
+
+require (
+	codeberg.org/go-fonts/liberation v0.5.0 // indirect
+	codeberg.org/go-latex/latex v0.2.0 // indirect
+	codeberg.org/go-pdf/fpdf v0.11.1 // indirect
+	git.sr.ht/~sbinet/gg v0.7.0 // indirect
+	github.com/ajstarks/svgo v0.0.0-20211024235047-1546f124cd8b // indirect
+	github.com/bits-and-blooms/bitset v1.24.4 // indirect
+	github.com/golang/freetype v0.0.0-20170609003504-e2365dfdc4a0 // indirect
+	golang.org/x/image v0.30.0 // indirect
+	golang.org/x/text v0.28.0 // indirect
+)
