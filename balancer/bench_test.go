@@ -1,0 +1,90 @@
+package balancer_test
+
+import (
+	"fmt"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/bulwark-go/bulwark"
+	"github.com/bulwark-go/bulwark/balancer"
+)
+
+func endpoints(n int) []bulwark.Endpoint {
+	eps := make([]bulwark.Endpoint, n)
+	for i := range eps {
+		eps[i] = bulwark.Endpoint{Addr: "10.0." + strconv.Itoa(i/256) + "." + strconv.Itoa(i%256) + ":80", Zone: "z" + strconv.Itoa(i%3)}
+	}
+	return eps
+}
+
+var benchAlgorithms = []struct {
+	name string
+	algo balancer.Algorithm
+}{
+	{"roundRobin", balancer.RoundRobin},
+	{"leastRequest", balancer.LeastRequest},
+	{"peakEWMA", balancer.PeakEWMA},
+	{"consistentHash", balancer.ConsistentHash},
+	{"random", balancer.Random},
+}
+
+func newBench(b *testing.B, algo balancer.Algorithm) *balancer.Balancer {
+	b.Helper()
+	lb, err := balancer.New(balancer.Config{Algorithm: algo, Endpoints: endpoints(100)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return lb
+}
+
+var benchKeys = func() []string {
+	keys := make([]string, 1024)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("customer-%d", i)
+	}
+	return keys
+}()
+
+// BenchmarkPick measures Pick followed by Done over 100 endpoints.
+func BenchmarkPick(b *testing.B) {
+	for _, a := range benchAlgorithms {
+		b.Run(a.name, func(b *testing.B) {
+			lb := newBench(b, a.algo)
+			out := balancer.Outcome{Latency: time.Millisecond}
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				pk, err := lb.Pick(benchKeys[i&1023])
+				if err != nil {
+					b.Fatal(err)
+				}
+				pk.Done(out)
+				i++
+			}
+		})
+	}
+}
+
+// BenchmarkPickParallel is BenchmarkPick from every core at once.
+func BenchmarkPickParallel(b *testing.B) {
+	for _, a := range benchAlgorithms {
+		b.Run(a.name, func(b *testing.B) {
+			lb := newBench(b, a.algo)
+			out := balancer.Outcome{Latency: time.Millisecond}
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				i := 0
+				for pb.Next() {
+					pk, err := lb.Pick(benchKeys[i&1023])
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					pk.Done(out)
+					i++
+				}
+			})
+		})
+	}
+}

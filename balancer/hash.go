@@ -1,0 +1,84 @@
+package balancer
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/bulwark-go/bulwark"
+	"github.com/bulwark-go/bulwark/consistenthash"
+)
+
+// hashIndex is the consistent-hash ring of one endpoint set, with the entry
+// index of each ring node. It changes only when the set does, so a key keeps
+// its owner through health changes.
+type hashIndex struct {
+	ring    *consistenthash.Ring
+	toEntry []int32 // by ring node index (Nodes() order): index into the set
+}
+
+func newHashIndex(set []bulwark.Endpoint, vnodes int) (*hashIndex, error) {
+	if len(set) == 0 {
+		return nil, nil
+	}
+	nodes := make([]consistenthash.Node, len(set))
+	pos := make(map[string]int32, len(set))
+	for i, ep := range set {
+		nodes[i] = consistenthash.Node{Name: ep.Addr, Weight: ep.Weight}
+		pos[ep.Addr] = int32(i)
+	}
+	ring, err := consistenthash.NewRing(consistenthash.RingConfig{VirtualNodes: vnodes, Nodes: nodes})
+	if err != nil {
+		return nil, fmt.Errorf("balancer: %w", err)
+	}
+	h := &hashIndex{ring: ring}
+	for _, n := range ring.Nodes() {
+		h.toEntry = append(h.toEntry, pos[n.Name])
+	}
+	return h, nil
+}
+
+// pickHash walks key's owners on the ring and takes the first that is in p,
+// not avoided, under its bound of LoadFactor × its weighted share of the
+// requests in flight, and admitted by its breaker. If every eligible owner is
+// over its bound, it takes the first of them; if none is eligible, it falls
+// back as pickSlow does.
+func (b *Balancer) pickHash(s *snapshot, p *pool, key string, avoid []*state) (Pick, error) {
+	own := s.hash.ring.Owners(key)
+	// With m calls in flight counting this one, an endpoint of weight w in a
+	// pool of weight W may hold at most ⌈c·m·w/W⌉ of them.
+	perWeight := b.loadFactor * float64(b.total.Load()+1) / float64(p.total)
+	over := int32(-1)
+	var lastErr error
+	for {
+		_, ni, ok := own.Next()
+		if !ok {
+			break
+		}
+		i := s.hash.toEntry[ni]
+		e := &s.entries[i]
+		if !member(p.kind, e) {
+			continue
+		}
+		if float64(e.st.inflight.Load()) >= math.Ceil(perWeight*float64(e.w)) {
+			if over < 0 {
+				over = i
+			}
+			continue
+		}
+		pk, err := b.admit(e, avoid)
+		if err == nil {
+			return pk, nil
+		}
+		if err != errAvoided {
+			lastErr = err
+		}
+	}
+	if over >= 0 {
+		if pk, err := b.admit(&s.entries[over], avoid); err == nil {
+			return pk, nil
+		} else if err != errAvoided {
+			lastErr = err
+		}
+	}
+	return b.scan(s, p, avoid, lastErr)
+}

@@ -1,0 +1,400 @@
+package balancer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"time"
+
+	"github.com/bulwark-go/bulwark"
+)
+
+// Pick is one endpoint chosen by Balancer.Pick, to be reported back with Done
+// exactly once. It is a small value: passing it around allocates nothing.
+// The zero Pick has no endpoint.
+type Pick struct {
+	e     *entry
+	b     *Balancer
+	token uint64 // the breaker's, if any
+	at    int64  // PeakEWMA: the balancer's coarse time at the pick, ns since base
+	done  bool
+}
+
+// Endpoint returns where to send the call.
+func (p *Pick) Endpoint() bulwark.Endpoint {
+	if p.e == nil {
+		return bulwark.Endpoint{}
+	}
+	return p.e.ep
+}
+
+// Outcome is what the caller learned from a call to a picked endpoint.
+type Outcome struct {
+	// Err is the call's error, nil for a success. An error that wraps
+	// context.Canceled (the caller gave up) counts for nothing; any other
+	// error is a failure of the endpoint.
+	Err error
+	// Latency is how long the call took. PeakEWMA learns from it; a zero
+	// Latency teaches it nothing.
+	Latency time.Duration
+	// Gateway marks a failure to reach the endpoint or a gateway error from
+	// it (a connect error, 502, 503, 504), for the outlier detector.
+	Gateway bool
+}
+
+// class returns how o counts for the endpoint's health.
+func (o Outcome) class() bulwark.Outcome {
+	switch {
+	case o.Err == nil:
+		return bulwark.Success
+	case errors.Is(o.Err, context.Canceled):
+		return bulwark.Neutral
+	}
+	return bulwark.Failure
+}
+
+// Done reports the outcome of the call made on the pick: it ends the call's
+// in-flight count, feeds the latency estimate, the Outliers recorder and the
+// endpoint's breaker. Call it exactly once per pick; a second call on the same
+// Pick is ignored and reported to the Observer as EventMisuse. Done on a zero
+// Pick does nothing. Done never blocks.
+func (p *Pick) Done(o Outcome) {
+	e, b := p.e, p.b
+	if e == nil {
+		return
+	}
+	if p.done {
+		if b.obs != nil {
+			ev := b.event(bulwark.EventMisuse, e.ep)
+			ev.Reason = "done called twice"
+			b.obs.Observe(ev)
+		}
+		return
+	}
+	p.done = true
+	st := e.st
+	if b.inflight {
+		st.inflight.Add(-1)
+		if b.algo == ConsistentHash {
+			b.total.Add(-1)
+		}
+	}
+	if b.algo == PeakEWMA && o.Latency > 0 {
+		b.observe(st, p.at, o.Latency)
+	}
+	if st.breaker == nil && b.outliers == nil {
+		return
+	}
+	c := o.class()
+	if st.breaker != nil {
+		st.breaker.Release(p.token, c, o.Latency)
+	}
+	if b.outliers != nil {
+		b.outliers.Record(e.ep, c, o.Gateway)
+	}
+}
+
+// Pick chooses an endpoint for one call and never blocks. key matters only to
+// ConsistentHash, which sends equal keys to the same endpoint while it is
+// eligible and not overloaded; other algorithms ignore it. The caller must
+// call Done on the result once the call is over.
+//
+// Pick returns ErrNoEndpoints when the set is empty, and ErrUnavailable when
+// no endpoint is eligible (with panic mode off) or every eligible endpoint's
+// breaker refused the call; then the error also wraps the breaker's.
+func (b *Balancer) Pick(key string) (Pick, error) {
+	return b.pick(key, nil)
+}
+
+// pick picks, avoiding the endpoints of avoid while others can take the call.
+func (b *Balancer) pick(key string, avoid []*state) (Pick, error) {
+	s := b.snap.Load()
+	if len(s.entries) == 0 {
+		return Pick{}, ErrNoEndpoints
+	}
+	p := s.primary
+	if p == nil {
+		return Pick{}, ErrUnavailable
+	}
+	if s.split && rand.Uint64() >= s.pLocal {
+		p = s.other
+	}
+	if b.algo == ConsistentHash {
+		return b.pickHash(s, p, key, avoid)
+	}
+	i := b.choose(s, p)
+	e := &s.entries[i]
+	if e.st.breaker != nil || avoid != nil {
+		return b.pickSlow(s, p, i, avoid)
+	}
+	if b.inflight {
+		b.begin(e.st)
+	}
+	if b.obs != nil {
+		b.pickEvent(e)
+	}
+	pk := Pick{e: e, b: b}
+	if b.algo == PeakEWMA {
+		pk.at = b.coarse.Load()
+	}
+	return pk, nil
+}
+
+// take returns the pick of e, admitted with token. It is small enough to
+// inline, so the Pick is built where it is returned.
+func (b *Balancer) take(e *entry, token uint64) Pick {
+	if b.inflight {
+		b.begin(e.st)
+	}
+	if b.obs != nil {
+		b.pickEvent(e)
+	}
+	pk := Pick{e: e, b: b, token: token}
+	if b.algo == PeakEWMA {
+		pk.at = b.coarse.Load()
+	}
+	return pk
+}
+
+// begin counts a call in flight.
+func (b *Balancer) begin(st *state) {
+	st.inflight.Add(1)
+	if b.algo == ConsistentHash {
+		b.total.Add(1)
+	}
+}
+
+// pickEvent emits a sampled EventPick.
+func (b *Balancer) pickEvent(e *entry) {
+	if b.sample == 1 || rand.Uint64N(b.sample) == 0 {
+		ev := b.event(bulwark.EventPick, e.ep)
+		ev.Reason = b.algo.String()
+		ev.Attempt = int(b.sample)
+		b.obs.Observe(ev)
+	}
+}
+
+// choose runs the algorithm (all but ConsistentHash) over p.
+func (b *Balancer) choose(s *snapshot, p *pool) int32 {
+	if len(p.idx) == 1 {
+		return p.idx[0]
+	}
+	switch b.algo {
+	case RoundRobin:
+		r := rand.Uint64()
+		if p.sched == nil {
+			return p.sample(r)
+		}
+		return p.next(b.rr[p.kind][r&(numStripes-1)].n.Add(1), r)
+	case LeastRequest:
+		i, j := p.sample(rand.Uint64()), p.sample(rand.Uint64())
+		if i == j {
+			return i
+		}
+		a, c := &s.entries[i], &s.entries[j]
+		ai, aj := a.st.inflight.Load(), c.st.inflight.Load()
+		if b.bias == 1 {
+			// Fewer in flight per unit of weight: aj/wj < ai/wi.
+			if uint64(max(aj, 0))*a.w < uint64(max(ai, 0))*c.w {
+				return j
+			}
+			return i
+		}
+		if math.Pow(float64(max(aj, 0)), b.bias)*float64(a.w) < math.Pow(float64(max(ai, 0)), b.bias)*float64(c.w) {
+			return j
+		}
+		return i
+	case PeakEWMA:
+		i, j := p.sample(rand.Uint64()), p.sample(rand.Uint64())
+		if i == j {
+			return i
+		}
+		now := b.coarse.Load()
+		if b.ewmaLoad(&s.entries[j], now) < b.ewmaLoad(&s.entries[i], now) {
+			return j
+		}
+		return i
+	}
+	return p.sample(rand.Uint64())
+}
+
+// maxTries is how many times the slow path runs the algorithm before it scans
+// the pools in order.
+const maxTries = 3
+
+// errAvoided is admit's refusal of an endpoint that was already tried.
+var errAvoided = errors.New("balancer: endpoint already tried")
+
+// admit returns the pick of e unless e is in avoid or its breaker refuses.
+func (b *Balancer) admit(e *entry, avoid []*state) (Pick, error) {
+	if avoid != nil && avoided(e.st, avoid) {
+		return Pick{}, errAvoided
+	}
+	var token uint64
+	if e.st.breaker != nil {
+		t, err := e.st.breaker.Acquire()
+		if err != nil {
+			return Pick{}, err
+		}
+		token = t
+	}
+	return b.take(e, token), nil
+}
+
+// pickSlow handles breakers and avoided endpoints: it tries the algorithm's
+// choice first, then a few more choices, then scans.
+func (b *Balancer) pickSlow(s *snapshot, p *pool, first int32, avoid []*state) (Pick, error) {
+	var lastErr error
+	i := first
+	for try := 0; try < maxTries; try++ {
+		if try > 0 {
+			i = b.choose(s, p)
+		}
+		pk, err := b.admit(&s.entries[i], avoid)
+		if err == nil {
+			return pk, nil
+		}
+		if err != errAvoided {
+			lastErr = err
+		}
+	}
+	return b.scan(s, p, avoid, lastErr)
+}
+
+// scan tries every endpoint of p, then of the other zone's pool, each from a
+// random start; then, if avoid ruled some out, it starts over allowing them.
+// It returns ErrUnavailable, wrapping lastErr (a breaker's refusal) if any,
+// when every endpoint refused.
+func (b *Balancer) scan(s *snapshot, p *pool, avoid []*state, lastErr error) (Pick, error) {
+	pools := [2]*pool{p, s.other}
+	if p == s.other {
+		pools[1] = s.primary
+	}
+	for _, q := range pools {
+		if q == nil {
+			continue
+		}
+		n := len(q.idx)
+		start := rand.IntN(n)
+		for k := range n {
+			pk, err := b.admit(&s.entries[q.idx[(start+k)%n]], avoid)
+			if err == nil {
+				return pk, nil
+			}
+			if err != errAvoided {
+				lastErr = err
+			}
+		}
+	}
+	if avoid != nil {
+		return b.scan(s, p, nil, lastErr)
+	}
+	if lastErr != nil {
+		return Pick{}, fmt.Errorf("%w: %w", ErrUnavailable, lastErr)
+	}
+	return Pick{}, ErrUnavailable
+}
+
+func avoided(st *state, avoid []*state) bool {
+	for _, a := range avoid {
+		if a == st {
+			return true
+		}
+	}
+	return false
+}
+
+// penalty is the PeakEWMA cost of an endpoint with requests in flight but no
+// latency observed yet, as in Finagle: it is tried only when all others are
+// as unknown.
+const penalty = math.MaxFloat64 / 4
+
+// The PeakEWMA estimate of an endpoint is one word: the latency in ns as a
+// float32 in the high half, and in the low half the time of its last
+// observation in units of 2^20 ns (about a millisecond) since base, modulo
+// 2^32 (about 52 days).
+const stampShift = 20
+
+func packEWMA(cost float32, now int64) uint64 {
+	return uint64(math.Float32bits(cost))<<32 | uint64(uint32(now>>stampShift))
+}
+
+// elapsed returns the time from the stamp of word to now, at least 0.
+func elapsed(word uint64, now int64) float64 {
+	dt := int32(uint32(now>>stampShift) - uint32(word))
+	if dt <= 0 {
+		return 0
+	}
+	return float64(int64(dt) << stampShift)
+}
+
+// ewmaLoad returns e's PeakEWMA load at now: its latency estimate, decayed
+// since its last observation, × (in flight + 1).
+func (b *Balancer) ewmaLoad(e *entry, now int64) float64 {
+	n := float64(max(e.st.inflight.Load(), 0))
+	word := e.st.ewma.Load()
+	cost := float64(math.Float32frombits(uint32(word >> 32)))
+	if cost == 0 {
+		if n == 0 {
+			return 0
+		}
+		return penalty + n
+	}
+	if dt := elapsed(word, now); dt > 0 {
+		cost *= decay(dt / b.tau)
+	}
+	return cost * (n + 1)
+}
+
+// coarseGrain is how far the coarse clock must move before it is written.
+const coarseGrain = int64(time.Millisecond)
+
+// observe folds one latency into st's PeakEWMA estimate: a slower one replaces
+// it (the peak), a faster one moves it by the weight that the time since the
+// last observation earns, 1 - e^(-dt/DecayTime).
+//
+// Time comes from the balancer's coarse clock, so that most calls read no
+// clock: a call picked at coarse time at that took latency ended no earlier
+// than at+latency, which moves the coarse clock forward; and one Done in four
+// reads the real clock, which catches up with idle time.
+func (b *Balancer) observe(st *state, at int64, latency time.Duration) {
+	now := b.coarse.Load()
+	if rand.Uint32()&3 == 0 {
+		t := b.now()
+		if t-now >= coarseGrain {
+			b.coarse.CompareAndSwap(now, t)
+		}
+		now = t
+	} else if end := at + int64(latency); end-now > coarseGrain {
+		b.coarse.CompareAndSwap(now, end)
+		now = end
+	}
+	b.observeAt(st, latency, now)
+}
+
+// observeAt folds latency into st's estimate at now.
+func (b *Balancer) observeAt(st *state, latency time.Duration, now int64) {
+	rtt := float64(latency)
+	for {
+		old := st.ewma.Load()
+		cost := float64(math.Float32frombits(uint32(old >> 32)))
+		next := rtt
+		if rtt < cost {
+			w := decay(elapsed(old, now) / b.tau)
+			next = cost*w + rtt*(1-w)
+		}
+		if st.ewma.CompareAndSwap(old, packEWMA(float32(next), now)) {
+			return
+		}
+	}
+}
+
+// decay returns e^-x for x >= 0, cheaply for the small x of busy endpoints.
+func decay(x float64) float64 {
+	if x < 1.0/64 {
+		return 1 - x + x*x/2 - x*x*x/6
+	}
+	return math.Exp(-x)
+}

@@ -1,0 +1,252 @@
+package balancer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/bulwark-go/bulwark"
+)
+
+// Transport is an http.RoundTripper that sends each request to an endpoint
+// picked by Balancer, rewriting the URL's host (and, when it is empty, the
+// scheme to "http"); the request's Host header is kept as it was. It reports
+// every attempt's outcome through Pick.Done: a transport error, or a 5xx
+// status, is a failure, and a connect error or 502, 503 or 504 a gateway
+// failure.
+//
+// With a Policy, such as a *retry.Policy, a replayable request whose attempt
+// fails is tried again on a different endpoint where one exists. A request is
+// replayable when its method is idempotent (GET, HEAD, OPTIONS, TRACE, PUT,
+// DELETE) or it carries an Idempotency-Key (or X-Idempotency-Key) header, and
+// its body can be had again: none, or a GetBody. An attempt fails with a
+// transport error, or with a *StatusError for 502, 503, 504 and 429, which
+// carries the response and, when the server sent Retry-After, has a RetryAfter
+// method that retry honours. Other attempts are not retried: their errors are
+// marked bulwark.Permanent. When retries end on a status, RoundTrip returns
+// the last response and no error, as a proxy must.
+//
+// A Transport is safe for concurrent use by multiple goroutines, and must not
+// be changed once in use.
+type Transport struct {
+	// Balancer picks the endpoints. It must not be nil.
+	Balancer *Balancer
+	// Base sends each attempt. If nil, http.DefaultTransport.
+	Base http.RoundTripper
+	// Policy runs the attempts, retrying them as it sees fit. If nil, one
+	// attempt.
+	Policy bulwark.Policy
+	// Key returns the request's key for ConsistentHash, such as a header or
+	// a customer id. If nil, "".
+	Key func(*http.Request) string
+}
+
+var _ http.RoundTripper = (*Transport)(nil)
+
+// StatusError is the failure of an attempt that got a retryable status: 502,
+// 503, 504 or 429. Response is the response, its body unread; RoundTrip
+// closes it when it retries, and returns it when retries end.
+type StatusError struct {
+	Response *http.Response
+	Endpoint bulwark.Endpoint
+}
+
+// Error returns "balancer: <endpoint>: <status>".
+func (e *StatusError) Error() string {
+	return "balancer: " + e.Endpoint.Addr + ": " + e.Response.Status
+}
+
+// retryAfterError is a StatusError whose response said when to come back.
+type retryAfterError struct {
+	*StatusError
+	after time.Duration
+}
+
+// RetryAfter returns how long the server asked to wait.
+func (e *retryAfterError) RetryAfter() time.Duration { return e.after }
+
+// Unwrap returns the *StatusError.
+func (e *retryAfterError) Unwrap() error { return e.StatusError }
+
+// RoundTrip sends req to a picked endpoint, retrying under Policy as the type
+// documentation says. It returns the Balancer's ErrNoEndpoints or
+// ErrUnavailable when no endpoint can take the request, the last attempt's
+// error when retries end on one, or the Policy's error.
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if t.Balancer == nil {
+		closeBody(req)
+		return nil, errors.New("balancer: Transport with a nil Balancer")
+	}
+	base := t.Base
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	key := ""
+	if t.Key != nil {
+		key = t.Key(req)
+	}
+	if t.Policy == nil {
+		resp, _, err := t.attempt(req.Context(), req, base, key, nil, false)
+		if resp != nil {
+			return resp, nil
+		}
+		return nil, err
+	}
+	a := &attempts{t: t, req: req, base: base, key: key, replay: replayable(req)}
+	err := t.Policy.Do(req.Context(), a.run)
+	var se *StatusError
+	switch {
+	case err == nil:
+		return a.last, nil
+	case a.last != nil && errors.As(err, &se) && se.Response == a.last:
+		return a.last, nil
+	}
+	if a.last != nil {
+		discard(a.last)
+	}
+	return nil, err
+}
+
+// attempts is the state of one RoundTrip under a Policy.
+type attempts struct {
+	t      *Transport
+	req    *http.Request
+	base   http.RoundTripper
+	key    string
+	replay bool
+	n      int
+	tried  []*state
+	last   *http.Response // the latest attempt's response, body open
+}
+
+func (a *attempts) run(ctx context.Context) error {
+	if a.last != nil {
+		discard(a.last)
+		a.last = nil
+	}
+	if a.n > 0 && !a.replay {
+		return bulwark.Permanent(errors.New("balancer: request cannot be replayed"))
+	}
+	a.n++
+	resp, st, err := a.t.attempt(ctx, a.req, a.base, a.key, a.tried, a.n > 1)
+	if st != nil {
+		a.tried = append(a.tried, st)
+	}
+	if resp != nil {
+		a.last = resp
+	}
+	if err != nil && !a.replay {
+		return bulwark.Permanent(err)
+	}
+	return err
+}
+
+// attempt sends one attempt of req to an endpoint that is not in avoid where
+// possible. For a retryable status it returns the response and a
+// *StatusError; the response is nil otherwise when err is not.
+func (t *Transport) attempt(ctx context.Context, req *http.Request, base http.RoundTripper, key string, avoid []*state, rewind bool) (*http.Response, *state, error) {
+	pk, err := t.Balancer.pick(key, avoid)
+	if err != nil {
+		if !rewind {
+			closeBody(req)
+		}
+		if errors.Is(err, ErrNoEndpoints) {
+			err = bulwark.Permanent(err)
+		}
+		return nil, nil, err
+	}
+	out := req.Clone(ctx)
+	u := *req.URL
+	out.URL = &u
+	out.URL.Host = pk.e.ep.Addr
+	if out.URL.Scheme == "" {
+		out.URL.Scheme = "http"
+	}
+	if rewind && req.Body != nil && req.Body != http.NoBody {
+		body, err := req.GetBody()
+		if err != nil {
+			pk.Done(Outcome{Err: context.Canceled}) // not the endpoint's fault
+			return nil, pk.e.st, bulwark.Permanent(fmt.Errorf("balancer: rewinding the body: %w", err))
+		}
+		out.Body = body
+	}
+	clk := t.Balancer.clk
+	start := clk.Now()
+	resp, err := base.RoundTrip(out)
+	latency := clk.Since(start)
+	if err != nil {
+		pk.Done(Outcome{Err: err, Latency: latency, Gateway: isConnectError(err)})
+		return nil, pk.e.st, fmt.Errorf("balancer: %s: %w", pk.e.ep.Addr, err)
+	}
+	o := Outcome{Latency: latency}
+	switch code := resp.StatusCode; {
+	case code == http.StatusBadGateway || code == http.StatusServiceUnavailable || code == http.StatusGatewayTimeout:
+		o.Err, o.Gateway = errStatus, true
+	case code >= 500:
+		o.Err = errStatus
+	}
+	pk.Done(o)
+	switch resp.StatusCode {
+	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout, http.StatusTooManyRequests:
+		se := &StatusError{Response: resp, Endpoint: pk.e.ep}
+		if d, ok := parseRetryAfter(resp.Header.Get("Retry-After"), clk.Now()); ok {
+			return resp, pk.e.st, &retryAfterError{StatusError: se, after: d}
+		}
+		return resp, pk.e.st, se
+	}
+	return resp, pk.e.st, nil
+}
+
+var errStatus = errors.New("balancer: server error status")
+
+// replayable reports whether req may be sent more than once.
+func replayable(req *http.Request) bool {
+	if req.Body != nil && req.Body != http.NoBody && req.GetBody == nil {
+		return false
+	}
+	switch req.Method {
+	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return req.Header.Get("Idempotency-Key") != "" || req.Header.Get("X-Idempotency-Key") != ""
+}
+
+// isConnectError reports whether err is a failure to reach the endpoint.
+func isConnectError(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+// parseRetryAfter parses a Retry-After value, in seconds or as an HTTP date
+// relative to now (RFC 9110, section 10.2.3).
+func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
+	if v == "" {
+		return 0, false
+	}
+	if n, err := strconv.ParseUint(v, 10, 32); err == nil {
+		return time.Duration(n) * time.Second, true
+	}
+	t, err := http.ParseTime(v)
+	if err != nil {
+		return 0, false
+	}
+	return max(t.Sub(now), 0), true
+}
+
+// discard drains a little of resp's body, so its connection can be reused,
+// and closes it.
+func discard(resp *http.Response) {
+	_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
+	_ = resp.Body.Close()
+}
+
+func closeBody(req *http.Request) {
+	if req.Body != nil {
+		_ = req.Body.Close()
+	}
+}
