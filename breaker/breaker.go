@@ -49,6 +49,8 @@ type Breaker struct {
 type epoch struct {
 	gen   uint64
 	state State
+	pass  bool   // closed or forced closed: admit every call
+	tok   uint64 // the token of calls admitted while closed
 
 	// closed
 	consec  atomic.Int64 // current run of failures
@@ -104,7 +106,7 @@ func newBreaker(s settings) *Breaker {
 }
 
 func (b *Breaker) closedEpoch(gen uint64, st State, now int64) *epoch {
-	e := &epoch{gen: gen, state: st}
+	e := &epoch{gen: gen, state: st, pass: st == Closed || st == ForcedClosed, tok: gen << 32}
 	if st != Closed {
 		return e
 	}
@@ -145,14 +147,14 @@ func (b *Breaker) State() State {
 // *OpenError wrapping ErrOpen. Acquire does not block and allocates nothing
 // unless it refuses (the refusal error) or causes a transition.
 func (b *Breaker) Acquire() (token uint64, err error) {
-	e := b.cur.Load()
-	if e.state == Closed || e.state == ForcedClosed {
-		return e.gen << 32, nil
+	if e := b.cur.Load(); e.pass {
+		return e.tok, nil
 	}
-	return b.acquireSlow(e)
+	return b.acquireSlow()
 }
 
-func (b *Breaker) acquireSlow(e *epoch) (uint64, error) {
+func (b *Breaker) acquireSlow() (uint64, error) {
+	e := b.cur.Load()
 	var evs events
 	now := b.now()
 	// Refusals while open need no lock.
@@ -442,9 +444,14 @@ func (b *Breaker) timed() bool { return b.s.slowDur > 0 || b.s.obs != nil }
 // without running op. If op panics, the call is recorded as a failure and
 // the panic goes on with its original value. Do satisfies bulwark.Policy.
 func (b *Breaker) Do(ctx context.Context, op func(context.Context) error) error {
-	tok, err := b.Acquire()
-	if err != nil {
-		return err
+	var tok uint64
+	if e := b.cur.Load(); e.pass { // Acquire, inlined
+		tok = e.tok
+	} else {
+		var err error
+		if tok, err = b.acquireSlow(); err != nil {
+			return err
+		}
 	}
 	if b.clocked {
 		return b.doTimed(ctx, tok, op)
@@ -455,9 +462,13 @@ func (b *Breaker) Do(ctx context.Context, op func(context.Context) error) error 
 			b.release(tok, bulwark.Failure, 0, -1, nil)
 		}
 	}()
-	err = op(ctx)
+	err := op(ctx)
 	finished = true
-	b.release(tok, b.classify(ctx, err), 0, -1, err)
+	o := bulwark.Success
+	if err != nil || b.s.classify != nil {
+		o = b.classify(ctx, err)
+	}
+	b.release(tok, o, 0, -1, err)
 	return err
 }
 

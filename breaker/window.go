@@ -46,7 +46,7 @@ type ringStripe struct {
 func newCountRing(n, nstripes int, withSlow bool) *countRing {
 	words := (n + 63) / 64
 	r := &countRing{n: uint64(n), m: ^uint64(0)/uint64(n) + 1, chunk: 1, fail: make([]atomic.Uint64, words)}
-	for r.chunk < 64 && int(r.chunk)*2*4*nstripes <= n {
+	for r.chunk < 64 && int(r.chunk)*2*2*nstripes <= n {
 		r.chunk *= 2
 	}
 	if r.chunk > 1 {
@@ -75,14 +75,16 @@ func (r *countRing) take() uint64 {
 	for {
 		st := s.st.Load()
 		next, left := st>>8, st&0xff
-		if left > 0 && r.pos.Load()-next < r.n {
+		// A chunk whose positions left the window while its stripe was idle
+		// is still used: each of its calls then replaces an outcome older
+		// than itself, which keeps the window a set of recent outcomes.
+		if left > 0 {
 			if s.st.CompareAndSwap(st, (next+1)<<8|(left-1)) {
 				return next
 			}
 			continue
 		}
-		// The chunk is used up, or so old that its positions left the
-		// window: reserve the next one.
+		// The chunk is used up: reserve the next one.
 		base := r.pos.Add(r.chunk) - r.chunk
 		if s.st.CompareAndSwap(st, (base+1)<<8|(r.chunk-1)) {
 			return base
@@ -228,20 +230,21 @@ func (t *timeRing) totals() (calls, fails, slows int64) {
 }
 
 // stackHint returns a number that is stable for a goroutine and usually
-// differs between goroutines: the address of a stack slot, in units of the
-// smallest goroutine stack (2 KiB). Goroutines running at once have distinct stacks,
-// so they mostly pick distinct stripes. It is only a hint: a stack that
-// grows moves, and two goroutines may share a stripe, which costs speed,
-// never correctness.
+// differs between goroutines: a hash of the address of a stack slot, in units
+// of the smallest goroutine stack (2 KiB). Goroutines running at once have
+// distinct stacks, so they mostly pick distinct stripes. It is only a hint: a
+// stack that grows moves, and two goroutines may share a stripe, which costs
+// speed, never correctness.
 func stackHint() uint {
 	var x byte
-	return uint(uintptr(unsafe.Pointer(&x)) >> 11)
+	h := uint64(uintptr(unsafe.Pointer(&x)) >> 11)
+	return uint((h * 0x9E3779B97F4A7C15) >> 32) // Fibonacci hashing: the high bits mix all of h
 }
 
-// numStripes returns a power of two of at least twice procs, in [4, 64].
+// numStripes returns a power of two of at least four times procs, in [8, 64].
 func numStripes(procs int) int {
-	n := 4
-	for n < 2*procs && n < 64 {
+	n := 8
+	for n < 4*procs && n < 64 {
 		n <<= 1
 	}
 	return n
