@@ -561,3 +561,36 @@ func TestStateString(t *testing.T) {
 		}
 	}
 }
+
+func TestDoubleReleaseOfProbe(t *testing.T) {
+	rec := &events{}
+	b, clk := newBreaker(t, breaker.Config{ConsecutiveFailures: 1, OpenDuration: time.Second, HalfOpenProbes: 2, HalfOpenSuccesses: 2, Observer: rec})
+	fail(b)
+	clk.Advance(time.Second)
+	tok, err := b.Acquire()
+	if err != nil {
+		t.Fatalf("probe: Acquire = %v", err)
+	}
+	b.Release(tok, bulwark.Success, 0)
+	b.Release(tok, bulwark.Success, 0) // misuse: must not count as a second success
+	if st := b.State(); st != breaker.HalfOpen {
+		t.Errorf("State() after one probe released twice = %v, want half-open", st)
+	}
+	if n := rec.count(bulwark.EventMisuse); n != 1 {
+		t.Errorf("%d EventMisuse, want 1", n)
+	}
+}
+
+func TestRetryAfterWhileOpen(t *testing.T) {
+	b, clk := newBreaker(t, breaker.Config{ConsecutiveFailures: 1, OpenDuration: 10 * time.Second})
+	fail(b)
+	clk.Advance(4 * time.Second)
+	err := b.Do(context.Background(), func(context.Context) error { return nil })
+	var ra interface{ RetryAfter() time.Duration }
+	if !errors.As(err, &ra) || ra.RetryAfter() != 6*time.Second {
+		t.Fatalf("Do 4s into a 10s open state = %v, want an error with RetryAfter() 6s", err)
+	}
+	if got, want := err.Error(), "breaker: circuit open (open, retry after 6s)"; got != want {
+		t.Errorf("Error() = %q, want %q", got, want)
+	}
+}
