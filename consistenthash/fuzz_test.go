@@ -8,6 +8,10 @@ import (
 	"testing"
 )
 
+// maxFuzzOps bounds the work of one fuzz input: longer inputs only repeat
+// the kinds of sequences shorter ones explore.
+const maxFuzzOps = 4096
+
 var fuzzSeeds = [][]byte{
 	{},
 	{0, 1, 1, 0, 2, 1, 0, 3, 2, 3, 7, 2, 1},
@@ -21,6 +25,7 @@ var fuzzSeeds = [][]byte{
 // change moves only the keys of the changed node, owner walks are complete
 // and start with Get; canonical placements equal a fresh build of the set.
 func fuzzOps(t *testing.T, p Placement, fresh func([]Node) (Placement, error), ops []byte, check func(Placement)) {
+	ops = ops[:min(len(ops), maxFuzzOps)]
 	model := map[string]int{}
 	sample := keys(64)
 	place := func() []string {
@@ -179,42 +184,45 @@ func FuzzBounded(f *testing.F) {
 	for _, s := range fuzzSeeds {
 		f.Add(s)
 	}
-	f.Fuzz(func(t *testing.T, ops []byte) {
-		ring, _ := NewRing(RingConfig{VirtualNodes: 8, Nodes: names("n", 4)})
-		b, _ := NewBounded(BoundedConfig{Placement: ring})
-		var held []Lease
-		for _, op := range ops {
-			switch op % 8 {
-			case 0:
-				_ = ring.Add(Node{Name: fmt.Sprint("n", op/8%12)})
-			case 1:
-				if len(ring.Nodes()) > 1 {
-					_ = ring.Remove(fmt.Sprint("n", op/8%12))
-				}
-			case 2, 3:
-				if len(held) > 0 {
-					i := int(op) % len(held)
-					held[i].Release()
-					held = append(held[:i], held[i+1:]...)
-				}
-			default:
-				l, err := b.Acquire(fmt.Sprint("k", op/8%4))
-				if err != nil {
-					t.Fatal(err)
-				}
-				held = append(held, l)
-				node, total := b.Load(l.Node())
-				n := ring.Nodes()
-				if limit := b.limit(total, 1, int64(len(n))); node > limit {
-					t.Fatalf("%s holds %d of %d in flight, above the cap %d", l.Node(), node, total, limit)
-				}
+	f.Fuzz(runBoundedOps)
+}
+
+func runBoundedOps(t *testing.T, ops []byte) {
+	ops = ops[:min(len(ops), maxFuzzOps)]
+	ring, _ := NewRing(RingConfig{VirtualNodes: 8, Nodes: names("n", 4)})
+	b, _ := NewBounded(BoundedConfig{Placement: ring})
+	var held []Lease
+	for _, op := range ops {
+		switch op % 8 {
+		case 0:
+			_ = ring.Add(Node{Name: fmt.Sprint("n", op/8%12)})
+		case 1:
+			if len(ring.Nodes()) > 1 {
+				_ = ring.Remove(fmt.Sprint("n", op/8%12))
+			}
+		case 2, 3:
+			if len(held) > 0 {
+				i := int(op) % len(held)
+				held[i].Release()
+				held = append(held[:i], held[i+1:]...)
+			}
+		default:
+			l, err := b.Acquire(fmt.Sprint("k", op/8%4))
+			if err != nil {
+				t.Fatal(err)
+			}
+			held = append(held, l)
+			node, total := b.Load(l.Node())
+			n := ring.Nodes()
+			if limit := b.limit(total, 1, int64(len(n))); node > limit {
+				t.Fatalf("%s holds %d of %d in flight, above the cap %d", l.Node(), node, total, limit)
 			}
 		}
-		for _, l := range held {
-			l.Release()
-		}
-		if _, total := b.Load(""); total != 0 {
-			t.Fatalf("total in flight after all releases = %d, want 0", total)
-		}
-	})
+	}
+	for _, l := range held {
+		l.Release()
+	}
+	if _, total := b.Load(""); total != 0 {
+		t.Fatalf("total in flight after all releases = %d, want 0", total)
+	}
 }
