@@ -2,6 +2,7 @@ package healthcheck
 
 import (
 	"fmt"
+	"runtime"
 	"sync"
 
 	"github.com/bulwark-go/bulwark"
@@ -59,3 +60,5 @@ func (r *recorder) eventsOf(k bulwark.EventKind) []bulwark.Event {
 }
 
 func ep(i int) bulwark.Endpoint { return bulwark.Endpoint{Addr: fmt.Sprintf("10.0.0.%d:80", i)} }
+
+func runtimeGosched() { runtime.Gosched() }
