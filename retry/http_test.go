@@ -1,0 +1,353 @@
+package retry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bulwark-go/bulwark"
+	"github.com/bulwark-go/bulwark/bulwarktest"
+)
+
+func TestReplayable(t *testing.T) {
+	withKey := func(r *http.Request) *http.Request { r.Header.Set("Idempotency-Key", "k1"); return r }
+	noGetBody := func(r *http.Request) *http.Request { r.GetBody = nil; return r }
+	req := func(method string, body string) *http.Request {
+		var rd io.Reader
+		if body != "" {
+			rd = strings.NewReader(body)
+		}
+		r, err := http.NewRequest(method, "http://example.test/", rd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	cases := []struct {
+		name string
+		req  *http.Request
+		want bool
+	}{
+		{"GET", req("GET", ""), true},
+		{"HEAD", req("HEAD", ""), true},
+		{"PUT with body", req("PUT", "x"), true},
+		{"DELETE", req("DELETE", ""), true},
+		{"OPTIONS", req("OPTIONS", ""), true},
+		{"POST", req("POST", "x"), false},
+		{"PATCH", req("PATCH", "x"), false},
+		{"POST with key", withKey(req("POST", "x")), true},
+		{"POST with X-Idempotency-Key", func() *http.Request { r := req("POST", "x"); r.Header.Set("X-Idempotency-Key", "k"); return r }(), true},
+		{"GET with an unrewindable body", noGetBody(req("GET", "x")), false},
+		{"POST with key, unrewindable body", noGetBody(withKey(req("POST", "x"))), false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := Replayable(tc.req); got != tc.want {
+				t.Errorf("Replayable(%s %v) = %v, want %v", tc.req.Method, tc.req.Header, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestRetryableStatus(t *testing.T) {
+	for code := 100; code < 600; code++ {
+		want := code == 429 || code == 502 || code == 503 || code == 504
+		if got := RetryableStatus(code); got != want {
+			t.Errorf("RetryableStatus(%d) = %v, want %v", code, got, want)
+		}
+	}
+}
+
+func TestParseRetryAfter(t *testing.T) {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	cases := []struct {
+		in     string
+		want   time.Duration
+		wantOK bool
+	}{
+		{"120", 2 * time.Minute, true},
+		{"0", 0, true},
+		{" 7 ", 7 * time.Second, true},
+		{"Sun, 01 Mar 2026 12:00:30 GMT", 30 * time.Second, true}, // IMF-fixdate
+		{"Sunday, 01-Mar-26 12:01:00 GMT", time.Minute, true},     // RFC 850
+		{"Sun Mar  1 12:00:05 2026", 5 * time.Second, true},       // asctime
+		{"Sun, 01 Mar 2026 11:00:00 GMT", 0, true},                // in the past
+		{"99999999999999999999", 1<<63 - 1, true},                 // saturates
+		{"", 0, false},
+		{"-5", 0, false},
+		{"1.5", 0, false},
+		{"5s", 0, false},
+		{"+5", 0, false},
+		{"tomorrow", 0, false},
+	}
+	for _, tc := range cases {
+		got, ok := ParseRetryAfter(tc.in, now)
+		if got != tc.want || ok != tc.wantOK {
+			t.Errorf("ParseRetryAfter(%q) = %v, %v, want %v, %v", tc.in, got, ok, tc.want, tc.wantOK)
+		}
+	}
+}
+
+func FuzzParseRetryAfter(f *testing.F) {
+	for _, s := range []string{"120", "0", "Sun, 01 Mar 2026 12:00:30 GMT", "Sunday, 01-Mar-26 12:01:00 GMT",
+		"Sun Mar  1 12:00:05 2026", "99999999999999999999", "", "-1", "1e3", " 3 "} {
+		f.Add(s)
+	}
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, v string) {
+		d, ok := ParseRetryAfter(v, now)
+		if d < 0 || (!ok && d != 0) {
+			t.Fatalf("ParseRetryAfter(%q) = %v, %v, want a non-negative wait, zero when not ok", v, d, ok)
+		}
+		if n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32); err == nil && !strings.HasPrefix(strings.TrimSpace(v), "+") {
+			if !ok || d != time.Duration(n)*time.Second {
+				t.Fatalf("ParseRetryAfter(%q) = %v, %v, want %ds, true", v, d, ok, n)
+			}
+		}
+		if ok && d > 0 && d < 1<<62 {
+			// A date form must round-trip through its own formatting.
+			if _, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64); err != nil {
+				back, ok2 := ParseRetryAfter(now.Add(d).UTC().Format(http.TimeFormat), now)
+				if !ok2 || back != d.Truncate(time.Second) {
+					t.Fatalf("ParseRetryAfter(%q) = %v, but its IMF-fixdate gives %v, %v", v, d, back, ok2)
+				}
+			}
+		}
+	})
+}
+
+// script is a RoundTripper that answers from a list, recording what it saw.
+type script struct {
+	mu      sync.Mutex
+	answers []func(*http.Request) (*http.Response, error)
+	bodies  []string
+	at      []time.Duration
+	clk     *bulwarktest.Clock
+	start   time.Time
+	closed  []*trackedBody
+}
+
+type trackedBody struct {
+	io.Reader
+	closed bool
+}
+
+func (b *trackedBody) Close() error { b.closed = true; return nil }
+
+func (s *script) RoundTrip(r *http.Request) (*http.Response, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var body string
+	if r.Body != nil {
+		b, _ := io.ReadAll(r.Body)
+		r.Body.Close()
+		body = string(b)
+	}
+	s.bodies = append(s.bodies, body)
+	s.at = append(s.at, s.clk.Since(s.start))
+	next := s.answers[0]
+	if len(s.answers) > 1 {
+		s.answers = s.answers[1:]
+	}
+	resp, err := next(r)
+	if resp != nil {
+		tb := &trackedBody{Reader: resp.Body}
+		resp.Body = tb
+		s.closed = append(s.closed, tb)
+	}
+	return resp, err
+}
+
+func status(code int, retryAfter string) func(*http.Request) (*http.Response, error) {
+	return func(r *http.Request) (*http.Response, error) {
+		h := http.Header{}
+		if retryAfter != "" {
+			h.Set("Retry-After", retryAfter)
+		}
+		return &http.Response{StatusCode: code, Header: h, Body: io.NopCloser(strings.NewReader(strconv.Itoa(code))), Request: r}, nil
+	}
+}
+
+func fail(err error) func(*http.Request) (*http.Response, error) {
+	return func(*http.Request) (*http.Response, error) { return nil, err }
+}
+
+func TestTransport(t *testing.T) {
+	errConn := errors.New("connection refused")
+	cases := []struct {
+		name       string
+		method     string
+		key        string
+		answers    []func(*http.Request) (*http.Response, error)
+		wantStatus int // 0: an error
+		wantCalls  int
+		wantAt     []time.Duration
+	}{
+		{"success", "GET", "", []func(*http.Request) (*http.Response, error){status(200, "")}, 200, 1, []time.Duration{0}},
+		{"503 with Retry-After then 200", "PUT", "",
+			[]func(*http.Request) (*http.Response, error){status(503, "3"), status(200, "")}, 200, 2, []time.Duration{0, 3 * time.Second}},
+		{"connection error then 200", "GET", "",
+			[]func(*http.Request) (*http.Response, error){fail(errConn), status(200, "")}, 200, 2, []time.Duration{0, 100 * time.Millisecond}},
+		{"exhausted returns the last response", "GET", "",
+			[]func(*http.Request) (*http.Response, error){status(502, ""), status(504, ""), status(429, "1")}, 429, 3,
+			[]time.Duration{0, 100 * time.Millisecond, 300 * time.Millisecond}},
+		{"404 is not retried", "GET", "", []func(*http.Request) (*http.Response, error){status(404, "")}, 404, 1, []time.Duration{0}},
+		{"POST is not retried", "POST", "", []func(*http.Request) (*http.Response, error){status(503, "")}, 503, 1, []time.Duration{0}},
+		{"POST with Idempotency-Key is", "POST", "key-1",
+			[]func(*http.Request) (*http.Response, error){status(503, ""), status(201, "")}, 201, 2, []time.Duration{0, 100 * time.Millisecond}},
+		{"connection errors exhausted", "GET", "", []func(*http.Request) (*http.Response, error){fail(errConn)}, 0, 3,
+			[]time.Duration{0, 100 * time.Millisecond, 300 * time.Millisecond}},
+		{"Retry-After beyond the cap returns the response", "GET", "",
+			[]func(*http.Request) (*http.Response, error){status(503, "3600")}, 503, 1, []time.Duration{0}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			clk := bulwarktest.NewClock(time.Time{})
+			rec := newRecorder()
+			s := &script{answers: tc.answers, clk: clk, start: clk.Now()}
+			p := mustNew(t, Config{Clock: clk, Observer: rec, Backoff: Backoff{Base: 100 * time.Millisecond, Jitter: NoJitter}})
+			client := &http.Client{Transport: &Transport{Base: s, Policy: p}}
+			req, err := http.NewRequest(tc.method, "http://example.test/orders", strings.NewReader("payload"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.key != "" {
+				req.Header.Set("Idempotency-Key", tc.key)
+			}
+			var resp *http.Response
+			err = drive(t, clk, rec, func() error {
+				var err error
+				resp, err = client.Do(req)
+				return err
+			})
+			if tc.wantStatus == 0 {
+				if err == nil || !errors.Is(err, errConn) {
+					t.Errorf("Do = %v, %v, want an error wrapping %v", resp, err, errConn)
+				}
+			} else {
+				if err != nil {
+					t.Fatalf("Do = %v, want status %d", err, tc.wantStatus)
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != tc.wantStatus || string(b) != strconv.Itoa(tc.wantStatus) {
+					t.Errorf("Do = %d %q, want %d", resp.StatusCode, b, tc.wantStatus)
+				}
+			}
+			if len(s.bodies) != tc.wantCalls || fmt.Sprint(s.at) != fmt.Sprint(tc.wantAt) {
+				t.Errorf("attempts at %v, want %v", s.at, tc.wantAt)
+			}
+			for i, b := range s.bodies {
+				if b != "payload" {
+					t.Errorf("attempt %d sent body %q, want %q (rewound)", i+1, b, "payload")
+				}
+			}
+			for i, b := range s.closed {
+				if !b.closed {
+					t.Errorf("response body %d of %d not closed", i+1, len(s.closed))
+				}
+			}
+		})
+	}
+}
+
+func TestTransportAttemptTimeoutLeavesBodyReadable(t *testing.T) {
+	clk := bulwarktest.NewClock(time.Time{})
+	var seen []context.Context
+	slowThenFast := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		seen = append(seen, r.Context())
+		if len(seen) == 1 {
+			<-r.Context().Done()
+			return nil, r.Context().Err()
+		}
+		return &http.Response{StatusCode: 200, Body: io.NopCloser(strings.NewReader("ok")), Request: r}, nil
+	})
+	rec := newRecorder()
+	p := mustNew(t, Config{AttemptTimeout: time.Second, Clock: clk, Observer: rec, Backoff: Backoff{Base: time.Millisecond, Jitter: NoJitter}})
+	tr := &Transport{Base: slowThenFast, Policy: p}
+	req, _ := http.NewRequest("GET", "http://example.test/", nil)
+	done := make(chan *http.Response, 1)
+	go func() {
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Errorf("RoundTrip = %v, want 200", err)
+		}
+		done <- resp
+	}()
+	if err := clk.BlockUntil(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(time.Second) // the first attempt times out
+	e := <-rec.retries
+	if !errors.Is(e.Err, ErrAttemptTimeout) {
+		t.Errorf("retry cause = %v, want ErrAttemptTimeout", e.Err)
+	}
+	if err := clk.BlockUntil(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(time.Millisecond)
+	resp := <-done
+	if resp == nil {
+		return
+	}
+	clk.Advance(time.Hour) // long after the attempt timeout: the body is still readable
+	if err := seen[1].Err(); err != nil {
+		t.Errorf("context of the returned response ended with %v before its body was closed", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "ok" || seen[1].Err() == nil {
+		t.Errorf("body = %q, context after Close = %v; want \"ok\" and a released context", b, seen[1].Err())
+	}
+}
+
+func TestTransportWithoutPolicy(t *testing.T) {
+	req, _ := http.NewRequest("GET", "http://example.test/", nil)
+	if resp, err := (&Transport{}).RoundTrip(req); err == nil || resp != nil {
+		t.Errorf("RoundTrip with no Policy = %v, %v, want an error", resp, err)
+	}
+}
+
+func TestResponseError(t *testing.T) {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	cases := []struct {
+		code       int
+		retryAfter string
+		want       error
+	}{
+		{200, "", nil},
+		{500, "5", nil},
+		{503, "", &StatusError{StatusCode: 503}},
+		{429, "Sun, 01 Mar 2026 12:00:10 GMT", &StatusError{StatusCode: 429, Wait: 10 * time.Second}},
+		{502, "garbage", &StatusError{StatusCode: 502}},
+	}
+	for _, tc := range cases {
+		resp := &http.Response{StatusCode: tc.code, Header: http.Header{}}
+		if tc.retryAfter != "" {
+			resp.Header.Set("Retry-After", tc.retryAfter)
+		}
+		got := ResponseError(resp, now)
+		if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("ResponseError(%d, Retry-After %q) = %v, want %v", tc.code, tc.retryAfter, got, tc.want)
+		}
+	}
+	var ra interface{ RetryAfter() time.Duration }
+	err := fmt.Errorf("wrapped: %w", &StatusError{StatusCode: 503, Wait: time.Second})
+	if !errors.As(err, &ra) || ra.RetryAfter() != time.Second {
+		t.Errorf("errors.As(%v, RetryAfter) found %v, want a 1s wait", err, ra)
+	}
+	if bulwark.IsPermanent(err) {
+		t.Errorf("IsPermanent(%v) = true, want false", err)
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
