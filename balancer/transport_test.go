@@ -1,0 +1,236 @@
+package balancer_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bulwark-go/bulwark"
+	"github.com/bulwark-go/bulwark/balancer"
+)
+
+// attempts is a minimal retrying Policy for these tests: up to n attempts,
+// none after a permanent error, and it records each RetryAfter it is told.
+type attempts struct {
+	n      int
+	mu     sync.Mutex
+	waits  []time.Duration
+	errors []error
+}
+
+func (a *attempts) Do(ctx context.Context, op func(context.Context) error) error {
+	var err error
+	for i := 0; i < a.n; i++ {
+		if err = op(ctx); err == nil || bulwark.IsPermanent(err) {
+			return err
+		}
+		a.mu.Lock()
+		a.errors = append(a.errors, err)
+		var ra interface{ RetryAfter() time.Duration }
+		if errors.As(err, &ra) {
+			a.waits = append(a.waits, ra.RetryAfter())
+		}
+		a.mu.Unlock()
+	}
+	return err
+}
+
+// backend is an httptest server that answers with status and counts its
+// requests and their bodies.
+type backend struct {
+	srv    *httptest.Server
+	mu     sync.Mutex
+	status int
+	header http.Header
+	hits   int
+	bodies []string
+}
+
+func newBackend(t *testing.T, status int) *backend {
+	b := &backend{status: status}
+	b.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		b.mu.Lock()
+		b.hits++
+		b.bodies = append(b.bodies, string(body))
+		status := b.status
+		for k, v := range b.header {
+			w.Header()[k] = v
+		}
+		b.mu.Unlock()
+		w.WriteHeader(status)
+		_, _ = io.WriteString(w, r.Host+" "+http.StatusText(status))
+	}))
+	t.Cleanup(b.srv.Close)
+	return b
+}
+
+func (b *backend) addr() string {
+	u, _ := url.Parse(b.srv.URL)
+	return u.Host
+}
+
+func (b *backend) count() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.hits
+}
+
+func TestTransport(t *testing.T) {
+	tests := []struct {
+		name       string
+		method     string
+		body       string
+		header     http.Header
+		statuses   []int // of the three backends, in endpoint order
+		wantStatus int
+		wantHits   int // requests served in all
+	}{
+		{"GET goes through", "GET", "", nil, []int{200, 200, 200}, 200, 1},
+		{"GET retried on another endpoint", "GET", "", nil, []int{503, 503, 200}, 200, -1},
+		{"GET gets the last response when all fail", "GET", "", nil, []int{502, 503, 504}, -1, 3},
+		{"POST without a key is not retried", "POST", "order", nil, []int{503, 503, 503}, 503, 1},
+		{"POST with an Idempotency-Key is retried", "POST", "order", http.Header{"Idempotency-Key": {"k1"}}, []int{503, 503, 200}, 200, -1},
+		{"a 500 is not retried", "GET", "", nil, []int{500, 500, 500}, 500, 1},
+		{"a 404 is not retried", "GET", "", nil, []int{404, 404, 404}, 404, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var backends []*backend
+			var eps []bulwark.Endpoint
+			for _, s := range tt.statuses {
+				b := newBackend(t, s)
+				backends = append(backends, b)
+				eps = append(eps, bulwark.Endpoint{Addr: b.addr()})
+			}
+			lb := mustNew(t, balancer.Config{Endpoints: eps})
+			policy := &attempts{n: 3}
+			tr := &balancer.Transport{Balancer: lb, Policy: policy}
+			client := &http.Client{Transport: tr}
+			req, err := http.NewRequest(tt.method, "http://orders.internal/v1/orders", strings.NewReader(tt.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for k, v := range tt.header {
+				req.Header[k] = v
+			}
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatalf("Do(%s) = %v, want a response", tt.name, err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if !strings.HasPrefix(string(body), "orders.internal ") {
+				t.Errorf("backend saw Host %q, want orders.internal kept", body)
+			}
+			if tt.wantStatus > 0 && resp.StatusCode != tt.wantStatus {
+				t.Errorf("status = %d, want %d", resp.StatusCode, tt.wantStatus)
+			}
+			hits := 0
+			for _, b := range backends {
+				hits += b.count()
+				if b.count() > 1 {
+					t.Errorf("backend %s got %d attempts, want each attempt on a different endpoint", b.addr(), b.count())
+				}
+				for _, got := range b.bodies {
+					if got != tt.body {
+						t.Errorf("backend got body %q, want %q (rewound)", got, tt.body)
+					}
+				}
+			}
+			if tt.wantHits > 0 && hits != tt.wantHits {
+				t.Errorf("attempts = %d, want %d", hits, tt.wantHits)
+			}
+			if tt.wantStatus == 200 && backends[2].count() != 1 {
+				t.Errorf("the healthy backend got %d requests, want 1", backends[2].count())
+			}
+		})
+	}
+}
+
+func TestTransportRetryAfter(t *testing.T) {
+	b := newBackend(t, http.StatusTooManyRequests)
+	b.header = http.Header{"Retry-After": {"2"}}
+	other := newBackend(t, http.StatusServiceUnavailable)
+	lb := mustNew(t, balancer.Config{Endpoints: []bulwark.Endpoint{{Addr: b.addr()}, {Addr: other.addr()}}})
+	policy := &attempts{n: 2}
+	resp, err := (&http.Client{Transport: &balancer.Transport{Balancer: lb, Policy: policy}}).Get("http://svc/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if len(policy.waits) != 1 || policy.waits[0] != 2*time.Second {
+		t.Errorf("RetryAfter seen by the policy = %v, want [2s] (only the 429 sent one)", policy.waits)
+	}
+	var se *balancer.StatusError
+	for _, err := range policy.errors {
+		if !errors.As(err, &se) {
+			t.Errorf("attempt error %v is not a *StatusError", err)
+		}
+	}
+}
+
+func TestTransportConnectErrorRetried(t *testing.T) {
+	good := newBackend(t, 200)
+	dead := newBackend(t, 200)
+	deadAddr := dead.addr()
+	dead.srv.Close()
+	rec := &recorder{}
+	lb := mustNew(t, balancer.Config{Endpoints: []bulwark.Endpoint{{Addr: deadAddr}, {Addr: good.addr()}}, Outliers: rec})
+	client := &http.Client{Transport: &balancer.Transport{Balancer: lb, Policy: &attempts{n: 2}}}
+	for range 20 {
+		resp, err := client.Get("http://svc/")
+		if err != nil {
+			t.Fatalf("Get with one dead endpoint = %v, want a retry on the live one", err)
+		}
+		resp.Body.Close()
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	gw := 0
+	for i, o := range rec.out {
+		if o == bulwark.Failure && rec.gateway[i] {
+			gw++
+		}
+	}
+	if gw == 0 {
+		t.Errorf("gateway failures recorded = 0, want the dead endpoint's connect errors")
+	}
+
+	// Without a Policy there is one attempt, and its error comes back.
+	one := &http.Client{Transport: &balancer.Transport{Balancer: mustNew(t, balancer.Config{Endpoints: []bulwark.Endpoint{{Addr: deadAddr}}})}}
+	if _, err := one.Get("http://svc/"); err == nil {
+		t.Errorf("Get from a dead endpoint without a Policy = nil error, want the connect error")
+	}
+}
+
+func TestTransportErrors(t *testing.T) {
+	empty := mustNew(t, balancer.Config{})
+	_, err := (&balancer.Transport{Balancer: empty, Policy: &attempts{n: 3}}).RoundTrip(httptest.NewRequest("GET", "http://svc/", nil))
+	if !errors.Is(err, balancer.ErrNoEndpoints) || !bulwark.IsPermanent(err) {
+		t.Errorf("RoundTrip with no endpoints = %v, want a permanent ErrNoEndpoints", err)
+	}
+	_, err = (&balancer.Transport{}).RoundTrip(httptest.NewRequest("GET", "http://svc/", nil))
+	if err == nil {
+		t.Errorf("RoundTrip with a nil Balancer = nil error, want one")
+	}
+	// A body that cannot be rewound makes the request single-shot.
+	b := newBackend(t, 503)
+	c := newBackend(t, 503)
+	lb := mustNew(t, balancer.Config{Endpoints: []bulwark.Endpoint{{Addr: b.addr()}, {Addr: c.addr()}}})
+	req, _ := http.NewRequest("PUT", "http://svc/", io.NopCloser(strings.NewReader("x")))
+	resp, err := (&balancer.Transport{Balancer: lb, Policy: &attempts{n: 3}}).RoundTrip(req)
+	if err != nil || resp.StatusCode != 503 || b.count()+c.count() != 1 {
+		t.Errorf("PUT with an unrewindable body: %v, %v after %d attempts, want the 503 after 1", resp, err, b.count()+c.count())
+	}
+	if resp != nil {
+		resp.Body.Close()
+	}
+}
