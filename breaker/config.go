@@ -67,8 +67,10 @@ type Config struct {
 	SlowCallDuration time.Duration
 
 	// WindowCalls is the size, in calls, of the count window: the rates
-	// are measured over the last WindowCalls calls. If zero, no count
-	// window.
+	// are measured over the last WindowCalls calls. (Under concurrency,
+	// windows of 32 calls or more are handed out in small chunks per core, so
+	// a few of the outcomes in the window may be up to one window older.)
+	// If zero, no count window.
 	WindowCalls int
 
 	// WindowDuration is the length of the time window: the rates are

@@ -2,6 +2,7 @@ package breaker
 
 import (
 	"math/bits"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -17,11 +18,12 @@ const cacheLine = 64
 // shared. The counts of set bits are exact: only the atomic operation that
 // flips a bit adjusts them.
 //
-// Positions are handed out from one counter, in chunks of a few per stripe
-// when the window is large enough, so that cores do not contend on the
-// counter for every call. A chunk's positions that are reserved but not yet
-// used still hold the outcomes of the previous lap; with one caller there is
-// none, and with many there are at most stripes × chunk (a quarter of n).
+// Positions are handed out from one counter, in chunks of up to 64 (at most
+// n/16) per stripe when the window is large enough, so that cores do not
+// contend on the counter for every call. A chunk's positions that are
+// reserved but not yet used still hold outcomes of the previous lap: with one
+// caller at a time there are none; with k stripes in use at once, at most
+// k × n/16, and those outcomes are only one window older.
 type countRing struct {
 	pos atomic.Uint64 // positions handed out
 	_   [cacheLine - 8]byte
@@ -46,7 +48,7 @@ type ringStripe struct {
 func newCountRing(n, nstripes int, withSlow bool) *countRing {
 	words := (n + 63) / 64
 	r := &countRing{n: uint64(n), m: ^uint64(0)/uint64(n) + 1, chunk: 1, fail: make([]atomic.Uint64, words)}
-	for r.chunk < 64 && int(r.chunk)*2*2*nstripes <= n {
+	for r.chunk < 64 && int(r.chunk)*2*8 <= n {
 		r.chunk *= 2
 	}
 	if r.chunk > 1 {
@@ -147,8 +149,9 @@ type timeRing struct {
 
 	width int64 // bucket width, ns
 
-	mu     sync.Mutex // guards ring, head and the stripes' hand-over
-	ring   []counts   // completed buckets, oldest at head
+	mu     sync.Mutex    // guards ring, head and the stripes' hand-over
+	ver    atomic.Uint64 // odd while a roll moves counts, so totals can retry
+	ring   []counts      // completed buckets, oldest at head
 	head   int
 	winSum struct{ calls, fails, slows atomic.Int64 } // sum of ring; written under mu
 }
@@ -191,6 +194,8 @@ func (t *timeRing) roll(now int64) {
 	if now < end {
 		return
 	}
+	t.ver.Add(1)
+	defer t.ver.Add(1)
 	var cur counts
 	for i := range t.stripes {
 		s := &t.stripes[i]
@@ -217,16 +222,27 @@ func (t *timeRing) roll(now int64) {
 	t.end.Store(end + ((now-end)/t.width+1)*t.width)
 }
 
-// totals returns the calls, failures and slow calls in the window.
+// totals returns the calls, failures and slow calls in the window. It
+// retries while a roll moves the current bucket into the ring, so that no
+// count is seen twice or missed.
 func (t *timeRing) totals() (calls, fails, slows int64) {
-	calls, fails, slows = t.winSum.calls.Load(), t.winSum.fails.Load(), t.winSum.slows.Load()
-	for i := range t.stripes {
-		s := &t.stripes[i]
-		calls += s.calls.Load()
-		fails += s.fails.Load()
-		slows += s.slows.Load()
+	for {
+		v := t.ver.Load()
+		if v&1 != 0 {
+			runtime.Gosched()
+			continue
+		}
+		calls, fails, slows = t.winSum.calls.Load(), t.winSum.fails.Load(), t.winSum.slows.Load()
+		for i := range t.stripes {
+			s := &t.stripes[i]
+			calls += s.calls.Load()
+			fails += s.fails.Load()
+			slows += s.slows.Load()
+		}
+		if t.ver.Load() == v {
+			return calls, fails, slows
+		}
 	}
-	return calls, fails, slows
 }
 
 // stackHint returns a number that is stable for a goroutine and usually
