@@ -250,6 +250,10 @@ type OutlierDetector struct {
 	wake     chan struct{} // buffered 1: the earliest return time changed
 	wg       sync.WaitGroup
 	cands    []candidate // scratch for evaluations
+	armedAt  time.Time   // when the run goroutine's timer fires
+	woken    bool        // a wake was sent and the run goroutine has not re-armed since
+	idle     *sync.Cond  // on mu; broadcast after each run of the goroutine, if idleHook
+	idleHook bool        // set by tests before Start
 }
 
 // host is the state of one endpoint.
@@ -283,6 +287,7 @@ func NewOutlierDetector(cfg OutlierConfig) (*OutlierDetector, error) {
 		return nil, err
 	}
 	d := &OutlierDetector{cfg: cfg, clk: cfg.Clock, wake: make(chan struct{}, 1)}
+	d.idle = sync.NewCond(&d.mu)
 	m := map[string]*host{}
 	d.hosts.Store(&m)
 	d.lastEval = d.clk.Now()
@@ -445,9 +450,12 @@ func (d *OutlierDetector) ejectLocked(h *host, now time.Time, reason string) boo
 			Name: d.cfg.Name, Endpoint: h.ep, Delay: dur, Reason: reason, Attempt: h.ejections}
 	}
 	d.notes.queue = append(d.notes.queue, nt)
-	select {
-	case d.wake <- struct{}{}:
-	default:
+	if d.started {
+		d.woken = true
+		select {
+		case d.wake <- struct{}{}:
+		default:
+		}
 	}
 	return true
 }
@@ -602,6 +610,11 @@ func (d *OutlierDetector) Start(ctx context.Context) error {
 	now := d.clk.Now()
 	d.lastEval = now
 	timer := d.clk.NewTimer(d.cfg.Interval)
+	d.armedAt = now.Add(d.cfg.Interval)
+	if d.ejected > 0 { // ejected before Start: time their return
+		d.woken = true
+		d.wake <- struct{}{}
+	}
 	d.wg.Add(1)
 	go d.run(ctx, timer)
 	return nil
@@ -627,8 +640,15 @@ func (d *OutlierDetector) run(ctx context.Context, timer bulwark.Timer) {
 			next = ret
 		}
 		timer.Reset(next.Sub(now))
+		d.armedAt = next
+		d.woken = false
 		d.mu.Unlock()
 		d.flush()
+		if d.idleHook {
+			d.mu.Lock()
+			d.idle.Broadcast()
+			d.mu.Unlock()
+		}
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -146,5 +147,375 @@ func TestOutlierEjectionEvent(t *testing.T) {
 		Endpoint: ep(1), Delay: 30 * time.Second, Reason: "consecutive_failures", Attempt: 1}}
 	if !slices.Equal(got, want) {
 		t.Errorf("events = %+v, want %+v", got, want)
+	}
+}
+
+// waitIdle waits until the detector's goroutine has handled every wake and
+// timer due at the clock's current time.
+func (d *OutlierDetector) waitIdle(t *testing.T) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		d.mu.Lock()
+		for d.woken || !d.clk.Now().Before(d.armedAt) || d.notes.delivering || len(d.notes.queue) > 0 {
+			d.idle.Wait()
+		}
+		d.mu.Unlock()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("outlier detector not idle after 10s")
+	}
+}
+
+// feed records, for each host i, ok[i] successes then bad[i] failures.
+func feed(d *OutlierDetector, ok, bad []int) {
+	for i := range ok {
+		for range ok[i] {
+			d.Record(ep(i), bulwark.Success, false)
+		}
+		for range bad[i] {
+			d.Record(ep(i), bulwark.Failure, false)
+			d.Record(ep(i), bulwark.Success, false) // keep consecutive rules out of it
+			d.Record(ep(i), bulwark.Failure, false)
+		}
+	}
+}
+
+func ejectedSet(d *OutlierDetector, n int) []int {
+	var out []int
+	for i := range n {
+		if d.Ejected(ep(i)) {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+func TestOutlierSuccessRate(t *testing.T) {
+	// Each host gets ok[i] successes and 2*bad[i] failures (and bad[i] more
+	// successes).
+	tests := []struct {
+		name string
+		cfg  OutlierConfig
+		ok   []int
+		bad  []int
+		want []int
+	}{
+		{"one outlier among six", OutlierConfig{},
+			[]int{100, 100, 100, 100, 100, 60}, []int{0, 1, 0, 1, 0, 20}, []int{5}},
+		// With 4 hosts no z-score reaches 1.9 (the largest is √3): k = 1.
+		{"too few hosts with volume", OutlierConfig{SuccessRateStdevFactor: 1},
+			[]int{100, 100, 100, 60, 10}, []int{0, 1, 0, 20, 0}, nil},
+		{"minimum hosts lowered", OutlierConfig{SuccessRateStdevFactor: 1, SuccessRateMinimumHosts: 4},
+			[]int{100, 100, 100, 60, 10}, []int{0, 1, 0, 20, 0}, []int{3}},
+		{"outlier below request volume", OutlierConfig{},
+			[]int{100, 100, 100, 100, 100, 30}, []int{0, 1, 0, 1, 0, 20}, nil},
+		{"uniform fleet", OutlierConfig{},
+			[]int{90, 90, 90, 90, 90, 90}, []int{5, 5, 5, 5, 5, 5}, nil},
+		{"larger stdev factor spares it", OutlierConfig{SuccessRateStdevFactor: 3},
+			[]int{100, 100, 100, 100, 100, 60}, []int{0, 1, 0, 1, 0, 20}, nil},
+		{"rule disabled", OutlierConfig{Rules: ConsecutiveFailures},
+			[]int{100, 100, 100, 100, 100, 60}, []int{0, 1, 0, 1, 0, 20}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.cfg.MaxEjectionPercent = 50
+			d, rec, clk := newDetector(t, tt.cfg)
+			feed(d, tt.ok, tt.bad)
+			d.EvaluateAt(clk.Now().Add(10 * time.Second))
+			if got := ejectedSet(d, len(tt.ok)); !slices.Equal(got, tt.want) {
+				t.Errorf("ejected %v, want %v", got, tt.want)
+			}
+			for _, e := range rec.eventsOf(bulwark.EventEjected) {
+				if e.Reason != "success_rate" {
+					t.Errorf("ejection reason %q, want success_rate", e.Reason)
+				}
+			}
+			// The next interval starts afresh: without calls, no ejection.
+			d.EvaluateAt(clk.Now().Add(20 * time.Second))
+			if got := len(rec.eventsOf(bulwark.EventEjected)); got != len(tt.want) {
+				t.Errorf("%d ejections after an empty interval, want %d", got, len(tt.want))
+			}
+		})
+	}
+}
+
+func TestOutlierFailurePercentage(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  OutlierConfig
+		ok   []int
+		bad  []int // 2*bad failures, bad more successes
+		want []int
+	}{
+		{"all succeed", OutlierConfig{},
+			[]int{50, 50, 50, 50, 0}, []int{0, 0, 0, 0, 0}, nil},
+		{"67 % failures, below 85", OutlierConfig{},
+			[]int{50, 50, 50, 50, 0}, []int{0, 0, 0, 0, 45}, nil}, // 45 ok of 135
+		{"67 % failures, above 60", OutlierConfig{FailurePercentageThreshold: 60},
+			[]int{50, 50, 50, 50, 0}, []int{0, 0, 0, 0, 45}, []int{4}},
+		{"too few hosts", OutlierConfig{FailurePercentageThreshold: 60},
+			[]int{50, 50, 50, 0}, []int{0, 0, 0, 45}, nil},
+		{"below request volume", OutlierConfig{FailurePercentageThreshold: 60, FailurePercentageRequestVolume: 200},
+			[]int{250, 250, 250, 250, 0}, []int{0, 0, 0, 0, 45}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.cfg.MaxEjectionPercent = 50
+			tt.cfg.Rules = FailurePercentage
+			d, rec, clk := newDetector(t, tt.cfg)
+			feed(d, tt.ok, tt.bad)
+			d.EvaluateAt(clk.Now().Add(10 * time.Second))
+			if got := ejectedSet(d, len(tt.ok)); !slices.Equal(got, tt.want) {
+				t.Errorf("ejected %v, want %v", got, tt.want)
+			}
+			for _, e := range rec.eventsOf(bulwark.EventEjected) {
+				if e.Reason != "failure_percentage" {
+					t.Errorf("ejection reason %q, want failure_percentage", e.Reason)
+				}
+			}
+		})
+	}
+}
+
+func TestOutlierFailurePercentageAllFailing(t *testing.T) {
+	d, _, clk := newDetector(t, OutlierConfig{Rules: FailurePercentage, MaxEjectionPercent: 50})
+	for i := range 5 {
+		for range 60 {
+			if i == 4 {
+				d.Record(ep(i), bulwark.Failure, false)
+			} else {
+				d.Record(ep(i), bulwark.Success, false)
+			}
+		}
+	}
+	d.EvaluateAt(clk.Now().Add(10 * time.Second))
+	if got := ejectedSet(d, 5); !slices.Equal(got, []int{4}) {
+		t.Errorf("ejected %v, want [4]", got)
+	}
+}
+
+func TestOutlierEjectionTimeGrowsAndCaps(t *testing.T) {
+	d, rec, clk := newDetector(t, OutlierConfig{BaseEjectionTime: 10 * time.Second, MaxEjectionTime: 35 * time.Second,
+		MaxEjectionPercent: 100, ConsecutiveFailures: 1})
+	want := []time.Duration{10 * time.Second, 20 * time.Second, 30 * time.Second, 35 * time.Second, 35 * time.Second}
+	for i, w := range want {
+		d.Record(ep(1), bulwark.Failure, false)
+		evs := rec.eventsOf(bulwark.EventEjected)
+		if len(evs) != i+1 {
+			t.Fatalf("ejection %d: %d events, want %d", i+1, len(evs), i+1)
+		}
+		if e := evs[i]; e.Delay != w || e.Attempt != i+1 {
+			t.Errorf("ejection %d: Delay %v, Attempt %d; want %v, %d", i+1, e.Delay, e.Attempt, w, i+1)
+		}
+		// Come back exactly at the end of the ejection time, not before.
+		clk.Advance(w - time.Millisecond)
+		d.EvaluateAt(clk.Now())
+		if !d.Ejected(ep(1)) {
+			t.Fatalf("ejection %d: back after %v, want %v", i+1, w-time.Millisecond, w)
+		}
+		clk.Advance(time.Millisecond)
+		d.EvaluateAt(clk.Now())
+		if d.Ejected(ep(1)) {
+			t.Fatalf("ejection %d: still ejected after %v", i+1, w)
+		}
+	}
+	// A whole interval back in service forgives one ejection.
+	clk.Advance(10 * time.Second)
+	d.EvaluateAt(clk.Now())
+	d.Record(ep(1), bulwark.Failure, false)
+	evs := rec.eventsOf(bulwark.EventEjected)
+	if e := evs[len(evs)-1]; e.Attempt != 5 || e.Delay != 35*time.Second {
+		t.Errorf("after one good interval: Attempt %d, Delay %v; want 5, 35s", e.Attempt, e.Delay)
+	}
+	if got := len(rec.eventsOf(bulwark.EventUnejected)); got != 5 {
+		t.Errorf("%d un-ejection events, want 5", got)
+	}
+}
+
+func TestOutlierEjectionJitter(t *testing.T) {
+	d, rec, _ := newDetector(t, OutlierConfig{BaseEjectionTime: 10 * time.Second, EjectionJitter: time.Second,
+		MaxEjectionPercent: 100, ConsecutiveFailures: 1})
+	for i := range 50 {
+		d.Record(ep(i), bulwark.Failure, false)
+	}
+	var delays []time.Duration
+	for _, e := range rec.eventsOf(bulwark.EventEjected) {
+		if e.Delay < 10*time.Second || e.Delay > 11*time.Second {
+			t.Errorf("Delay %v, want within [10s, 11s]", e.Delay)
+		}
+		delays = append(delays, e.Delay)
+	}
+	if slices.Min(delays) == slices.Max(delays) {
+		t.Errorf("50 jittered delays all equal %v", delays[0])
+	}
+}
+
+func TestOutlierMaxEjectionPercent(t *testing.T) {
+	tests := []struct {
+		name   string
+		hosts  int
+		pct    int
+		always bool
+		want   int
+	}{
+		{"10 % of 10", 10, 10, false, 1},
+		{"20 % of 10", 10, 20, false, 2},
+		{"default of 30", 30, 0, false, 3},
+		{"10 % of 3", 3, 10, false, 0},
+		{"10 % of 3, always one", 3, 10, true, 1},
+		{"50 % of 5, always one", 5, 50, true, 2},
+		{"100 %", 4, 100, false, 4},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d, _, _ := newDetector(t, OutlierConfig{MaxEjectionPercent: tt.pct, AlwaysEjectOne: tt.always})
+			for i := range tt.hosts {
+				d.Record(ep(i), bulwark.Success, false)
+			}
+			for i := range tt.hosts {
+				for range 5 {
+					d.Record(ep(i), bulwark.Failure, false)
+				}
+			}
+			if got := len(ejectedSet(d, tt.hosts)); got != tt.want {
+				t.Errorf("%d of %d hosts ejected with MaxEjectionPercent %d, AlwaysEjectOne %v; want %d",
+					got, tt.hosts, tt.pct, tt.always, tt.want)
+			}
+		})
+	}
+}
+
+func TestOutlierUnejectionByStart(t *testing.T) {
+	d, rec, clk := newDetector(t, OutlierConfig{BaseEjectionTime: 25 * time.Second, MaxEjectionPercent: 100})
+	d.idleHook = true
+	if err := d.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	for range 5 {
+		d.Record(ep(1), bulwark.Failure, false)
+	}
+	d.waitIdle(t)
+	ejectedAt := clk.Now()
+	for d.Ejected(ep(1)) {
+		clk.Advance(time.Second)
+		d.waitIdle(t)
+		if clk.Since(ejectedAt) > time.Minute {
+			t.Fatal("still ejected after a minute")
+		}
+	}
+	if got := clk.Since(ejectedAt); got != 25*time.Second {
+		t.Errorf("back after %v, want 25s", got)
+	}
+	if got, want := rec.lines(), []string{"ejection 10.0.0.1:80 true", "ejection 10.0.0.1:80 false"}; !slices.Equal(got, want) {
+		t.Errorf("Listener got %q, want %q", got, want)
+	}
+}
+
+func TestOutlierIntervalByStart(t *testing.T) {
+	d, _, clk := newDetector(t, OutlierConfig{Interval: 5 * time.Second, MaxEjectionPercent: 50})
+	d.idleHook = true
+	if err := d.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	feed(d, []int{100, 100, 100, 100, 100, 60}, []int{0, 1, 0, 1, 0, 20})
+	clk.Advance(5*time.Second - time.Millisecond)
+	d.waitIdle(t)
+	if d.Ejected(ep(5)) {
+		t.Fatal("ejected before the interval ended")
+	}
+	clk.Advance(time.Millisecond)
+	d.waitIdle(t)
+	if !d.Ejected(ep(5)) {
+		t.Error("not ejected when the interval ended")
+	}
+}
+
+func TestOutlierRemove(t *testing.T) {
+	d, rec, _ := newDetector(t, OutlierConfig{MaxEjectionPercent: 100})
+	for range 5 {
+		d.Record(ep(1), bulwark.Failure, false)
+	}
+	if !d.Remove(ep(1)) {
+		t.Fatal("Remove(known) = false")
+	}
+	if d.Remove(ep(1)) {
+		t.Error("second Remove = true")
+	}
+	if d.Ejected(ep(1)) {
+		t.Error("Ejected after Remove")
+	}
+	if got, want := rec.lines(), []string{"ejection 10.0.0.1:80 true", "ejection 10.0.0.1:80 false"}; !slices.Equal(got, want) {
+		t.Errorf("Listener got %q, want %q", got, want)
+	}
+	// Added again by the next Record, with a clean slate.
+	for range 4 {
+		d.Record(ep(1), bulwark.Failure, false)
+	}
+	if d.Ejected(ep(1)) {
+		t.Error("ejected after 4 failures on re-adding")
+	}
+}
+
+func TestOutlierRecordAllocs(t *testing.T) {
+	d, _, _ := newDetector(t, OutlierConfig{})
+	d.Record(ep(1), bulwark.Success, false)
+	e := ep(1)
+	if n := testing.AllocsPerRun(1000, func() {
+		d.Record(e, bulwark.Success, false)
+		d.Record(e, bulwark.Failure, true)
+	}); n != 0 {
+		t.Errorf("Record allocates %v times per call, want 0", n)
+	}
+}
+
+func TestOutlierConcurrentSafe(t *testing.T) {
+	d, _, clk := newDetector(t, OutlierConfig{MaxEjectionPercent: 30, ConsecutiveFailures: 3,
+		Rules: allRules, SuccessRateRequestVolume: 10, FailurePercentageRequestVolume: 10, Interval: time.Second})
+	if err := d.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 2000 {
+				e := ep(i % 20)
+				switch {
+				case g == 0 && i%100 == 0:
+					clk.Advance(300 * time.Millisecond)
+				case g == 1 && i%150 == 0:
+					d.Remove(e)
+				case g == 2 && i%50 == 0:
+					d.EvaluateAt(clk.Now())
+				case (i+g)%3 == 0:
+					d.Record(e, bulwark.Failure, i%2 == 0)
+				default:
+					d.Record(e, bulwark.Success, false)
+				}
+				d.Ejected(e)
+			}
+		}()
+	}
+	wg.Wait()
+	if err := d.Close(); err != nil {
+		t.Errorf("Close = %v", err)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n := 0
+	for _, h := range *d.hosts.Load() {
+		if !h.ejectedUntil.IsZero() {
+			n++
+		}
+	}
+	if n != d.ejected {
+		t.Errorf("%d hosts ejected, counter says %d", n, d.ejected)
 	}
 }
