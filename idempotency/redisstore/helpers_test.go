@@ -111,8 +111,9 @@ func (h *counter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Proc
 }
 
 // proxy is a TCP proxy on 127.0.0.1 in front of a server, which a test can
-// cut (connections reset, new ones refused), black-hole (connections
-// accepted, nothing forwarded) and restore.
+// cut (connections reset, new ones refused), black-hole (open connections
+// drop what they carry, new ones are accepted and never answered, as in a
+// network partition) and restore.
 type proxy struct {
 	ln     net.Listener
 	target string
@@ -189,8 +190,19 @@ func (p *proxy) forward(c net.Conn) {
 	p.mu.Unlock()
 	done := make(chan struct{}, 2)
 	pipe := func(dst, src net.Conn) {
-		_, _ = io.Copy(dst, src)
-		done <- struct{}{}
+		defer func() { done <- struct{}{} }()
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := src.Read(buf)
+			if n > 0 && !p.stalled() {
+				if _, err := dst.Write(buf[:n]); err != nil {
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
 	}
 	go pipe(s, c)
 	go pipe(c, s)
@@ -207,6 +219,12 @@ func (p *proxy) drop(c net.Conn) {
 	_ = c.Close()
 }
 
+func (p *proxy) stalled() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.mode == proxyBlackhole
+}
+
 func (p *proxy) set(mode int) {
 	p.mu.Lock()
 	p.mode = mode
@@ -215,7 +233,7 @@ func (p *proxy) set(mode int) {
 		conns = append(conns, c)
 	}
 	p.held = map[net.Conn]struct{}{}
-	if mode != proxyUp {
+	if mode == proxyCut {
 		for c := range p.conns {
 			conns = append(conns, c)
 		}
@@ -233,11 +251,12 @@ func (p *proxy) set(mode int) {
 // Cut resets every connection and refuses new ones until Restore.
 func (p *proxy) Cut() { p.set(proxyCut) }
 
-// Blackhole resets every connection and accepts new ones without answering
-// until Restore.
+// Blackhole makes open connections drop what they carry and accepts new
+// ones without answering, until Restore.
 func (p *proxy) Blackhole() { p.set(proxyBlackhole) }
 
-// Restore forwards new connections again.
+// Restore forwards again; connections accepted while black-holed are
+// reset.
 func (p *proxy) Restore() { p.set(proxyUp) }
 
 func (p *proxy) close() {

@@ -1,0 +1,278 @@
+package pgstore
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/bulwark-go/bulwark"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// pgURL returns the URL of the test server from BULWARK_POSTGRES_URL. When
+// it is unset the test skips, or fails under CI=true.
+func pgURL(tb testing.TB) string {
+	tb.Helper()
+	url := os.Getenv("BULWARK_POSTGRES_URL")
+	if url == "" {
+		if os.Getenv("CI") == "true" {
+			tb.Fatal("BULWARK_POSTGRES_URL is unset under CI=true: the pgstore tests need a PostgreSQL server")
+		}
+		tb.Skip("BULWARK_POSTGRES_URL is unset: skipping the tests that need a PostgreSQL server (set it to a URL such as postgres://user:pass@127.0.0.1:5432/db?sslmode=disable)")
+	}
+	return url
+}
+
+// newPool returns a pool for url, closed when the test ends; opts adjust its
+// configuration.
+func newPool(tb testing.TB, url string, opts ...func(*pgxpool.Config)) *pgxpool.Pool {
+	tb.Helper()
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		tb.Fatalf("BULWARK_POSTGRES_URL: %v", err)
+	}
+	for _, f := range opts {
+		f(cfg)
+	}
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		tb.Fatalf("pgxpool: %v", err)
+	}
+	tb.Cleanup(pool.Close)
+	return pool
+}
+
+// serverPool returns a pool of the test server, checked with a ping.
+func serverPool(tb testing.TB, opts ...func(*pgxpool.Config)) *pgxpool.Pool {
+	tb.Helper()
+	pool := newPool(tb, pgURL(tb), opts...)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := pool.Ping(ctx); err != nil {
+		tb.Fatalf("PostgreSQL at BULWARK_POSTGRES_URL does not answer: %v", err)
+	}
+	return pool
+}
+
+// testSchema creates a schema with a random name, dropped with everything in
+// it when the test ends, so that runs never collide.
+func testSchema(tb testing.TB, pool *pgxpool.Pool) string {
+	tb.Helper()
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	schema := "bulwarktest_" + hex.EncodeToString(b[:])
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+		tb.Fatalf("create schema: %v", err)
+	}
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := pool.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE"); err != nil {
+			tb.Errorf("drop schema %s: %v", schema, err)
+		}
+	})
+	return schema
+}
+
+// newStore returns a migrated Store on pool in a fresh schema, reading time
+// from clk.
+func newStore(tb testing.TB, pool *pgxpool.Pool, clk bulwark.Clock) *Store {
+	tb.Helper()
+	return storeIn(tb, pool, testSchema(tb, pool), clk)
+}
+
+// storeIn returns a migrated Store on the table schema.records.
+func storeIn(tb testing.TB, pool *pgxpool.Pool, schema string, clk bulwark.Clock) *Store {
+	tb.Helper()
+	s, err := New(Config{Pool: pool, Table: schema + ".records", Clock: clk})
+	if err != nil {
+		tb.Fatalf("New: %v", err)
+	}
+	if err := s.Migrate(context.Background()); err != nil {
+		tb.Fatalf("Migrate: %v", err)
+	}
+	return s
+}
+
+// counter is a pgx.QueryTracer that counts the statements sent.
+type counter struct{ n atomic.Int64 }
+
+func (c *counter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	c.n.Add(1)
+	return ctx
+}
+
+func (c *counter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+// isNetError reports whether err comes from the network rather than from the
+// store's logic.
+func isNetError(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, net.ErrClosed)
+}
+
+// proxy is a TCP proxy on 127.0.0.1 in front of a server, which a test can
+// cut (connections reset, new ones refused), black-hole (open connections
+// drop what they carry, new ones are accepted and never answered, as in a
+// network partition) and restore.
+type proxy struct {
+	ln     net.Listener
+	target string
+	wg     sync.WaitGroup
+
+	mu    sync.Mutex
+	mode  int                   // guarded by mu: proxyUp, proxyCut or proxyBlackhole
+	conns map[net.Conn]struct{} // guarded by mu: every forwarded connection, both sides
+	held  map[net.Conn]struct{} // guarded by mu: connections accepted while black-holed
+}
+
+const (
+	proxyUp = iota
+	proxyCut
+	proxyBlackhole
+)
+
+func newProxy(tb testing.TB, target string) *proxy {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatalf("proxy listen: %v", err)
+	}
+	p := &proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}, held: map[net.Conn]struct{}{}}
+	p.wg.Add(1)
+	go p.accept()
+	tb.Cleanup(p.close)
+	return p
+}
+
+func (p *proxy) Addr() string { return p.ln.Addr().String() }
+
+func (p *proxy) accept() {
+	defer p.wg.Done()
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		mode := p.mode
+		if mode == proxyCut {
+			p.mu.Unlock()
+			_ = c.Close()
+			continue
+		}
+		if mode == proxyBlackhole {
+			p.held[c] = struct{}{} // open and silent until the mode changes
+			p.mu.Unlock()
+			continue
+		}
+		p.conns[c] = struct{}{}
+		p.mu.Unlock()
+		p.wg.Add(1)
+		go p.forward(c)
+	}
+}
+
+func (p *proxy) forward(c net.Conn) {
+	defer p.wg.Done()
+	s, err := net.DialTimeout("tcp", p.target, 5*time.Second)
+	if err != nil {
+		p.drop(c)
+		return
+	}
+	p.mu.Lock()
+	if p.mode != proxyUp {
+		p.mu.Unlock()
+		_ = s.Close()
+		p.drop(c)
+		return
+	}
+	p.conns[s] = struct{}{}
+	p.mu.Unlock()
+	done := make(chan struct{}, 2)
+	pipe := func(dst, src net.Conn) {
+		defer func() { done <- struct{}{} }()
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := src.Read(buf)
+			if n > 0 && !p.stalled() {
+				if _, err := dst.Write(buf[:n]); err != nil {
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}
+	go pipe(s, c)
+	go pipe(c, s)
+	<-done
+	p.drop(c)
+	p.drop(s)
+	<-done
+}
+
+func (p *proxy) drop(c net.Conn) {
+	p.mu.Lock()
+	delete(p.conns, c)
+	p.mu.Unlock()
+	_ = c.Close()
+}
+
+func (p *proxy) stalled() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.mode == proxyBlackhole
+}
+
+func (p *proxy) set(mode int) {
+	p.mu.Lock()
+	p.mode = mode
+	var conns []net.Conn
+	for c := range p.held {
+		conns = append(conns, c)
+	}
+	p.held = map[net.Conn]struct{}{}
+	if mode == proxyCut {
+		for c := range p.conns {
+			conns = append(conns, c)
+		}
+		p.conns = map[net.Conn]struct{}{}
+	}
+	p.mu.Unlock()
+	for _, c := range conns {
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.SetLinger(0) // reset, as a dead link or server would
+		}
+		_ = c.Close()
+	}
+}
+
+// Cut resets every connection and refuses new ones until Restore.
+func (p *proxy) Cut() { p.set(proxyCut) }
+
+// Blackhole makes open connections drop what they carry and accepts new
+// ones without answering, until Restore.
+func (p *proxy) Blackhole() { p.set(proxyBlackhole) }
+
+// Restore forwards again; connections accepted while black-holed are
+// reset.
+func (p *proxy) Restore() { p.set(proxyUp) }
+
+func (p *proxy) close() {
+	_ = p.ln.Close()
+	p.set(proxyCut)
+	p.wg.Wait()
+}
