@@ -61,7 +61,8 @@ type counter struct {
 	_ [56]byte
 }
 
-// Lease is one request in flight on a node, from Acquire to Release.
+// Lease is one request in flight on a node, from Acquire to Release. It is a
+// small value; Release may be called from any goroutine.
 type Lease struct {
 	name string
 	ctr  *counter
@@ -197,7 +198,7 @@ func (l Lease) Release() {
 }
 
 // Load returns the number of requests in flight on the named node, and in
-// all.
+// all. It is meant for metrics and tests: it takes a lock.
 func (b *Bounded) Load(name string) (node, total int64) {
 	b.mu.Lock()
 	c := b.counters[name]

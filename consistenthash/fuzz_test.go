@@ -88,7 +88,7 @@ func fuzzOps(t *testing.T, p Placement, fresh func([]Node) (Placement, error), o
 				if !ok {
 					break
 				}
-				if nodes := p.Nodes(); nodes[i].Name != n {
+				if nodes := o.Nodes(); nodes[i].Name != n {
 					t.Fatalf("Owners(%q).Next() = %q, %d; Nodes()[%d] = %q", k, n, i, i, nodes[i].Name)
 				}
 				got = append(got, n)

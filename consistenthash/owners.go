@@ -33,6 +33,16 @@ type Owners struct {
 	more []uint64 // bitset of the owners returned, once more than eight
 }
 
+// Nodes returns the nodes of the snapshot the cursor is bound to, sorted by
+// name: the slice that the indexes from Next refer to, even if the placement
+// changed since. Callers must not modify it.
+func (o *Owners) Nodes() []Node {
+	if o.set == nil {
+		return nil
+	}
+	return o.set.nodes
+}
+
 // Next returns the next owner's name and its index in the Nodes() of the
 // snapshot the cursor is bound to. It returns ok == false once every node was
 // returned.

@@ -434,12 +434,12 @@ func TestLookupsRacingUpdatesConcurrentSafe(t *testing.T) {
 						o := p.Owners(key)
 						seen := map[string]bool{}
 						for {
-							name, _, ok := o.Next()
+							name, i, ok := o.Next()
 							if !ok {
 								break
 							}
-							if seen[name] {
-								t.Errorf("Owners(%q) repeated %q", key, name)
+							if o.Nodes()[i].Name != name || seen[name] {
+								t.Errorf("Owners(%q) repeated %q or index %d is not it", key, name, i)
 								return
 							}
 							seen[name] = true
