@@ -128,13 +128,20 @@ func (b *Breaker) Name() string { return b.s.name }
 // State returns the breaker's state. An open breaker whose open duration has
 // passed turns half-open here, and a half-open one with an overdue probe
 // opens again, as they would on the next call.
+//
+// State takes the breaker's lock only while half-open, or when an open
+// breaker's time is up.
 func (b *Breaker) State() State {
 	e := b.cur.Load()
 	switch e.state {
 	case Open, HalfOpen:
+		now := b.now()
+		if e.state == Open && now < e.openUntil {
+			return Open
+		}
 		var evs events
 		b.mu.Lock()
-		e = b.advanceLocked(b.now(), &evs)
+		e = b.advanceLocked(now, &evs)
 		b.mu.Unlock()
 		b.emit(&evs)
 	}
