@@ -175,7 +175,7 @@ func TCP(cfg TCPConfig) Probe {
 	return func(ctx context.Context, ep bulwark.Endpoint) error {
 		conn, err := dial(ctx, "tcp", ep.Addr)
 		if err != nil {
-			return fmt.Errorf("healthcheck: tcp %s: %w", ep.Addr, err)
+			return fmt.Errorf("healthcheck: tcp %s: %w", ep.Addr, ctxErr(ctx, err))
 		}
 		defer conn.Close()
 		if len(cfg.Send) == 0 && len(cfg.Expect) == 0 {
