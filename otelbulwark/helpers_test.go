@@ -83,3 +83,5 @@ func sortAttrs(s string) string {
 	slices.Sort(parts)
 	return strings.Join(parts, ",")
 }
+
+func splitAttrs(s string) []string { return strings.Split(s, ",") }

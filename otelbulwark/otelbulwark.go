@@ -121,8 +121,12 @@ func (o *Observer) Observe(e bulwark.Event) {
 	case bulwark.EventBudgetExhausted:
 		o.count(ctx, f.budgetExhausted, shapeReason, &e)
 	case bulwark.EventPick:
-		o.count(ctx, f.picks, shapeBase, &e)
-		if f.inflight != nil && f.inflight.Enabled(ctx) {
+		// A sampled pick stands for Attempt picks; it cannot pair with the
+		// calls it stands for, so only unsampled picks count in flight.
+		if f.picks.Enabled(ctx) {
+			f.picks.Add(ctx, max(int64(e.Attempt), 1), o.attrs.get(shapeBase, &e).add...)
+		}
+		if e.Attempt <= 1 && f.inflight != nil && f.inflight.Enabled(ctx) {
 			f.inflight.Add(ctx, 1, o.attrs.get(shapeBase, &e).add...)
 		}
 	case bulwark.EventEndpointAdded:

@@ -1,0 +1,74 @@
+package otelbulwark_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/attribute"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
+	"github.com/bulwark-go/bulwark"
+	"github.com/bulwark-go/bulwark/otelbulwark"
+)
+
+func TestAddSpanEvent(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	ctx, span := tp.Tracer("test").Start(context.Background(), "request")
+
+	events := []bulwark.Event{
+		{Kind: bulwark.EventPick, Component: "balancer", Name: "orders", Endpoint: epA}, // ignored
+		{Kind: bulwark.EventRetry, Component: "retry", Name: "payments", Attempt: 2, Delay: 250 * time.Millisecond, Reason: "error", Err: errBoom},
+		{Kind: bulwark.EventCall, Component: "breaker", Name: "payments", Outcome: bulwark.Failure}, // ignored
+		{Kind: bulwark.EventRejected, Component: "breaker", Name: "payments", Reason: "open", Err: errBoom},
+		{Kind: bulwark.EventReplayed, Component: "idempotency", Name: "orders", Key: "key-1"},
+		{Kind: bulwark.EventStateChange, Component: "breaker", Name: "payments", From: "closed", To: "open"}, // ignored
+	}
+	for _, e := range events {
+		otelbulwark.AddSpanEvent(ctx, e)
+	}
+	span.End()
+
+	spans := rec.Ended()
+	require.Len(t, spans, 1)
+	got := spans[0].Events()
+	tests := []struct {
+		name  string
+		attrs []attribute.KeyValue
+	}{
+		{"bulwark.retry", []attribute.KeyValue{
+			attribute.String("bulwark.component", "retry"), attribute.String("bulwark.name", "payments"),
+			attribute.Int("bulwark.attempt", 2), attribute.Float64("bulwark.delay", 0.25),
+			attribute.String("bulwark.reason", "error"), attribute.String("error.message", "boom"),
+		}},
+		{"bulwark.rejected", []attribute.KeyValue{
+			attribute.String("bulwark.component", "breaker"), attribute.String("bulwark.name", "payments"),
+			attribute.String("bulwark.reason", "open"), attribute.String("error.message", "boom"),
+		}},
+		{"bulwark.replayed", []attribute.KeyValue{
+			attribute.String("bulwark.component", "idempotency"), attribute.String("bulwark.name", "orders"),
+			attribute.String("bulwark.key", "key-1"),
+		}},
+	}
+	require.Len(t, got, len(tests), "span events")
+	for i, tt := range tests {
+		if got[i].Name != tt.name {
+			t.Errorf("event %d name = %q, want %q", i, got[i].Name, tt.name)
+		}
+		require.ElementsMatch(t, tt.attrs, got[i].Attributes, "attributes of %s", tt.name)
+	}
+}
+
+// TestAddSpanEventNoSpan checks that a context without a recording span costs
+// nothing.
+func TestAddSpanEventNoSpan(t *testing.T) {
+	ctx := context.Background()
+	e := bulwark.Event{Kind: bulwark.EventRetry, Component: "retry", Attempt: 2, Err: errBoom}
+	if n := testing.AllocsPerRun(100, func() { otelbulwark.AddSpanEvent(ctx, e) }); n != 0 {
+		t.Errorf("AddSpanEvent(no span) = %v allocs, want 0", n)
+	}
+}
