@@ -138,7 +138,7 @@ func TestBoundedFollowsMembership(t *testing.T) {
 // TestBoundedCapConcurrentSafe: goroutines acquire at once (the total only
 // grows), and a watcher checks that no node is ever above ⌈c · average⌉.
 func TestBoundedCapConcurrentSafe(t *testing.T) {
-	const nodes, workers, each = 20, 4, 2000
+	const nodes, workers, each = 20, 4, 5000
 	ring := mustRing(t, 0, names("n", nodes))
 	b := mustBounded(t, ring, 1.25)
 	var done atomic.Bool

@@ -469,3 +469,21 @@ func TestLookupsRacingUpdatesConcurrentSafe(t *testing.T) {
 		})
 	}
 }
+
+func TestNewTableIgnoresInputOrder(t *testing.T) {
+	nodes := names("node-", 60)
+	nodes[7].Weight = 3
+	a, err := NewTable(TableConfig{Nodes: nodes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	shuffled := slices.Clone(nodes)
+	rand.New(rand.NewPCG(7, 8)).Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
+	b, err := NewTable(TableConfig{Nodes: shuffled})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sa, sb := a.snap.Load(), b.snap.Load(); !slices.Equal(sa.owner, sb.owner) {
+		t.Errorf("NewTable of the same nodes in another order built another table")
+	}
+}
