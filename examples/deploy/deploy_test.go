@@ -234,6 +234,31 @@ func TestAlerts(t *testing.T) {
 			t.Errorf("alert %s is missing from %s", want, alertsFile)
 		}
 	}
+	// Every alert has a promtool unit test in which it fires.
+	b, err := os.ReadFile(alertTests)
+	require.NoError(t, err)
+	var ut struct {
+		Tests []struct {
+			AlertRuleTest []struct {
+				Alertname string           `yaml:"alertname"`
+				ExpAlerts []map[string]any `yaml:"exp_alerts"`
+			} `yaml:"alert_rule_test"`
+		} `yaml:"tests"`
+	}
+	require.NoError(t, yaml.Unmarshal(b, &ut), "%s is not valid YAML", alertTests)
+	fires := map[string]bool{}
+	for _, tc := range ut.Tests {
+		for _, art := range tc.AlertRuleTest {
+			if len(art.ExpAlerts) > 0 {
+				fires[art.Alertname] = true
+			}
+		}
+	}
+	for name := range seen {
+		if !fires[name] {
+			t.Errorf("alert %s has no test in %s in which it fires", name, alertTests)
+		}
+	}
 	t.Logf("%d alerts", n)
 }
 
