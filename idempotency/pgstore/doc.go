@@ -40,14 +40,15 @@
 // inside the caller's business transaction (where a claim would make every
 // duplicate wait behind the whole request):
 //
-//   - Claim: INSERT … ON CONFLICT (key) DO UPDATE. A fresh key is inserted.
-//     On a conflict the row is locked in its newest committed version and, if
-//     its expires_at has passed, taken over with a new token (a conditional
-//     update); otherwise it is rewritten unchanged, so that RETURNING gives
-//     the caller the live record, value included. A replay is therefore one
-//     statement too. The unchanged rewrite costs a heap-only tuple per
-//     duplicate, and is what makes the answer exact under concurrency: a
-//     separate SELECT would read a snapshot older than the conflict it lost.
+//   - Claim: one statement of three parts. INSERT … ON CONFLICT DO NOTHING
+//     claims a free key; a conditional UPDATE takes over a record whose
+//     expires_at has passed, issuing a new token (PostgreSQL re-checks the
+//     condition on the newest version of a row changed meanwhile, so only
+//     one takeover wins); otherwise the live record is read and returned,
+//     value included. A replay is therefore one statement that writes
+//     nothing. The read sees the statement's snapshot: when a concurrent
+//     change makes it miss the row or see it expired, Claim runs the
+//     statement again, which only a race costs.
 //   - Complete: UPDATE … WHERE key, token match, not completed, lease live.
 //   - Release: DELETE with the same conditions.
 //   - Get: SELECT … WHERE expires_at is after now.
@@ -69,8 +70,13 @@
 //		return store.CompleteTx(ctx, tx, key, token, response, 24*time.Hour)
 //	})
 //
-// If the transaction rolls back, the claim stays in flight: its owner may
-// Release it, or it is taken over when its lease passes. If CompleteTx
+// Between CompleteTx and the commit the record is locked: a duplicate's
+// claim waits for the commit (or rollback) and is then answered as in
+// flight, or with the committed result, so keep that window short. Before
+// CompleteTx the business transaction holds nothing of the store, and
+// duplicates get an immediate in-flight answer. If the transaction rolls
+// back, the claim stays in flight: its owner may Release it, or it is taken
+// over when its lease passes. If CompleteTx
 // returns ErrFenced, another run owns the key and the transaction must roll
 // back, which BeginFunc does.
 //

@@ -180,28 +180,38 @@ ALTER SEQUENCE $SEQ OWNED BY $COLUMN;
 CREATE INDEX IF NOT EXISTS $IDXNAME ON $TABLE (expires_at);
 `
 
-// claimSQL claims a key in one statement. It inserts the claim, or, on a
-// conflict, locks the newest committed version of the record (waiting for a
-// business transaction that holds it) and then either takes it over, if its
-// expires_at has passed (the lease of an in-flight record, the retention of
-// a completed one), or rewrites it unchanged. Either way RETURNING yields the
-// record as it now is, so the loser learns the live record, value included,
-// from the same statement. won compares the record's token with the one this
-// statement drew from the sequence. $1 key, $2 fingerprint, $3 now, $4 lease
-// expiry.
+// claimSQL claims a key in one statement of three parts, all on the
+// statement's snapshot:
+//   - INSERT … ON CONFLICT DO NOTHING claims a free key. On a conflict it
+//     neither locks nor waits for the row, so a replay writes nothing.
+//   - A conditional UPDATE takes over a record whose expires_at has passed
+//     (the lease of an in-flight record, the retention of a completed one).
+//     If the row changed since the snapshot, PostgreSQL re-checks the
+//     condition on the newest version, so only one takeover wins.
+//   - Otherwise the record is read and returned, value included.
+//
+// The read sees the snapshot: a row inserted since is missing, and a row
+// taken over since still looks expired. Claim retries the statement in
+// those two cases, which only a race brings. $1 key, $2 fingerprint, $3 now,
+// $4 lease expiry.
 const claimSQL = `
-INSERT INTO $TABLE AS r (key, fingerprint, token, lease_expiry, expires_at)
-VALUES ($1, $2, nextval('$SEQ'), $4, $4)
-ON CONFLICT (key) DO UPDATE SET
-	fingerprint  = CASE WHEN r.expires_at <= $3 THEN EXCLUDED.fingerprint ELSE r.fingerprint END,
-	token        = CASE WHEN r.expires_at <= $3 THEN EXCLUDED.token ELSE r.token END,
-	completed    = CASE WHEN r.expires_at <= $3 THEN false ELSE r.completed END,
-	taken_over   = CASE WHEN r.expires_at <= $3 THEN NOT r.completed ELSE r.taken_over END,
-	value        = CASE WHEN r.expires_at <= $3 THEN NULL ELSE r.value END,
-	lease_expiry = CASE WHEN r.expires_at <= $3 THEN EXCLUDED.lease_expiry ELSE r.lease_expiry END,
-	expires_at   = CASE WHEN r.expires_at <= $3 THEN EXCLUDED.expires_at ELSE r.expires_at END
-RETURNING r.token = currval('$SEQ'), r.token, r.taken_over, r.fingerprint, r.completed,
-	CASE WHEN r.token = currval('$SEQ') THEN NULL ELSE r.value END, r.lease_expiry, r.expires_at`
+WITH inserted AS (
+	INSERT INTO $TABLE (key, fingerprint, token, lease_expiry, expires_at)
+	VALUES ($1, $2, nextval('$SEQ'), $4, $4)
+	ON CONFLICT (key) DO NOTHING
+	RETURNING token, taken_over
+), taken AS (
+	UPDATE $TABLE r SET fingerprint = $2, token = nextval('$SEQ'), completed = false,
+		taken_over = NOT r.completed, value = NULL, lease_expiry = $4, expires_at = $4
+	WHERE r.key = $1 AND r.expires_at <= $3 AND NOT EXISTS (SELECT FROM inserted)
+	RETURNING r.token, r.taken_over
+)
+SELECT true, token, taken_over, NULL::bytea, false, NULL::bytea, NULL::timestamptz, NULL::timestamptz FROM inserted
+UNION ALL
+SELECT true, token, taken_over, NULL, false, NULL, NULL, NULL FROM taken
+UNION ALL
+SELECT false, token, taken_over, fingerprint, completed, value, lease_expiry, expires_at
+FROM $TABLE WHERE key = $1 AND NOT EXISTS (SELECT FROM inserted) AND NOT EXISTS (SELECT FROM taken)`
 
 // completeSQL: $1 key, $2 token, $3 value, $4 expiry, $5 now.
 const completeSQL = `
@@ -243,14 +253,20 @@ func (s *Store) Migrate(ctx context.Context) error {
 	return nil
 }
 
-// Claim implements idempotency.Store.Claim with one statement, an INSERT …
-// ON CONFLICT DO UPDATE that takes over an expired record and otherwise
-// returns the live one, value included, so that a replay is one query. It
-// runs in its own implicit transaction, never in a caller's. A duplicate of a
-// key being completed by CompleteTx waits for that transaction to end and
-// then sees its outcome. Claim returns an error if lease is not positive, and
-// otherwise only errors of the database, such as an unreachable server or the
-// end of ctx, wrapped with the operation and key.
+// maxClaimTries bounds the statements of one Claim. A second is needed only
+// when the key changed between the statement's snapshot and its insert.
+const maxClaimTries = 8
+
+// Claim implements idempotency.Store.Claim with one statement: INSERT … ON
+// CONFLICT DO NOTHING, a conditional UPDATE that takes over an expired
+// record, and otherwise a read of the live record, value included, so that a
+// replay is one query and writes nothing. It runs in its own implicit
+// transaction, never in a caller's. It waits only for a transaction that
+// holds the record, which CompleteTx does from its call to the commit; it
+// then answers from the state it began with (in flight) or the committed
+// one. A race with a concurrent change of the key costs another statement. Claim returns an error if lease is not positive,
+// and otherwise only errors of the database, such as an unreachable server or
+// the end of ctx, wrapped with the operation and key.
 func (s *Store) Claim(ctx context.Context, key string, fingerprint []byte, lease time.Duration) (idempotency.Claim, error) {
 	if err := ctx.Err(); err != nil {
 		return idempotency.Claim{}, fmt.Errorf("pgstore: claim %q: %w", key, err)
@@ -261,26 +277,33 @@ func (s *Store) Claim(ctx context.Context, key string, fingerprint []byte, lease
 	if fingerprint == nil {
 		fingerprint = []byte{}
 	}
-	now := s.clock.Now()
-	expiry, err := expiryOf(now, lease)
-	if err != nil {
-		return idempotency.Claim{}, fmt.Errorf("pgstore: claim %q: %w", key, err)
+	for range maxClaimTries {
+		now := s.clock.Now()
+		expiry, err := expiryOf(now, lease)
+		if err != nil {
+			return idempotency.Claim{}, fmt.Errorf("pgstore: claim %q: %w", key, err)
+		}
+		var (
+			won, over, completed bool
+			token                int64
+			fp, value            []byte
+			leaseExp, exp        *time.Time
+		)
+		err = s.pool.QueryRow(ctx, s.claimSQL, key, fingerprint, floorMicro(now), expiry).
+			Scan(&won, &token, &over, &fp, &completed, &value, &leaseExp, &exp)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			continue // inserted since the snapshot: look again
+		case err != nil:
+			return idempotency.Claim{}, fmt.Errorf("pgstore: claim %q: %w", key, err)
+		case won:
+			return idempotency.Claim{Won: true, Token: uint64(token), TakenOver: over}, nil
+		case !now.Before(*exp):
+			continue // taken over or completed since the snapshot: look again
+		}
+		return idempotency.Claim{Record: makeRecord(key, fp, token, completed, value, *leaseExp, *exp)}, nil
 	}
-	var (
-		won, over, completed bool
-		token                int64
-		fp, value            []byte
-		leaseExp, exp        time.Time
-	)
-	err = s.pool.QueryRow(ctx, s.claimSQL, key, fingerprint, floorMicro(now), expiry).
-		Scan(&won, &token, &over, &fp, &completed, &value, &leaseExp, &exp)
-	if err != nil {
-		return idempotency.Claim{}, fmt.Errorf("pgstore: claim %q: %w", key, err)
-	}
-	if won {
-		return idempotency.Claim{Won: true, Token: uint64(token), TakenOver: over}, nil
-	}
-	return idempotency.Claim{Record: makeRecord(key, fp, token, completed, value, leaseExp, exp)}, nil
+	return idempotency.Claim{}, fmt.Errorf("pgstore: claim %q: the record kept changing under %d attempts", key, maxClaimTries)
 }
 
 // Complete implements idempotency.Store.Complete with one UPDATE. It returns
@@ -299,7 +322,7 @@ func (s *Store) Complete(ctx context.Context, key string, token uint64, value []
 //
 // The UPDATE locks the record until tx ends, so duplicates of the key wait
 // for the outcome rather than seeing it half-done: call CompleteTx as the last
-// statement before Commit. It returns an error wrapping idempotency.ErrFenced
+// statement before Commit, to keep that wait short. It returns an error wrapping idempotency.ErrFenced
 // when token is not the live in-flight claim's, in which case the caller must
 // roll tx back, since another run owns the key; other errors are the
 // database's.

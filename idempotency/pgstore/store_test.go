@@ -199,35 +199,72 @@ func TestCompleteTx(t *testing.T) {
 			t.Errorf("orders after a fenced CompleteTx = %d, want 0 (rolled back)", n)
 		}
 	})
-	t.Run("duplicate waits for the commit", func(t *testing.T) {
-		c, err := s.Claim(ctx, "wait", fp, lease)
+	t.Run("duplicate during the transaction", func(t *testing.T) {
+		c, err := s.Claim(ctx, "dup", fp, lease)
 		require.NoError(t, err)
 		tx, err := pool.Begin(ctx)
 		require.NoError(t, err)
 		defer tx.Rollback(ctx)
-		_, err = tx.Exec(ctx, "INSERT INTO "+orders+" VALUES ('wait', 'book')")
+		_, err = tx.Exec(ctx, "INSERT INTO "+orders+" VALUES ('dup', 'book')")
 		require.NoError(t, err)
-		require.NoError(t, s.CompleteTx(ctx, tx, "wait", c.Token, []byte("order wait"), retention))
+		require.NoError(t, s.CompleteTx(ctx, tx, "dup", c.Token, []byte("order dup"), retention))
 
+		// The duplicate's insert waits for the business transaction, which
+		// holds the record, and the duplicate is then answered from the
+		// state it began with (in flight) or the committed one.
 		dup := make(chan idempotency.Claim, 1)
 		go func() {
-			d, err := s.Claim(ctx, "wait", fp, lease)
+			d, err := s.Claim(ctx, "dup", fp, lease)
 			if err != nil {
 				t.Errorf("duplicate Claim: %v", err)
 			}
 			dup <- d
 		}()
-		// The duplicate blocks on the record's row lock until the commit.
 		require.Eventually(t, func() bool {
 			var n int
 			err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
 				WHERE wait_event_type = 'Lock' AND query LIKE '%' || $1 || '%'`, s.table).Scan(&n)
 			return err == nil && n == 1
-		}, 10*time.Second, 5*time.Millisecond, "the duplicate Claim waits on the lock")
+		}, 10*time.Second, 5*time.Millisecond, "the duplicate Claim waits on the business transaction")
+		require.NoError(t, tx.Commit(ctx))
+		if d := <-dup; d.Won || d.Record.Token != c.Token || (d.Record.Completed && string(d.Record.Value) != "order dup") {
+			t.Errorf("duplicate Claim during the business transaction = %+v, want the claim in flight or its committed result", d)
+		}
+		d, err := s.Claim(ctx, "dup", fp, lease)
+		require.NoError(t, err)
+		if d.Won || !d.Record.Completed || string(d.Record.Value) != "order dup" {
+			t.Errorf("duplicate Claim after the commit = %+v, want the committed result", d)
+		}
+	})
+	t.Run("takeover waits for the transaction", func(t *testing.T) {
+		// The lease passes while the business transaction runs; a
+		// takeover waits for it and then finds the key completed.
+		c, err := s.Claim(ctx, "late", fp, lease)
+		require.NoError(t, err)
+		tx, err := pool.Begin(ctx)
+		require.NoError(t, err)
+		defer tx.Rollback(ctx)
+		require.NoError(t, s.CompleteTx(ctx, tx, "late", c.Token, []byte("order late"), retention))
+		clk.Advance(lease)
+
+		dup := make(chan idempotency.Claim, 1)
+		go func() {
+			d, err := s.Claim(ctx, "late", fp, lease)
+			if err != nil {
+				t.Errorf("Claim after the lease: %v", err)
+			}
+			dup <- d
+		}()
+		require.Eventually(t, func() bool {
+			var n int
+			err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+				WHERE wait_event_type = 'Lock' AND query LIKE '%' || $1 || '%'`, s.table).Scan(&n)
+			return err == nil && n == 1
+		}, 10*time.Second, 5*time.Millisecond, "the takeover waits on the record's lock")
 		require.NoError(t, tx.Commit(ctx))
 		d := <-dup
-		if d.Won || !d.Record.Completed || string(d.Record.Value) != "order wait" {
-			t.Errorf("duplicate Claim during the business transaction = %+v, want the committed result", d)
+		if d.Won || !d.Record.Completed || string(d.Record.Value) != "order late" {
+			t.Errorf("Claim after the lease, racing the commit = %+v, want the committed result", d)
 		}
 	})
 	t.Run("nil tx", func(t *testing.T) {
