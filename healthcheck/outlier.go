@@ -21,7 +21,8 @@ type Rules uint8
 const (
 	// ConsecutiveFailures ejects an endpoint after
 	// OutlierConfig.ConsecutiveFailures failures in a row, at once, from
-	// Record.
+	// Record; if MaxEjectionPercent refuses, the next as many failures in a
+	// row try again. Failures while ejected do not count.
 	ConsecutiveFailures Rules = 1 << iota
 	// ConsecutiveGatewayFailures ejects an endpoint after
 	// OutlierConfig.ConsecutiveGatewayFailures gateway failures (502, 503,
@@ -235,8 +236,10 @@ func (c *OutlierConfig) normalize() error {
 // OutlierDetector is safe for concurrent use by multiple goroutines; Record
 // takes no lock.
 type OutlierDetector struct {
-	cfg OutlierConfig // normalized; read-only after New
-	clk bulwark.Clock
+	cfg      OutlierConfig // normalized; read-only after New
+	clk      bulwark.Clock
+	consec   uint32 // cfg.ConsecutiveFailures
+	consecGW uint32 // cfg.ConsecutiveGatewayFailures
 
 	hosts atomic.Pointer[map[string]*host] // copy on write under mu; read by Record without lock
 
@@ -286,7 +289,8 @@ func NewOutlierDetector(cfg OutlierConfig) (*OutlierDetector, error) {
 	if err := cfg.normalize(); err != nil {
 		return nil, err
 	}
-	d := &OutlierDetector{cfg: cfg, clk: cfg.Clock, wake: make(chan struct{}, 1)}
+	d := &OutlierDetector{cfg: cfg, clk: cfg.Clock, wake: make(chan struct{}, 1),
+		consec: uint32(cfg.ConsecutiveFailures), consecGW: uint32(cfg.ConsecutiveGatewayFailures)}
 	d.idle = sync.NewCond(&d.mu)
 	m := map[string]*host{}
 	d.hosts.Store(&m)
@@ -327,10 +331,13 @@ func (d *OutlierDetector) Record(ep bulwark.Endpoint, o bulwark.Outcome, gateway
 		} else if h.consecGW.Load() != 0 {
 			h.consecGW.Store(0)
 		}
+		// Every threshold-th failure in a row tries to eject, so that a run
+		// that continues past a refused ejection (the cap was reached)
+		// tries again.
 		rules := d.cfg.Rules
-		if n == uint32(d.cfg.ConsecutiveFailures) && rules&ConsecutiveFailures != 0 {
+		if n%d.consec == 0 && rules&ConsecutiveFailures != 0 {
 			d.ejectNow(h, reasonConsecutive)
-		} else if g == uint32(d.cfg.ConsecutiveGatewayFailures) && rules&ConsecutiveGatewayFailures != 0 {
+		} else if g != 0 && g%d.consecGW == 0 && rules&ConsecutiveGatewayFailures != 0 {
 			d.ejectNow(h, reasonGateway)
 		}
 	}
@@ -463,6 +470,8 @@ func (d *OutlierDetector) ejectLocked(h *host, now time.Time, reason string) boo
 func (d *OutlierDetector) unejectLocked(h *host, reason string) {
 	h.returned = h.ejectedUntil
 	h.ejectedUntil = time.Time{}
+	h.consec.Store(0) // failures while out do not count against its return
+	h.consecGW.Store(0)
 	d.ejected--
 	nt := notice{ep: h.ep, ejection: true, on: false, listen: d.cfg.Listener != nil}
 	if d.cfg.Observer != nil {

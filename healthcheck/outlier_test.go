@@ -519,3 +519,30 @@ func TestOutlierConcurrentSafe(t *testing.T) {
 		t.Errorf("%d hosts ejected, counter says %d", n, d.ejected)
 	}
 }
+
+func TestOutlierConsecutiveRetriesAfterRefusal(t *testing.T) {
+	d, _, _ := newDetector(t, OutlierConfig{MaxEjectionPercent: 50})
+	for i := range 4 {
+		d.Record(ep(i), bulwark.Success, false)
+	}
+	for range 5 {
+		d.Record(ep(0), bulwark.Failure, false)
+		d.Record(ep(1), bulwark.Failure, false)
+		d.Record(ep(2), bulwark.Failure, false) // refused: 2 of 4 is the cap
+	}
+	if d.Ejected(ep(2)) {
+		t.Fatal("third of four hosts ejected with a 50 % cap")
+	}
+	d.Remove(ep(0))
+	d.Record(ep(4), bulwark.Success, false) // 1 of 4 ejected now
+	for range 4 {
+		d.Record(ep(2), bulwark.Failure, false)
+	}
+	if d.Ejected(ep(2)) {
+		t.Error("ejected after 9 failures in a row, want at the 10th")
+	}
+	d.Record(ep(2), bulwark.Failure, false)
+	if !d.Ejected(ep(2)) {
+		t.Error("not ejected after 10 failures in a row once the cap allowed it")
+	}
+}
