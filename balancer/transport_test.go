@@ -148,7 +148,7 @@ func TestTransport(t *testing.T) {
 			if tt.wantHits > 0 && hits != tt.wantHits {
 				t.Errorf("attempts = %d, want %d", hits, tt.wantHits)
 			}
-			if tt.wantStatus == 200 && backends[2].count() != 1 {
+			if tt.wantStatus == 200 && tt.statuses[0] != 200 && backends[2].count() != 1 {
 				t.Errorf("the healthy backend got %d requests, want 1", backends[2].count())
 			}
 		})
