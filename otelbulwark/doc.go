@@ -91,8 +91,12 @@
 //     endpoint_removed.
 //   - A balancer's sampled pick (Attempt > 1, see balancer.Config.PickSample)
 //     adds Attempt to picks. In flight is unsampled picks minus calls of
-//     component "balancer", so it is meaningful only when the balancer reports
-//     every pick and every finished call.
+//     component "balancer", so it is meaningful only when every pick and every
+//     finished call is reported. The balancer package reports picks but not
+//     finished calls: the code that calls Pick.Done reports the call (an
+//     EventCall with Component "balancer", the balancer's Name, the Endpoint,
+//     Outcome and Latency) to feed in flight and call.duration, the per-
+//     endpoint latency histogram.
 //   - store.duration records Event.Latency of idempotency events that carry
 //     it, with outcome "failure" for store_error and "success" otherwise.
 //

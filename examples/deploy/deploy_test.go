@@ -334,7 +334,9 @@ func TestRunbooks(t *testing.T) {
 }
 
 // everyKind is one event of every kind the components emit, with the fields
-// and the state, reason and outcome values they use.
+// and the state, reason and outcome values they use. The balancer's EventCall
+// is reported by the code that calls Pick.Done (the proxy), not by the
+// balancer package itself; see otelbulwark's documentation.
 func everyKind() []bulwark.Event {
 	ep := bulwark.Endpoint{Addr: "10.0.0.1:8080", Zone: "eu-west-1a"}
 	boom := errors.New("upstream 503")
@@ -358,7 +360,9 @@ func everyKind() []bulwark.Event {
 		{Kind: bulwark.EventMisuse, Component: bulwark.ComponentBalancer, Name: "orders", Endpoint: ep, Reason: "second Done"},
 		// healthcheck and outlier detection
 		{Kind: bulwark.EventProbe, Component: bulwark.ComponentHealthCheck, Name: "orders", Endpoint: ep, Outcome: bulwark.Failure, Latency: time.Second, Err: boom},
-		{Kind: bulwark.EventStateChange, Component: bulwark.ComponentHealthCheck, Name: "orders", Endpoint: ep, From: "healthy", To: "unhealthy"},
+		{Kind: bulwark.EventEndpointAdded, Component: bulwark.ComponentHealthCheck, Name: "orders", Endpoint: ep},
+		{Kind: bulwark.EventStateChange, Component: bulwark.ComponentHealthCheck, Name: "orders", Endpoint: ep, From: "unknown", To: "healthy", Reason: "rise"},
+		{Kind: bulwark.EventStateChange, Component: bulwark.ComponentHealthCheck, Name: "orders", Endpoint: ep, From: "healthy", To: "unhealthy", Reason: "fall"},
 		{Kind: bulwark.EventEjected, Component: bulwark.ComponentOutlier, Name: "orders", Endpoint: ep, Delay: 30 * time.Second, Reason: "consecutive_gateway_failures", Attempt: 1},
 		{Kind: bulwark.EventUnejected, Component: bulwark.ComponentOutlier, Name: "orders", Endpoint: ep, Attempt: 1},
 		// idempotency
