@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -615,4 +616,70 @@ func TestCheckerConcurrentSafe(t *testing.T) {
 	if err := f.c.Close(); err != nil {
 		t.Errorf("Close = %v", err)
 	}
+}
+
+func TestCheckerBoundedGoroutines(t *testing.T) {
+	release := make(chan struct{})
+	var started atomic.Int32
+	f := newChecker(t, Config{Workers: 8, Timeout: time.Hour, Probe: func(ctx context.Context, _ bulwark.Endpoint) error {
+		started.Add(1)
+		<-release
+		return nil
+	}})
+	before := runtime.NumGoroutine()
+	for i := range 500 {
+		if err := f.c.Add(bulwark.Endpoint{Addr: fmt.Sprintf("10.1.%d.%d:80", i/250, i%250)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for started.Load() < 8 {
+		runtime.Gosched()
+	}
+	if got := runtime.NumGoroutine() - before; got > 0 {
+		t.Errorf("500 endpoints with blocked probes added %d goroutines to the 9 of Start, want none", got)
+	}
+	if got := started.Load(); got != 8 {
+		t.Errorf("%d probes running at once, want Workers = 8", got)
+	}
+	close(release)
+	f.c.waitIdle(t)
+	if got := started.Load(); got != 500 {
+		t.Errorf("%d probes after the workers were freed, want 500", got)
+	}
+}
+
+// reentrant calls back into the Checker from the Listener, which would
+// deadlock if the Checker held its lock.
+type reentrant struct {
+	c   *Checker
+	got chan State
+}
+
+func (r *reentrant) HealthChanged(ep bulwark.Endpoint, healthy bool) {
+	s, _ := r.c.State(ep)
+	r.got <- s
+}
+func (r *reentrant) EjectionChanged(bulwark.Endpoint, bool) {}
+
+func TestCheckerListenerOutsideLock(t *testing.T) {
+	clk := bulwarktest.NewClock(time.Time{})
+	r := &reentrant{got: make(chan State, 4)}
+	c, err := New(Config{Interval: time.Second, Rise: 1, Clock: clk, Listener: r,
+		Probe: func(context.Context, bulwark.Endpoint) error { return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.c = c
+	defer c.Close()
+	if err := c.Add(ep(1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if s := <-r.got; s != Healthy {
+		t.Errorf("State from inside HealthChanged = %v, want healthy", s)
+	}
+	c.Remove(ep(1)) // HealthChanged(false) on the caller's goroutine
+	<-r.got
 }

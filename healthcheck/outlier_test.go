@@ -546,3 +546,29 @@ func TestOutlierConsecutiveRetriesAfterRefusal(t *testing.T) {
 		t.Error("not ejected after 10 failures in a row once the cap allowed it")
 	}
 }
+
+type reentrantDetector struct {
+	d   *OutlierDetector
+	got []bool
+}
+
+func (r *reentrantDetector) HealthChanged(bulwark.Endpoint, bool) {}
+func (r *reentrantDetector) EjectionChanged(ep bulwark.Endpoint, ejected bool) {
+	r.got = append(r.got, r.d.Ejected(ep))
+	r.d.Record(ep, bulwark.Success, false)
+}
+
+func TestOutlierListenerOutsideLock(t *testing.T) {
+	r := &reentrantDetector{}
+	d, err := NewOutlierDetector(OutlierConfig{MaxEjectionPercent: 100, Listener: r})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.d = d
+	for range 5 {
+		d.Record(ep(1), bulwark.Failure, false)
+	}
+	if !slices.Equal(r.got, []bool{true}) {
+		t.Errorf("Ejected from inside EjectionChanged = %v, want [true]", r.got)
+	}
+}

@@ -13,6 +13,8 @@ import (
 	"github.com/bulwark-go/bulwark"
 )
 
+var _ http.Handler = (*Service)(nil)
+
 // Check is one dependency of the service, checked for readiness (or for
 // liveness, in ServiceConfig.Live).
 type Check struct {
