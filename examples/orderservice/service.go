@@ -1,0 +1,431 @@
+// Package orderservice is an order API built from bulwark alone: idempotent
+// creates under the Idempotency-Key header, state transitions that are
+// compare-and-set on a version (strong consistency for writes), listings from
+// a read model that may lag (eventual consistency for reads), orders
+// partitioned by consistent hash of the customer, and a payment dependency
+// called under bulwark.Compose(retry, breaker) with the idempotency key
+// forwarded.
+//
+//	POST /orders                         create (Idempotency-Key required)
+//	GET  /orders/{id}                    read, with ETag
+//	POST /orders/{id}/pay|ship|cancel    transition (If-Match: the ETag)
+//	GET  /orders?customer=…              listing from the read model
+//	GET  /livez /readyz /startupz        the service's own health
+package orderservice
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/bulwark-go/bulwark"
+	"github.com/bulwark-go/bulwark/breaker"
+	"github.com/bulwark-go/bulwark/consistenthash"
+	"github.com/bulwark-go/bulwark/healthcheck"
+	"github.com/bulwark-go/bulwark/idempotency"
+	"github.com/bulwark-go/bulwark/retry"
+)
+
+// Config configures a Service.
+type Config struct {
+	// Name names this instance in events and logs. If empty, "orders".
+	Name string
+	// Repository stores the orders. Required; several instances may share
+	// one.
+	Repository Repository
+	// Partitions is the number of partitions the repository was made with.
+	// If zero, 8.
+	Partitions int
+	// IdempotencyStore keeps idempotency records. If nil, an in-memory
+	// store of this instance (which Close closes).
+	IdempotencyStore idempotency.Store
+	// PaymentURL is the payment provider's base URL. Required.
+	PaymentURL string
+	// PaymentClient sends payment requests. If nil, a client with a 2 s
+	// timeout per attempt.
+	PaymentClient *http.Client
+	// PaymentBudget is the retry budget for payment calls, which several
+	// instances of the service in one process may share. If nil, one of the
+	// instance's own.
+	PaymentBudget *retry.Budget
+	// ReadModelInterval is how often the read model catches up. If zero,
+	// 200 ms.
+	ReadModelInterval time.Duration
+	// Clock is the time source. If nil, the wall clock.
+	Clock bulwark.Clock
+	// Observer receives every component's events. If nil, none.
+	Observer bulwark.Observer
+	// Logger logs requests that fail. If nil, slog.Default().
+	Logger *slog.Logger
+}
+
+// Service is one instance of the order API. Use New, then Start; Close stops
+// it. A Service is safe for concurrent use.
+type Service struct {
+	cfg        Config
+	repo       Repository
+	ring       *consistenthash.Ring
+	engine     *idempotency.Engine
+	ownStore   *idempotency.MemoryStore
+	readModel  *ReadModel
+	payments   *paymentClient
+	breaker    *breaker.Breaker
+	health     *healthcheck.Service
+	handler    http.Handler
+	clk        bulwark.Clock
+	log        *slog.Logger
+	stop       context.CancelFunc
+	wg         sync.WaitGroup
+	closeOnce  sync.Once
+	closeError error
+}
+
+// New builds a Service from cfg.
+func New(cfg Config) (*Service, error) {
+	if cfg.Repository == nil {
+		return nil, errors.New("orderservice: Repository is required")
+	}
+	if cfg.PaymentURL == "" {
+		return nil, errors.New("orderservice: PaymentURL is required")
+	}
+	if cfg.Name == "" {
+		cfg.Name = "orders"
+	}
+	if cfg.Partitions == 0 {
+		cfg.Partitions = 8
+	}
+	if cfg.ReadModelInterval == 0 {
+		cfg.ReadModelInterval = 200 * time.Millisecond
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Service{cfg: cfg, repo: cfg.Repository, clk: bulwark.ClockOrWall(cfg.Clock), log: cfg.Logger}
+
+	nodes := make([]consistenthash.Node, cfg.Partitions)
+	for i := range nodes {
+		nodes[i] = consistenthash.Node{Name: "p" + strconv.Itoa(i)}
+	}
+	ring, err := consistenthash.NewRing(consistenthash.RingConfig{Nodes: nodes})
+	if err != nil {
+		return nil, fmt.Errorf("orderservice: partitions: %w", err)
+	}
+	s.ring = ring
+
+	store := cfg.IdempotencyStore
+	if store == nil {
+		ms, err := idempotency.NewMemoryStore(idempotency.MemoryConfig{Clock: cfg.Clock})
+		if err != nil {
+			return nil, err
+		}
+		store, s.ownStore = ms, ms
+	}
+	s.engine, err = idempotency.New(idempotency.Config{
+		Store: store, Name: cfg.Name, Lease: 10 * time.Second, RetryAfter: time.Second,
+		Clock: cfg.Clock, Observer: cfg.Observer,
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	budget := cfg.PaymentBudget
+	if budget == nil {
+		if budget, err = retry.NewBudget(retry.BudgetConfig{Clock: cfg.Clock}); err != nil {
+			return nil, err
+		}
+	}
+	rp, err := retry.New(retry.Config{
+		Name: "payments", MaxAttempts: 4, MaxRetryAfter: 5 * time.Second,
+		Backoff: retry.Backoff{Base: 20 * time.Millisecond, Cap: 500 * time.Millisecond},
+		Budget:  budget, Clock: cfg.Clock, Observer: cfg.Observer,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.breaker, err = breaker.New(breaker.Config{
+		Name: "payments", FailureRate: 0.5, WindowCalls: 20, MinCalls: 10,
+		OpenDuration: time.Second, MaxOpenDuration: 8 * time.Second, OpenJitter: 0.2,
+		Clock: cfg.Clock, Observer: cfg.Observer,
+	})
+	if err != nil {
+		return nil, err
+	}
+	client := cfg.PaymentClient
+	if client == nil {
+		client = &http.Client{Timeout: 2 * time.Second}
+	}
+	s.payments = &paymentClient{
+		base: strings.TrimRight(cfg.PaymentURL, "/"), http: client, clk: s.clk,
+		guard: bulwark.Compose(rp, s.breaker),
+	}
+
+	s.readModel = NewReadModel(s.repo, cfg.Clock)
+	s.health, err = healthcheck.NewService(healthcheck.ServiceConfig{
+		Name: cfg.Name, Clock: cfg.Clock, Observer: cfg.Observer,
+		Ready: []healthcheck.Check{{
+			Name: "repository", Type: "datastore", Timeout: time.Second,
+			Run: func(ctx context.Context) error { _, err := s.repo.Count(ctx); return err },
+		}, {
+			// The payment provider is optional: orders can still be created
+			// and read while it is away, so readiness only degrades.
+			Name: "payments", Optional: true,
+			Run: func(context.Context) error {
+				if st := s.breaker.State(); st != breaker.Closed {
+					return fmt.Errorf("payments circuit is %s", st)
+				}
+				return nil
+			},
+		}},
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.handler, err = s.routes()
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Handler returns the service's HTTP handler.
+func (s *Service) Handler() http.Handler { return s.handler }
+
+// Start starts the read model's refresh loop; Close stops it.
+func (s *Service) Start(ctx context.Context) {
+	ctx, s.stop = context.WithCancel(ctx)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.readModel.Run(ctx, s.cfg.ReadModelInterval)
+	}()
+	s.health.MarkStarted()
+}
+
+// Drain makes readiness answer 503 at once, so that load balancers stop
+// sending new requests before the server shuts down.
+func (s *Service) Drain() { s.health.Drain() }
+
+// Close stops the background work and the service's own store, and waits.
+func (s *Service) Close() error {
+	s.closeOnce.Do(func() {
+		if s.stop != nil {
+			s.stop()
+		}
+		s.wg.Wait()
+		if s.ownStore != nil {
+			s.closeError = s.ownStore.Close()
+		}
+	})
+	return s.closeError
+}
+
+// ReadModel returns the service's read model (for tests and the tour).
+func (s *Service) ReadModel() *ReadModel { return s.readModel }
+
+// BreakerState returns the state of the payments circuit breaker.
+func (s *Service) BreakerState() breaker.State { return s.breaker.State() }
+
+func (s *Service) routes() (http.Handler, error) {
+	create, err := idempotency.Middleware(idempotency.HTTPConfig{Engine: s.engine})
+	if err != nil {
+		return nil, err
+	}
+	// Transitions are guarded by If-Match; a key is welcome (a retried pay
+	// then gets its first answer replayed) but not required.
+	transition, err := idempotency.Middleware(idempotency.HTTPConfig{Engine: s.engine, AllowMissingKey: true})
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("POST /orders", create(http.HandlerFunc(s.createOrder)))
+	mux.HandleFunc("GET /orders/{id}", s.getOrder)
+	mux.Handle("POST /orders/{id}/{action}", transition(http.HandlerFunc(s.transition)))
+	mux.HandleFunc("GET /orders", s.listOrders)
+	mux.Handle("/livez", s.health.Livez())
+	mux.Handle("/readyz", s.health.Readyz())
+	mux.Handle("/startupz", s.health.Startupz())
+	return mux, nil
+}
+
+func (s *Service) createOrder(w http.ResponseWriter, r *http.Request) {
+	var req NewOrderRequest
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		problem(w, http.StatusBadRequest, "malformed order", err.Error())
+		return
+	}
+	amount, err := req.validate()
+	if err != nil {
+		problem(w, http.StatusUnprocessableEntity, "invalid order", err.Error())
+		return
+	}
+	part, err := s.partition(req.Customer)
+	if err != nil {
+		problem(w, http.StatusInternalServerError, "no partition", err.Error())
+		return
+	}
+	now := s.clk.Now().UTC()
+	o := Order{
+		ID: strconv.Itoa(part) + "-" + randomID(), Customer: req.Customer, Items: req.Items,
+		AmountCents: amount, Currency: req.Currency, State: Created, Version: 1, Partition: part,
+		CreatedAt: now, UpdatedAt: now,
+	}
+	if err := s.repo.Create(r.Context(), o); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Location", "/orders/"+o.ID)
+	writeOrder(w, http.StatusCreated, o)
+}
+
+func (s *Service) getOrder(w http.ResponseWriter, r *http.Request) {
+	o, err := s.repo.Get(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if inm := r.Header.Get("If-None-Match"); inm != "" && inm == etag(o) {
+		w.Header().Set("ETag", etag(o))
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	writeOrder(w, http.StatusOK, o)
+}
+
+// transition moves an order to its next state as one compare-and-set on its
+// version. With If-Match, a stale version is refused with 412 before anything
+// happens; a race lost between read and write is refused with 409.
+func (s *Service) transition(w http.ResponseWriter, r *http.Request) {
+	action := r.PathValue("action")
+	if _, ok := transitions[action]; !ok {
+		problem(w, http.StatusNotFound, "unknown action", fmt.Sprintf("no action %q; use pay, ship or cancel", action))
+		return
+	}
+	ctx := r.Context()
+	o, err := s.repo.Get(ctx, r.PathValue("id"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if im := r.Header.Get("If-Match"); im != "" && im != "*" && im != etag(o) {
+		w.Header().Set("ETag", etag(o))
+		problem(w, http.StatusPreconditionFailed, "order changed", fmt.Sprintf("If-Match %s, order is at %s", im, etag(o)))
+		return
+	}
+	to, err := next(o.State, action)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	updated := o
+	updated.State, updated.Version, updated.UpdatedAt = to, o.Version+1, s.clk.Now().UTC()
+	if err := s.repo.Update(ctx, updated); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if action == "pay" {
+		// The state moved first, so a concurrent cancel either lost the race
+		// above or comes after. Then the charge, idempotent under a key
+		// derived from the order (or the client's own key), so that retries
+		// here and retries of this request never charge twice.
+		key := r.Header.Get("Idempotency-Key")
+		if key == "" {
+			key = "order-" + o.ID + "-pay"
+		}
+		charge, err := s.payments.charge(ctx, key, o)
+		if err != nil {
+			// Compensate: back to created, if nothing moved the order since.
+			back := updated
+			back.State, back.Version, back.UpdatedAt = Created, updated.Version+1, s.clk.Now().UTC()
+			if cerr := s.repo.Update(context.WithoutCancel(ctx), back); cerr != nil && !errors.Is(cerr, ErrVersionConflict) {
+				s.log.ErrorContext(ctx, "compensating a failed payment", "order", o.ID, "error", cerr)
+			}
+			s.fail(w, r, err)
+			return
+		}
+		paid := updated
+		paid.PaymentID, paid.Version = charge.ID, updated.Version+1
+		if err := s.repo.Update(ctx, paid); err == nil {
+			updated = paid
+		}
+	}
+	writeOrder(w, http.StatusOK, updated)
+}
+
+func (s *Service) listOrders(w http.ResponseWriter, r *http.Request) {
+	customer := r.URL.Query().Get("customer")
+	if customer == "" {
+		problem(w, http.StatusBadRequest, "customer required", "GET /orders?customer=…")
+		return
+	}
+	l := s.readModel.List(customer)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Read-Model-As-Of", strconv.FormatInt(l.AsOf, 10))
+	w.Header().Set("X-Read-Model-Age-Ms", strconv.FormatInt(l.AgeMillis, 10))
+	_ = json.NewEncoder(w).Encode(l)
+}
+
+// partition returns the partition that owns customer's orders.
+func (s *Service) partition(customer string) (int, error) {
+	name, err := s.ring.Get(customer)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(strings.TrimPrefix(name, "p"))
+}
+
+// fail maps an error to its HTTP answer.
+func (s *Service) fail(w http.ResponseWriter, r *http.Request, err error) {
+	switch {
+	case errors.Is(err, ErrNotFound):
+		problem(w, http.StatusNotFound, "order not found", err.Error())
+	case errors.Is(err, ErrVersionConflict):
+		problem(w, http.StatusConflict, "order changed concurrently", err.Error())
+	case errors.Is(err, ErrBadTransition):
+		problem(w, http.StatusConflict, "transition not allowed", err.Error())
+	case errors.Is(err, ErrDuplicate):
+		problem(w, http.StatusConflict, "duplicate order id", err.Error())
+	case errors.Is(err, breaker.ErrOpen):
+		w.Header().Set("Retry-After", "1")
+		problem(w, http.StatusServiceUnavailable, "payments unavailable", err.Error())
+	case errors.Is(err, errPaymentDeclined):
+		problem(w, http.StatusPaymentRequired, "payment declined", err.Error())
+	case r.Context().Err() != nil:
+		problem(w, http.StatusServiceUnavailable, "request canceled", err.Error())
+	default:
+		s.log.ErrorContext(r.Context(), "request failed", "path", r.URL.Path, "error", err)
+		problem(w, http.StatusBadGateway, "dependency failed", err.Error())
+	}
+}
+
+func etag(o Order) string { return `"v` + strconv.FormatInt(o.Version, 10) + `"` }
+
+func writeOrder(w http.ResponseWriter, status int, o Order) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("ETag", etag(o))
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(o)
+}
+
+// problem writes an RFC 9457 problem+json answer.
+func problem(w http.ResponseWriter, status int, title, detail string) {
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]any{"type": "about:blank", "title": title, "status": status, "detail": detail})
+}
+
+func randomID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

@@ -1,0 +1,242 @@
+package orderservice
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+
+	"github.com/bulwark-go/bulwark/examples/paymentsim"
+	"github.com/bulwark-go/bulwark/idempotency"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+type harness struct {
+	svc      *Service
+	srv      *httptest.Server
+	payments *paymentsim.Provider
+	repo     Repository
+}
+
+func newHarness(t *testing.T, repo Repository, store idempotency.Store, name string, payments *httptest.Server) *harness {
+	t.Helper()
+	svc, err := New(Config{
+		Name: name, Repository: repo, Partitions: 4, IdempotencyStore: store, PaymentURL: payments.URL,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.Start(context.Background())
+	srv := httptest.NewServer(svc.Handler())
+	t.Cleanup(func() { srv.Close(); _ = svc.Close() })
+	return &harness{svc: svc, srv: srv, repo: repo}
+}
+
+func newPayments(t *testing.T) (*paymentsim.Provider, *httptest.Server) {
+	p := paymentsim.New(1)
+	srv := httptest.NewServer(p)
+	t.Cleanup(srv.Close)
+	return p, srv
+}
+
+func orderBody(customer string, qty int) []byte {
+	b, _ := json.Marshal(NewOrderRequest{Customer: customer, Currency: "EUR", Items: []Item{{SKU: "book", Quantity: qty, PriceCents: 1500}}})
+	return b
+}
+
+func post(t *testing.T, url, key, ifMatch string, body []byte) (int, http.Header, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if key != "" {
+		req.Header.Set("Idempotency-Key", key)
+	}
+	if ifMatch != "" {
+		req.Header.Set("If-Match", ifMatch)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Error(err)
+		return 0, nil, nil
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, b
+}
+
+// duplicateStorm sends n concurrent creates spread over keys idempotency
+// keys, round robin over urls, and returns the count of each status.
+func duplicateStorm(t *testing.T, urls []string, n, keys int) map[int]int {
+	var mu sync.Mutex
+	statuses := map[int]int{}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 64)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			k := i % keys
+			code, _, _ := post(t, urls[i%len(urls)]+"/orders", fmt.Sprintf("storm-%d", k), "", orderBody(fmt.Sprintf("cust-%d", k), 1))
+			mu.Lock()
+			statuses[code]++
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return statuses
+}
+
+func TestDuplicateStormCreatesOneOrderPerKey(t *testing.T) {
+	repo, _ := NewMemoryRepository(4)
+	_, pay := newPayments(t)
+	h := newHarness(t, repo, nil, "orders-a", pay)
+	statuses := duplicateStorm(t, []string{h.srv.URL}, 1000, 100)
+	if n, _ := repo.Count(context.Background()); n != 100 {
+		t.Errorf("orders after 1000 requests over 100 keys = %d, want 100 (statuses %v)", n, statuses)
+	}
+	for code := range statuses {
+		if code != http.StatusCreated && code != http.StatusConflict {
+			t.Errorf("status %d seen %d times; want only 201 (first or replay) and 409 (in flight)", code, statuses[code])
+		}
+	}
+}
+
+func TestReusedKeyWithAnotherBodyIs422(t *testing.T) {
+	repo, _ := NewMemoryRepository(4)
+	_, pay := newPayments(t)
+	h := newHarness(t, repo, nil, "orders", pay)
+	if code, _, b := post(t, h.srv.URL+"/orders", "k1", "", orderBody("ann", 1)); code != http.StatusCreated {
+		t.Fatalf("first create = %d %s", code, b)
+	}
+	code, hdr, first := post(t, h.srv.URL+"/orders", "k1", "", orderBody("ann", 1))
+	if code != http.StatusCreated || hdr.Get("Idempotent-Replayed") != "true" {
+		t.Errorf("same key, same body = %d replayed=%q, want 201 replayed", code, hdr.Get("Idempotent-Replayed"))
+	}
+	if code, _, b := post(t, h.srv.URL+"/orders", "k1", "", orderBody("ann", 2)); code != http.StatusUnprocessableEntity {
+		t.Errorf("same key, other body = %d %s, want 422", code, b)
+	}
+	if code, _, _ := post(t, h.srv.URL+"/orders", "", "", orderBody("ann", 1)); code != http.StatusBadRequest {
+		t.Errorf("create without a key = %d, want 400", code)
+	}
+	var o Order
+	if err := json.Unmarshal(first, &o); err != nil || o.Customer != "ann" || o.State != Created {
+		t.Errorf("replayed body = %s (%v)", first, err)
+	}
+	if n, _ := repo.Count(context.Background()); n != 1 {
+		t.Errorf("orders = %d, want 1", n)
+	}
+}
+
+func createOrder(t *testing.T, h *harness, key string) Order {
+	t.Helper()
+	code, _, b := post(t, h.srv.URL+"/orders", key, "", orderBody("bea", 1))
+	if code != http.StatusCreated {
+		t.Fatalf("create = %d %s", code, b)
+	}
+	var o Order
+	if err := json.Unmarshal(b, &o); err != nil {
+		t.Fatal(err)
+	}
+	return o
+}
+
+func TestConcurrentPayAndCancelOneWins(t *testing.T) {
+	repo, _ := NewMemoryRepository(4)
+	payments, pay := newPayments(t)
+	h := newHarness(t, repo, nil, "orders", pay)
+	for round := 0; round < 20; round++ {
+		o := createOrder(t, h, fmt.Sprintf("race-%d", round))
+		var wg sync.WaitGroup
+		codes := make([]int, 2)
+		for i, action := range []string{"pay", "cancel"} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				codes[i], _, _ = post(t, h.srv.URL+"/orders/"+o.ID+"/"+action, "", `"v1"`, nil)
+			}()
+		}
+		wg.Wait()
+		wins, refused := 0, 0
+		for _, c := range codes {
+			switch c {
+			case http.StatusOK:
+				wins++
+			case http.StatusConflict, http.StatusPreconditionFailed:
+				refused++
+			}
+		}
+		if wins != 1 || refused != 1 {
+			t.Fatalf("round %d: pay and cancel answered %v, want one 200 and one 409/412", round, codes)
+		}
+	}
+	if _, _, _, maxPerOrder := payments.Stats(); maxPerOrder > 1 {
+		t.Errorf("an order was charged %d times", maxPerOrder)
+	}
+}
+
+func TestTransitionsFollowTheStateMachine(t *testing.T) {
+	repo, _ := NewMemoryRepository(4)
+	_, pay := newPayments(t)
+	h := newHarness(t, repo, nil, "orders", pay)
+	o := createOrder(t, h, "sm")
+	steps := []struct {
+		action, ifMatch string
+		want            int
+	}{
+		{"ship", "", http.StatusConflict},          // not paid yet
+		{"pay", `"v9"`, http.StatusPreconditionFailed}, // stale ETag
+		{"pay", `"v1"`, http.StatusOK},
+		{"pay", "", http.StatusConflict}, // already paid
+		{"ship", "", http.StatusOK},
+		{"cancel", "", http.StatusConflict}, // shipped orders stay shipped
+		{"refund", "", http.StatusNotFound},
+	}
+	for _, s := range steps {
+		if code, _, b := post(t, h.srv.URL+"/orders/"+o.ID+"/"+s.action, "", s.ifMatch, nil); code != s.want {
+			t.Errorf("%s (If-Match %s) = %d %s, want %d", s.action, s.ifMatch, code, b, s.want)
+		}
+	}
+	resp, err := http.Get(h.srv.URL + "/orders/" + o.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var got Order
+	_ = json.NewDecoder(resp.Body).Decode(&got)
+	if got.State != Shipped || got.PaymentID == "" || resp.Header.Get("ETag") != etag(got) {
+		t.Errorf("final order = %+v (ETag %s), want shipped with a payment id", got, resp.Header.Get("ETag"))
+	}
+}
+
+func TestPaymentOutageCompensates(t *testing.T) {
+	repo, _ := NewMemoryRepository(4)
+	payments, pay := newPayments(t)
+	h := newHarness(t, repo, nil, "orders", pay)
+	o := createOrder(t, h, "outage")
+	payments.SetFault(paymentsim.Fault{FailRate: 1})
+	if code, _, b := post(t, h.srv.URL+"/orders/"+o.ID+"/pay", "", "", nil); code < 500 {
+		t.Fatalf("pay during an outage = %d %s, want 5xx", code, b)
+	}
+	got, _ := repo.Get(context.Background(), o.ID)
+	if got.State != Created {
+		t.Errorf("order after a failed payment is %s, want created again", got.State)
+	}
+	payments.SetFault(paymentsim.Fault{})
+	if code, _, b := post(t, h.srv.URL+"/orders/"+o.ID+"/pay", "", "", nil); code != http.StatusOK {
+		t.Errorf("pay after recovery = %d %s, want 200", code, b)
+	}
+}
