@@ -185,8 +185,8 @@ type Balancer struct {
 	base       time.Time // origin of the ns offsets below
 
 	snap    atomic.Pointer[snapshot]
-	coarse  atomic.Int64 // ns since base, advanced by PeakEWMA's Done; read by its Pick
-	total   atomic.Int64 // requests in flight, for ConsistentHash
+	coarse  atomic.Int64        // ns since base, advanced by PeakEWMA's Done; read by its Pick
+	total   [numStripes]counter // requests in flight, for ConsistentHash: the sum of the stripes
 	rr      [numPoolKinds][numStripes]stripe
 	_       [64]byte
 	mu      sync.Mutex         // serialises changes and snapshot publication
@@ -213,6 +213,11 @@ type state struct {
 type stripe struct {
 	n atomic.Uint32
 	_ [60]byte
+}
+
+type counter struct {
+	n atomic.Int64
+	_ [56]byte
 }
 
 const (

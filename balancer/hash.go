@@ -45,8 +45,9 @@ func newHashIndex(set []bulwark.Endpoint, vnodes int) (*hashIndex, error) {
 func (b *Balancer) pickHash(s *snapshot, p *pool, key string, avoid []*state) (Pick, error) {
 	own := s.hash.ring.Owners(key)
 	// With m calls in flight counting this one, an endpoint of weight w in a
-	// pool of weight W may hold at most ⌈c·m·w/W⌉ of them.
-	perWeight := b.loadFactor * float64(b.total.Load()+1) / float64(p.total)
+	// pool of weight W may hold at most ⌈c·m·w/W⌉ of them. An idle endpoint
+	// is always under its bound, so m is summed only for a busy one.
+	perWeight := -1.0
 	over := int32(-1)
 	var lastErr error
 	for {
@@ -59,7 +60,15 @@ func (b *Balancer) pickHash(s *snapshot, p *pool, key string, avoid []*state) (P
 		if !member(p.kind, e) {
 			continue
 		}
-		if float64(e.st.inflight.Load()) >= math.Ceil(perWeight*float64(e.w)) {
+		load := e.st.inflight.Load()
+		if load > 0 && perWeight < 0 {
+			m := int64(1)
+			for k := range b.total {
+				m += b.total[k].n.Load()
+			}
+			perWeight = b.loadFactor * float64(m) / float64(p.total)
+		}
+		if load > 0 && float64(load) >= math.Ceil(perWeight*float64(e.w)) {
 			if over < 0 {
 				over = i
 			}

@@ -18,7 +18,7 @@ type Pick struct {
 	e     *entry
 	b     *Balancer
 	token uint64 // the breaker's, if any
-	at    int64  // PeakEWMA: the balancer's coarse time at the pick, ns since base
+	at    int64  // PeakEWMA: the balancer's coarse time at the pick, ns since base; ConsistentHash: the stripe of total
 	done  bool
 }
 
@@ -78,7 +78,7 @@ func (p *Pick) Done(o Outcome) {
 	if b.inflight {
 		st.inflight.Add(-1)
 		if b.algo == ConsistentHash {
-			b.total.Add(-1)
+			b.total[p.at&(numStripes-1)].n.Add(-1)
 		}
 	}
 	if b.algo == PeakEWMA && o.Latency > 0 {
@@ -129,15 +129,12 @@ func (b *Balancer) pick(key string, avoid []*state) (Pick, error) {
 	if e.st.breaker != nil || avoid != nil {
 		return b.pickSlow(s, p, i, avoid)
 	}
+	pk := Pick{e: e, b: b}
 	if b.inflight {
-		b.begin(e.st)
+		pk.at = b.begin(e.st)
 	}
 	if b.obs != nil {
 		b.pickEvent(e)
-	}
-	pk := Pick{e: e, b: b}
-	if b.algo == PeakEWMA {
-		pk.at = b.coarse.Load()
 	}
 	return pk, nil
 }
@@ -145,25 +142,28 @@ func (b *Balancer) pick(key string, avoid []*state) (Pick, error) {
 // take returns the pick of e, admitted with token. It is small enough to
 // inline, so the Pick is built where it is returned.
 func (b *Balancer) take(e *entry, token uint64) Pick {
+	pk := Pick{e: e, b: b, token: token}
 	if b.inflight {
-		b.begin(e.st)
+		pk.at = b.begin(e.st)
 	}
 	if b.obs != nil {
 		b.pickEvent(e)
 	}
-	pk := Pick{e: e, b: b, token: token}
-	if b.algo == PeakEWMA {
-		pk.at = b.coarse.Load()
-	}
 	return pk
 }
 
-// begin counts a call in flight.
-func (b *Balancer) begin(st *state) {
+// begin counts a call in flight, and returns the Pick's at.
+func (b *Balancer) begin(st *state) int64 {
 	st.inflight.Add(1)
-	if b.algo == ConsistentHash {
-		b.total.Add(1)
+	switch b.algo {
+	case PeakEWMA:
+		return b.coarse.Load()
+	case ConsistentHash:
+		s := int64(rand.Uint32() & (numStripes - 1))
+		b.total[s].n.Add(1)
+		return s
 	}
+	return 0
 }
 
 // pickEvent emits a sampled EventPick.
@@ -357,11 +357,11 @@ const coarseGrain = int64(time.Millisecond)
 //
 // Time comes from the balancer's coarse clock, so that most calls read no
 // clock: a call picked at coarse time at that took latency ended no earlier
-// than at+latency, which moves the coarse clock forward; and one Done in four
+// than at+latency, which moves the coarse clock forward; and one Done in eight
 // reads the real clock, which catches up with idle time.
 func (b *Balancer) observe(st *state, at int64, latency time.Duration) {
 	now := b.coarse.Load()
-	if rand.Uint32()&3 == 0 {
+	if rand.Uint32()&7 == 0 {
 		t := b.now()
 		if t-now >= coarseGrain {
 			b.coarse.CompareAndSwap(now, t)
