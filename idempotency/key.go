@@ -97,8 +97,9 @@ const fingerprintVersion = "bulwark-idempotency-fingerprint/1"
 // length-prefixed so that no two different requests share an input. The path
 // and query are normalized as RFC 3986 section 6.2.2 allows: percent-encoded
 // unreserved characters are decoded and other percent-encodings are
-// upper-cased; query parameters are ordered by name, keeping the order of the
-// values of one name. Nothing else is changed: '+' stays distinct from %20.
+// upper-cased, and a stray '%' is written %25; query parameters are ordered
+// by name, keeping the order of the values of one name, and empty ones are
+// dropped. Nothing else is changed: '+' stays distinct from %20.
 func requestFingerprint(method string, u *url.URL, body []byte) [32]byte {
 	h := sha256.New()
 	var scratch [128]byte
@@ -150,8 +151,8 @@ func paramName(p string) string {
 
 // normalizeEscapes decodes percent-encoded unreserved characters
 // (ALPHA / DIGIT / "-" / "." / "_" / "~") and upper-cases the hex digits of
-// the other percent-encodings. A '%' not followed by two hex digits is kept
-// as it is.
+// the other percent-encodings. A '%' not followed by two hex digits stands
+// for itself and becomes %25, so that normalizing twice changes nothing.
 func normalizeEscapes(s string) string {
 	i := strings.IndexByte(s, '%')
 	if i < 0 {
@@ -161,14 +162,18 @@ func normalizeEscapes(s string) string {
 	b = append(b, s[:i]...)
 	for ; i < len(s); i++ {
 		c := s[i]
-		if c != '%' || i+2 >= len(s) {
+		if c != '%' {
 			b = append(b, c)
+			continue
+		}
+		if i+2 >= len(s) {
+			b = append(b, "%25"...) // a stray '%' is a literal one
 			continue
 		}
 		hi, ok1 := unhex(s[i+1])
 		lo, ok2 := unhex(s[i+2])
 		if !ok1 || !ok2 {
-			b = append(b, c)
+			b = append(b, "%25"...)
 			continue
 		}
 		d := hi<<4 | lo
