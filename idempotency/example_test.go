@@ -125,4 +125,3 @@ func ExampleDo() {
 	// true
 	// provider calls: 2
 }
-
