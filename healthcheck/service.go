@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -85,13 +86,23 @@ type Service struct {
 	cfg   ServiceConfig // normalized; read-only after NewService
 	clk   bulwark.Clock
 	wall  bool
-	ready []*cachedCheck
-	live  []*cachedCheck
+	ready *checkSet
+	live  *checkSet
 
 	mu        sync.Mutex // guards the fields below
 	draining  bool
 	started   bool
 	lastReady string // the last readiness status reported to the Observer
+}
+
+// checkSet is a list of checks with the last body built from their
+// results, served again while no result changes.
+type checkSet struct {
+	checks []*cachedCheck
+	mu     sync.Mutex // guards the fields below
+	gens   []uint64   // the generations of the results body was built from
+	status string
+	body   []byte
 }
 
 // cachedCheck is a Check with its last result.
@@ -100,6 +111,7 @@ type cachedCheck struct {
 	mu      sync.Mutex    // guards the fields below
 	valid   bool          // res holds a result
 	res     checkResult   // the last result
+	gen     uint64        // results stored so far
 	running chan struct{} // closed when the run in flight ends; nil if none
 }
 
@@ -107,6 +119,7 @@ type checkResult struct {
 	err     error
 	at      time.Time // when the run started
 	latency time.Duration
+	gen     uint64 // cachedCheck.gen when stored; 0 if not stored
 }
 
 // NewService returns a Service for cfg. It returns an error wrapping
@@ -125,7 +138,7 @@ func NewService(cfg ServiceConfig) (*Service, error) {
 	return s, nil
 }
 
-func cachedChecks(field string, checks []Check) ([]*cachedCheck, error) {
+func cachedChecks(field string, checks []Check) (*checkSet, error) {
 	seen := map[string]bool{}
 	out := make([]*cachedCheck, 0, len(checks))
 	for i, c := range checks {
@@ -152,7 +165,7 @@ func cachedChecks(field string, checks []Check) ([]*cachedCheck, error) {
 		}
 		out = append(out, &cachedCheck{Check: c})
 	}
-	return out, nil
+	return &checkSet{checks: out}, nil
 }
 
 // Drain makes /readyz answer 503 from now on, while the server still
@@ -238,8 +251,8 @@ func (s *Service) serveLive(w http.ResponseWriter, r *http.Request) {
 	if !allowed(w, r) {
 		return
 	}
-	resp := s.run(r.Context(), s.live)
-	s.write(w, r, resp)
+	status, body := s.run(r.Context(), s.live)
+	s.write(w, r, status, body)
 }
 
 func (s *Service) serveReady(w http.ResponseWriter, r *http.Request) {
@@ -249,18 +262,20 @@ func (s *Service) serveReady(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	draining := s.draining
 	s.mu.Unlock()
-	var resp response
+	var status string
+	var body []byte
 	if draining {
-		resp = s.base(statusFail)
+		resp := s.base(statusFail)
 		resp.Notes = []string{"draining: shutting down"}
+		status, body = resp.Status, encode(resp)
 	} else {
-		resp = s.run(r.Context(), s.ready)
+		status, body = s.run(r.Context(), s.ready)
 	}
 	s.mu.Lock()
-	if resp.Status != statusFail {
+	if status != statusFail {
 		s.started = true
 	}
-	from, to := s.lastReady, resp.Status
+	from, to := s.lastReady, status
 	if s.draining {
 		to = "draining"
 	}
@@ -271,7 +286,7 @@ func (s *Service) serveReady(w http.ResponseWriter, r *http.Request) {
 		obs.Observe(bulwark.Event{Kind: bulwark.EventStateChange, Component: bulwark.ComponentHealthCheck,
 			Name: s.cfg.Name, From: from, To: to, Reason: "readiness"})
 	}
-	s.write(w, r, resp)
+	s.write(w, r, status, body)
 }
 
 func (s *Service) serveStartup(w http.ResponseWriter, r *http.Request) {
@@ -286,7 +301,7 @@ func (s *Service) serveStartup(w http.ResponseWriter, r *http.Request) {
 		resp.Status = statusFail
 		resp.Notes = []string{"starting"}
 	}
-	s.write(w, r, resp)
+	s.write(w, r, resp.Status, encode(resp))
 }
 
 func allowed(w http.ResponseWriter, r *http.Request) bool {
@@ -303,22 +318,48 @@ func (s *Service) base(status string) response {
 		ServiceID: s.cfg.ServiceID, Description: s.cfg.Description}
 }
 
-// run runs (or reuses) checks in parallel and aggregates their results.
-func (s *Service) run(ctx context.Context, checks []*cachedCheck) response {
+// run runs (or reuses) the checks of set in parallel and returns the
+// aggregated status and the health+json body.
+func (s *Service) run(ctx context.Context, set *checkSet) (string, []byte) {
+	checks := set.checks
+	results := make([]checkResult, len(checks))
+	var stale []int
+	for i, c := range checks {
+		if res, ok := s.cached(c); ok {
+			results[i] = res
+		} else {
+			stale = append(stale, i)
+		}
+	}
+	if len(stale) == 1 {
+		results[stale[0]] = s.result(ctx, checks[stale[0]])
+	} else if len(stale) > 1 {
+		var wg sync.WaitGroup
+		for _, i := range stale {
+			wg.Go(func() { results[i] = s.result(ctx, checks[i]) })
+		}
+		wg.Wait()
+	}
+	gens := make([]uint64, len(checks))
+	for i := range results {
+		gens[i] = results[i].gen
+	}
+	set.mu.Lock()
+	if set.body != nil && slices.Equal(gens, set.gens) {
+		status, body := set.status, set.body
+		set.mu.Unlock()
+		return status, body
+	}
+	set.mu.Unlock()
+
 	resp := s.base(statusPass)
 	if len(checks) == 0 {
-		return resp
+		body := encode(resp)
+		set.mu.Lock()
+		set.status, set.body = resp.Status, body
+		set.mu.Unlock()
+		return resp.Status, body
 	}
-	results := make([]checkResult, len(checks))
-	var wg sync.WaitGroup
-	for i, c := range checks {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			results[i] = s.result(ctx, c)
-		}()
-	}
-	wg.Wait()
 	resp.Checks = make(map[string][]checkDetails, len(checks))
 	var failed []string
 	for i, c := range checks {
@@ -343,7 +384,23 @@ func (s *Service) run(ctx context.Context, checks []*cachedCheck) response {
 	if len(failed) > 0 {
 		resp.Output = "failing: " + strings.Join(failed, ", ")
 	}
-	return resp
+	body := encode(resp)
+	if !slices.Contains(gens, 0) { // every result is a stored one
+		set.mu.Lock()
+		set.gens, set.status, set.body = gens, resp.Status, body
+		set.mu.Unlock()
+	}
+	return resp.Status, body
+}
+
+// cached returns c's result if it is fresh.
+func (s *Service) cached(c *cachedCheck) (checkResult, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.valid && s.clk.Since(c.res.at) < c.TTL {
+		return c.res, true
+	}
+	return checkResult{}, false
 }
 
 // result returns c's cached result, or runs c, or waits for the run in
@@ -376,6 +433,8 @@ func (s *Service) result(ctx context.Context, c *cachedCheck) checkResult {
 
 	c.mu.Lock()
 	if ctx.Err() == nil { // a run cut short by the caller says nothing of the dependency
+		c.gen++
+		res.gen = c.gen
 		c.res, c.valid = res, true
 	}
 	c.running = nil
@@ -413,21 +472,24 @@ func (s *Service) runCheck(parent context.Context, c *cachedCheck) (res checkRes
 	return res
 }
 
-// write sends resp with the status code its status calls for.
-func (s *Service) write(w http.ResponseWriter, r *http.Request, resp response) {
+// encode returns resp as JSON.
+func encode(resp response) []byte {
+	body, err := json.Marshal(resp)
+	if err != nil { // cannot happen: the response holds strings and numbers
+		return []byte(`{"status":"fail","output":"healthcheck: encoding the response failed"}` + "\n")
+	}
+	return append(body, '\n')
+}
+
+// write sends body with the status code that status calls for.
+func (s *Service) write(w http.ResponseWriter, r *http.Request, status string, body []byte) {
 	code := http.StatusOK
-	if resp.Status == statusFail {
+	if status == statusFail {
 		code = http.StatusServiceUnavailable
 	}
 	h := w.Header()
 	h.Set("Content-Type", "application/health+json")
 	h.Set("Cache-Control", "no-store")
-	body, err := json.Marshal(resp)
-	if err != nil { // cannot happen: the response holds strings and numbers
-		http.Error(w, "healthcheck: encoding the response failed", http.StatusInternalServerError)
-		return
-	}
-	body = append(body, '\n')
 	w.WriteHeader(code)
 	if r.Method != http.MethodHead {
 		w.Write(body)

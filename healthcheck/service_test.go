@@ -337,3 +337,32 @@ func TestServiceConcurrentSafe(t *testing.T) {
 		t.Errorf("GET /readyz after Drain = %d, want 503", code)
 	}
 }
+
+func TestServiceResultChangeAfterTTL(t *testing.T) {
+	var down atomic.Bool
+	s, clk := newService(t, ServiceConfig{Ready: []Check{{Name: "db", TTL: 5 * time.Second,
+		Run: func(context.Context) error {
+			if down.Load() {
+				return errors.New("down")
+			}
+			return nil
+		}}}})
+	want := []struct {
+		down    bool
+		advance time.Duration
+		code    int
+	}{
+		{false, 0, 200},
+		{true, time.Second, 200}, // cached
+		{true, 4 * time.Second, 503},
+		{true, time.Second, 503},
+		{false, 4 * time.Second, 200},
+	}
+	for i, w := range want {
+		down.Store(w.down)
+		clk.Advance(w.advance)
+		if code, _ := get(t, s, "/readyz"); code != w.code {
+			t.Errorf("step %d: GET /readyz = %d, want %d", i, code, w.code)
+		}
+	}
+}
