@@ -78,9 +78,11 @@
 //
 // Attributes with an empty value are left out. None carries a per-request
 // value: idempotency keys, errors and attempt numbers go to spans, never to
-// metrics. An endpoint attribute costs one series per endpoint; in a large
-// fleet, drop it from the histograms with an SDK View (an attribute filter),
-// which also changes the default buckets (0.5 ms to 10 s).
+// metrics. Two attributes can still grow with the deployment: endpoint costs
+// one series per endpoint, and name is the group key for keyed breaker
+// groups, so one series per host or tenant. Where those are unbounded, drop
+// the attribute with an SDK View (an attribute filter); a View also changes
+// the default histogram buckets (0.5 ms to 10 s).
 //
 // How the values are derived:
 //   - The state gauges hold the last-known state of each component instance

@@ -23,12 +23,16 @@ var latencyBoundaries = []float64{
 var _ bulwark.Observer = (*Observer)(nil)
 
 // Observer records bulwark events as OpenTelemetry metrics: the instruments,
-// names and attributes of the package documentation. Its instruments and
-// attribute sets are created once and cached, so Observe does not allocate once
-// the attribute combinations seen have been cached, and costs a few atomic
-// loads per event when no SDK is installed. An Observer is safe for concurrent
-// use by multiple goroutines; Observe runs on the caller's goroutine and never
-// blocks on I/O. Use New; the zero Observer is not usable.
+// names and attributes of the package documentation. Its instruments are
+// created once and its attribute sets cached (up to 8192 combinations; past
+// that, each new one is built per event), so Observe does not allocate once
+// the combinations seen have been cached, and costs a few atomic loads per
+// event when no SDK is installed.
+//
+// An Observer is safe for concurrent use by multiple goroutines. Observe runs
+// on the caller's goroutine and does no I/O; it takes a short internal lock
+// only for state changes, ejections, endpoint removals and the first sight of
+// an attribute combination. Use New; the zero Observer is not usable.
 type Observer struct {
 	fams   [numFamilies]family
 	attrs  attrCache

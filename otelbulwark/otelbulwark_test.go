@@ -1,12 +1,15 @@
 package otelbulwark_test
 
 import (
+	"context"
 	"errors"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric/noop"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
 	"github.com/bulwark-go/bulwark"
 	"github.com/bulwark-go/bulwark/otelbulwark"
@@ -278,4 +281,23 @@ func everyKind() []bulwark.Event {
 		{Kind: bulwark.EventStoreError, Component: "idempotency", Name: "orders", Key: "k", Err: errBoom, Latency: time.Millisecond, Reason: "fail-open"},
 		{Kind: bulwark.EventMisuse, Component: "balancer", Name: "orders", Reason: "double_done"},
 	}
+}
+
+// TestObserveWithView checks the documented way to drop a growing attribute:
+// an SDK View with an attribute filter.
+func TestObserveWithView(t *testing.T) {
+	reader := sdkmetric.NewManualReader()
+	view := sdkmetric.NewView(sdkmetric.Instrument{Name: "bulwark.balancer.call.duration"},
+		sdkmetric.Stream{AttributeFilter: attribute.NewDenyKeysFilter("endpoint", "zone")})
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader), sdkmetric.WithView(view))
+	t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
+	o, err := otelbulwark.New(otelbulwark.WithMeterProvider(mp))
+	require.NoError(t, err)
+	for _, ep := range []bulwark.Endpoint{epA, epB} {
+		o.Observe(bulwark.Event{Kind: bulwark.EventCall, Component: "balancer", Name: "orders", Endpoint: ep, Latency: time.Second})
+	}
+	got := collect(t, reader)
+	want := map[string]point{"component=balancer,name=orders,outcome=success": {count: 2, sum: 2}}
+	require.Equal(t, want, got["bulwark.balancer.call.duration"], "bulwark.balancer.call.duration with endpoint filtered out")
+	require.Len(t, got["bulwark.balancer.calls"], 2, "bulwark.balancer.calls keeps its endpoints")
 }
