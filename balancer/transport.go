@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/bulwark-go/bulwark"
@@ -28,8 +29,8 @@ import (
 // transport error, or with a *StatusError for 502, 503, 504 and 429, which
 // carries the response and, when the server sent Retry-After, has a RetryAfter
 // method that retry honours. Other attempts are not retried: their errors are
-// marked bulwark.Permanent. When retries end on a status, RoundTrip returns
-// the last response and no error, as a proxy must.
+// marked bulwark.Permanent. When retries end and some attempt got a
+// response, RoundTrip returns the latest one and no error, as a proxy must.
 //
 // A Transport is safe for concurrent use by multiple goroutines, and must not
 // be changed once in use.
@@ -90,21 +91,26 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if t.Key != nil {
 		key = t.Key(req)
 	}
+	a := &attempts{t: t, req: req, base: base, key: key, replay: replayable(req)}
 	if t.Policy == nil {
-		resp, _, err := t.attempt(req.Context(), req, base, key, nil, false)
+		resp, err := a.attempt(req.Context(), false)
 		if resp != nil {
 			return resp, nil
 		}
 		return nil, err
 	}
-	a := &attempts{t: t, req: req, base: base, key: key, replay: replayable(req)}
 	err := t.Policy.Do(req.Context(), a.run)
-	var se *StatusError
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	switch {
+	case a.won:
+		return a.last, nil
+	case a.last != nil && req.Context().Err() == nil:
+		// Retries ended: a proxy passes on the last response it got, even
+		// when a later attempt failed without one.
+		return a.last, nil
 	case err == nil:
-		return a.last, nil
-	case a.last != nil && errors.As(err, &se) && se.Response == a.last:
-		return a.last, nil
+		return nil, errors.New("balancer: Policy returned no error but ran no attempt")
 	}
 	if a.last != nil {
 		discard(a.last)
@@ -112,33 +118,46 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return nil, err
 }
 
-// attempts is the state of one RoundTrip under a Policy.
+// attempts is the state of one RoundTrip under a Policy. Attempts normally
+// run one after another; the mutex keeps a hedging Policy, which overlaps
+// them, correct too.
 type attempts struct {
 	t      *Transport
 	req    *http.Request
 	base   http.RoundTripper
 	key    string
 	replay bool
-	n      int
-	tried  []*state
-	last   *http.Response // the latest attempt's response, body open
+
+	mu    sync.Mutex     // guards the fields below
+	n     int            // attempts started
+	tried []*state       // endpoints tried
+	last  *http.Response // the response to return: a success, or the latest retryable status; body open
+	won   bool           // last is a success
 }
 
 func (a *attempts) run(ctx context.Context) error {
-	if a.last != nil {
-		discard(a.last)
-		a.last = nil
-	}
+	a.mu.Lock()
 	if a.n > 0 && !a.replay {
+		a.mu.Unlock()
 		return bulwark.Permanent(errors.New("balancer: request cannot be replayed"))
 	}
 	a.n++
-	resp, st, err := a.t.attempt(ctx, a.req, a.base, a.key, a.tried, a.n > 1)
-	if st != nil {
-		a.tried = append(a.tried, st)
-	}
+	rewind := a.n > 1
+	a.mu.Unlock()
+
+	resp, err := a.attempt(ctx, rewind)
+
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	if resp != nil {
-		a.last = resp
+		if a.won {
+			discard(resp) // a hedged attempt already succeeded
+		} else {
+			if a.last != nil {
+				discard(a.last)
+			}
+			a.last, a.won = resp, err == nil
+		}
 	}
 	if err != nil && !a.replay {
 		return bulwark.Permanent(err)
@@ -146,11 +165,17 @@ func (a *attempts) run(ctx context.Context) error {
 	return err
 }
 
-// attempt sends one attempt of req to an endpoint that is not in avoid where
-// possible. For a retryable status it returns the response and a
-// *StatusError; the response is nil otherwise when err is not.
-func (t *Transport) attempt(ctx context.Context, req *http.Request, base http.RoundTripper, key string, avoid []*state, rewind bool) (*http.Response, *state, error) {
-	pk, err := t.Balancer.pick(key, avoid)
+// attempt sends one attempt of the request to an endpoint not tried yet,
+// where one is eligible. For a retryable status it returns the response and
+// a *StatusError; the response is nil otherwise when err is not.
+func (a *attempts) attempt(ctx context.Context, rewind bool) (*http.Response, error) {
+	t, req := a.t, a.req
+	a.mu.Lock()
+	pk, err := t.Balancer.pick(a.key, a.tried)
+	if err == nil {
+		a.tried = append(a.tried, pk.e.st) // before sending: a hedged attempt avoids it too
+	}
+	a.mu.Unlock()
 	if err != nil {
 		if !rewind {
 			closeBody(req)
@@ -158,7 +183,7 @@ func (t *Transport) attempt(ctx context.Context, req *http.Request, base http.Ro
 		if errors.Is(err, ErrNoEndpoints) {
 			err = bulwark.Permanent(err)
 		}
-		return nil, nil, err
+		return nil, err
 	}
 	out := req.Clone(ctx)
 	u := *req.URL
@@ -171,17 +196,17 @@ func (t *Transport) attempt(ctx context.Context, req *http.Request, base http.Ro
 		body, err := req.GetBody()
 		if err != nil {
 			pk.Done(Outcome{Err: context.Canceled}) // not the endpoint's fault
-			return nil, pk.e.st, bulwark.Permanent(fmt.Errorf("balancer: rewinding the body: %w", err))
+			return nil, bulwark.Permanent(fmt.Errorf("balancer: rewinding the body: %w", err))
 		}
 		out.Body = body
 	}
 	clk := t.Balancer.clk
 	start := clk.Now()
-	resp, err := base.RoundTrip(out)
+	resp, err := a.base.RoundTrip(out)
 	latency := clk.Since(start)
 	if err != nil {
 		pk.Done(Outcome{Err: err, Latency: latency, Gateway: isConnectError(err)})
-		return nil, pk.e.st, fmt.Errorf("balancer: %s: %w", pk.e.ep.Addr, err)
+		return nil, fmt.Errorf("balancer: %s: %w", pk.e.ep.Addr, err)
 	}
 	o := Outcome{Latency: latency}
 	switch code := resp.StatusCode; {
@@ -195,11 +220,11 @@ func (t *Transport) attempt(ctx context.Context, req *http.Request, base http.Ro
 	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout, http.StatusTooManyRequests:
 		se := &StatusError{Response: resp, Endpoint: pk.e.ep}
 		if d, ok := parseRetryAfter(resp.Header.Get("Retry-After"), clk.Now()); ok {
-			return resp, pk.e.st, &retryAfterError{StatusError: se, after: d}
+			return resp, &retryAfterError{StatusError: se, after: d}
 		}
-		return resp, pk.e.st, se
+		return resp, se
 	}
-	return resp, pk.e.st, nil
+	return resp, nil
 }
 
 var errStatus = errors.New("balancer: server error status")

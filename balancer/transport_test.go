@@ -234,3 +234,32 @@ func TestTransportErrors(t *testing.T) {
 		resp.Body.Close()
 	}
 }
+
+func TestTransportHedgedAttemptsConcurrentSafe(t *testing.T) {
+	a, b := newBackend(t, 200), newBackend(t, 503)
+	lb := mustNew(t, balancer.Config{Endpoints: []bulwark.Endpoint{{Addr: a.addr()}, {Addr: b.addr()}}})
+	// hedge runs two attempts at once and succeeds if either does.
+	hedge := bulwark.PolicyFunc(func(ctx context.Context, op func(context.Context) error) error {
+		errs := make(chan error, 2)
+		for range 2 {
+			go func() { errs <- op(ctx) }()
+		}
+		e1, e2 := <-errs, <-errs
+		if e1 == nil || e2 == nil {
+			return nil
+		}
+		return e1
+	})
+	client := &http.Client{Transport: &balancer.Transport{Balancer: lb, Policy: hedge}}
+	for range 20 {
+		resp, err := client.Get("http://svc/")
+		if err != nil {
+			t.Fatalf("hedged GET = %v, want the 200", err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("hedged GET = %d %q, want the 200 of the healthy backend", resp.StatusCode, body)
+		}
+	}
+}
