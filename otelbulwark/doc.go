@@ -71,9 +71,11 @@
 //   - outcome: "success", "failure" or "neutral" (Event.Outcome).
 //   - reason: Event.Reason, a short cause ("open", "retry_after",
 //     "attempts", "consecutive_failures", "fail-open", …).
-//   - from, to and state: the states of EventStateChange ("closed", "open",
-//     "half-open" for a breaker; "normal", "panic" for a balancer; the
-//     endpoint states of a health checker).
+//   - from, to and state: the states of EventStateChange: "closed", "open",
+//     "half-open", "forced-open", "forced-closed" for a breaker; "normal",
+//     "panic" for a balancer; "unknown", "healthy", "unhealthy", "draining"
+//     for a health checker's endpoints; "pass", "warn", "fail", "draining"
+//     for a service's own readiness.
 //   - kind: the EventKind's String, for kinds this package does not know.
 //
 // Attributes with an empty value are left out. None carries a per-request
