@@ -46,7 +46,7 @@ type Bounded struct {
 	// chosen by key so that concurrent picks rarely write the same cache
 	// line; the total is their sum.
 	inflight [stripes]counter
-	state     atomic.Pointer[boundedState]
+	state    atomic.Pointer[boundedState]
 
 	mu       sync.Mutex          // guards counters; serializes state rebuilds
 	counters map[string]*counter // by node name, kept across membership changes
