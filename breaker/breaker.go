@@ -38,6 +38,7 @@ type Breaker struct {
 	base    time.Time // the clock's reading at New; time is kept as ns since
 	procs   int       // stripes per window
 	clocked bool      // calls read the clock: a time window, a slow-call rule or an Observer
+	wall    bool      // the clock is bulwark.WallClock(): read time directly, without the interface call
 
 	mu    sync.Mutex // guards transitions (replacing cur), trips and half-open probes
 	trips int        // trips since the breaker last closed; guarded by mu
@@ -101,6 +102,7 @@ func newBreaker(s settings) *Breaker {
 	b := &Breaker{s: s, procs: numStripes(runtime.GOMAXPROCS(0))}
 	b.clocked = s.windowDur > 0 || s.slowDur > 0 || s.obs != nil
 	b.base = s.clk.Now()
+	b.wall = s.clk == bulwark.WallClock()
 	b.cur.Store(b.closedEpoch(1, Closed, 0))
 	return b
 }
@@ -120,7 +122,12 @@ func (b *Breaker) closedEpoch(gen uint64, st State, now int64) *epoch {
 }
 
 // now returns the time since New in ns.
-func (b *Breaker) now() int64 { return int64(b.s.clk.Since(b.base)) }
+func (b *Breaker) now() int64 {
+	if b.wall {
+		return int64(time.Since(b.base))
+	}
+	return int64(b.s.clk.Since(b.base))
+}
 
 // Name returns Config.Name.
 func (b *Breaker) Name() string { return b.s.name }
