@@ -225,7 +225,7 @@ func TestAlerts(t *testing.T) {
 	}
 	// The alerts issue 10 asks for, at least.
 	for _, want := range []string{
-		"BulwarkBreakerOpen", "BulwarkRetryBudgetExhausted", "BulwarkBalancerPanicMode",
+		"BulwarkBreakerOpen", "BulwarkRetryBudgetExhausted", "BulwarkBalancerPanicMode", "BulwarkNoHealthyEndpoints",
 		"BulwarkEndpointEjectionRate", "BulwarkIdempotencyStoreErrors",
 		"BulwarkIdempotencyConflictSpike", "BulwarkIdempotencyMismatchSpike",
 		"BulwarkHighErrorRate", "BulwarkLatencySLOBurn",
