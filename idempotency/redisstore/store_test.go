@@ -30,6 +30,10 @@ func TestNew(t *testing.T) {
 	defer ok.Close()
 	noCtx := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
 	defer noCtx.Close()
+	clusterNoCtx := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}})
+	defer clusterNoCtx.Close()
+	universal := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{"127.0.0.1:1"}, ContextTimeoutEnabled: true})
+	defer universal.Close()
 	tests := []struct {
 		name    string
 		cfg     Config
@@ -37,6 +41,8 @@ func TestNew(t *testing.T) {
 	}{
 		{name: "nil client", cfg: Config{}, wantErr: "Client is nil"},
 		{name: "client ignoring ctx", cfg: Config{Client: noCtx}, wantErr: "ContextTimeoutEnabled"},
+		{name: "cluster client ignoring ctx", cfg: Config{Client: clusterNoCtx}, wantErr: "ContextTimeoutEnabled"},
+		{name: "universal client", cfg: Config{Client: universal}},
 		{name: "brace in prefix", cfg: Config{Client: ok, Prefix: "a{b}:"}, wantErr: "brace"},
 		{name: "negative grace", cfg: Config{Client: ok, ExpiryGrace: -time.Second}, wantErr: "ExpiryGrace"},
 		{name: "defaults", cfg: Config{Client: ok}},
