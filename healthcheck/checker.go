@@ -410,9 +410,15 @@ func (c *Checker) schedule(ctx context.Context) {
 				case <-c.wake:
 				default:
 				}
-				c.woken = false
 				d := c.untilNextLocked(now)
 				c.timer.Reset(d)
+				if !c.wallTime && !c.clk.Now().Equal(now) {
+					// The clock moved after now was read, so the timer
+					// counts d from a later time: look again.
+					c.mu.Unlock()
+					continue
+				}
+				c.woken = false
 				c.armedAt = now.Add(d)
 				c.parked = true
 				c.idle.Broadcast()

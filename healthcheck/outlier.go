@@ -240,6 +240,7 @@ type OutlierDetector struct {
 	clk      bulwark.Clock
 	consec   uint32 // cfg.ConsecutiveFailures
 	consecGW uint32 // cfg.ConsecutiveGatewayFailures
+	wall     bool   // clk is the wall clock
 
 	hosts atomic.Pointer[map[string]*host] // copy on write under mu; read by Record without lock
 
@@ -289,7 +290,7 @@ func NewOutlierDetector(cfg OutlierConfig) (*OutlierDetector, error) {
 	if err := cfg.normalize(); err != nil {
 		return nil, err
 	}
-	d := &OutlierDetector{cfg: cfg, clk: cfg.Clock, wake: make(chan struct{}, 1),
+	d := &OutlierDetector{cfg: cfg, clk: cfg.Clock, wake: make(chan struct{}, 1), wall: cfg.Clock == bulwark.WallClock(),
 		consec: uint32(cfg.ConsecutiveFailures), consecGW: uint32(cfg.ConsecutiveGatewayFailures)}
 	d.idle = sync.NewCond(&d.mu)
 	m := map[string]*host{}
@@ -639,17 +640,24 @@ func (d *OutlierDetector) run(ctx context.Context, timer bulwark.Timer) {
 		case <-timer.C():
 		case <-d.wake:
 		}
-		now := d.clk.Now()
 		d.mu.Lock()
-		if now.Sub(d.lastEval) >= d.cfg.Interval {
-			d.evaluateLocked(now)
+		for {
+			now := d.clk.Now()
+			if now.Sub(d.lastEval) >= d.cfg.Interval {
+				d.evaluateLocked(now)
+			}
+			next := d.lastEval.Add(d.cfg.Interval)
+			if ret := d.returnExpiredLocked(now); !ret.IsZero() && ret.Before(next) {
+				next = ret
+			}
+			timer.Reset(next.Sub(now))
+			d.armedAt = next
+			// A clock that moved after now was read made the timer count
+			// from a later time: look again.
+			if d.wall || d.clk.Now().Equal(now) {
+				break
+			}
 		}
-		next := d.lastEval.Add(d.cfg.Interval)
-		if ret := d.returnExpiredLocked(now); !ret.IsZero() && ret.Before(next) {
-			next = ret
-		}
-		timer.Reset(next.Sub(now))
-		d.armedAt = next
 		d.woken = false
 		d.mu.Unlock()
 		d.flush()
