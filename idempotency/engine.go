@@ -280,7 +280,6 @@ type runFunc func(ctx context.Context) (value []byte, err error)
 type flight struct {
 	claim       Claim
 	fingerprint []byte
-	at          time.Time // when the claim was made
 }
 
 // do is the engine's core. If this call claims key, it runs run and returns
@@ -293,11 +292,14 @@ func (e *Engine) do(ctx context.Context, key string, fp []byte, run runFunc) (va
 	var deadline time.Time // when a waiting duplicate gives up; zero until it first waits
 	for {
 		leader := false
-		start := e.clock.Now()
+		var start time.Time // for the latency of a failed Claim
+		if e.obs != nil {
+			start = e.clock.Now()
+		}
 		v, cerr, _ := e.group.Do(key, func() (any, error) {
 			leader = true
 			c, err := e.store.Claim(ctx, key, fp, e.lease)
-			return flight{claim: c, fingerprint: fp, at: start}, err
+			return &flight{claim: c, fingerprint: fp}, err
 		})
 		if cerr != nil {
 			if !leader && ctx.Err() == nil && isContextErr(cerr) {
@@ -306,14 +308,15 @@ func (e *Engine) do(ctx context.Context, key string, fp []byte, run runFunc) (va
 			}
 			return e.storeFailed(ctx, key, start, cerr, run)
 		}
-		f := v.(flight)
+		f := v.(*flight)
 		if leader && f.claim.Won {
 			return e.runClaimed(ctx, key, f.claim, run)
 		}
 		rec := f.claim.Record
 		if f.claim.Won {
-			// Another call in this process won the claim just now.
-			rec = Record{Key: key, Fingerprint: f.fingerprint, Token: f.claim.Token, LeaseExpiry: f.at.Add(e.lease)}
+			// Another call in this process won the claim just now; its
+			// lease ends about a lease from now.
+			rec = Record{Key: key, Fingerprint: f.fingerprint, Token: f.claim.Token, LeaseExpiry: e.clock.Now().Add(e.lease)}
 		}
 		if !bytes.Equal(rec.Fingerprint, fp) {
 			if e.obs != nil {
@@ -387,18 +390,23 @@ func (e *Engine) runClaimed(ctx context.Context, key string, c Claim, run runFun
 		}
 		e.obs.Observe(ev)
 	}
-	done := make(chan struct{})
-	e.mu.Lock()
-	e.running[key] = done
-	e.mu.Unlock()
+	var done chan struct{} // wakes local duplicates that wait
+	if e.wait > 0 {
+		done = make(chan struct{})
+		e.mu.Lock()
+		e.running[key] = done
+		e.mu.Unlock()
+	}
 	finished := false
 	defer func() {
-		e.mu.Lock()
-		if e.running[key] == done {
-			delete(e.running, key)
+		if done != nil {
+			e.mu.Lock()
+			if e.running[key] == done {
+				delete(e.running, key)
+			}
+			e.mu.Unlock()
+			close(done)
 		}
-		e.mu.Unlock()
-		close(done)
 		if !finished {
 			// run panicked: free the key for a retry, then re-panic.
 			e.release(ctx, key, c.Token)
@@ -415,7 +423,10 @@ func (e *Engine) runClaimed(ctx context.Context, key string, c Claim, run runFun
 }
 
 func (e *Engine) complete(ctx context.Context, key string, token uint64, value []byte) {
-	start := e.clock.Now()
+	var start time.Time
+	if e.obs != nil {
+		start = e.clock.Now()
+	}
 	err := e.store.Complete(context.WithoutCancel(ctx), key, token, value, e.retention)
 	if err != nil && e.obs != nil {
 		e.storeError(key, start, err, "complete")
@@ -423,7 +434,10 @@ func (e *Engine) complete(ctx context.Context, key string, token uint64, value [
 }
 
 func (e *Engine) release(ctx context.Context, key string, token uint64) {
-	start := e.clock.Now()
+	var start time.Time
+	if e.obs != nil {
+		start = e.clock.Now()
+	}
 	err := e.store.Release(context.WithoutCancel(ctx), key, token)
 	if err != nil && e.obs != nil {
 		e.storeError(key, start, err, "release")

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -196,17 +197,51 @@ type handler struct {
 	next http.Handler
 }
 
-// bufPool holds buffers for request bodies and recorded responses.
-var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+// exchange holds the buffers of one request, pooled.
+type exchange struct {
+	body bytes.Buffer // the request body
+	rd   bodyReader   // reads body for the handler
+	rec  recorder
+}
 
-func getBuf() *bytes.Buffer { return bufPool.Get().(*bytes.Buffer) }
+var exchangePool = sync.Pool{New: func() any { return new(exchange) }}
 
-func putBuf(b *bytes.Buffer) {
-	if b.Cap() > 64<<10 {
+func (x *exchange) free() {
+	if x.body.Cap() > 64<<10 || x.rec.buf.Cap() > 64<<10 {
 		return // let the GC have large buffers
 	}
-	b.Reset()
-	bufPool.Put(b)
+	x.body.Reset()
+	x.rd.Reset(nil)
+	x.rec = recorder{head: x.rec.head[:0], buf: x.rec.buf}
+	x.rec.buf.Reset()
+	exchangePool.Put(x)
+}
+
+// bodyReader is the request body the handler reads.
+type bodyReader struct{ bytes.Reader }
+
+func (*bodyReader) Close() error { return nil }
+
+// readLimited appends r's content to buf, reading at most limit+1 bytes, and
+// reports whether there were more than limit.
+func readLimited(buf *bytes.Buffer, r io.Reader, limit int64) (tooLarge bool, err error) {
+	for {
+		left := limit + 1 - int64(buf.Len())
+		if left <= 0 {
+			return true, nil
+		}
+		buf.Grow(int(min(left, 4096)))
+		p := buf.AvailableBuffer()
+		p = p[:min(int64(cap(p)), left)]
+		n, err := r.Read(p)
+		buf.Write(p[:n])
+		if err == io.EOF {
+			return int64(buf.Len()) > limit, nil
+		}
+		if err != nil {
+			return false, err
+		}
+	}
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -235,30 +270,30 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	body := getBuf()
-	defer putBuf(body)
 	if r.ContentLength > m.maxReq {
 		m.reject(w, key, "body_too_large", http.StatusRequestEntityTooLarge,
 			fmt.Sprintf("The request body exceeds %d bytes.", m.maxReq))
 		return
 	}
+	x := exchangePool.Get().(*exchange)
+	defer x.free()
 	if r.Body != nil && r.Body != http.NoBody {
-		_, err := body.ReadFrom(io.LimitReader(r.Body, m.maxReq+1))
+		tooLarge, err := readLimited(&x.body, r.Body, m.maxReq)
 		if err != nil {
 			m.reject(w, key, "body_unreadable", http.StatusBadRequest, "The request body could not be read.")
 			return
 		}
-		if int64(body.Len()) > m.maxReq {
+		if tooLarge {
 			m.reject(w, key, "body_too_large", http.StatusRequestEntityTooLarge,
 				fmt.Sprintf("The request body exceeds %d bytes.", m.maxReq))
 			return
 		}
 	}
-	fp := requestFingerprint(r.Method, r.URL, body.Bytes())
+	fp := requestFingerprint(r.Method, r.URL, x.body.Bytes())
 	scoped := m.scope(r, key)
 
 	run := func(ctx context.Context) ([]byte, error) {
-		return m.serve(w, r, h.next, body.Bytes())
+		return m.serve(w, r, h.next, x)
 	}
 	stored, ran, err := m.engine.do(r.Context(), scoped, fp[:], run)
 	if ran {
@@ -287,31 +322,38 @@ func (m *middleware) scope(r *http.Request, key string) string {
 	default:
 		route = r.URL.Path
 	}
-	b := make([]byte, 0, 16+len(tenant)+len(r.Method)+len(route)+len(key))
-	b = append(b, "http:"...)
-	b = strconv.AppendInt(b, int64(len(tenant)), 10)
-	b = append(b, ':')
-	b = append(b, tenant...)
-	b = append(b, ' ')
-	b = append(b, r.Method...)
-	b = append(b, ' ')
-	b = strconv.AppendInt(b, int64(len(route)), 10)
-	b = append(b, ':')
-	b = append(b, route...)
-	b = append(b, ' ')
-	b = append(b, key...)
-	return string(b)
+	var b strings.Builder
+	b.Grow(24 + len(tenant) + len(r.Method) + len(route) + len(key))
+	b.WriteString("http:")
+	writeInt(&b, len(tenant))
+	b.WriteByte(':')
+	b.WriteString(tenant)
+	b.WriteByte(' ')
+	b.WriteString(r.Method)
+	b.WriteByte(' ')
+	writeInt(&b, len(route))
+	b.WriteByte(':')
+	b.WriteString(route)
+	b.WriteByte(' ')
+	b.WriteString(key)
+	return b.String()
+}
+
+func writeInt(b *strings.Builder, n int) {
+	var buf [20]byte
+	b.Write(strconv.AppendInt(buf[:0], int64(n), 10))
 }
 
 // serve runs the handler with the body restored, recording its response, and
 // returns the encoded response when it is to be stored.
-func (m *middleware) serve(w http.ResponseWriter, r *http.Request, next http.Handler, body []byte) ([]byte, error) {
+func (m *middleware) serve(w http.ResponseWriter, r *http.Request, next http.Handler, x *exchange) ([]byte, error) {
 	r2 := *r
 	if r.Body != nil && r.Body != http.NoBody {
-		r2.Body = io.NopCloser(bytes.NewReader(body))
+		x.rd.Reset(x.body.Bytes())
+		r2.Body = &x.rd
 	}
-	rec := &recorder{w: w, m: m, buf: getBuf()}
-	defer putBuf(rec.buf)
+	rec := &x.rec
+	rec.w, rec.m = w, m
 	next.ServeHTTP(rec, &r2)
 	if !rec.wroteHeader {
 		rec.WriteHeader(http.StatusOK)
@@ -329,8 +371,8 @@ type recorder struct {
 	m           *middleware
 	status      int
 	wroteHeader bool
-	head        []byte // the encoded status and replayed headers, as sent
-	buf         *bytes.Buffer
+	head        []byte       // the encoded status and replayed headers, as sent
+	buf         bytes.Buffer // the body, up to maxStored bytes
 	overflow    bool
 }
 
@@ -347,7 +389,7 @@ func (rw *recorder) WriteHeader(code int) {
 	}
 	rw.wroteHeader = true
 	rw.status = code
-	rw.head = rw.m.encodeHead(code, rw.w.Header())
+	rw.head = rw.m.appendHead(rw.head[:0], code, rw.w.Header())
 	rw.w.WriteHeader(code)
 }
 
@@ -382,16 +424,13 @@ func (rw *recorder) Unwrap() http.ResponseWriter { return rw.w }
 // the body.
 const flagBodyOmitted = 1
 
-// encodeHead encodes everything but the flags' final value and the body.
-func (m *middleware) encodeHead(status int, h http.Header) []byte {
-	size, n := 8, 0
+// appendHead appends to b the encoding of everything but the flags' final
+// value and the body.
+func (m *middleware) appendHead(b []byte, status int, h http.Header) []byte {
+	n := 0
 	for _, name := range m.replayHdrs {
-		for _, v := range h[name] {
-			size += 4 + len(name) + len(v)
-			n++
-		}
+		n += len(h[name])
 	}
-	b := make([]byte, 0, size)
 	b = append(b, kindResponse, 0)
 	b = binary.BigEndian.AppendUint16(b, uint16(status))
 	b = binary.AppendUvarint(b, uint64(n))
@@ -435,7 +474,7 @@ func (m *middleware) replay(w http.ResponseWriter, key string, b []byte) {
 	b = b[k:]
 	h := w.Header()
 	for range n {
-		name, rest, ok := field(b)
+		name, rest, ok := m.headerName(b)
 		if !ok {
 			m.corrupt(w, key)
 			return
@@ -455,6 +494,22 @@ func (m *middleware) replay(w http.ResponseWriter, key string, b []byte) {
 	h.Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
+}
+
+// headerName reads a field holding a header name, returning the string of
+// the configured name it equals, so that replays do not allocate names.
+func (m *middleware) headerName(b []byte) (string, []byte, bool) {
+	n, k := binary.Uvarint(b)
+	if k <= 0 || n > uint64(len(b)-k) {
+		return "", nil, false
+	}
+	raw := b[k : k+int(n)]
+	for _, name := range m.replayHdrs {
+		if string(raw) == name {
+			return name, b[k+int(n):], true
+		}
+	}
+	return string(raw), b[k+int(n):], true
 }
 
 func field(b []byte) (string, []byte, bool) {
