@@ -5,6 +5,7 @@ go 1.26.0
 replace github.com/bulwark-go/bulwark => ..
 
 require (
+	github.com/alexliesenfeld/health v0.8.0
 	github.com/bulwark-go/bulwark v0.0.0-00010101000000-000000000000
 	github.com/bulwark-go/bulwark/otelbulwark v0.0.0
 	github.com/buraksezer/consistent v0.10.0
