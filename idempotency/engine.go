@@ -280,6 +280,7 @@ type runFunc func(ctx context.Context) (value []byte, err error)
 type flight struct {
 	claim       Claim
 	fingerprint []byte
+	done        chan struct{} // when Wait is set and the claim won: closed when its run ends
 }
 
 // do is the engine's core. If this call claims key, it runs run and returns
@@ -299,7 +300,16 @@ func (e *Engine) do(ctx context.Context, key string, fp []byte, run runFunc) (va
 		v, cerr, _ := e.group.Do(key, func() (any, error) {
 			leader = true
 			c, err := e.store.Claim(ctx, key, fp, e.lease)
-			return &flight{claim: c, fingerprint: fp}, err
+			f := &flight{claim: c, fingerprint: fp}
+			if err == nil && c.Won && e.wait > 0 {
+				// Register the run before the duplicates that share
+				// this flight look for it.
+				f.done = make(chan struct{})
+				e.mu.Lock()
+				e.running[key] = f.done
+				e.mu.Unlock()
+			}
+			return f, err
 		})
 		if cerr != nil {
 			if !leader && ctx.Err() == nil && isContextErr(cerr) {
@@ -310,7 +320,7 @@ func (e *Engine) do(ctx context.Context, key string, fp []byte, run runFunc) (va
 		}
 		f := v.(*flight)
 		if leader && f.claim.Won {
-			return e.runClaimed(ctx, key, f.claim, run)
+			return e.runClaimed(ctx, key, f.claim, f.done, run)
 		}
 		rec := f.claim.Record
 		if f.claim.Won {
@@ -380,7 +390,8 @@ func (e *Engine) awaitRun(ctx context.Context, key string, now, deadline, leaseE
 }
 
 // runClaimed runs run under the claim c and stores or releases its outcome.
-func (e *Engine) runClaimed(ctx context.Context, key string, c Claim, run runFunc) (value []byte, ran bool, err error) {
+// done, if not nil, is the channel registered in e.running for this run.
+func (e *Engine) runClaimed(ctx context.Context, key string, c Claim, done chan struct{}, run runFunc) (value []byte, ran bool, err error) {
 	if e.obs != nil {
 		ev := e.event(bulwark.EventClaimed, key)
 		if c.TakenOver {
@@ -390,26 +401,19 @@ func (e *Engine) runClaimed(ctx context.Context, key string, c Claim, run runFun
 		}
 		e.obs.Observe(ev)
 	}
-	var done chan struct{} // wakes local duplicates that wait
-	if e.wait > 0 {
-		done = make(chan struct{})
-		e.mu.Lock()
-		e.running[key] = done
-		e.mu.Unlock()
-	}
 	finished := false
 	defer func() {
-		if done != nil {
+		if !finished {
+			// run panicked: free the key for a retry, then re-panic.
+			e.release(ctx, key, c.Token)
+		}
+		if done != nil { // wake local duplicates once the outcome is stored
 			e.mu.Lock()
 			if e.running[key] == done {
 				delete(e.running, key)
 			}
 			e.mu.Unlock()
 			close(done)
-		}
-		if !finished {
-			// run panicked: free the key for a retry, then re-panic.
-			e.release(ctx, key, c.Token)
 		}
 	}()
 	value, err = run(ctx)
