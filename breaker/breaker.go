@@ -25,9 +25,11 @@ var _ bulwark.Policy = (*Breaker)(nil)
 // a transition are ignored.
 //
 // In the closed state, admission reads one atomic pointer and recording a
-// success writes at most one counter (none with only ConsecutiveFailures);
-// the clock is read only for a time window, a slow-call rule or an Observer.
-// The lock is taken only for transitions and half-open probes.
+// success writes one counter of the caller's stripe per window (none with
+// only ConsecutiveFailures); the clock is read only for a slow-call rule or
+// an Observer (latency), never for a count window, and for a time window only
+// by a timer at each step of the window while calls come. The lock is taken
+// only for transitions and half-open probes.
 //
 // A Breaker is safe for concurrent use by multiple goroutines. Use New; the
 // zero Breaker is not usable.
@@ -37,7 +39,7 @@ type Breaker struct {
 
 	base    time.Time // the clock's reading at New; time is kept as ns since
 	procs   int       // stripes per window
-	clocked bool      // calls read the clock: a time window, a slow-call rule or an Observer
+	clocked bool      // calls read the clock: a slow-call rule or an Observer
 	wall    bool      // the clock is bulwark.WallClock(): read time directly, without the interface call
 
 	mu    sync.Mutex // guards transitions (replacing cur), trips and half-open probes
@@ -100,7 +102,7 @@ func New(cfg Config) (*Breaker, error) {
 
 func newBreaker(s settings) *Breaker {
 	b := &Breaker{s: s, procs: numStripes(runtime.GOMAXPROCS(0))}
-	b.clocked = s.windowDur > 0 || s.slowDur > 0 || s.obs != nil
+	b.clocked = s.slowDur > 0 || s.obs != nil
 	b.base = s.clk.Now()
 	b.wall = s.clk == bulwark.WallClock()
 	b.cur.Store(b.closedEpoch(1, Closed, 0))
@@ -116,7 +118,7 @@ func (b *Breaker) closedEpoch(gen uint64, st State, now int64) *epoch {
 		e.count = newCountRing(b.s.windowCalls, b.procs, b.s.slowRate > 0)
 	}
 	if b.s.windowDur > 0 {
-		e.time = newTimeRing(int64(b.s.windowDur)/int64(b.s.buckets), b.s.buckets, b.procs, now)
+		e.time = newTimeRing(int64(b.s.windowDur)/int64(b.s.buckets), b.s.buckets, b.procs, now, b.s.clk, b.now)
 	}
 	return e
 }
@@ -268,6 +270,9 @@ func (b *Breaker) openLocked(e *epoch, now int64, reason string, evs *events) *e
 
 func (b *Breaker) setLocked(n, old *epoch, reason string, evs *events) {
 	b.cur.Store(n)
+	if old.time != nil {
+		old.time.stop()
+	}
 	if b.s.obs != nil {
 		evs.add(bulwark.Event{Kind: bulwark.EventStateChange, From: old.state.String(), To: n.state.String(), Reason: reason})
 	}
@@ -316,13 +321,8 @@ func (b *Breaker) release(tok uint64, o bulwark.Outcome, latency time.Duration, 
 	if e.count != nil {
 		e.count.record(failed, slow)
 	}
-	if e.time != nil {
-		if now < 0 {
-			now = b.now()
-		}
-		if e.time.record(now, failed, slow) {
-			check = true
-		}
+	if e.time != nil && e.time.record(failed, slow) {
+		check = true
 	}
 	if check || e.pending.Load() {
 		if reason := b.rateFired(e); reason != "" {
@@ -507,11 +507,9 @@ func (b *Breaker) doTimed(ctx context.Context, tok uint64, op func(context.Conte
 func (b *Breaker) finish(tok uint64, o bulwark.Outcome, start int64, err error) {
 	var lat time.Duration
 	now := int64(-1)
-	if b.timed() || b.s.windowDur > 0 {
+	if b.timed() {
 		now = b.now()
-		if b.timed() {
-			lat = time.Duration(now - start)
-		}
+		lat = time.Duration(now - start)
 	}
 	b.release(tok, o, lat, now, err)
 }

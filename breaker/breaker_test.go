@@ -594,3 +594,26 @@ func TestRetryAfterWhileOpen(t *testing.T) {
 		t.Errorf("Error() = %q, want %q", got, want)
 	}
 }
+
+func TestTimeWindowTimer(t *testing.T) {
+	b, clk := newBreaker(t, breaker.Config{FailureRate: 0.5, WindowDuration: 4 * time.Second, WindowBuckets: 4, MinCalls: 2})
+	if n := clk.Timers(); n != 0 {
+		t.Fatalf("%d timers pending before any call, want 0", n)
+	}
+	_ = b.Do(context.Background(), func(context.Context) error { return nil })
+	if n := clk.Timers(); n != 1 {
+		t.Fatalf("%d timers pending while calls come, want 1", n)
+	}
+	clk.Advance(2 * time.Second) // one step with a call, one without
+	if n := clk.Timers(); n != 0 {
+		t.Errorf("%d timers pending after a step without calls, want 0", n)
+	}
+	_ = b.Do(context.Background(), func(context.Context) error { return errors.New("x") })
+	_ = b.Do(context.Background(), func(context.Context) error { return errors.New("x") })
+	if st := b.State(); st != breaker.Open {
+		t.Fatalf("State() after 2 of 3 calls failed = %v, want open", st)
+	}
+	if n := clk.Timers(); n != 0 {
+		t.Errorf("%d timers pending once open, want 0: the closed window's timer must stop", n)
+	}
+}

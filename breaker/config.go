@@ -75,7 +75,9 @@ type Config struct {
 
 	// WindowDuration is the length of the time window: the rates are
 	// measured over the calls that finished within it. The window slides in
-	// steps of WindowDuration / WindowBuckets. If zero, no time window.
+	// steps of WindowDuration / WindowBuckets, moved by a timer on Clock
+	// (AfterFunc) that is pending only while calls come: it is not re-armed
+	// after a step without calls. If zero, no time window.
 	WindowDuration time.Duration
 
 	// WindowBuckets is the number of steps the time window slides in. If

@@ -263,3 +263,25 @@ func ruleFires(model []byte, consecutive, window, minCalls int, failRate, slowRa
 	}
 	return float64(fails) >= failRate*float64(len(last)) || float64(slows) >= slowRate*float64(len(last))
 }
+
+func TestTimeWindowWallClock(t *testing.T) {
+	defer checkNoLeak(t)()
+	b, err := New(Config{FailureRate: 0.5, WindowDuration: time.Hour, MinCalls: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 1000; i++ {
+		_ = b.Do(context.Background(), func(context.Context) error { return nil })
+	}
+	old := b.cur.Load().time
+	if calls, _, _ := old.totals(); calls != 1000 {
+		t.Errorf("time window holds %d calls after 1000, want 1000", calls)
+	}
+	if old.timer == nil || old.flags.Load() != ringArmed {
+		t.Fatalf("time window on the wall clock: timer %v, flags %d; want an armed timer", old.timer, old.flags.Load())
+	}
+	b.Reset()
+	if !old.stopped || old.timer.Stop() {
+		t.Errorf("after Reset the old window's timer is still pending")
+	}
+}

@@ -5,7 +5,10 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
+
+	"github.com/bulwark-go/bulwark"
 )
 
 // cacheLine is the padding unit that keeps counters written by different
@@ -139,41 +142,55 @@ type stripe struct {
 
 // timeRing is a time window of buckets of width ns each. The current bucket
 // is counted in stripes, one per stack hint, so that cores do not contend on
-// one counter; completed buckets are summed into a ring when time moves past
-// the current bucket's end. The window holds the completed buckets of the
-// last WindowDuration plus the current one.
+// one counter; completed buckets are summed into a ring. The window holds
+// the completed buckets of the last WindowDuration plus the current one.
+//
+// Calls do not read the clock: while calls come, a timer on the breaker's
+// clock closes the current bucket at its end. After a bucket without calls
+// the timer is not re-armed, and the next call reads the clock once to move
+// the window over the idle time and arm it again.
 type timeRing struct {
-	end     atomic.Int64 // elapsed ns at which the current bucket ends
-	_       [cacheLine - 8]byte
+	flags atomic.Uint32 // ringArmed, ringSlid; anything but ringArmed sends a call to wake
+	_     [cacheLine - 4]byte
+
 	stripes []stripe
+	width   int64 // bucket width, ns
+	clk     bulwark.Clock
+	now     func() int64 // elapsed ns on clk
 
-	width int64 // bucket width, ns
-
-	mu     sync.Mutex    // guards ring, head and the stripes' hand-over
-	ver    atomic.Uint64 // odd while a roll moves counts, so totals can retry
-	ring   []counts      // completed buckets, oldest at head
-	head   int
-	winSum struct{ calls, fails, slows atomic.Int64 } // sum of ring; written under mu
+	mu      sync.Mutex    // guards what follows and the stripes' hand-over
+	ver     atomic.Uint64 // odd while a roll moves counts, so totals can retry
+	end     int64         // elapsed ns at which the current bucket ends
+	timer   bulwark.Timer // nil until first armed
+	stopped bool          // the ring's generation is over
+	ring    []counts      // completed buckets, oldest at head
+	head    int
+	winSum  struct{ calls, fails, slows atomic.Int64 } // sum of ring; written under mu
 }
+
+const (
+	ringArmed uint32 = 1 << iota // the timer will close the current bucket
+	ringSlid                     // the window moved since a call last saw it
+)
 
 type counts struct{ calls, fails, slows int64 }
 
-func newTimeRing(width int64, buckets, nstripes int, now int64) *timeRing {
-	t := &timeRing{
+func newTimeRing(width int64, buckets, nstripes int, start int64, clk bulwark.Clock, now func() int64) *timeRing {
+	return &timeRing{
 		stripes: make([]stripe, nstripes),
 		width:   width,
+		clk:     clk,
+		now:     now,
+		end:     start + width,
 		ring:    make([]counts, buckets-1),
 	}
-	t.end.Store(now + width)
-	return t
 }
 
-// record counts one call finished at now (elapsed ns). It reports whether
-// the window slid, which can raise a rate without any new failure.
-func (t *timeRing) record(now int64, failed, slow bool) (slid bool) {
-	if now >= t.end.Load() {
-		t.roll(now)
-		slid = true
+// record counts one call. It reports whether the window slid since the last
+// call, which can raise a rate without any new failure.
+func (t *timeRing) record(failed, slow bool) (slid bool) {
+	if t.flags.Load() != ringArmed {
+		slid = t.wake()
 	}
 	s := &t.stripes[stackHint()&uint(len(t.stripes)-1)]
 	s.calls.Add(1)
@@ -186,14 +203,70 @@ func (t *timeRing) record(now int64, failed, slow bool) (slid bool) {
 	return slid
 }
 
-// roll closes the current bucket and every empty one up to now.
-func (t *timeRing) roll(now int64) {
+// wake moves the window to the present and arms the timer.
+func (t *timeRing) wake() (slid bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	end := t.end.Load()
-	if now < end {
+	slid = t.flags.Load()&ringSlid != 0
+	if t.stopped {
+		return slid
+	}
+	now := t.now()
+	if now >= t.end {
+		t.roll(now)
+		slid = true
+	}
+	if t.flags.Load()&ringArmed == 0 {
+		t.arm(now)
+	}
+	t.flags.Store(ringArmed)
+	return slid
+}
+
+// arm sets the timer to the current bucket's end; t.mu is held.
+func (t *timeRing) arm(now int64) {
+	d := time.Duration(t.end - now)
+	if t.timer == nil {
+		t.timer = t.clk.AfterFunc(d, t.fire)
+	} else {
+		t.timer.Reset(d)
+	}
+}
+
+// fire closes the current bucket, from the timer.
+func (t *timeRing) fire() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.stopped {
 		return
 	}
+	now := t.now()
+	if now < t.end { // fired early, or a wake rolled already
+		t.arm(now)
+		return
+	}
+	if t.roll(now) > 0 {
+		t.arm(now)
+		t.flags.Store(ringArmed | ringSlid)
+	} else {
+		t.flags.Store(ringSlid)
+	}
+}
+
+// stop ends the ring's timer: its generation is over.
+func (t *timeRing) stop() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.stopped = true
+	t.flags.Store(0)
+	if t.timer != nil {
+		t.timer.Stop()
+	}
+}
+
+// roll closes the current bucket and every empty one up to now, and returns
+// the calls of the bucket it closed; t.mu is held.
+func (t *timeRing) roll(now int64) int64 {
 	t.ver.Add(1)
 	defer t.ver.Add(1)
 	var cur counts
@@ -203,7 +276,8 @@ func (t *timeRing) roll(now int64) {
 		cur.fails += s.fails.Swap(0)
 		cur.slows += s.slows.Swap(0)
 	}
-	steps := (now-end)/t.width + 1
+	steps := (now-t.end)/t.width + 1
+	t.end += steps * t.width
 	if steps > int64(len(t.ring)) {
 		steps = int64(len(t.ring)) + 1 // everything older falls out anyway
 	}
@@ -219,7 +293,7 @@ func (t *timeRing) roll(now int64) {
 		t.winSum.fails.Add(add.fails - old.fails)
 		t.winSum.slows.Add(add.slows - old.slows)
 	}
-	t.end.Store(end + ((now-end)/t.width+1)*t.width)
+	return cur.calls
 }
 
 // totals returns the calls, failures and slow calls in the window. It
