@@ -527,3 +527,37 @@ func TestDoCoalescesClaimsConcurrentSafe(t *testing.T) {
 		t.Errorf("%d callers made %d Claims, want fewer", callers, n)
 	}
 }
+
+// A duplicate waiting for a run that fails with a transient error runs op
+// itself once the key is released.
+func TestDoWaiterRunsAfterRelease(t *testing.T) {
+	clk := fakeClock()
+	e := newEngine(t, newStore(t, clk), clk, idempotency.Config{Wait: time.Minute})
+	started, release := make(chan struct{}), make(chan struct{})
+	first := make(chan error, 1)
+	go func() {
+		_, err := idempotency.Do(context.Background(), e, "k", nil, func(context.Context) (int, error) {
+			close(started)
+			<-release
+			return 0, errors.New("transient")
+		})
+		first <- err
+	}()
+	<-started
+	second := make(chan int, 1)
+	go func() {
+		v, err := idempotency.Do(context.Background(), e, "k", nil, func(context.Context) (int, error) { return 2, nil })
+		if err != nil {
+			v = -1
+		}
+		second <- v
+	}()
+	require.NoError(t, clk.BlockUntil(t.Context(), 1))
+	close(release)
+	if err := <-first; err == nil || err.Error() != "transient" {
+		t.Fatalf("first Do error = %v, want transient", err)
+	}
+	if v := <-second; v != 2 {
+		t.Fatalf("waiting duplicate = %d, want its own run's 2", v)
+	}
+}
