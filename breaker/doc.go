@@ -24,6 +24,7 @@
 //
 // Outcomes are classified as success, failure or neutral (see
 // [bulwark.Outcome]); neutral ones, such as a call canceled by its own
-// caller, count nowhere. The closed state's hot path takes no lock; with a
-// count window or only ConsecutiveFailures it does not read the clock.
+// caller, count nowhere. The closed state's hot path takes no lock and does
+// not read the clock (unless a slow-call rule or an Observer needs the
+// latency); a time window is moved by a timer while calls come.
 package breaker
