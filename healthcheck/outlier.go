@@ -301,12 +301,14 @@ func NewOutlierDetector(cfg OutlierConfig) (*OutlierDetector, error) {
 
 // Record counts one call outcome of ep: Success, Failure, or Neutral (which
 // is ignored). gateway marks a failure as a gateway failure (502, 503, 504 or
-// a connection error). An endpoint seen for the first time is added; ep.Addr
-// identifies it, and an empty Addr is ignored.
+// a connection error). An endpoint seen for the first time is added (which
+// copies the endpoint map, O(endpoints)); ep.Addr identifies it. An empty
+// Addr is ignored and reported to the Observer as EventMisuse.
 //
-// Record takes no lock and does not allocate for a known endpoint; a failure
+// Record takes no lock and does not allocate for a known endpoint. A failure
 // that completes a run of consecutive failures ejects ep before Record
-// returns, and calls the Listener and the Observer on the caller's goroutine.
+// returns, and the Listener and the Observer are told on the caller's
+// goroutine (or on the one already telling them of an earlier change).
 func (d *OutlierDetector) Record(ep bulwark.Endpoint, o bulwark.Outcome, gateway bool) {
 	h := (*d.hosts.Load())[ep.Addr]
 	if h == nil {
@@ -518,8 +520,8 @@ func (d *OutlierDetector) returnExpiredLocked(now time.Time) time.Time {
 // returns, on the caller's goroutine.
 //
 // EvaluateAt is the explicit-time twin of the interval, for callers that
-// drive the detector themselves instead of calling Start; it may run
-// alongside Start, and then shortens the current interval.
+// drive the detector themselves instead of calling Start; alongside Start,
+// it restarts the current interval.
 func (d *OutlierDetector) EvaluateAt(now time.Time) {
 	d.mu.Lock()
 	d.evaluateLocked(now)
