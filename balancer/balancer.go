@@ -137,8 +137,9 @@ type Config struct {
 	VirtualNodes int
 
 	// Breaker, if not nil, returns the circuit breaker of an endpoint. It is
-	// called once for each endpoint when it joins the set, from New or Update,
-	// with no lock held. A nil result means no breaker for that endpoint.
+	// called when the endpoint joins the set, from New or Update, with no
+	// lock held (concurrent Updates that add one endpoint may each call it;
+	// one result is kept). A nil result means no breaker for that endpoint.
 	Breaker func(bulwark.Endpoint) Breaker
 	// Outliers, if not nil, is told of the outcome of every call (from
 	// Pick.Done), such as a *healthcheck.OutlierDetector whose listener is
@@ -182,6 +183,7 @@ type Balancer struct {
 	vnodes     int
 	sample     uint64
 	inflight   bool      // the algorithm reads in-flight counts
+	heavyDone  bool      // Done has more to do than end the in-flight count
 	base       time.Time // origin of the ns offsets below
 
 	snap    atomic.Pointer[snapshot]
@@ -298,6 +300,7 @@ func New(cfg Config) (*Balancer, error) {
 		return nil, fmt.Errorf("balancer: negative PickSample %d", cfg.PickSample)
 	}
 	b.inflight = b.algo == LeastRequest || b.algo == PeakEWMA || b.algo == ConsistentHash
+	b.heavyDone = b.algo == PeakEWMA || b.algo == ConsistentHash || b.outliers != nil
 	b.base = b.clk.Now()
 	b.snap.Store(&snapshot{})
 	if err := b.Update(cfg.Endpoints); err != nil {
@@ -385,9 +388,11 @@ func (b *Balancer) Update(eps []bulwark.Endpoint) error {
 }
 
 // HealthChanged records that ep became healthy or not, as a
-// healthcheck.Listener; an endpoint that is not in the set is ignored. An
-// unhealthy endpoint is not picked while enough others are eligible; one that
-// recovers ramps up under SlowStart. It does not block on picks.
+// healthcheck.Listener. An endpoint that is not in the set is ignored, so add
+// endpoints to the Balancer before the checker that reports on them; an
+// endpoint removed and added again starts healthy. An unhealthy endpoint is
+// not picked while enough others are eligible; one that recovers ramps up
+// under SlowStart. It does not wait for picks.
 func (b *Balancer) HealthChanged(ep bulwark.Endpoint, healthy bool) {
 	b.mu.Lock()
 	if st := b.states[ep.Addr]; st != nil && st.unhealthy == healthy {

@@ -61,6 +61,18 @@ func (o Outcome) class() bulwark.Outcome {
 // Pick is ignored and reported to the Observer as EventMisuse. Done on a zero
 // Pick does nothing. Done never blocks.
 func (p *Pick) Done(o Outcome) {
+	// The common case, small enough to inline: no latency to learn, no
+	// breaker or outlier detector to tell.
+	if e := p.e; e != nil && e.done == doneCount && !p.done {
+		p.done = true
+		e.st.inflight.Add(-1)
+		return
+	}
+	p.done2(o)
+}
+
+// done2 is Done's general case.
+func (p *Pick) done2(o Outcome) {
 	e, b := p.e, p.b
 	if e == nil {
 		return
@@ -74,6 +86,9 @@ func (p *Pick) Done(o Outcome) {
 		return
 	}
 	p.done = true
+	if e.done == doneNothing {
+		return
+	}
 	st := e.st
 	if b.inflight {
 		st.inflight.Add(-1)
@@ -129,27 +144,27 @@ func (b *Balancer) pick(key string, avoid []*state) (Pick, error) {
 	if e.st.breaker != nil || avoid != nil {
 		return b.pickSlow(s, p, i, avoid)
 	}
-	pk := Pick{e: e, b: b}
+	var at int64
 	if b.inflight {
-		pk.at = b.begin(e.st)
+		at = b.begin(e.st)
 	}
 	if b.obs != nil {
 		b.pickEvent(e)
 	}
-	return pk, nil
+	return Pick{e: e, b: b, at: at}, nil
 }
 
 // take returns the pick of e, admitted with token. It is small enough to
 // inline, so the Pick is built where it is returned.
 func (b *Balancer) take(e *entry, token uint64) Pick {
-	pk := Pick{e: e, b: b, token: token}
+	var at int64
 	if b.inflight {
-		pk.at = b.begin(e.st)
+		at = b.begin(e.st)
 	}
 	if b.obs != nil {
 		b.pickEvent(e)
 	}
-	return pk
+	return Pick{e: e, b: b, token: token, at: at}
 }
 
 // begin counts a call in flight, and returns the Pick's at.

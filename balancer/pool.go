@@ -25,7 +25,17 @@ type entry struct {
 	w        uint64 // effective weight: EffectiveWeight × slow-start step (of rampSteps)
 	eligible bool   // healthy and not ejected
 	local    bool   // in the caller's zone
+	done     doneKind
 }
+
+// doneKind is what Pick.Done has to do for an entry.
+type doneKind uint8
+
+const (
+	doneGeneral doneKind = iota // see Pick.done2
+	doneCount                   // only end the in-flight count
+	doneNothing                 // nothing but mark the pick done
+)
 
 // snapshot is an immutable view of the endpoint set that picks work on.
 type snapshot struct {
@@ -104,6 +114,13 @@ func (b *Balancer) buildLocked(now int64) (*snapshot, int64) {
 			w:        uint64(ep.EffectiveWeight()) * k,
 			eligible: !st.unhealthy && !st.ejected,
 			local:    b.zone != "" && ep.Zone == b.zone,
+		}
+		switch {
+		case st.breaker != nil || b.heavyDone:
+		case b.inflight:
+			e.done = doneCount
+		default:
+			e.done = doneNothing
 		}
 		s.entries[i] = e
 		if e.eligible {
