@@ -279,6 +279,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer x.free()
 	if r.Body != nil && r.Body != http.NoBody {
 		tooLarge, err := readLimited(&x.body, r.Body, m.maxReq)
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) { // an outer http.MaxBytesReader's limit
+			tooLarge, err = true, nil
+		}
 		if err != nil {
 			m.reject(w, key, "body_unreadable", http.StatusBadRequest, "The request body could not be read.")
 			return

@@ -496,6 +496,21 @@ func TestMiddlewareRequestBodyLimit(t *testing.T) {
 	}
 }
 
+// An outer http.MaxBytesReader's limit is a 413 too.
+func TestMiddlewareOuterBodyLimit(t *testing.T) {
+	h := &orders{}
+	s := newServer(t, h, idempotency.Config{}, idempotency.HTTPConfig{})
+	r := httptest.NewRequest("POST", "/orders", io.MultiReader(strings.NewReader(strings.Repeat("a", 100))))
+	r.Header.Set("Idempotency-Key", "k")
+	w := httptest.NewRecorder()
+	r.Body = http.MaxBytesReader(w, r.Body, 50)
+	s.handler.ServeHTTP(w, r)
+	problemOf(t, w, http.StatusRequestEntityTooLarge)
+	if h.runs.Load() != 0 {
+		t.Errorf("handler ran for a body over the outer limit")
+	}
+}
+
 func TestMiddlewareStoredBodyLimit(t *testing.T) {
 	big := strings.Repeat("b", 1000)
 	h := &orders{body: big}
