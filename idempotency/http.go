@@ -17,6 +17,11 @@ import (
 	"github.com/bulwark-go/bulwark"
 )
 
+var (
+	_ http.Handler = (*handler)(nil)
+	_ http.Flusher = (*recorder)(nil)
+)
+
 // Header names of the middleware.
 const (
 	headerKey      = "Idempotency-Key"
