@@ -94,9 +94,10 @@
 //     state. An endpoint's gauges go away when its component reports
 //     endpoint_removed.
 //   - A balancer's sampled pick (Attempt > 1, see balancer.Config.PickSample)
-//     adds Attempt to picks. In flight is unsampled picks minus calls of
-//     component "balancer", so it is meaningful only when every pick and every
-//     finished call is reported. The balancer package reports picks but not
+//     adds Attempt to picks. In flight is picks minus calls of component
+//     "balancer", so it is meaningful only when every pick and every finished
+//     call is reported: once the Observer sees a sampled pick, it stops
+//     updating in flight. The balancer package reports picks but not
 //     finished calls: the code that calls Pick.Done reports the call (an
 //     EventCall with Component "balancer", the balancer's Name, the Endpoint,
 //     Outcome and Latency) to feed in flight and call.duration, the per-

@@ -17,6 +17,7 @@ func FuzzObserve(f *testing.F) {
 	f.Add([]byte{3, 0, 1, 1, 3, 0, 1, 2, 3, 0, 1, 0, 9, 3, 2, 0, 10, 3, 2, 0})
 	f.Add([]byte{8, 3, 1, 5, 8, 3, 1, 0, 1, 3, 1, 0, 12, 4, 2, 0, 13, 4, 2, 0, 10, 4, 2, 0})
 	f.Add([]byte{3, 4, 3, 1, 3, 4, 3, 2, 10, 4, 3, 0, 3, 4, 3, 0})
+	f.Add([]byte{8, 3, 1, 0, 8, 3, 2, 3, 1, 3, 1, 0, 8, 3, 1, 0}) // a sampled pick stops in flight
 	components := []string{"breaker", "retry", "hedge", "balancer", "healthcheck", "outlier", "idempotency", "custom"}
 	states := []string{"closed", "open", "half-open", ""}
 	eps := []bulwark.Endpoint{{}, {Addr: "a:1", Zone: "z1"}, {Addr: "b:1"}, {Addr: "c:1", Zone: "z2"}}
@@ -25,7 +26,8 @@ func FuzzObserve(f *testing.F) {
 		o, r := newObserver(t)
 		calls := map[string]int64{}    // family prefix → calls
 		picks := int64(0)              // weighted balancer picks
-		inflight := map[string]int64{} // balancer endpoint → unsampled picks − calls
+		inflight := map[string]int64{} // balancer endpoint → picks − calls, until a sampled pick
+		sampled := false               // a sampled balancer pick was seen
 		for len(data) >= 4 {
 			e := bulwark.Event{
 				Kind:      bulwark.EventKind(data[0] % 24), // includes unknown kinds
@@ -45,13 +47,14 @@ func FuzzObserve(f *testing.F) {
 			switch e.Kind {
 			case bulwark.EventCall:
 				calls[fam]++
-				if e.Component == "balancer" {
+				if e.Component == "balancer" && !sampled {
 					inflight[e.Endpoint.Addr]--
 				}
 			case bulwark.EventPick:
 				if e.Component == "balancer" {
 					picks += int64(max(e.Attempt, 1))
-					if e.Attempt <= 1 {
+					sampled = sampled || e.Attempt > 1
+					if !sampled {
 						inflight[e.Endpoint.Addr]++
 					}
 				}

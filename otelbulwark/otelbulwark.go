@@ -3,6 +3,7 @@ package otelbulwark
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/metric"
@@ -34,9 +35,10 @@ var _ bulwark.Observer = (*Observer)(nil)
 // only for state changes, ejections, endpoint removals and the first sight of
 // an attribute combination. Use New; the zero Observer is not usable.
 type Observer struct {
-	fams   [numFamilies]family
-	attrs  attrCache
-	gauges gaugeStore
+	fams    [numFamilies]family
+	attrs   attrCache
+	gauges  gaugeStore
+	sampled atomic.Bool // a sampled pick was seen: in flight cannot be kept
 }
 
 // Option configures New.
@@ -106,7 +108,7 @@ func (o *Observer) Observe(e bulwark.Event) {
 	switch e.Kind {
 	case bulwark.EventCall:
 		o.measure(ctx, f.calls, f.callDuration, shapeOutcome, &e, e.Latency.Seconds())
-		if f.inflight != nil && f.inflight.Enabled(ctx) {
+		if f.inflight != nil && !o.sampled.Load() && f.inflight.Enabled(ctx) {
 			f.inflight.Add(ctx, -1, o.attrs.get(shapeBase, &e).add...)
 		}
 	case bulwark.EventRejected:
@@ -126,11 +128,14 @@ func (o *Observer) Observe(e bulwark.Event) {
 		o.count(ctx, f.budgetExhausted, shapeReason, &e)
 	case bulwark.EventPick:
 		// A sampled pick stands for Attempt picks; it cannot pair with the
-		// calls it stands for, so only unsampled picks count in flight.
+		// calls it stands for, so once one is seen in flight stops.
 		if f.picks.Enabled(ctx) {
 			f.picks.Add(ctx, max(int64(e.Attempt), 1), o.attrs.get(shapeBase, &e).add...)
 		}
-		if e.Attempt <= 1 && f.inflight != nil && f.inflight.Enabled(ctx) {
+		if e.Attempt > 1 && fid == famBalancer && !o.sampled.Load() {
+			o.sampled.Store(true)
+		}
+		if f.inflight != nil && !o.sampled.Load() && f.inflight.Enabled(ctx) {
 			f.inflight.Add(ctx, 1, o.attrs.get(shapeBase, &e).add...)
 		}
 	case bulwark.EventEndpointAdded:

@@ -93,14 +93,13 @@ func TestObserve(t *testing.T) {
 			},
 		},
 		{
-			name: "balancer picks (sampled ones weighted), in-flight, latency, panic mode, endpoints",
+			name: "balancer picks, in-flight, latency, panic mode, endpoints",
 			events: []bulwark.Event{
 				{Kind: bulwark.EventEndpointAdded, Component: "balancer", Name: "orders", Endpoint: epA},
 				{Kind: bulwark.EventEndpointAdded, Component: "balancer", Name: "orders", Endpoint: epB},
 				{Kind: bulwark.EventPick, Component: "balancer", Name: "orders", Endpoint: epA, Reason: "p2c"},
 				{Kind: bulwark.EventPick, Component: "balancer", Name: "orders", Endpoint: epA, Reason: "p2c"},
 				{Kind: bulwark.EventPick, Component: "balancer", Name: "orders", Endpoint: epB, Reason: "p2c"},
-				{Kind: bulwark.EventPick, Component: "balancer", Name: "orders", Endpoint: epB, Reason: "p2c", Attempt: 10}, // sampled 1 in 10
 				{Kind: bulwark.EventCall, Component: "balancer", Name: "orders", Endpoint: epA, Outcome: bulwark.Success, Latency: 20 * time.Millisecond},
 				{Kind: bulwark.EventCall, Component: "balancer", Name: "orders", Endpoint: epB, Outcome: bulwark.Success, Latency: 30 * time.Millisecond},
 				{Kind: bulwark.EventStateChange, Component: "balancer", Name: "orders", From: "normal", To: "panic", Reason: "healthy_below_threshold"},
@@ -108,13 +107,27 @@ func TestObserve(t *testing.T) {
 			},
 			want: []want{
 				{"bulwark.balancer.picks", bal, point{value: 2}},
-				{"bulwark.balancer.picks", "component=balancer,endpoint=10.0.0.2:80,name=orders,zone=b", point{value: 11}},
+				{"bulwark.balancer.picks", "component=balancer,endpoint=10.0.0.2:80,name=orders,zone=b", point{value: 1}},
 				{"bulwark.balancer.inflight", bal, point{value: 1}},
 				{"bulwark.balancer.inflight", "component=balancer,endpoint=10.0.0.2:80,name=orders,zone=b", point{value: 0}},
 				{"bulwark.balancer.call.duration", bal + ",outcome=success", point{count: 1, sum: 0.02}},
 				{"bulwark.balancer.state", "component=balancer,name=orders,state=panic", point{value: 1}},
 				{"bulwark.balancer.state", "component=balancer,name=orders,state=normal", point{value: 0}},
 				{"bulwark.balancer.endpoints", "component=balancer,name=orders", point{value: 1}},
+			},
+		},
+		{
+			name: "balancer sampled picks weighted, in flight stopped",
+			events: []bulwark.Event{
+				{Kind: bulwark.EventPick, Component: "balancer", Name: "orders", Endpoint: epA, Attempt: 1},
+				{Kind: bulwark.EventPick, Component: "balancer", Name: "orders", Endpoint: epB, Attempt: 10}, // sampled 1 in 10
+				{Kind: bulwark.EventCall, Component: "balancer", Name: "orders", Endpoint: epA},
+				{Kind: bulwark.EventPick, Component: "balancer", Name: "orders", Endpoint: epA, Attempt: 1},
+			},
+			want: []want{
+				{"bulwark.balancer.picks", bal, point{value: 2}},
+				{"bulwark.balancer.picks", "component=balancer,endpoint=10.0.0.2:80,name=orders,zone=b", point{value: 10}},
+				{"bulwark.balancer.inflight", bal, point{value: 1}}, // as it was when the sampled pick came
 			},
 		},
 		{
