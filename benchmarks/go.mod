@@ -6,15 +6,18 @@ replace github.com/bulwark-go/bulwark => ..
 
 require (
 	github.com/alexliesenfeld/health v0.8.0
+	github.com/avast/retry-go/v4 v4.7.0
 	github.com/bulwark-go/bulwark v0.0.0-00010101000000-000000000000
 	github.com/bulwark-go/bulwark/otelbulwark v0.0.0
 	github.com/buraksezer/consistent v0.10.0
+	github.com/cenkalti/backoff/v5 v5.0.3
 	github.com/cespare/xxhash/v2 v2.3.0
 	github.com/dgryski/go-jump v0.0.0-20170409065014-e1f439676b57
 	github.com/dgryski/go-rendezvous v0.0.0-20200823014737-9f7001d12a5f
 	github.com/failsafe-go/failsafe-go v0.9.8
 	github.com/golang/groupcache v0.0.0-20241129210726-2c02b8208cf8
 	github.com/prometheus/client_golang v1.25.0
+	github.com/sethvargo/go-retry v0.5.0
 	github.com/sony/gobreaker/v2 v2.4.0
 	go.opentelemetry.io/otel v1.47.0
 	go.opentelemetry.io/otel/metric v1.47.0
