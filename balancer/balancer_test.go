@@ -113,6 +113,7 @@ func TestWeightedDistribution(t *testing.T) {
 			continue // a key has one owner; see TestConsistentHash
 		}
 		t.Run(a.name, func(t *testing.T) {
+			t.Parallel()
 			lb := mustNew(t, balancer.Config{Algorithm: a.algo, Endpoints: eps})
 			got := count(t, lb, "", n)
 			for _, ep := range eps {

@@ -133,9 +133,10 @@ func TestSimulationSlowEndpoint(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.algo.String(), func(t *testing.T) {
+			t.Parallel()
 			// 10 endpoints, one 10× slower; about 4 calls in flight per
 			// fast endpoint.
-			res := simulate(t, simConfig{algo: tt.algo, n: 10, slow: 0, slowness: 10, requests: 60000,
+			res := simulate(t, simConfig{algo: tt.algo, n: 10, slow: 0, slowness: 10, requests: 40000,
 				every: 25 * time.Microsecond, latency: time.Millisecond})
 			share := res.share[0]
 			t.Logf("simulation: 10 endpoints, one 10× slower: %s sends it %.2f %% of traffic", tt.algo, 100*share)
@@ -162,7 +163,8 @@ func TestSimulationBoundedHash(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			res := simulate(t, simConfig{algo: balancer.ConsistentHash, n: 10, slow: -1, requests: 60000,
+			t.Parallel()
+			res := simulate(t, simConfig{algo: balancer.ConsistentHash, n: 10, slow: -1, requests: 40000,
 				every: 25 * time.Microsecond, latency: time.Millisecond, key: zipf(), load: tt.load})
 			t.Logf("simulation: 10 endpoints, Zipf(1.1) keys, %s: picked endpoint's in flight / ⌈1.25 × mean⌉ at worst %.2f, above it in %.2f %% of picks; busiest endpoint's share %.1f %%",
 				tt.name, res.worst, 100*res.above, 100*maxOf(res.share))
