@@ -134,6 +134,7 @@ func (h *Hedge) Do(ctx context.Context, op func(context.Context) error) error {
 	if h.budget != nil {
 		h.budget.deposit()
 	}
+	begin := h.clk.Now()
 	hctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	results := make(chan hedgeResult, h.max) // never blocks a finishing attempt
@@ -199,10 +200,10 @@ func (h *Hedge) Do(ctx context.Context, op func(context.Context) error) error {
 				h.budget.failed()
 			}
 			if cerr := ctx.Err(); cerr != nil {
-				return h.giveUp(cerr, launched, last)
+				return h.giveUp(cerr, launched, h.clk.Since(begin), last)
 			}
 			if bulwark.IsPermanent(r.err) {
-				return h.giveUp(ErrNotRetryable, launched, last)
+				return h.giveUp(ErrNotRetryable, launched, h.clk.Since(begin), last)
 			}
 			delay = 0
 			if reason == nil && spend() {
@@ -212,7 +213,7 @@ func (h *Hedge) Do(ctx context.Context, op func(context.Context) error) error {
 				if reason == nil {
 					reason = ErrAttempts
 				}
-				return h.giveUp(reason, launched, last)
+				return h.giveUp(reason, launched, h.clk.Since(begin), last)
 			}
 		case <-tick:
 			if reason == nil && spend() && launched < h.max {
@@ -222,17 +223,17 @@ func (h *Hedge) Do(ctx context.Context, op func(context.Context) error) error {
 				tick = nil
 			}
 		case <-ctx.Done():
-			return h.giveUp(ctx.Err(), launched, last)
+			return h.giveUp(ctx.Err(), launched, h.clk.Since(begin), last)
 		}
 	}
 }
 
-func (h *Hedge) giveUp(reason error, attempts int, err error) error {
+func (h *Hedge) giveUp(reason error, attempts int, elapsed time.Duration, err error) error {
 	if h.obs != nil {
 		h.obs.Observe(bulwark.Event{Kind: bulwark.EventGiveUp, Component: bulwark.ComponentHedge,
 			Name: h.name, Attempt: attempts, Err: err, Reason: reasonCode(reason)})
 	}
-	return &GiveUpError{Reason: reason, Attempts: attempts, Err: err}
+	return &GiveUpError{Reason: reason, Attempts: attempts, Elapsed: elapsed, Err: err}
 }
 
 // record adds the latency of a successful attempt to the percentile tracker.

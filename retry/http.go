@@ -120,8 +120,8 @@ const maxDrain = 64 << 10
 // attempt up to the response headers; the body of the response returned
 // stays readable under the request's own context.
 //
-// A Transport is safe for concurrent use if Base is. It must not be copied
-// after first use.
+// A Transport is safe for concurrent use by multiple goroutines if Base is;
+// its fields must not change once it is in use.
 type Transport struct {
 	// Base sends each attempt. If nil, http.DefaultTransport.
 	Base http.RoundTripper

@@ -122,7 +122,7 @@ var ErrAttemptTimeout = errors.New("retry: attempt timed out")
 type GiveUpError struct {
 	Reason   error
 	Attempts int           // attempts made
-	Elapsed  time.Duration // time spent retrying, from the first failure (from the start of Do when MaxElapsed is set)
+	Elapsed  time.Duration // for a Policy, the time from the first failure (from the start of Do when MaxElapsed is set); for a Hedge, from the start of Do
 	Err      error         // the last error of op
 }
 

@@ -465,3 +465,23 @@ func TestPolicyConcurrentSafe(t *testing.T) {
 		t.Errorf("failed calls = %d, want 0 (the budget's minimum covers these retries)", fails.Load())
 	}
 }
+
+// An op that picks an endpoint on each call moves to another one on retry:
+// the Policy calls op afresh and Attempt tells it which attempt it is.
+func TestDoMovesToAnotherEndpoint(t *testing.T) {
+	endpoints := []bulwark.Endpoint{{Addr: "10.0.0.1:80"}, {Addr: "10.0.0.2:80"}, {Addr: "10.0.0.3:80"}}
+	p := mustNew(t, Config{MaxAttempts: 3, Clock: bulwarktest.NewClock(time.Time{}),
+		Delay: func(int, time.Duration, error) time.Duration { return 0 }})
+	var tried []string
+	err := p.Do(context.Background(), func(ctx context.Context) error {
+		ep := endpoints[(Attempt(ctx)-1)%len(endpoints)]
+		tried = append(tried, ep.Addr)
+		if ep.Addr == "10.0.0.1:80" {
+			return fmt.Errorf("%s: connection refused", ep.Addr)
+		}
+		return nil
+	})
+	if err != nil || fmt.Sprint(tried) != "[10.0.0.1:80 10.0.0.2:80]" {
+		t.Errorf("Do = %v after trying %v, want nil after [10.0.0.1:80 10.0.0.2:80]", err, tried)
+	}
+}
