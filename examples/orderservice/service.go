@@ -57,6 +57,10 @@ type Config struct {
 	// instances of the service in one process may share. If nil, one of the
 	// instance's own.
 	PaymentBudget *retry.Budget
+	// IdempotencyWait is how long a duplicate request that finds its key in
+	// flight waits for the first to finish before it is answered 409. If
+	// zero, 2 s; negative means no wait.
+	IdempotencyWait time.Duration
 	// ReadModelInterval is how often the read model catches up. If zero,
 	// 200 ms.
 	ReadModelInterval time.Duration
@@ -109,6 +113,12 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	switch {
+	case cfg.IdempotencyWait == 0:
+		cfg.IdempotencyWait = 2 * time.Second
+	case cfg.IdempotencyWait < 0:
+		cfg.IdempotencyWait = 0
+	}
 	s := &Service{cfg: cfg, repo: cfg.Repository, clk: bulwark.ClockOrWall(cfg.Clock), log: cfg.Logger}
 
 	nodes := make([]consistenthash.Node, cfg.Partitions)
@@ -130,7 +140,7 @@ func New(cfg Config) (*Service, error) {
 		store, s.ownStore = ms, ms
 	}
 	s.engine, err = idempotency.New(idempotency.Config{
-		Store: store, Name: cfg.Name, Lease: 10 * time.Second, RetryAfter: time.Second,
+		Store: store, Name: cfg.Name, Lease: 10 * time.Second, RetryAfter: time.Second, Wait: cfg.IdempotencyWait,
 		Clock: cfg.Clock, Observer: cfg.Observer,
 	})
 	if err != nil {
@@ -144,7 +154,9 @@ func New(cfg Config) (*Service, error) {
 		}
 	}
 	rp, err := retry.New(retry.Config{
-		Name: "payments", MaxAttempts: 4, MaxRetryAfter: 5 * time.Second,
+		// An open breaker fails the call at once (its wait is longer than
+		// MaxRetryAfter), so that requests do not pile up behind it.
+		Name: "payments", MaxAttempts: 4, MaxRetryAfter: 250 * time.Millisecond,
 		Backoff: retry.Backoff{Base: 20 * time.Millisecond, Cap: 500 * time.Millisecond},
 		Budget:  budget, Clock: cfg.Clock, Observer: cfg.Observer,
 	})
@@ -323,6 +335,9 @@ func (s *Service) transition(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	to, err := next(o.State, action)
+	if err == nil && action == "ship" && o.PaymentID == "" {
+		err = fmt.Errorf("%w: the payment of order %s is not confirmed yet", ErrBadTransition, o.ID)
+	}
 	if err != nil {
 		s.fail(w, r, err)
 		return

@@ -20,10 +20,9 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 type harness struct {
-	svc      *Service
-	srv      *httptest.Server
-	payments *paymentsim.Provider
-	repo     Repository
+	svc  *Service
+	srv  *httptest.Server
+	repo Repository
 }
 
 func newHarness(t *testing.T, repo Repository, store idempotency.Store, name string, payments *httptest.Server) *harness {
@@ -197,7 +196,7 @@ func TestTransitionsFollowTheStateMachine(t *testing.T) {
 		action, ifMatch string
 		want            int
 	}{
-		{"ship", "", http.StatusConflict},          // not paid yet
+		{"ship", "", http.StatusConflict},              // not paid yet
 		{"pay", `"v9"`, http.StatusPreconditionFailed}, // stale ETag
 		{"pay", `"v1"`, http.StatusOK},
 		{"pay", "", http.StatusConflict}, // already paid

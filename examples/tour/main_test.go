@@ -1,9 +1,35 @@
 package main
 
-import "testing"
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
 
-func TestTour(t *testing.T) {
-	if err := run(false); err != nil {
+	"go.uber.org/goleak"
+)
+
+func TestTourShort(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	var out bytes.Buffer
+	rep, err := run(context.Background(), options{
+		duration: 6 * time.Second, workers: 4, seed: 3, out: &out,
+		logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
 		t.Fatal(err)
+	}
+	t.Log("\n" + out.String())
+	if broken := rep.broken(); len(broken) > 0 {
+		t.Errorf("invariants broken:\n%s", strings.Join(broken, "\n"))
+	}
+	if len(rep.st.keys) == 0 || rep.tally.replays.Load() == 0 {
+		t.Errorf("the tour created %d orders with %d replays; want some of each", len(rep.st.keys), rep.tally.replays.Load())
+	}
+	if rep.tally.ejections.Load() == 0 {
+		t.Errorf("the killed backend was never ejected")
 	}
 }

@@ -1,0 +1,101 @@
+// Command proxy runs the example reverse proxy.
+//
+//	go run ./examples/proxy/cmd/proxy -listen :8080 \
+//	    -backends 127.0.0.1:9001/a,127.0.0.1:9002/a,127.0.0.1:9003/b -zone a -algorithm peak_ewma
+//
+// It serves the proxied traffic, /livez, /readyz, /startupz and /metrics. On
+// SIGINT or SIGTERM it drains: readiness fails at once, it waits -drain-delay
+// for load balancers to notice, then lets the requests in flight finish.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/bulwark-go/bulwark/examples/internal/telemetry"
+	"github.com/bulwark-go/bulwark/examples/proxy"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "proxy:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	listen := flag.String("listen", "127.0.0.1:8080", "address to serve on")
+	backends := flag.String("backends", "", "backends, comma-separated host:port[/zone[/weight]] (required)")
+	algorithm := flag.String("algorithm", "least_request", "round_robin, least_request, peak_ewma, consistent_hash or random")
+	zone := flag.String("zone", "", "the proxy's own zone, preferred while healthy")
+	hashHeader := flag.String("hash-header", "", "header whose value keys consistent_hash (e.g. X-Customer-Id)")
+	hashCookie := flag.String("hash-cookie", "", "cookie whose value keys consistent_hash when the header is absent")
+	checkPath := flag.String("check-path", "/readyz", "path of the backends' health check")
+	checkInterval := flag.Duration("check-interval", time.Second, "time between health checks of a backend")
+	attempts := flag.Int("attempts", 3, "tries of a replayable request, the first included")
+	drainDelay := flag.Duration("drain-delay", 5*time.Second, "how long readiness fails before shutdown starts")
+	verbose := flag.Bool("v", false, "debug logs")
+	flag.Parse()
+
+	eps, err := proxy.ParseBackends(*backends)
+	if err != nil {
+		return err
+	}
+	algo, err := proxy.ParseAlgorithm(*algorithm)
+	if err != nil {
+		return err
+	}
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	tel, err := telemetry.New("proxy", os.Stderr, level)
+	if err != nil {
+		return err
+	}
+	p, err := proxy.New(proxy.Config{
+		Backends: eps, Algorithm: algo, Zone: *zone, HashHeader: *hashHeader, HashCookie: *hashCookie,
+		CheckPath: *checkPath, CheckInterval: *checkInterval, MaxAttempts: *attempts,
+		Observer: tel.Observer, Logger: tel.Logger,
+	})
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := p.Start(context.Background()); err != nil {
+		return err
+	}
+	defer p.Close()
+
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", tel.MetricsHandler())
+	mux.Handle("/", tel.Middleware(p.Handler()))
+	srv := &http.Server{Addr: *listen, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ListenAndServe() }()
+	tel.Logger.Info("proxy serving", "listen", *listen, "backends", len(eps), "algorithm", algo.String())
+
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	tel.Logger.Info("draining", "delay", drainDelay.String())
+	drainCtx, cancel := context.WithTimeout(context.Background(), *drainDelay+30*time.Second)
+	defer cancel()
+	go func() { _ = p.Drain(drainCtx) }()
+	time.Sleep(*drainDelay) // load balancers notice the failing readiness
+	if err := srv.Shutdown(drainCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return tel.Close(context.Background())
+}

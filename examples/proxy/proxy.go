@@ -1,0 +1,367 @@
+// Package proxy is an HTTP reverse proxy built from bulwark alone:
+// httputil.ReverseProxy over a balancer.Transport, with active health checks
+// and passive outlier ejection feeding the balancer, a circuit breaker per
+// backend, retries of replayable requests on another backend under a shared
+// retry budget, its own /livez, /readyz and /startupz, and a graceful drain.
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httputil"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/bulwark-go/bulwark"
+	"github.com/bulwark-go/bulwark/balancer"
+	"github.com/bulwark-go/bulwark/breaker"
+	"github.com/bulwark-go/bulwark/healthcheck"
+	"github.com/bulwark-go/bulwark/retry"
+)
+
+// Config configures a Proxy.
+type Config struct {
+	// Name names the proxy in events. If empty, "proxy".
+	Name string
+	// Backends are the upstream servers, Addr "host:port" with their zone
+	// and weight. Required.
+	Backends []bulwark.Endpoint
+	// Algorithm spreads requests over the backends. If zero, round robin.
+	Algorithm balancer.Algorithm
+	// Zone is the proxy's own zone, preferred while enough of it is
+	// healthy. If empty, zones are ignored.
+	Zone string
+	// HashHeader and HashCookie name where ConsistentHash finds a request's
+	// key: the header if present, else the cookie. If both are empty, the
+	// path.
+	HashHeader, HashCookie string
+	// CheckPath is the path of the active health check. If empty, /readyz.
+	CheckPath string
+	// CheckInterval is the time between health checks of a backend. If
+	// zero, 1 s.
+	CheckInterval time.Duration
+	// EjectionTime is how long a backend ejected by the outlier detector
+	// stays out the first time; each ejection in a row adds as much, up to 2
+	// minutes. If zero, 10 s.
+	EjectionTime time.Duration
+	// MaxAttempts bounds the tries of a replayable request, the first
+	// included. If zero, 3.
+	MaxAttempts int
+	// RetryRatio is the share of requests that may be retries, over a 10 s
+	// window (plus 10 retries a second). If zero, 0.2.
+	RetryRatio float64
+	// RetryDelay, if not nil, returns the wait before retry n (1 for the
+	// first). If nil, full jitter from 5 ms, doubling, capped at 100 ms.
+	RetryDelay func(n int) time.Duration
+	// MaxBufferedBody is the largest request body kept in memory so that
+	// a replayable request can be sent again; larger ones are sent once.
+	// If zero, 1 MiB.
+	MaxBufferedBody int64
+	// Transport sends requests to the backends. If nil, a tuned
+	// *http.Transport.
+	Transport http.RoundTripper
+	// Clock is the time source. If nil, the wall clock.
+	Clock bulwark.Clock
+	// Observer receives every component's events. If nil, none.
+	Observer bulwark.Observer
+	// Logger logs proxy errors. If nil, slog.Default().
+	Logger *slog.Logger
+}
+
+// Proxy is the reverse proxy. Use New, then Start; Close stops it. A Proxy is
+// safe for concurrent use.
+type Proxy struct {
+	cfg      Config
+	lb       *balancer.Balancer
+	checker  *healthcheck.Checker
+	outliers *healthcheck.OutlierDetector
+	breakers *breaker.Group
+	health   *healthcheck.Service
+	rp       *httputil.ReverseProxy
+	base     *http.Transport // nil when cfg.Transport was given
+	inflight sync.WaitGroup
+	draining atomic.Bool
+	handler  http.Handler
+}
+
+// New builds a Proxy from cfg.
+func New(cfg Config) (*Proxy, error) {
+	if len(cfg.Backends) == 0 {
+		return nil, errors.New("proxy: no backends")
+	}
+	if cfg.Name == "" {
+		cfg.Name = "proxy"
+	}
+	if cfg.CheckPath == "" {
+		cfg.CheckPath = "/readyz"
+	}
+	if cfg.CheckInterval == 0 {
+		cfg.CheckInterval = time.Second
+	}
+	if cfg.EjectionTime == 0 {
+		cfg.EjectionTime = 10 * time.Second
+	}
+	if cfg.MaxAttempts == 0 {
+		cfg.MaxAttempts = 3
+	}
+	if cfg.MaxBufferedBody == 0 {
+		cfg.MaxBufferedBody = 1 << 20
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	p := &Proxy{cfg: cfg}
+	base := cfg.Transport
+	if base == nil {
+		p.base = &http.Transport{
+			MaxIdleConns: 512, MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second,
+			ResponseHeaderTimeout: 10 * time.Second, ForceAttemptHTTP2: false,
+		}
+		base = p.base
+	}
+
+	var err error
+	// One breaker per backend: a backend whose calls keep failing is taken
+	// out of the rotation until a probe call succeeds.
+	p.breakers, err = breaker.NewGroup(breaker.GroupConfig{Breaker: breaker.Config{
+		Name: cfg.Name, FailureRate: 0.5, WindowCalls: 50, MinCalls: 20, ConsecutiveFailures: 10,
+		OpenDuration: 2 * time.Second, MaxOpenDuration: 30 * time.Second, OpenJitter: 0.2,
+		HalfOpenProbes: 2, Clock: cfg.Clock, Observer: cfg.Observer,
+	}})
+	if err != nil {
+		return nil, err
+	}
+	// The outlier detector and the balancer feed each other: calls go from
+	// the balancer to the detector, ejections back. The listener is bound
+	// once the balancer exists.
+	fwd := &forward{}
+	p.outliers, err = healthcheck.NewOutlierDetector(healthcheck.OutlierConfig{
+		Rules:    healthcheck.ConsecutiveGatewayFailures | healthcheck.ConsecutiveFailures | healthcheck.FailurePercentage,
+		Interval: 5 * time.Second, BaseEjectionTime: cfg.EjectionTime, MaxEjectionTime: max(2*time.Minute, cfg.EjectionTime),
+		EjectionJitter: time.Second, MaxEjectionPercent: 50, AlwaysEjectOne: true,
+		FailurePercentageMinimumHosts: 2, FailurePercentageRequestVolume: 20,
+		Listener: fwd, Observer: cfg.Observer, Clock: cfg.Clock,
+	})
+	if err != nil {
+		return nil, err
+	}
+	p.lb, err = balancer.New(balancer.Config{
+		Name: cfg.Name, Algorithm: cfg.Algorithm, Endpoints: cfg.Backends, Zone: cfg.Zone,
+		SlowStart: 5 * time.Second, Outliers: p.outliers, PickSample: 16,
+		Breaker: func(ep bulwark.Endpoint) balancer.Breaker { return p.breakers.Get(ep.Addr) },
+		Clock:   cfg.Clock, Observer: cfg.Observer,
+	})
+	if err != nil {
+		return nil, err
+	}
+	fwd.lb.Store(p.lb)
+
+	probe, err := healthcheck.HTTP(healthcheck.HTTPConfig{Path: cfg.CheckPath, Transport: base})
+	if err != nil {
+		return nil, err
+	}
+	p.checker, err = healthcheck.New(healthcheck.Config{
+		Name: cfg.Name, Probe: probe, Interval: cfg.CheckInterval, UnhealthyInterval: cfg.CheckInterval / 2,
+		EdgeInterval: cfg.CheckInterval / 4, IntervalJitter: cfg.CheckInterval / 10, Timeout: cfg.CheckInterval,
+		Rise: 2, Fall: 2, FastStart: true, Listener: p.lb, Observer: cfg.Observer, Clock: cfg.Clock,
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, ep := range cfg.Backends {
+		if err := p.checker.Add(ep); err != nil {
+			return nil, err
+		}
+	}
+
+	budget, err := retry.NewBudget(retry.BudgetConfig{Ratio: cfg.RetryRatio, Clock: cfg.Clock})
+	if err != nil {
+		return nil, err
+	}
+	rc := retry.Config{
+		Name: cfg.Name, MaxAttempts: cfg.MaxAttempts, MaxRetryAfter: 2 * time.Second,
+		Backoff: retry.Backoff{Base: 5 * time.Millisecond, Cap: 100 * time.Millisecond},
+		Budget:  budget, Clock: cfg.Clock, Observer: cfg.Observer,
+	}
+	if cfg.RetryDelay != nil {
+		rc.Delay = func(n int, _ time.Duration, _ error) time.Duration { return cfg.RetryDelay(n) }
+	}
+	policy, err := retry.New(rc)
+	if err != nil {
+		return nil, err
+	}
+	transport := &balancer.Transport{Balancer: p.lb, Base: base, Policy: policy, Key: p.key}
+	p.rp = &httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) {
+			r.Out.URL.Scheme = "http"
+			r.Out.URL.Host = "upstream" // the Transport puts the picked backend here
+			r.SetXForwarded()
+		},
+		Transport:    transport,
+		ErrorHandler: p.proxyError,
+	}
+
+	p.health, err = healthcheck.NewService(healthcheck.ServiceConfig{
+		Name: cfg.Name, Observer: cfg.Observer, Clock: cfg.Clock,
+		Ready: []healthcheck.Check{{
+			Name: "backends", TTL: 250 * time.Millisecond,
+			Run: func(context.Context) error {
+				if _, err := p.lb.Pick(""); err != nil {
+					return err
+				}
+				return nil
+			},
+		}},
+	})
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/livez", p.health.Livez())
+	mux.Handle("/readyz", p.health.Readyz())
+	mux.Handle("/startupz", p.health.Startupz())
+	mux.Handle("/", http.HandlerFunc(p.serveProxy))
+	p.handler = mux
+	return p, nil
+}
+
+// forward passes ejections to the balancer once it exists.
+type forward struct {
+	lb atomic.Pointer[balancer.Balancer]
+}
+
+func (f *forward) HealthChanged(ep bulwark.Endpoint, healthy bool) {
+	if lb := f.lb.Load(); lb != nil {
+		lb.HealthChanged(ep, healthy)
+	}
+}
+
+func (f *forward) EjectionChanged(ep bulwark.Endpoint, ejected bool) {
+	if lb := f.lb.Load(); lb != nil {
+		lb.EjectionChanged(ep, ejected)
+	}
+}
+
+// Handler returns the proxy's handler: health endpoints and the proxy.
+func (p *Proxy) Handler() http.Handler { return p.handler }
+
+// Balancer returns the balancer, for tests and reports.
+func (p *Proxy) Balancer() *balancer.Balancer { return p.lb }
+
+// Start starts the health checks and the outlier detector; Close stops them.
+func (p *Proxy) Start(ctx context.Context) error {
+	if err := p.checker.Start(ctx); err != nil {
+		return err
+	}
+	if err := p.outliers.Start(ctx); err != nil {
+		return err
+	}
+	p.health.MarkStarted()
+	return nil
+}
+
+// Drain makes readiness fail at once, so that load balancers stop sending
+// new requests, and returns when the requests in flight have finished or ctx
+// ends.
+func (p *Proxy) Drain(ctx context.Context) error {
+	p.draining.Store(true)
+	p.health.Drain()
+	done := make(chan struct{})
+	go func() { p.inflight.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close stops the background work and waits for it.
+func (p *Proxy) Close() error {
+	err := errors.Join(p.checker.Close(), p.outliers.Close())
+	if p.base != nil {
+		p.base.CloseIdleConnections()
+	}
+	return err
+}
+
+func (p *Proxy) serveProxy(w http.ResponseWriter, r *http.Request) {
+	p.inflight.Add(1)
+	defer p.inflight.Done()
+	if err := p.bufferBody(r); err != nil {
+		http.Error(w, err.Error(), http.StatusRequestEntityTooLarge)
+		return
+	}
+	p.rp.ServeHTTP(w, r)
+}
+
+// bufferBody keeps the body of a replayable request in memory, with a
+// GetBody, so that a retry can send it again. Bodies of requests that are
+// not replayable, or too large, stream through once.
+func (p *Proxy) bufferBody(r *http.Request) error {
+	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
+		return nil
+	}
+	if !idempotentMethod(r.Method) && r.Header.Get("Idempotency-Key") == "" {
+		return nil
+	}
+	if r.ContentLength > p.cfg.MaxBufferedBody {
+		return nil
+	}
+	b, err := io.ReadAll(io.LimitReader(r.Body, p.cfg.MaxBufferedBody+1))
+	if err != nil {
+		return fmt.Errorf("proxy: reading the request body: %w", err)
+	}
+	if int64(len(b)) > p.cfg.MaxBufferedBody {
+		return fmt.Errorf("proxy: request body over %d bytes", p.cfg.MaxBufferedBody)
+	}
+	r.Body = io.NopCloser(bytes.NewReader(b))
+	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
+	r.ContentLength = int64(len(b))
+	return nil
+}
+
+func idempotentMethod(m string) bool {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return false
+}
+
+func (p *Proxy) key(r *http.Request) string {
+	if p.cfg.HashHeader != "" {
+		if v := r.Header.Get(p.cfg.HashHeader); v != "" {
+			return v
+		}
+	}
+	if p.cfg.HashCookie != "" {
+		if c, err := r.Cookie(p.cfg.HashCookie); err == nil {
+			return c.Value
+		}
+	}
+	return r.URL.Path
+}
+
+func (p *Proxy) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	status := http.StatusBadGateway
+	switch {
+	case errors.Is(err, balancer.ErrNoEndpoints), errors.Is(err, balancer.ErrUnavailable), errors.Is(err, retry.ErrBudget):
+		status = http.StatusServiceUnavailable
+		w.Header().Set("Retry-After", "1")
+	case errors.Is(err, context.Canceled):
+		status = 499 // the client went away; nobody reads this
+	case errors.Is(err, context.DeadlineExceeded):
+		status = http.StatusGatewayTimeout
+	}
+	if status != 499 {
+		p.cfg.Logger.WarnContext(r.Context(), "proxy error", "method", r.Method, "path", r.URL.Path, "status", status, "error", err)
+	}
+	w.WriteHeader(status)
+}

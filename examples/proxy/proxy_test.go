@@ -1,0 +1,349 @@
+package proxy
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/bulwark-go/bulwark"
+	"github.com/bulwark-go/bulwark/balancer"
+	"github.com/bulwark-go/bulwark/bulwarktest"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// backend is an upstream server that answers with its name after delay.
+type backend struct {
+	name  string
+	srv   *httptest.Server
+	addr  string
+	delay time.Duration
+	hits  atomic.Int64
+	fail  atomic.Int32 // status to answer with instead of 200, if set
+}
+
+func newBackend(t *testing.T, name string, delay time.Duration) *backend {
+	b := &backend{name: name, delay: delay}
+	b.srv = httptest.NewServer(b)
+	u, _ := url.Parse(b.srv.URL)
+	b.addr = u.Host
+	t.Cleanup(func() { b.srv.Close() })
+	return b
+}
+
+func (b *backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/readyz" {
+		return
+	}
+	b.hits.Add(1)
+	_, _ = io.Copy(io.Discard, r.Body)
+	if b.delay > 0 {
+		time.Sleep(b.delay) // the backend's own service time: the workload, not a wait in the test
+	}
+	if code := b.fail.Load(); code != 0 {
+		w.WriteHeader(int(code))
+		return
+	}
+	_, _ = io.WriteString(w, b.name)
+}
+
+// kill closes the backend's listener and connections: it refuses connections.
+func (b *backend) kill() {
+	b.srv.CloseClientConnections()
+	b.srv.Close()
+}
+
+// restore serves again on the same address.
+func (b *backend) restore(t *testing.T) {
+	l, err := net.Listen("tcp", b.addr)
+	if err != nil {
+		t.Fatalf("listening again on %s: %v", b.addr, err)
+	}
+	b.srv = httptest.NewUnstartedServer(b)
+	b.srv.Listener.Close()
+	b.srv.Listener = l
+	b.srv.Start()
+}
+
+// counting counts the attempts the proxy sends to each backend.
+type counting struct {
+	base *http.Transport
+	mu   sync.Mutex
+	hits map[string]int
+}
+
+func (c *counting) RoundTrip(r *http.Request) (*http.Response, error) {
+	c.mu.Lock()
+	c.hits[r.URL.Host]++
+	c.mu.Unlock()
+	return c.base.RoundTrip(r)
+}
+
+func (c *counting) take() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	h := c.hits
+	c.hits = map[string]int{}
+	return h
+}
+
+// events collects the components' events for the test to wait on.
+type events struct{ ch chan bulwark.Event }
+
+func (e events) Observe(ev bulwark.Event) {
+	switch ev.Kind {
+	case bulwark.EventEjected, bulwark.EventUnejected, bulwark.EventStateChange:
+		select {
+		case e.ch <- ev:
+		default:
+		}
+	}
+}
+
+// waitFor waits, in real time but at most 10 s, for an event that matches,
+// advancing the fake clock by step before each look when step is positive.
+func (e events) waitFor(t *testing.T, clk *bulwarktest.Clock, step time.Duration, what string, match func(bulwark.Event) bool) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		if step > 0 {
+			clk.Advance(step)
+		}
+		select {
+		case ev := <-e.ch:
+			if match(ev) {
+				return
+			}
+		case <-time.After(50 * time.Millisecond):
+		case <-deadline:
+			t.Fatalf("no event %s within 10 s", what)
+		}
+	}
+}
+
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func get(client *http.Client, url string) (int, string, error) {
+	resp, err := client.Get(url)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), nil
+}
+
+func TestBackendKilledMidLoad(t *testing.T) {
+	bs := []*backend{newBackend(t, "a", 0), newBackend(t, "b", 0), newBackend(t, "c", 0)}
+	var eps []bulwark.Endpoint
+	for i, b := range bs {
+		eps = append(eps, bulwark.Endpoint{Addr: b.addr, Zone: []string{"z1", "z1", "z2"}[i]})
+	}
+	clk := bulwarktest.NewClock(time.Time{})
+	ev := events{ch: make(chan bulwark.Event, 1024)}
+	count := &counting{base: &http.Transport{MaxIdleConnsPerHost: 64}, hits: map[string]int{}}
+	defer count.base.CloseIdleConnections()
+	p, err := New(Config{
+		Backends: eps, Algorithm: balancer.LeastRequest, CheckInterval: time.Second,
+		RetryDelay: func(int) time.Duration { return 0 }, Transport: count,
+		Clock: clk, Observer: ev, Logger: quietLogger(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	front := httptest.NewServer(p.Handler())
+	defer front.Close()
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
+	defer client.CloseIdleConnections()
+
+	// Load from 4 clients; kill b after the first 300 requests.
+	var sent, failed atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for sent.Add(1) <= 900 {
+				code, _, err := get(client, front.URL+"/item")
+				if err != nil || code != http.StatusOK {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, struct {
+						code int
+						err  error
+					}{code, err})
+				}
+				if sent.Load() == 300 {
+					bs[1].kill()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n := failed.Load(); n != 0 {
+		t.Fatalf("%d of 900 GETs failed through the proxy while a backend died (first: %v); want 0", n, firstErr.Load())
+	}
+	// Passive detection ejected it during the load, before any check ran.
+	ev.waitFor(t, clk, 0, "ejected b", func(e bulwark.Event) bool {
+		return e.Kind == bulwark.EventEjected && e.Endpoint.Addr == bs[1].addr
+	})
+	// And the active check marks it unhealthy within one interval.
+	start := clk.Now()
+	ev.waitFor(t, clk, 250*time.Millisecond, "b unhealthy", func(e bulwark.Event) bool {
+		return e.Kind == bulwark.EventStateChange && e.Component == bulwark.ComponentHealthCheck &&
+			e.Endpoint.Addr == bs[1].addr && e.To == "unhealthy"
+	})
+	if took := clk.Since(start); took > 2*time.Second {
+		t.Errorf("the checker took %v to mark the dead backend unhealthy, want within its Fall of 2 probes (~1.25 s)", took)
+	}
+	count.take()
+	for i := 0; i < 200; i++ {
+		if code, _, err := get(client, front.URL+"/item"); err != nil || code != http.StatusOK {
+			t.Fatalf("GET after the ejection = %d, %v", code, err)
+		}
+	}
+	if n := count.take()[bs[1].addr]; n != 0 {
+		t.Errorf("the dead backend still got %d attempts after its ejection, want 0", n)
+	}
+
+	// Bring it back: healthy after Rise probes, back after its ejection time,
+	// then it takes traffic again.
+	bs[1].restore(t)
+	ev.waitFor(t, clk, 250*time.Millisecond, "b healthy again", func(e bulwark.Event) bool {
+		return e.Kind == bulwark.EventStateChange && e.Component == bulwark.ComponentHealthCheck &&
+			e.Endpoint.Addr == bs[1].addr && e.To == "healthy"
+	})
+	ev.waitFor(t, clk, time.Second, "b unejected", func(e bulwark.Event) bool {
+		return e.Kind == bulwark.EventUnejected && e.Endpoint.Addr == bs[1].addr
+	})
+	clk.Advance(6 * time.Second) // past the slow-start ramp
+	before := bs[1].hits.Load()
+	for i := 0; i < 300; i++ {
+		if code, _, err := get(client, front.URL+"/item"); err != nil || code != http.StatusOK {
+			t.Fatalf("GET after the restore = %d, %v", code, err)
+		}
+	}
+	if n := bs[1].hits.Load() - before; n < 30 {
+		t.Errorf("the restored backend got %d of 300 requests, want a fair share (>= 30)", n)
+	}
+}
+
+func TestRetriesOnlyReplayableRequests(t *testing.T) {
+	bad, good := newBackend(t, "bad", 0), newBackend(t, "good", 0)
+	bad.fail.Store(http.StatusServiceUnavailable)
+	p, err := New(Config{
+		Backends:   []bulwark.Endpoint{{Addr: bad.addr}, {Addr: good.addr}},
+		RetryDelay: func(int) time.Duration { return 0 }, Logger: quietLogger(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	front := httptest.NewServer(p.Handler())
+	defer front.Close()
+	client := &http.Client{Transport: &http.Transport{}}
+	defer client.CloseIdleConnections()
+	post := func(key string) int {
+		req, _ := http.NewRequest(http.MethodPost, front.URL+"/orders", strings.NewReader(`{"n":1}`))
+		if key != "" {
+			req.Header.Set("Idempotency-Key", key)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	// Round robin alternates: each POST meets the failing backend once
+	// in two; count what reached it.
+	var without503, with503 int
+	for i := 0; i < 10; i++ {
+		if post("") == http.StatusServiceUnavailable {
+			without503++
+		}
+		if post("key-"+string(rune('a'+i))) != http.StatusOK {
+			with503++
+		}
+	}
+	if without503 == 0 {
+		t.Errorf("POSTs without Idempotency-Key never saw the 503: they were retried, which is unsafe")
+	}
+	if with503 != 0 {
+		t.Errorf("%d POSTs with an Idempotency-Key failed; they are replayable and should be retried on the good backend", with503)
+	}
+}
+
+func TestDrainFlipsReadinessThenWaits(t *testing.T) {
+	release := make(chan struct{})
+	entered := make(chan struct{})
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/readyz" {
+			return
+		}
+		close(entered)
+		<-release
+		_, _ = io.WriteString(w, "done")
+	}))
+	defer slow.Close()
+	u, _ := url.Parse(slow.URL)
+	p, err := New(Config{Backends: []bulwark.Endpoint{{Addr: u.Host}}, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	front := httptest.NewServer(p.Handler())
+	defer front.Close()
+	client := &http.Client{Transport: &http.Transport{}}
+	defer client.CloseIdleConnections()
+	if code, _, _ := get(client, front.URL+"/readyz"); code != http.StatusOK {
+		t.Fatalf("/readyz before drain = %d, want 200", code)
+	}
+	result := make(chan string, 1)
+	go func() { _, body, _ := get(client, front.URL+"/slow"); result <- body }()
+	<-entered
+	drained := make(chan error, 1)
+	go func() { drained <- p.Drain(context.Background()) }()
+	// Readiness is off at once, while the request is still in flight.
+	ev := events{ch: make(chan bulwark.Event)}
+	_ = ev
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		code, _, _ := get(client, front.URL+"/readyz")
+		if code == http.StatusServiceUnavailable {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz after Drain = %d, want 503", code)
+		}
+		time.Sleep(time.Millisecond) // waiting for Drain's goroutine to be scheduled, not for time logic
+	}
+	select {
+	case err := <-drained:
+		t.Fatalf("Drain returned (%v) while a request was in flight", err)
+	default:
+	}
+	close(release)
+	if body := <-result; body != "done" {
+		t.Errorf("in-flight request got %q, want it to finish", body)
+	}
+	if err := <-drained; err != nil {
+		t.Errorf("Drain = %v", err)
+	}
+}

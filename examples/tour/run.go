@@ -1,0 +1,215 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/bulwark-go/bulwark/examples/orderservice"
+	"github.com/bulwark-go/bulwark/examples/paymentsim"
+)
+
+// report is the tour's outcome.
+type report struct {
+	st                      *stats
+	tally                   *tally
+	orders                  int
+	byState                 map[orderservice.State]int
+	shippedUnpaid           int
+	payRequests, payFailed  int
+	charges, maxChargesPer  int
+	reconciled, unreconcile int
+}
+
+// broken lists the invariants that do not hold.
+func (r *report) broken() []string {
+	var out []string
+	if n := r.st.idemErrors.Load(); n > 0 {
+		out = append(out, fmt.Sprintf("%d idempotent requests failed as seen by the client (first: %s)", n, strings.Join(r.st.samples, "; ")))
+	}
+	if len(r.st.split) > 0 {
+		out = append(out, fmt.Sprintf("%d keys answered with two different orders: %s", len(r.st.split), strings.Join(r.st.split, "; ")))
+	}
+	if keys := len(r.st.keys); r.orders != keys {
+		out = append(out, fmt.Sprintf("%d orders exist for %d idempotency keys", r.orders, keys))
+	}
+	if r.unreconcile > 0 {
+		out = append(out, fmt.Sprintf("%d keys never got their order", r.unreconcile))
+	}
+	if r.maxChargesPer > 1 {
+		out = append(out, fmt.Sprintf("an order was charged %d times", r.maxChargesPer))
+	}
+	if r.shippedUnpaid > 0 {
+		out = append(out, fmt.Sprintf("%d orders shipped without a confirmed payment", r.shippedUnpaid))
+	}
+	return out
+}
+
+func run(ctx context.Context, opt options) (*report, error) {
+	w, err := build(ctx, opt)
+	if w != nil {
+		defer w.close()
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := opt.out
+	fmt.Fprintf(out, "bulwark tour: 3 order-service backends (zones a, a, b) behind a Peak-EWMA proxy in zone a,\n")
+	fmt.Fprintf(out, "a payment provider, %d clients for %v (seed %d)\n\n", opt.workers, opt.duration, opt.seed)
+
+	st := &stats{keys: map[string]string{}, pending: map[string][]byte{}}
+	transport := &http.Transport{MaxIdleConnsPerHost: 64}
+	defer transport.CloseIdleConnections()
+	httpClient := &http.Client{Transport: transport, Timeout: 15 * time.Second}
+
+	loadCtx, stopLoad := context.WithTimeout(ctx, opt.duration)
+	defer stopLoad()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := 0; i < opt.workers; i++ {
+		c := &client{http: httpClient, base: w.front.url(), rng: rand.New(rand.NewPCG(opt.seed, uint64(i))), st: st}
+		wg.Add(1)
+		go func() { defer wg.Done(); c.work(loadCtx, i) }()
+	}
+
+	// The fault timeline, as fractions of the run.
+	b1, b2 := w.backends[0], w.backends[1]
+	steps := []struct {
+		at   float64
+		what string
+		do   func()
+	}{
+		{0.15, "backend " + b2.name + " (zone a) dies: zone a is half down, traffic spills to zone b", b2.srv.kill},
+		{0.35, "backend " + b2.name + " comes back", func() {
+			if err := b2.srv.revive(); err != nil {
+				fmt.Fprintf(out, "  (could not revive %s: %v)\n", b2.name, err)
+			}
+		}},
+		{0.50, "backend " + b1.name + " (zone a) turns slow: +150 ms a request", func() { b1.slow.Store(int64(150 * time.Millisecond)) }},
+		{0.60, "payment provider fails every request", func() { w.payments.SetFault(paymentsim.Fault{FailRate: 1}) }},
+		{0.80, "payment provider recovers; " + b1.name + " is fast again", func() {
+			w.payments.SetFault(paymentsim.Fault{})
+			b1.slow.Store(0)
+		}},
+	}
+	share := func() string {
+		picks := w.tally.takePicks()
+		var total int64
+		for _, n := range picks {
+			total += n
+		}
+		parts := make([]string, 0, len(w.backends))
+		for _, b := range w.backends {
+			pct := 0.0
+			if total > 0 {
+				pct = 100 * float64(picks[b.srv.addr]) / float64(total)
+			}
+			parts = append(parts, fmt.Sprintf("%s %3.0f%%", b.name, pct))
+		}
+		return strings.Join(parts, ", ")
+	}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	next := 0
+	for loadCtx.Err() == nil {
+		select {
+		case <-loadCtx.Done():
+		case <-tick.C:
+		}
+		elapsed := time.Since(start)
+		for next < len(steps) && elapsed >= time.Duration(steps[next].at*float64(opt.duration)) {
+			fmt.Fprintf(out, "t=%4.1fs  traffic since the last change: %s\n", elapsed.Seconds(), share())
+			fmt.Fprintf(out, "t=%4.1fs  ** %s\n", elapsed.Seconds(), steps[next].what)
+			steps[next].do()
+			next++
+		}
+		open := w.tally.open()
+		breakers := "all closed"
+		if len(open) > 0 {
+			sort.Strings(open)
+			breakers = strings.Join(open, " ")
+		}
+		fmt.Fprintf(out, "t=%4.1fs  requests %5d  client errors %d  retries %4d  replays %4d  ejections %d  breakers: %s\n",
+			elapsed.Seconds(), st.requests.Load(), st.idemErrors.Load(), w.tally.retries.Load(), w.tally.replays.Load(),
+			w.tally.ejections.Load(), breakers)
+	}
+	wg.Wait()
+	fmt.Fprintf(out, "t=%4.1fs  traffic since the last change: %s\n", time.Since(start).Seconds(), share())
+	for ; next < len(steps); next++ { // a run too short for its timeline still ends healthy
+		steps[next].do()
+	}
+
+	// A client that never got the answer to a create sends it again, with
+	// the same key, once the system is healthy: it must get its order.
+	rep := &report{st: st, tally: w.tally, byState: map[orderservice.State]int{}}
+	settle, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	c := &client{http: httpClient, base: w.front.url(), rng: rand.New(rand.NewPCG(opt.seed, 99)), st: st}
+	st.mu.Lock()
+	pending := make(map[string][]byte, len(st.pending))
+	for k, v := range st.pending {
+		pending[k] = v
+	}
+	st.mu.Unlock()
+	for key, body := range pending {
+		c.create(settle, key, body)
+		rep.reconciled++
+	}
+	st.mu.Lock()
+	rep.unreconcile = len(st.pending)
+	st.mu.Unlock()
+
+	if rep.orders, err = w.repo.Count(ctx); err != nil {
+		return nil, err
+	}
+	st.mu.Lock()
+	ids := append([]string(nil), st.orders...)
+	st.mu.Unlock()
+	for _, id := range ids {
+		o, err := w.repo.Get(ctx, id)
+		if err != nil {
+			return nil, fmt.Errorf("order %s of a key is missing: %w", id, err)
+		}
+		rep.byState[o.State]++
+		if o.State == orderservice.Shipped && o.PaymentID == "" {
+			rep.shippedUnpaid++
+		}
+	}
+	rep.payRequests, rep.payFailed, rep.charges, rep.maxChargesPer = w.payments.Stats()
+	rep.print(out, time.Since(start))
+	return rep, nil
+}
+
+func (r *report) print(out io.Writer, took time.Duration) {
+	fmt.Fprintf(out, "\n== report after %v\n", took.Round(100*time.Millisecond))
+	fmt.Fprintf(out, "client requests          %d\n", r.st.requests.Load())
+	fmt.Fprintf(out, "client-visible errors    %d  (GETs and keyed creates; must be 0)\n", r.st.idemErrors.Load())
+	fmt.Fprintf(out, "duplicate creates sent   %d  → replays %d, waits for an in-flight first %d (409 seen: %d)\n",
+		r.st.duplicates.Load(), r.tally.replays.Load(), r.tally.conflicts.Load(), r.st.createConflict.Load())
+	fmt.Fprintf(out, "orders created           %d  for %d unique keys (late answers reconciled: %d)\n", r.orders, len(r.st.keys), r.reconciled)
+	fmt.Fprintf(out, "orders by state          created %d, paid %d, shipped %d, cancelled %d\n",
+		r.byState[orderservice.Created], r.byState[orderservice.Paid], r.byState[orderservice.Shipped], r.byState[orderservice.Cancelled])
+	fmt.Fprintf(out, "transitions lost a race  %d  (409/412 under If-Match)\n", r.st.raceLost.Load())
+	fmt.Fprintf(out, "payments                 %d requests, %d failed on purpose, %d charges, at most %d per order\n",
+		r.payRequests, r.payFailed, r.charges, r.maxChargesPer)
+	fmt.Fprintf(out, "pay refused in outage    %d\n", r.st.payRefused.Load())
+	fmt.Fprintf(out, "retries                  %d  (gave up %d, budget refused %d)\n", r.tally.retries.Load(), r.tally.giveUps.Load(), r.tally.budget.Load())
+	fmt.Fprintf(out, "rejections               %d  (open breakers, budgets)\n", r.tally.rejections.Load())
+	fmt.Fprintf(out, "ejections                %d  (returned %d)\n", r.tally.ejections.Load(), r.tally.unejections.Load())
+	counts := r.tally.transitionCounts()
+	keys := make([]string, 0, len(counts))
+	for k := range counts {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	fmt.Fprintln(out, "state changes:")
+	for _, k := range keys {
+		fmt.Fprintf(out, "  %-52s %d\n", k, counts[k])
+	}
+}

@@ -1,0 +1,101 @@
+package main
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"github.com/bulwark-go/bulwark"
+)
+
+// tally counts the components' events for the progress line and the report.
+type tally struct {
+	retries, giveUps, budget, rejections atomic.Int64
+	ejections, unejections, replays      atomic.Int64
+	conflicts, mismatches, claims        atomic.Int64
+
+	mu          sync.Mutex        // guards the fields below
+	picks       map[string]int64  // endpoint → estimated picks by the proxy
+	transitions map[string]int    // "breaker payments closed→open" → count
+	breakers    map[string]string // breaker name → current state
+	health      map[string]string // endpoint → current health state
+}
+
+func newTally() *tally {
+	return &tally{picks: map[string]int64{}, transitions: map[string]int{}, breakers: map[string]string{}, health: map[string]string{}}
+}
+
+func (t *tally) Observe(e bulwark.Event) {
+	switch e.Kind {
+	case bulwark.EventRetry:
+		t.retries.Add(1)
+	case bulwark.EventGiveUp:
+		t.giveUps.Add(1)
+	case bulwark.EventBudgetExhausted:
+		t.budget.Add(1)
+	case bulwark.EventRejected:
+		t.rejections.Add(1)
+	case bulwark.EventEjected:
+		t.ejections.Add(1)
+	case bulwark.EventUnejected:
+		t.unejections.Add(1)
+	case bulwark.EventReplayed:
+		t.replays.Add(1)
+	case bulwark.EventConflict:
+		t.conflicts.Add(1)
+	case bulwark.EventMismatch:
+		t.mismatches.Add(1)
+	case bulwark.EventClaimed:
+		t.claims.Add(1)
+	case bulwark.EventPick:
+		t.mu.Lock()
+		t.picks[e.Endpoint.Addr] += int64(max(e.Attempt, 1)) // Attempt is the sampling weight
+		t.mu.Unlock()
+	case bulwark.EventStateChange:
+		t.mu.Lock()
+		switch e.Component {
+		case bulwark.ComponentBreaker:
+			t.transitions[e.Component+" "+e.Name+" "+e.From+"→"+e.To]++
+			t.breakers[e.Name] = e.To
+		case bulwark.ComponentHealthCheck:
+			if e.Endpoint.Addr != "" {
+				t.health[e.Endpoint.Addr] = e.To
+			}
+			t.transitions[e.Component+" "+e.From+"→"+e.To]++
+		default:
+			t.transitions[e.Component+" "+e.Name+" "+e.From+"→"+e.To]++
+		}
+		t.mu.Unlock()
+	}
+}
+
+// open lists the breakers that are not closed.
+func (t *tally) open() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []string
+	for name, st := range t.breakers {
+		if st != "closed" {
+			out = append(out, name+":"+st)
+		}
+	}
+	return out
+}
+
+func (t *tally) transitionCounts() map[string]int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make(map[string]int, len(t.transitions))
+	for k, v := range t.transitions {
+		out[k] = v
+	}
+	return out
+}
+
+// takePicks returns the picks per endpoint since the last call.
+func (t *tally) takePicks() map[string]int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p := t.picks
+	t.picks = map[string]int64{}
+	return p
+}
