@@ -78,8 +78,9 @@ type faultyStore struct {
 	claims       atomic.Int64
 	inClaim      atomic.Int64
 	maxInClaim   atomic.Int64
-	gate         chan struct{} // if not nil, Claim waits for it to close
-	entered      chan struct{} // if not nil, receives once per Claim entered
+	mangle       func([]byte) []byte // if not nil, rewrites the values stored
+	gate         chan struct{}       // if not nil, Claim waits for it to close
+	entered      chan struct{}       // if not nil, receives once per Claim entered
 }
 
 func (s *faultyStore) Claim(ctx context.Context, key string, fp []byte, lease time.Duration) (idempotency.Claim, error) {
@@ -107,6 +108,9 @@ func (s *faultyStore) Claim(ctx context.Context, key string, fp []byte, lease ti
 func (s *faultyStore) Complete(ctx context.Context, key string, token uint64, value []byte, retention time.Duration) error {
 	if s.failComplete.Load() {
 		return errOutage
+	}
+	if s.mangle != nil {
+		value = s.mangle(value)
 	}
 	return s.Store.Complete(ctx, key, token, value, retention)
 }

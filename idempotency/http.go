@@ -481,20 +481,23 @@ func (m *middleware) replay(w http.ResponseWriter, key string, b []byte) {
 		return
 	}
 	b = b[k:]
+	// Check every field before setting any header.
+	rest := b
+	for range n {
+		var ok1, ok2 bool
+		_, rest, ok1 = skipField(rest)
+		_, rest, ok2 = skipField(rest)
+		if !ok1 || !ok2 {
+			m.corrupt(w, key)
+			return
+		}
+	}
 	h := w.Header()
 	for range n {
-		name, rest, ok := m.headerName(b)
-		if !ok {
-			m.corrupt(w, key)
-			return
-		}
-		value, rest, ok := field(rest)
-		if !ok {
-			m.corrupt(w, key)
-			return
-		}
+		name, rest, _ := m.headerName(b)
+		value, rest, _ := skipField(rest)
 		b = rest
-		h[name] = append(h[name], value)
+		h[name] = append(h[name], string(value))
 	}
 	h.Set(headerReplayed, "true")
 	if flags&flagBodyOmitted != 0 {
@@ -508,25 +511,26 @@ func (m *middleware) replay(w http.ResponseWriter, key string, b []byte) {
 // headerName reads a field holding a header name, returning the string of
 // the configured name it equals, so that replays do not allocate names.
 func (m *middleware) headerName(b []byte) (string, []byte, bool) {
-	n, k := binary.Uvarint(b)
-	if k <= 0 || n > uint64(len(b)-k) {
+	raw, rest, ok := skipField(b)
+	if !ok {
 		return "", nil, false
 	}
-	raw := b[k : k+int(n)]
 	for _, name := range m.replayHdrs {
 		if string(raw) == name {
-			return name, b[k+int(n):], true
+			return name, rest, true
 		}
 	}
-	return string(raw), b[k+int(n):], true
+	return string(raw), rest, true
 }
 
-func field(b []byte) (string, []byte, bool) {
+// skipField returns the content of the length-prefixed field at the start of
+// b and what follows it.
+func skipField(b []byte) (field, rest []byte, ok bool) {
 	n, k := binary.Uvarint(b)
 	if k <= 0 || n > uint64(len(b)-k) {
-		return "", nil, false
+		return nil, nil, false
 	}
-	return string(b[k : k+int(n)]), b[k+int(n):], true
+	return b[k : k+int(n)], b[k+int(n):], true
 }
 
 func (m *middleware) corrupt(w http.ResponseWriter, key string) {

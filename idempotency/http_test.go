@@ -1,6 +1,7 @@
 package idempotency_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -567,6 +568,37 @@ func TestMiddlewareStoreOutage(t *testing.T) {
 			s.do(post("k", "x"))
 			if w := s.do(post("k", "x")); w.Header().Get("Idempotent-Replayed") != "true" {
 				t.Errorf("after the outage: no replay")
+			}
+		})
+	}
+}
+
+// A stored response that cannot be decoded answers 500 and sets none of its
+// headers.
+func TestMiddlewareCorruptRecord(t *testing.T) {
+	tests := []struct {
+		name   string
+		mangle func([]byte) []byte
+	}{
+		{"empty", func([]byte) []byte { return nil }},
+		{"other kind", func(b []byte) []byte { return append([]byte{'v'}, b[1:]...) }},
+		{"cut in the status", func(b []byte) []byte { return b[:3] }},
+		{"cut in a header", func(b []byte) []byte { return b[:12] }},
+		{"header count too high", func(b []byte) []byte { c := bytes.Clone(b); c[4] = 100; return c }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := &orders{}
+			s := newServer(t, h, idempotency.Config{}, idempotency.HTTPConfig{})
+			s.store.mangle = tt.mangle
+			s.do(post("k", "x"))
+			w := s.do(post("k", "x"))
+			problemOf(t, w, http.StatusInternalServerError)
+			if loc := w.Header().Get("Location"); loc != "" {
+				t.Errorf("corrupt replay set Location %q", loc)
+			}
+			if n := s.obs.count(bulwark.EventStoreError, "corrupt"); n != 1 {
+				t.Errorf("%d corrupt events, want 1", n)
 			}
 		})
 	}
