@@ -100,8 +100,8 @@
 //     updating in flight. The balancer package reports picks but not
 //     finished calls: the code that calls Pick.Done reports the call (an
 //     EventCall with Component "balancer", the balancer's Name, the Endpoint,
-//     Outcome and Latency) to feed in flight and call.duration, the per-
-//     endpoint latency histogram.
+//     Outcome and Latency) to feed in flight and call.duration, the latency
+//     histogram per endpoint.
 //   - store.duration records Event.Latency of idempotency events that carry
 //     it, with outcome "failure" for store_error and "success" otherwise.
 //

@@ -55,9 +55,8 @@ type optionFunc func(*config)
 func (f optionFunc) apply(c *config) { f(c) }
 
 // WithMeterProvider sets the MeterProvider the Observer creates its meter
-// from. If nil or not given, the global provider (otel.GetMeterProvider) is
-// used, as it is when the option is absent; the global provider forwards to an
-// SDK installed later with otel.SetMeterProvider.
+// from. If nil or not given, the global provider (otel.GetMeterProvider),
+// which forwards to an SDK installed later with otel.SetMeterProvider.
 func WithMeterProvider(mp metric.MeterProvider) Option {
 	return optionFunc(func(c *config) { c.mp = mp })
 }
