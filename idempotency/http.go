@@ -474,6 +474,10 @@ func (m *middleware) replay(w http.ResponseWriter, key string, b []byte) {
 	}
 	flags := b[1]
 	status := int(binary.BigEndian.Uint16(b[2:4]))
+	if status < 200 || status > 999 {
+		m.corrupt(w, key) // net/http would panic on it; we never store it
+		return
+	}
 	b = b[4:]
 	n, k := binary.Uvarint(b)
 	if k <= 0 || n > uint64(len(b)) {
