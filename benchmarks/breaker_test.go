@@ -1,7 +1,10 @@
+//go:build unix
+
 package benchmarks
 
 import (
 	"context"
+	"syscall"
 	"testing"
 	"time"
 
@@ -92,6 +95,23 @@ func bkCases(b *testing.B, rule string) []bkCase {
 	}
 }
 
+// cpuTime returns the CPU time the process has used, user and system.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// reportCPU adds cpu-ns/op: the process's CPU time per op. On a machine
+// shared with other work, ns/op (wall time) grows with the time spent waiting
+// for a core; cpu-ns/op does not. A parallel benchmark that scales has a
+// cpu-ns/op of about GOMAXPROCS × its ns/op.
+func reportCPU(b *testing.B, start time.Duration) {
+	b.ReportMetric(float64(cpuTime()-start)/float64(b.N), "cpu-ns/op")
+}
+
 // BenchmarkBreaker runs bulwark's breaker and its peers side by side:
 // BenchmarkBreaker/<rule>/<library>/<API>[/parallel].
 func BenchmarkBreaker(b *testing.B) {
@@ -99,14 +119,17 @@ func BenchmarkBreaker(b *testing.B) {
 		for _, c := range bkCases(b, rule) {
 			b.Run(rule+"/"+c.name, func(b *testing.B) {
 				b.ReportAllocs()
+				cpu := cpuTime()
 				for b.Loop() {
 					if err := c.call(); err != nil {
 						b.Fatal(err)
 					}
 				}
+				reportCPU(b, cpu)
 			})
 			b.Run(rule+"/"+c.name+"/parallel", func(b *testing.B) {
 				b.ReportAllocs()
+				cpu := cpuTime()
 				b.RunParallel(func(pb *testing.PB) {
 					for pb.Next() {
 						if err := c.call(); err != nil {
@@ -115,6 +138,7 @@ func BenchmarkBreaker(b *testing.B) {
 						}
 					}
 				})
+				reportCPU(b, cpu)
 			})
 		}
 	}

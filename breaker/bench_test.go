@@ -21,6 +21,16 @@ var benchConfigs = []struct {
 	{"timeWindow", breaker.Config{FailureRate: 0.5, WindowDuration: 10 * time.Second}},
 }
 
+// reportCPU adds cpu-ns/op, the process's CPU time per op: on a machine
+// shared with other work, ns/op (wall time) also counts the time spent
+// waiting for a core, and cpu-ns/op does not. A parallel benchmark that
+// scales has a cpu-ns/op of about GOMAXPROCS × its ns/op.
+func reportCPU(b *testing.B, start time.Duration) {
+	if start > 0 {
+		b.ReportMetric(float64(cpuTime()-start)/float64(b.N), "cpu-ns/op")
+	}
+}
+
 func BenchmarkDo(b *testing.B) {
 	ctx := context.Background()
 	for _, bc := range benchConfigs {
@@ -30,14 +40,17 @@ func BenchmarkDo(b *testing.B) {
 		}
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()
+			cpu := cpuTime()
 			for b.Loop() {
 				if err := br.Do(ctx, noop); err != nil {
 					b.Fatal(err)
 				}
 			}
+			reportCPU(b, cpu)
 		})
 		b.Run(bc.name+"/parallel", func(b *testing.B) {
 			b.ReportAllocs()
+			cpu := cpuTime()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
 					if err := br.Do(ctx, noop); err != nil {
@@ -46,6 +59,7 @@ func BenchmarkDo(b *testing.B) {
 					}
 				}
 			})
+			reportCPU(b, cpu)
 		})
 	}
 }

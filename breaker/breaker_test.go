@@ -530,7 +530,7 @@ func TestNewInvalid(t *testing.T) {
 		{"backoff below 1", breaker.Config{OpenBackoff: 0.5}, "OpenBackoff 0.5 below 1"},
 		{"jitter of 1", breaker.Config{OpenJitter: 1}, "OpenJitter 1 outside [0, 1)"},
 		{"too many probes", breaker.Config{HalfOpenProbes: 5000}, "HalfOpenProbes 5000 outside"},
-		{"buckets too fine", breaker.Config{FailureRate: 0.5, WindowDuration: 5, WindowBuckets: 10}, "shorter than WindowBuckets"},
+		{"buckets too fine", breaker.Config{FailureRate: 0.5, WindowDuration: 5 * time.Millisecond, WindowBuckets: 10}, "time window step WindowDuration / WindowBuckets = 5ms / 10 below 1ms"},
 		{"buckets without window", breaker.Config{WindowBuckets: 3}, "WindowBuckets without WindowDuration"},
 	}
 	for _, tt := range tests {

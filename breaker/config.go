@@ -81,7 +81,7 @@ type Config struct {
 	WindowDuration time.Duration
 
 	// WindowBuckets is the number of steps the time window slides in. If
-	// zero, 10. Only with WindowDuration.
+	// zero, 10. Only with WindowDuration; each step must last at least 1 ms.
 	WindowBuckets int
 
 	// MinCalls is the number of calls (successes and failures) a window
@@ -255,8 +255,8 @@ func (c Config) settings() (settings, error) {
 	if s.windowDur > 0 && s.buckets == 0 {
 		s.buckets = 10
 	}
-	if s.windowDur > 0 && s.windowDur/time.Duration(s.buckets) == 0 {
-		bad("WindowDuration %v shorter than WindowBuckets %d nanoseconds", s.windowDur, s.buckets)
+	if s.windowDur > 0 && s.windowDur/time.Duration(s.buckets) < time.Millisecond {
+		bad("time window step WindowDuration / WindowBuckets = %v / %d below 1ms", s.windowDur, s.buckets)
 	}
 	if windows && s.minCalls == 0 {
 		s.minCalls = 10
