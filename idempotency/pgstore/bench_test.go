@@ -55,6 +55,7 @@ func runClients(b *testing.B, clients int, op func(i int64) error) {
 	b.ReportAllocs()
 	var lat latencies
 	var seq atomic.Int64
+	b.ResetTimer()
 	start := time.Now()
 	if clients == 1 {
 		d := make([]time.Duration, 0, b.N)

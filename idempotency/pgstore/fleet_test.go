@@ -42,7 +42,7 @@ func serve(ctx context.Context, s *Store, pool *pgxpool.Pool, orders, key string
 		f()
 		mu.Unlock()
 	}
-	for range 2000 {
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); {
 		c, err := s.Claim(ctx, key, []byte("payload-"+key), time.Minute)
 		switch {
 		case err != nil:
@@ -72,7 +72,7 @@ func serve(ctx context.Context, s *Store, pool *pgxpool.Pool, orders, key string
 		record(func() { res.Errors = append(res.Errors, err.Error()) })
 		return
 	}
-	record(func() { res.Errors = append(res.Errors, fmt.Sprintf("%q still in flight after 2000 tries", key)) })
+	record(func() { res.Errors = append(res.Errors, fmt.Sprintf("%q still in flight after a minute", key)) })
 }
 
 // hammer sends fleetRequests concurrent requests over fleetKeys keys, once

@@ -37,7 +37,7 @@ type fleetResult struct {
 // with its result; a loser that finds the key in flight asks again shortly,
 // until it gets the stored result replayed.
 func serve(ctx context.Context, s *Store, rdb redis.UniversalClient, key string, res *fleetResult, mu *sync.Mutex) {
-	for range 1000 {
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); {
 		c, err := s.Claim(ctx, key, []byte("payload-"+key), time.Minute)
 		switch {
 		case err != nil:
@@ -74,7 +74,7 @@ func serve(ctx context.Context, s *Store, rdb redis.UniversalClient, key string,
 		return
 	}
 	mu.Lock()
-	res.Errors = append(res.Errors, fmt.Sprintf("%q still in flight after 1000 tries", key))
+	res.Errors = append(res.Errors, fmt.Sprintf("%q still in flight after a minute", key))
 	mu.Unlock()
 }
 
