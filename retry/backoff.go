@@ -46,11 +46,11 @@ func (j Jitter) String() string {
 	return fmt.Sprintf("jitter(%d)", uint8(j))
 }
 
-// Default backoff parameters, used for zero fields of a Backoff.
+// The defaults for zero fields of a Backoff.
 const (
-	DefaultBase       = 100 * time.Millisecond
-	DefaultCap        = 10 * time.Second
-	DefaultMultiplier = 2.0
+	defaultBase       = 100 * time.Millisecond
+	defaultCap        = 10 * time.Second
+	defaultMultiplier = 2.0
 )
 
 // Backoff computes the delay before each retry. The zero Backoff is usable:
@@ -93,14 +93,14 @@ func (b Backoff) validate() error {
 
 func (b Backoff) base() time.Duration {
 	if b.Base == 0 {
-		return DefaultBase
+		return defaultBase
 	}
 	return b.Base
 }
 
 func (b Backoff) cap() time.Duration {
 	if b.Cap == 0 {
-		return DefaultCap
+		return defaultCap
 	}
 	return b.Cap
 }

@@ -12,7 +12,7 @@ import (
 func wantCeiling(b Backoff, n int) time.Duration {
 	base, cp, m := b.base(), b.cap(), b.Multiplier
 	if m == 0 {
-		m = DefaultMultiplier
+		m = defaultMultiplier
 	}
 	f := float64(base) * math.Pow(m, float64(max(n, 1)-1))
 	if f >= float64(cp) || math.IsNaN(f) {

@@ -182,9 +182,9 @@ func (b *Budget) foldLocked(now time.Time) {
 	b.retries *= decay
 }
 
-// Available returns how many retries the budget would allow at once now; it
-// is for monitoring and tests, and does not withdraw.
-func (b *Budget) Available() int {
+// available returns how many retries the budget would allow at once now, for
+// tests; it does not withdraw.
+func (b *Budget) available() int {
 	if b.maxTokens > 0 && b.tokens.Load()*2 <= b.maxTokens {
 		return 0
 	}

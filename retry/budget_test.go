@@ -73,15 +73,15 @@ func TestBudgetExhaustionAndRefill(t *testing.T) {
 	if got := withdrawAll(b, clk.Now()); got != 20 {
 		t.Errorf("withdrawals after 100 requests = %d, want 20", got)
 	}
-	if got := b.Available(); got != 0 {
-		t.Errorf("Available() after exhaustion = %d, want 0", got)
+	if got := b.available(); got != 0 {
+		t.Errorf("available() after exhaustion = %d, want 0", got)
 	}
 	// The spent retries decay with the window: after 3 windows, ~95 % of
 	// them are forgotten, and so are the requests.
 	clk.Advance(30 * time.Second)
-	got := b.Available()
+	got := b.available()
 	if got < 4 || got > 6 {
-		t.Errorf("Available() after 3 idle windows = %d, want about 5 (the minimum again)", got)
+		t.Errorf("available() after 3 idle windows = %d, want about 5 (the minimum again)", got)
 	}
 	// Steady traffic refills it: 100 requests a second for a minute allow
 	// about 20 retries a second, a window's worth at once.
@@ -90,12 +90,12 @@ func TestBudgetExhaustionAndRefill(t *testing.T) {
 			b.deposit()
 		}
 		clk.Advance(time.Second)
-		b.Available() // fold, as a retrying caller would
+		b.available() // fold, as a retrying caller would
 	}
-	got = b.Available()
+	got = b.available()
 	want := 0.2*100*10 + 0.5*10 // ratio × rate × window + min × window
 	if float64(got) < want*0.95 || float64(got) > want*1.05 {
-		t.Errorf("Available() under 100 req/s = %d, want about %v", got, want)
+		t.Errorf("available() under 100 req/s = %d, want about %v", got, want)
 	}
 }
 

@@ -24,6 +24,7 @@
 // Retry-After (see ParseRetryAfter and StatusError).
 //
 // The first attempt costs nothing beyond the call of op: no allocation, no
-// clock read, no timer. The clock is read, and the random source drawn from,
-// only once a retry is needed.
+// clock read, no timer (unless MaxElapsed or AttemptTimeout asks for them;
+// a Budget adds one atomic add). The clock is read, and the random source
+// drawn from, only once a retry is needed.
 package retry

@@ -108,9 +108,9 @@ func NewHedge(cfg HedgeConfig) (*Hedge, error) {
 	return h, nil
 }
 
-// HedgeDelay returns the wait before the next hedged attempt: Delay, or the
+// currentDelay returns the wait before the next hedged attempt: Delay, or the
 // tracked percentile of latencies once enough are known.
-func (h *Hedge) HedgeDelay() time.Duration {
+func (h *Hedge) currentDelay() time.Duration {
 	if d := h.tracked.Load(); d > 0 {
 		return time.Duration(d)
 	}
@@ -156,7 +156,7 @@ func (h *Hedge) Do(ctx context.Context, op func(context.Context) error) error {
 		last   error
 		reason error
 	)
-	delay := h.HedgeDelay()
+	delay := h.currentDelay()
 	if h.max > 1 {
 		timer = h.clk.NewTimer(delay)
 		defer timer.Stop()
@@ -217,7 +217,7 @@ func (h *Hedge) Do(ctx context.Context, op func(context.Context) error) error {
 			}
 		case <-tick:
 			if reason == nil && spend() && launched < h.max {
-				delay = h.HedgeDelay()
+				delay = h.currentDelay()
 				timer.Reset(delay)
 			} else {
 				tick = nil

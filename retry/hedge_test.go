@@ -237,24 +237,24 @@ func TestHedgeCallerCancel(t *testing.T) {
 func TestHedgeTracksPercentile(t *testing.T) {
 	clk := bulwarktest.NewClock(time.Time{})
 	h := mustHedge(t, HedgeConfig{Percentile: 0.95, Delay: time.Second, Clock: clk})
-	if got := h.HedgeDelay(); got != time.Second {
-		t.Errorf("HedgeDelay() with no samples = %v, want the initial 1s", got)
+	if got := h.currentDelay(); got != time.Second {
+		t.Errorf("currentDelay() with no samples = %v, want the initial 1s", got)
 	}
 	// Latencies 1..100 ms, uniformly: p95 is 95 ms.
 	for i := range 1000 {
 		h.record(time.Duration(i%100+1) * time.Millisecond)
 	}
-	got := h.HedgeDelay()
+	got := h.currentDelay()
 	if got < 95*time.Millisecond || got > 95*time.Millisecond*1125/1000 {
-		t.Errorf("HedgeDelay() after 1..100ms = %v, want within 12.5%% above 95ms", got)
+		t.Errorf("currentDelay() after 1..100ms = %v, want within 12.5%% above 95ms", got)
 	}
 	// Latencies rise tenfold: the percentile follows as old counts decay.
 	for i := range 20000 {
 		h.record(time.Duration(i%100+1) * 10 * time.Millisecond)
 	}
-	got = h.HedgeDelay()
+	got = h.currentDelay()
 	if got < 900*time.Millisecond || got > 1070*time.Millisecond {
-		t.Errorf("HedgeDelay() after 10..1000ms = %v, want about 950ms", got)
+		t.Errorf("currentDelay() after 10..1000ms = %v, want about 950ms", got)
 	}
 }
 

@@ -83,11 +83,11 @@ type Config struct {
 	Observer bulwark.Observer
 }
 
-// DefaultMaxAttempts and DefaultMaxRetryAfter are the defaults of the Config
+// defaultMaxAttempts and defaultMaxRetryAfter are the defaults of the Config
 // fields of the same names.
 const (
-	DefaultMaxAttempts   = 3
-	DefaultMaxRetryAfter = time.Minute
+	defaultMaxAttempts   = 3
+	defaultMaxRetryAfter = time.Minute
 )
 
 // The reasons a Policy or a Hedge gives up, found with errors.Is in the error
@@ -203,7 +203,7 @@ type Policy struct {
 func New(cfg Config) (*Policy, error) {
 	switch {
 	case cfg.MaxAttempts < 0:
-		return nil, fmt.Errorf("retry: MaxAttempts %d, want 0 (default %d) or at least 1", cfg.MaxAttempts, DefaultMaxAttempts)
+		return nil, fmt.Errorf("retry: MaxAttempts %d, want 0 (default %d) or at least 1", cfg.MaxAttempts, defaultMaxAttempts)
 	case cfg.MaxElapsed < 0:
 		return nil, fmt.Errorf("retry: negative MaxElapsed %v", cfg.MaxElapsed)
 	case cfg.AttemptTimeout < 0:
@@ -231,10 +231,10 @@ func New(cfg Config) (*Policy, error) {
 		obs:              cfg.Observer,
 	}
 	if p.maxAttempts == 0 {
-		p.maxAttempts = DefaultMaxAttempts
+		p.maxAttempts = defaultMaxAttempts
 	}
 	if p.maxRetryAfter == 0 {
-		p.maxRetryAfter = DefaultMaxRetryAfter
+		p.maxRetryAfter = defaultMaxRetryAfter
 	}
 	p.wall = p.clk == bulwark.WallClock()
 	seed := cfg.Seed
