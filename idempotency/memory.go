@@ -69,15 +69,19 @@ type MemoryStore struct {
 
 type memShard struct {
 	mu      sync.Mutex
-	records map[string]memRecord // guarded by mu
-	next    uint64               // guarded by mu; the last token issued
-	closed  bool                 // guarded by mu
-	_       [24]byte             // keeps neighbouring shards' locks off one cache line
+	records map[string]*memRecord // guarded by mu, and so are the records
+	next    uint64                // guarded by mu; the last token issued
+	closed  bool                  // guarded by mu
+	_       [24]byte              // keeps neighbouring shards' locks off one cache line
 }
 
+// memRecord is one key's record. Its fields change under the shard's lock,
+// but the contents of fingerprint and value never do once set: a new claim or
+// completion sets new ones. So a copy of the struct taken under the lock can
+// be read after it.
 type memRecord struct {
-	fingerprint string // immutable copy of the claim's fingerprint
-	value       []byte // immutable copy of the result; nil while in flight
+	fingerprint string // copy of the claim's fingerprint
+	value       []byte // copy of the result; nil while in flight
 	token       uint64
 	completed   bool
 	leaseExpiry time.Time
@@ -123,7 +127,7 @@ func NewMemoryStore(cfg MemoryConfig) (*MemoryStore, error) {
 		interval: cfg.JanitorInterval,
 	}
 	for i := range s.shards {
-		s.shards[i].records = make(map[string]memRecord)
+		s.shards[i].records = make(map[string]*memRecord)
 	}
 	if s.interval > 0 {
 		s.janitor = s.clock.AfterFunc(s.interval, s.sweepTick)
@@ -157,8 +161,9 @@ func (s *MemoryStore) Claim(ctx context.Context, key string, fingerprint []byte,
 	takeover := false
 	if ok {
 		if r.live(now) {
+			snap := *r
 			sh.mu.Unlock()
-			return Claim{Record: r.record(key)}, nil
+			return Claim{Record: snap.record(key)}, nil
 		}
 		takeover = !r.completed
 	} else if len(sh.records) >= s.perShard && sh.sweepLocked(now) == 0 {
@@ -167,7 +172,11 @@ func (s *MemoryStore) Claim(ctx context.Context, key string, fingerprint []byte,
 	}
 	sh.next++
 	token := sh.next
-	sh.records[key] = memRecord{
+	if !ok {
+		r = new(memRecord)
+		sh.records[key] = r
+	}
+	*r = memRecord{
 		fingerprint: string(fingerprint),
 		token:       token,
 		leaseExpiry: now.Add(lease),
@@ -204,7 +213,6 @@ func (s *MemoryStore) Complete(ctx context.Context, key string, token uint64, va
 	r.completed = true
 	r.value = v
 	r.expiresAt = now.Add(retention)
-	sh.records[key] = r
 	sh.mu.Unlock()
 	return nil
 }
@@ -251,13 +259,13 @@ func (s *MemoryStore) Get(ctx context.Context, key string) (Record, error) {
 		sh.mu.Unlock()
 		return Record{}, fmt.Errorf("%w: %q", ErrNotFound, key)
 	}
+	snap := *r
 	sh.mu.Unlock()
-	return r.record(key), nil
+	return snap.record(key), nil
 }
 
-// record returns r as a Record with fresh copies of its slices. It only
-// reads fields that never change after they are set, so it may run after
-// the shard's lock is released as long as r is a copy.
+// record returns r as a Record with fresh copies of its slices. Called on a
+// copy of a record, it may run without the shard's lock.
 func (r *memRecord) record(key string) Record {
 	rec := Record{
 		Key:         key,
