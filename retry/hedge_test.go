@@ -176,12 +176,12 @@ func TestHedgeRespectsBudget(t *testing.T) {
 	budget := mustBudget(t, BudgetConfig{Ratio: 1e-9, MinPerSecond: 0.1, Window: 10 * time.Second, Clock: clk})
 	rec := newRecorder()
 	h := mustHedge(t, HedgeConfig{MaxAttempts: 4, Delay: time.Second, Budget: budget, Clock: clk, Observer: rec})
-	var calls atomic.Int64
+	started := make(chan int, 4)
 	release := make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
 		done <- h.Do(context.Background(), func(ctx context.Context) error {
-			calls.Add(1)
+			started <- Attempt(ctx)
 			select {
 			case <-release:
 				return nil
@@ -192,11 +192,19 @@ func TestHedgeRespectsBudget(t *testing.T) {
 	}()
 	// The first hedge is paid for; the second is refused, and then no
 	// timer is left.
-	for range 2 {
+	if got := <-started; got != 1 {
+		t.Fatalf("first attempt = %d, want 1", got)
+	}
+	for i := range 2 {
 		if err := clk.BlockUntil(context.Background(), 1); err != nil {
 			t.Fatal(err)
 		}
 		clk.Advance(time.Second)
+		if i == 0 {
+			if got := <-started; got != 2 {
+				t.Fatalf("hedged attempt = %d, want 2", got)
+			}
+		}
 	}
 	for clk.Timers() != 0 {
 		runtime.Gosched()
@@ -205,8 +213,8 @@ func TestHedgeRespectsBudget(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("Do = %v, want nil", err)
 	}
-	if calls.Load() != 2 {
-		t.Errorf("attempts = %d, want 2 (one hedge within the budget)", calls.Load())
+	if n := len(started); n != 0 {
+		t.Errorf("%d attempts beyond the 2 the budget allows", n)
 	}
 	if e := rec.kinds(bulwark.EventBudgetExhausted); len(e) != 1 || e[0].Attempt != 3 {
 		t.Errorf("budget events = %+v, want one for attempt 3", e)
