@@ -72,7 +72,7 @@ type memShard struct {
 	records map[string]*memRecord // guarded by mu, and so are the records
 	next    uint64                // guarded by mu; the last token issued
 	closed  bool                  // guarded by mu
-	_       [24]byte              // keeps neighbouring shards' locks off one cache line
+	_       [39]byte              // pads the shard to one 64-byte cache line
 }
 
 // memRecord is one key's record. Its fields change under the shard's lock,
