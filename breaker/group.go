@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -57,15 +58,15 @@ func NewGroup(cfg GroupConfig) (*Group, error) {
 	if err != nil {
 		return nil, err
 	}
-	var errs []error
+	var errs []string
 	if cfg.MaxKeys < 0 {
-		errs = append(errs, fmt.Errorf("negative MaxKeys %d", cfg.MaxKeys))
+		errs = append(errs, fmt.Sprintf("negative MaxKeys %d", cfg.MaxKeys))
 	}
 	if cfg.IdleTimeout < 0 {
-		errs = append(errs, fmt.Errorf("negative IdleTimeout %v", cfg.IdleTimeout))
+		errs = append(errs, fmt.Sprintf("negative IdleTimeout %v", cfg.IdleTimeout))
 	}
 	if len(errs) > 0 {
-		return nil, errors.New("breaker: invalid GroupConfig: " + errors.Join(errs...).Error())
+		return nil, errors.New("breaker: invalid GroupConfig: " + strings.Join(errs, "; "))
 	}
 	g := &Group{s: s, max: cfg.MaxKeys, idle: int64(cfg.IdleTimeout)}
 	if g.max == 0 {
