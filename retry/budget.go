@@ -151,8 +151,11 @@ func (b *Budget) failed() {
 	}
 }
 
-// withdraw asks for one retry at now and counts it if allowed.
-func (b *Budget) withdraw(now time.Time) bool {
+// withdraw asks for one retry and counts it if allowed.
+func (b *Budget) withdraw() bool { return b.withdrawAt(b.clk.Now()) }
+
+// withdrawAt is withdraw at the time now of the budget's clock.
+func (b *Budget) withdrawAt(now time.Time) bool {
 	if b.maxTokens > 0 && b.tokens.Load()*2 <= b.maxTokens {
 		return false
 	}

@@ -50,7 +50,7 @@ func TestNewBudgetRejectsBadConfig(t *testing.T) {
 // withdrawAll withdraws until the budget refuses and returns how many it gave.
 func withdrawAll(b *Budget, now time.Time) int {
 	n := 0
-	for b.withdraw(now) {
+	for b.withdrawAt(now) {
 		n++
 		if n > 1e6 {
 			break
@@ -138,7 +138,7 @@ func TestBudgetTokenThrottle(t *testing.T) {
 	}
 	for _, s := range steps {
 		s.do()
-		if got := b.withdraw(clk.Now()); got != s.allow {
+		if got := b.withdrawAt(clk.Now()); got != s.allow {
 			t.Errorf("after %s: withdraw() = %v, want %v (tokens %d/1000)", s.name, got, s.allow, b.tokens.Load())
 		}
 	}
@@ -199,7 +199,7 @@ func TestBudgetConcurrentSafe(t *testing.T) {
 				} else if g%2 == 0 {
 					b.failed()
 				}
-				if b.withdraw(clk.Now()) {
+				if b.withdrawAt(clk.Now()) {
 					n++
 				}
 				if g == 0 && i%100 == 0 {

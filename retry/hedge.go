@@ -126,10 +126,14 @@ type hedgeResult struct {
 // Do runs op, hedged, and returns nil as soon as one attempt succeeds,
 // canceling the contexts of the others; it does not wait for them to return,
 // so op must honour its context, and must be safe to run concurrently with
-// itself. When every attempt failed, or ctx ended first, Do returns a
-// *GiveUpError that unwraps to the last error and to the reason (ErrAttempts,
-// ErrBudget, ErrNotRetryable for a permanent error, or ctx.Err()).
-// Attempt(ctx) tells op which attempt it is.
+// itself. An attempt that fails with an error asking for a wait (a
+// RetryAfter() time.Duration method returning more than zero, such as an
+// open breaker's or a 503's) stops further attempts of the call: waiting is
+// the job of a Policy composed outside the Hedge. When every attempt failed,
+// or ctx ended first, Do returns a *GiveUpError that unwraps to the last
+// error and to the reason (ErrAttempts, ErrBudget, ErrRetryAfter,
+// ErrNotRetryable for a permanent error, or ctx.Err()). Attempt(ctx) tells op
+// which attempt it is.
 func (h *Hedge) Do(ctx context.Context, op func(context.Context) error) error {
 	if h.budget != nil {
 		h.budget.deposit()
@@ -167,7 +171,7 @@ func (h *Hedge) Do(ctx context.Context, op func(context.Context) error) error {
 		if launched >= h.max {
 			return false
 		}
-		if h.budget != nil && !h.budget.withdraw(h.clk.Now()) {
+		if h.budget != nil && !h.budget.withdraw() {
 			if h.obs != nil {
 				h.obs.Observe(bulwark.Event{Kind: bulwark.EventBudgetExhausted, Component: bulwark.ComponentHedge,
 					Name: h.name, Attempt: launched + 1})
@@ -204,6 +208,10 @@ func (h *Hedge) Do(ctx context.Context, op func(context.Context) error) error {
 			}
 			if bulwark.IsPermanent(r.err) {
 				return h.giveUp(ErrNotRetryable, launched, h.clk.Since(begin), last)
+			}
+			if wait, ok := retryAfter(r.err); ok && wait > 0 {
+				// Pushback: start nothing more for this call.
+				reason, tick = ErrRetryAfter, nil
 			}
 			delay = 0
 			if reason == nil && spend() {

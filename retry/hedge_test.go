@@ -153,6 +153,7 @@ func TestHedgeGivesUp(t *testing.T) {
 	}{
 		{"all fail", 3, func(context.Context) error { return errFlaky }, ErrAttempts, errFlaky, 3},
 		{"permanent", 3, func(context.Context) error { return bulwark.Permanent(errBad) }, ErrNotRetryable, errBad, 1},
+		{"pushback", 3, func(context.Context) error { return waitErr{time.Second} }, ErrRetryAfter, waitErr{time.Second}, 1},
 		{"no hedging", 1, func(context.Context) error { return errFlaky }, ErrAttempts, errFlaky, 1},
 	}
 	for _, tc := range cases {

@@ -378,7 +378,7 @@ func (p *Policy) next(ctx context.Context, attempt int, prev time.Duration, err 
 	if p.maxElapsed > 0 && wake.Sub(start) > p.maxElapsed {
 		return 0, ErrElapsed
 	}
-	if p.budget != nil && !p.budget.withdraw(now) {
+	if p.budget != nil && !p.budget.withdraw() {
 		if p.obs != nil {
 			p.obs.Observe(bulwark.Event{Kind: bulwark.EventBudgetExhausted, Component: bulwark.ComponentRetry,
 				Name: p.name, Attempt: attempt + 1, Err: err})
