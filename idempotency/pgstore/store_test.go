@@ -405,3 +405,76 @@ func TestUnreachable(t *testing.T) {
 		}
 	}
 }
+
+// TestReapConcurrentSafe races the reaper against claims that take over or
+// re-create expired records: each key is won exactly once per round, and no
+// live record is ever reaped.
+func TestReapConcurrentSafe(t *testing.T) {
+	ctx := context.Background()
+	pool := serverPool(t)
+	clk := bulwarktest.NewClock(time.Time{})
+	s := newStore(t, pool, clk)
+	s.batch = 4
+	const keys, workers, rounds = 24, 6, 4
+	for round := range rounds {
+		stop := make(chan struct{})
+		reaped := make(chan error, 1)
+		go func() {
+			for {
+				select {
+				case <-stop:
+					reaped <- nil
+					return
+				default:
+				}
+				if _, err := s.Reap(ctx); err != nil {
+					reaped <- err
+					return
+				}
+			}
+		}()
+		var (
+			mu   sync.Mutex
+			wins = map[string]int{}
+			wg   sync.WaitGroup
+			errs = make(chan error, workers)
+		)
+		value := []byte(fmt.Sprintf("round-%d", round))
+		for w := range workers {
+			wg.Go(func() {
+				for i := range keys {
+					key := fmt.Sprintf("k%d", (i+w*5)%keys)
+					c, err := s.Claim(ctx, key, fp, lease)
+					if err == nil && c.Won {
+						mu.Lock()
+						wins[key]++
+						mu.Unlock()
+						err = s.Complete(ctx, key, c.Token, value, time.Minute)
+					}
+					if err != nil {
+						errs <- err
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		close(stop)
+		require.NoError(t, <-reaped)
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		for i := range keys {
+			key := fmt.Sprintf("k%d", i)
+			if wins[key] != 1 {
+				t.Errorf("round %d: Claim(%q) won %d times, want 1", round, key, wins[key])
+			}
+			rec, err := s.Get(ctx, key)
+			if err != nil || string(rec.Value) != string(value) {
+				t.Errorf("round %d: Get(%q) = %+v, %v, want the record completed this round", round, key, rec, err)
+			}
+		}
+		clk.Advance(time.Minute) // every record expires
+	}
+}
