@@ -1,0 +1,85 @@
+package proxy
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"sync/atomic"
+	"testing"
+
+	"github.com/bulwark-go/bulwark"
+	"github.com/bulwark-go/bulwark/balancer"
+)
+
+// BenchmarkThroughput compares the proxy with a bare httputil.ReverseProxy
+// that round-robins over the same three loopback backends, in one run. Each
+// op is one GET through the proxy from a parallel client; compare ns/op (the
+// inverse of throughput) between the two sub-benchmarks.
+func BenchmarkThroughput(b *testing.B) {
+	var backends []*httptest.Server
+	var eps []bulwark.Endpoint
+	var urls []*url.URL
+	for range 3 {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.WriteString(w, "hello from the backend\n")
+		}))
+		defer srv.Close()
+		u, _ := url.Parse(srv.URL)
+		backends = append(backends, srv)
+		eps = append(eps, bulwark.Endpoint{Addr: u.Host})
+		urls = append(urls, u)
+	}
+	upstream := &http.Transport{MaxIdleConns: 512, MaxIdleConnsPerHost: 256}
+	defer upstream.CloseIdleConnections()
+
+	var rr atomic.Uint64
+	bare := &httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) {
+			r.SetURL(urls[rr.Add(1)%uint64(len(urls))])
+			r.SetXForwarded()
+		},
+		Transport: upstream,
+	}
+	p, err := New(Config{Backends: eps, Algorithm: balancer.RoundRobin, Transport: upstream, Logger: quietLogger()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := p.Start(ctx); err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+
+	for _, tt := range []struct {
+		name string
+		h    http.Handler
+	}{{"bare", bare}, {"bulwark", p.Handler()}} {
+		b.Run(tt.name, func(b *testing.B) {
+			front := httptest.NewServer(tt.h)
+			defer front.Close()
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
+			defer client.CloseIdleConnections()
+			b.ReportAllocs()
+			b.SetParallelism(8)
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					resp, err := client.Get(front.URL + "/item")
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusOK {
+						b.Errorf("status %d", resp.StatusCode)
+						return
+					}
+				}
+			})
+		})
+	}
+}
