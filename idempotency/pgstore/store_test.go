@@ -478,3 +478,40 @@ func TestReapConcurrentSafe(t *testing.T) {
 		clk.Advance(time.Minute) // every record expires
 	}
 }
+
+// TestTakeoverConcurrentSafe lets many goroutines race to take over one
+// expired lease, round after round: exactly one wins each round, with a new
+// token, and the old owner is fenced.
+func TestTakeoverConcurrentSafe(t *testing.T) {
+	ctx := context.Background()
+	clk := bulwarktest.NewClock(time.Time{})
+	s := newStore(t, serverPool(t), clk)
+	first, err := s.Claim(ctx, "k", fp, lease)
+	require.NoError(t, err)
+	owner := first.Token
+	const n = 32
+	for round := range 6 {
+		clk.Advance(lease)
+		claims := make([]idempotency.Claim, n)
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() { claims[i], errs[i] = s.Claim(ctx, "k", fp, lease) })
+		}
+		wg.Wait()
+		var won []idempotency.Claim
+		for i := range n {
+			require.NoError(t, errs[i])
+			if claims[i].Won {
+				won = append(won, claims[i])
+			}
+		}
+		if len(won) != 1 || !won[0].TakenOver || won[0].Token == owner {
+			t.Fatalf("round %d: %d concurrent takeovers won (%+v), want exactly 1 with TakenOver and a new token", round, len(won), won)
+		}
+		if err := s.Complete(ctx, "k", owner, nil, retention); !errors.Is(err, idempotency.ErrFenced) {
+			t.Fatalf("round %d: Complete by the previous owner = %v, want ErrFenced", round, err)
+		}
+		owner = won[0].Token
+	}
+}
