@@ -35,8 +35,9 @@
 // may test it with errors.Is for context.DeadlineExceeded and the like. A
 // claim whose reply was lost leaves the key in flight until its lease passes,
 // after which any instance takes it over. The Store never retries by itself;
-// the client's own retries (MaxRetries) are safe, because each script
-// recognises a repeat of its own earlier success.
+// the client's own retries (MaxRetries) are safe: the Claim and Complete
+// scripts recognise a repeat of their own earlier success, and a repeated
+// Release reports ErrFenced, since the claim it removed is gone.
 //
 // # Tests
 //

@@ -173,8 +173,9 @@ return 1
 
 // Claim implements idempotency.Store.Claim in one round trip: a Lua script
 // that claims key or returns its live record, value included, so that a
-// replay needs no second call. It returns an error if lease is not positive,
-// and otherwise only errors of the client, such as an unreachable server or
+// replay needs no second call. It returns an error if lease is not positive
+// or ends too far in the future to represent, and otherwise only errors of
+// the client, such as an unreachable server or
 // the end of ctx, wrapped with the operation and key.
 func (s *Store) Claim(ctx context.Context, key string, fingerprint []byte, lease time.Duration) (idempotency.Claim, error) {
 	if err := ctx.Err(); err != nil {
@@ -204,8 +205,8 @@ func (s *Store) Claim(ctx context.Context, key string, fingerprint []byte, lease
 // Complete implements idempotency.Store.Complete in one round trip. It
 // returns an error wrapping idempotency.ErrFenced when token is not the live
 // in-flight claim's (its lease passed, it was taken over, released or
-// completed), an error if retention is not positive, and otherwise only
-// errors of the client. A Complete that the client retried after a lost
+// completed), an error if retention is not positive or too long, and
+// otherwise only errors of the client. A Complete that the client retried after a lost
 // reply is recognised and succeeds.
 func (s *Store) Complete(ctx context.Context, key string, token uint64, value []byte, retention time.Duration) error {
 	if err := ctx.Err(); err != nil {
