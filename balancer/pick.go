@@ -154,19 +154,6 @@ func (b *Balancer) pick(key string, avoid []*state) (Pick, error) {
 	return Pick{e: e, b: b, at: at}, nil
 }
 
-// take returns the pick of e, admitted with token. It is small enough to
-// inline, so the Pick is built where it is returned.
-func (b *Balancer) take(e *entry, token uint64) Pick {
-	var at int64
-	if b.inflight {
-		at = b.begin(e.st)
-	}
-	if b.obs != nil {
-		b.pickEvent(e)
-	}
-	return Pick{e: e, b: b, token: token, at: at}
-}
-
 // begin counts a call in flight, and returns the Pick's at.
 func (b *Balancer) begin(st *state) int64 {
 	st.inflight.Add(1)
@@ -255,7 +242,14 @@ func (b *Balancer) admit(e *entry, avoid []*state) (Pick, error) {
 		}
 		token = t
 	}
-	return b.take(e, token), nil
+	var at int64
+	if b.inflight {
+		at = b.begin(e.st)
+	}
+	if b.obs != nil {
+		b.pickEvent(e)
+	}
+	return Pick{e: e, b: b, token: token, at: at}, nil
 }
 
 // pickSlow handles breakers and avoided endpoints: it tries the algorithm's
