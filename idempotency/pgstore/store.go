@@ -264,9 +264,11 @@ const maxClaimTries = 8
 // transaction, never in a caller's. It waits only for a transaction that
 // holds the record, which CompleteTx does from its call to the commit; it
 // then answers from the state it began with (in flight) or the committed
-// one. A race with a concurrent change of the key costs another statement. Claim returns an error if lease is not positive,
-// and otherwise only errors of the database, such as an unreachable server or
-// the end of ctx, wrapped with the operation and key.
+// one. A race with a concurrent change of the key costs another statement.
+// Claim returns an error if lease is not positive or out of range, or if the
+// key changed under each of 8 statements in a row; otherwise only errors of
+// the database, such as an unreachable server or the end of ctx, wrapped
+// with the operation and key.
 func (s *Store) Claim(ctx context.Context, key string, fingerprint []byte, lease time.Duration) (idempotency.Claim, error) {
 	if err := ctx.Err(); err != nil {
 		return idempotency.Claim{}, fmt.Errorf("pgstore: claim %q: %w", key, err)
