@@ -39,6 +39,16 @@
 // scripts recognise a repeat of their own earlier success, and a repeated
 // Release reports ErrFenced, since the claim it removed is gone.
 //
+// # Durability
+//
+// A claim is as durable as the Redis deployment that holds it. Run Redis with
+// maxmemory-policy noeviction (or memory to spare), since an evicted
+// in-flight record lets a duplicate run. Replication is asynchronous, so a
+// failover can lose the latest claims and completions, and a duplicate that
+// arrives then runs again; where that is not acceptable, keep the records in
+// PostgreSQL with pgstore, whose CompleteTx also ties them to the business
+// write.
+//
 // # Tests
 //
 // The tests run against a real server named by BULWARK_REDIS_ADDR
