@@ -667,3 +667,40 @@ func TestMiddlewareFlush(t *testing.T) {
 		t.Fatalf("replay body %q, want part1 part2", w.Body)
 	}
 }
+
+// Through a real server and client on loopback.
+func TestMiddlewareOverHTTP(t *testing.T) {
+	h := &orders{}
+	s := newServer(t, h, idempotency.Config{}, idempotency.HTTPConfig{
+		Methods: []string{"POST", "PUT"},
+		Route:   func(r *http.Request) string { return "orders" },
+	})
+	srv := httptest.NewServer(s.handler)
+	defer srv.Close()
+	send := func(method, path, key, body string) (*http.Response, string) {
+		t.Helper()
+		r, err := http.NewRequestWithContext(t.Context(), method, srv.URL+path, strings.NewReader(body))
+		require.NoError(t, err)
+		r.Header.Set("Idempotency-Key", key)
+		resp, err := srv.Client().Do(r)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return resp, string(b)
+	}
+	first, body1 := send("PUT", "/orders/1", "k", `{"qty":1}`)
+	again, body2 := send("PUT", "/orders/1", "k", `{"qty":1}`)
+	if first.StatusCode != 201 || again.StatusCode != 201 || body1 != body2 || h.runs.Load() != 1 {
+		t.Fatalf("PUT twice: %d %q, then %d %q, %d runs; want one run replayed", first.StatusCode, body1, again.StatusCode, body2, h.runs.Load())
+	}
+	if again.Header.Get("Idempotent-Replayed") != "true" || again.Header.Get("Location") != first.Header.Get("Location") ||
+		again.ContentLength != int64(len(body1)) {
+		t.Errorf("replay headers %v, want Idempotent-Replayed, the first Location and Content-Length %d", again.Header, len(body1))
+	}
+	// Route maps every path to one scope: the same key on another path is
+	// the same key with another payload.
+	if resp, _ := send("PUT", "/orders/2", "k", `{"qty":1}`); resp.StatusCode != http.StatusUnprocessableEntity {
+		t.Errorf("same key, same route, other path: %d, want 422", resp.StatusCode)
+	}
+}
