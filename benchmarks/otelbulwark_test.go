@@ -18,6 +18,8 @@ import (
 // Recording one guarded call (a counter by outcome and a latency histogram,
 // attributes component, name, outcome), the event a breaker emits per call:
 //
+//   - baseline: an Observer that does nothing, the floor of any Observer
+//     (an interface call and a copy of the Event);
 //   - bulwark/…: otelbulwark's Observer, with no SDK (the global no-op
 //     provider) and with the OTel SDK and a ManualReader;
 //   - otelDirect/…: the same two instruments called by hand with
@@ -112,6 +114,7 @@ func BenchmarkOTelObserver(b *testing.B) {
 		name string
 		new  func(*testing.B) bulwark.Observer
 	}{
+		{"baseline", func(*testing.B) bulwark.Observer { return bulwark.ObserverFunc(func(bulwark.Event) {}) }},
 		{"bulwark/noSDK", bulwarkObs(nil)},
 		{"otelDirect/noSDK", func(b *testing.B) bulwark.Observer { return newOTDirect(b, noop.NewMeterProvider()) }},
 		{"bulwark/sdk", func(b *testing.B) bulwark.Observer { return bulwarkObs(otSDK(b))(b) }},
