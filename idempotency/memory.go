@@ -71,8 +71,11 @@ type memShard struct {
 	mu      sync.Mutex
 	records map[string]*memRecord // guarded by mu, and so are the records
 	next    uint64                // guarded by mu; the last token issued
-	closed  bool                  // guarded by mu
-	_       [39]byte              // pads the shard to one 64-byte cache line
+	// soonest is guarded by mu; no record expires before it, so a full
+	// shard is not swept in vain before then.
+	soonest time.Time
+	closed  bool     // guarded by mu
+	_       [15]byte // pads the shard to one 64-byte cache line
 }
 
 // memRecord is one key's record. Its fields change under the shard's lock,
@@ -166,7 +169,7 @@ func (s *MemoryStore) Claim(ctx context.Context, key string, fingerprint []byte,
 			return Claim{Record: snap.record(key)}, nil
 		}
 		takeover = !r.completed
-	} else if len(sh.records) >= s.perShard && sh.sweepLocked(now) == 0 {
+	} else if len(sh.records) >= s.perShard && (now.Before(sh.soonest) || sh.sweepLocked(now) == 0) {
 		sh.mu.Unlock()
 		return Claim{}, fmt.Errorf("%w: claim %q: %d live records in its shard", ErrFull, key, s.perShard)
 	}
@@ -181,6 +184,7 @@ func (s *MemoryStore) Claim(ctx context.Context, key string, fingerprint []byte,
 		token:       token,
 		leaseExpiry: now.Add(lease),
 	}
+	sh.expiresAt(r.leaseExpiry)
 	sh.mu.Unlock()
 	return Claim{Won: true, Token: token, TakenOver: takeover}, nil
 }
@@ -213,6 +217,7 @@ func (s *MemoryStore) Complete(ctx context.Context, key string, token uint64, va
 	r.completed = true
 	r.value = v
 	r.expiresAt = now.Add(retention)
+	sh.expiresAt(r.expiresAt)
 	sh.mu.Unlock()
 	return nil
 }
@@ -343,13 +348,28 @@ func (s *MemoryStore) sweep(now time.Time) int {
 	return n
 }
 
+// sweepLocked removes the records expired at now and returns how many.
 func (sh *memShard) sweepLocked(now time.Time) int {
 	n := 0
+	sh.soonest = time.Time{}
 	for k, r := range sh.records {
 		if !r.live(now) {
 			delete(sh.records, k)
 			n++
+			continue
+		}
+		if r.completed {
+			sh.expiresAt(r.expiresAt)
+		} else {
+			sh.expiresAt(r.leaseExpiry)
 		}
 	}
 	return n
+}
+
+// expiresAt notes that a record of the shard expires at t.
+func (sh *memShard) expiresAt(t time.Time) {
+	if sh.soonest.IsZero() || t.Before(sh.soonest) {
+		sh.soonest = t
+	}
 }
