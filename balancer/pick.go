@@ -191,7 +191,7 @@ func (b *Balancer) choose(s *snapshot, p *pool) int32 {
 		}
 		return p.next(b.rr[p.kind][r&(numStripes-1)].n.Add(1), r)
 	case LeastRequest:
-		i, j := p.sample(rand.Uint64()), p.sample(rand.Uint64())
+		i, j := p.sample2()
 		if i == j {
 			return i
 		}
@@ -209,7 +209,7 @@ func (b *Balancer) choose(s *snapshot, p *pool) int32 {
 		}
 		return i
 	case PeakEWMA:
-		i, j := p.sample(rand.Uint64()), p.sample(rand.Uint64())
+		i, j := p.sample2()
 		if i == j {
 			return i
 		}

@@ -3,6 +3,7 @@ package balancer
 import (
 	"math"
 	"math/bits"
+	"math/rand/v2"
 
 	"github.com/bulwark-go/bulwark"
 )
@@ -278,6 +279,17 @@ func (p *pool) sample(r uint64) int32 {
 		return p.idx[k]
 	}
 	return p.idx[p.alias[k]]
+}
+
+// sample2 draws two entry indices, independently, in proportion to weight:
+// from one random word when the weights are equal.
+func (p *pool) sample2() (int32, int32) {
+	r := rand.Uint64()
+	if p.uniform {
+		n := uint64(len(p.idx))
+		return p.idx[((r>>32)*n)>>32], p.idx[(uint64(uint32(r))*n)>>32]
+	}
+	return p.sample(r), p.sample(rand.Uint64())
 }
 
 // next returns the entry index at position n of stripe sn's walk through the
