@@ -113,12 +113,13 @@ type Config struct {
 	Observer bulwark.Observer
 }
 
-// Engine runs operations at most once per idempotency key: the first call
-// with a key claims it in the Store, runs, and stores the result; a duplicate
-// gets the stored result replayed, or, while the first is in flight, an
-// *InFlightError (or waits for it, see Config.Wait); a duplicate whose
-// fingerprint differs gets ErrMismatch. A claim whose lease passes (its
-// process died) is taken over, and the stale run's late result is refused.
+// Engine runs an operation once per idempotency key, provided each run ends
+// within its lease: the first call with a key claims it in the Store, runs,
+// and stores the result; a duplicate gets the stored result replayed, or,
+// while the first is in flight, an *InFlightError (or waits for it, see
+// Config.Wait); a duplicate whose fingerprint differs gets ErrMismatch. A
+// claim whose lease passes (its process died) is taken over, and the stale
+// run's late result is refused.
 //
 // Concurrent duplicates within one process are coalesced with singleflight:
 // a process sends the Store at most one Claim per key at a time.
