@@ -321,14 +321,11 @@ func avoided(st *state, avoid []*state) bool {
 const penalty = math.MaxFloat64 / 4
 
 // The PeakEWMA estimate of an endpoint is one word: the latency in ns as a
-// float32 in the high half, and in the low half the time of its last
+// float32 in the high half (its three low mantissa bits count observations,
+// see tickMask), and in the low half the time of its last
 // observation in units of 2^20 ns (about a millisecond) since base, modulo
 // 2^32 (about 52 days).
 const stampShift = 20
-
-func packEWMA(cost float32, now int64) uint64 {
-	return uint64(math.Float32bits(cost))<<32 | uint64(uint32(now>>stampShift))
-}
 
 // elapsed returns the time from the stamp of word to now, at least 0.
 func elapsed(word uint64, now int64) float64 {
@@ -360,17 +357,27 @@ func (b *Balancer) ewmaLoad(e *entry, now int64) float64 {
 // coarseGrain is how far the coarse clock must move before it is written.
 const coarseGrain = int64(time.Millisecond)
 
+// The three low mantissa bits of an estimate (a relative change below 10^-6)
+// count its observations, so that one in eight reads the clock without a
+// random draw.
+const (
+	tickMask   = 7
+	tickShift  = 32
+	tickPeriod = tickMask + 1
+)
+
 // observe folds one latency into st's PeakEWMA estimate: a slower one replaces
 // it (the peak), a faster one moves it by the weight that the time since the
 // last observation earns, 1 - e^(-dt/DecayTime).
 //
 // Time comes from the balancer's coarse clock, so that most calls read no
 // clock: a call picked at coarse time at that took latency ended no earlier
-// than at+latency, which moves the coarse clock forward; and one Done in eight
-// reads the real clock, which catches up with idle time.
+// than at+latency, which moves the coarse clock forward; and every eighth
+// observation of an endpoint reads the real clock, which catches up with
+// idle time.
 func (b *Balancer) observe(st *state, at int64, latency time.Duration) {
 	now := b.coarse.Load()
-	if rand.Uint32()&7 == 0 {
+	if (st.ewma.Load()>>tickShift)&tickMask == 0 {
 		t := b.now()
 		if t-now >= coarseGrain {
 			b.coarse.CompareAndSwap(now, t)
@@ -394,7 +401,9 @@ func (b *Balancer) observeAt(st *state, latency time.Duration, now int64) {
 			w := decay(elapsed(old, now) / b.tau)
 			next = cost*w + rtt*(1-w)
 		}
-		if st.ewma.CompareAndSwap(old, packEWMA(float32(next), now)) {
+		bits := math.Float32bits(float32(next))&^tickMask | (uint32(old>>tickShift)+1)&tickMask
+		word := uint64(bits)<<32 | uint64(uint32(now>>stampShift))
+		if st.ewma.CompareAndSwap(old, word) {
 			return
 		}
 	}
