@@ -133,7 +133,9 @@ func NewMemoryStore(cfg MemoryConfig) (*MemoryStore, error) {
 		s.shards[i].records = make(map[string]*memRecord)
 	}
 	if s.interval > 0 {
+		s.janitorMu.Lock() // the first sweep may start before AfterFunc returns
 		s.janitor = s.clock.AfterFunc(s.interval, s.sweepTick)
+		s.janitorMu.Unlock()
 	}
 	return s, nil
 }
