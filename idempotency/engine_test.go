@@ -561,3 +561,49 @@ func TestDoWaiterRunsAfterRelease(t *testing.T) {
 		t.Fatalf("waiting duplicate = %d, want its own run's 2", v)
 	}
 }
+
+// A duplicate that shared the Claim of a caller who then gave up does not
+// fail with that caller's cancellation: it claims for itself.
+func TestDoLeaderCanceledConcurrentSafe(t *testing.T) {
+	clk := fakeClock()
+	st := &faultyStore{Store: newStore(t, clk), gate: make(chan struct{}), entered: make(chan struct{}, 2)}
+	e := newEngine(t, st, clk, idempotency.Config{})
+	ctx, cancel := context.WithCancel(context.Background())
+	leader := make(chan error, 1)
+	go func() {
+		_, err := idempotency.Do(ctx, e, "k", nil, func(context.Context) (int, error) { return 1, nil })
+		leader <- err
+	}()
+	<-st.entered // the leader's Claim waits at the gate
+	follower := make(chan error, 1)
+	var v int
+	go func() {
+		var err error
+		v, err = idempotency.Do(context.Background(), e, "k", nil, func(context.Context) (int, error) { return 2, nil })
+		follower <- err
+	}()
+	for range 1000 {
+		runtime.Gosched() // let the follower join the leader's flight
+	}
+	cancel()
+	close(st.gate)
+	if err := <-leader; !errors.Is(err, context.Canceled) {
+		t.Fatalf("canceled leader's Do error = %v, want context.Canceled", err)
+	}
+	if err := <-follower; err != nil || v != 2 {
+		t.Fatalf("follower's Do = %d, %v; want its own run's 2, nil", v, err)
+	}
+}
+
+func TestDoForeignRecord(t *testing.T) {
+	clk := fakeClock()
+	st := newStore(t, clk)
+	e := newEngine(t, st, clk, idempotency.Config{})
+	c, err := st.Claim(t.Context(), "k", nil, time.Minute)
+	require.NoError(t, err)
+	require.NoError(t, st.Complete(t.Context(), "k", c.Token, []byte("h\x00\x00\xc8\x00"), time.Hour))
+	_, err = idempotency.Do(t.Context(), e, "k", nil, func(context.Context) (int, error) { return 1, nil })
+	if err == nil || !contains(err.Error(), "not a Do result") {
+		t.Fatalf("Do on a key holding a middleware record: error = %v, want a decode error", err)
+	}
+}

@@ -704,3 +704,30 @@ func TestMiddlewareOverHTTP(t *testing.T) {
 		t.Errorf("same key, same route, other path: %d, want 422", resp.StatusCode)
 	}
 }
+
+// Informational statuses pass through; the final status is the one stored,
+// and a superfluous WriteHeader changes nothing.
+func TestMiddlewareStatusSequence(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</style.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.WriteHeader(http.StatusAccepted)
+		w.WriteHeader(http.StatusInternalServerError) // ignored by net/http
+		io.WriteString(w, "queued")
+	})
+	s := newServer(t, h, idempotency.Config{}, idempotency.HTTPConfig{})
+	srv := httptest.NewServer(s.handler)
+	defer srv.Close()
+	for i, wantReplayed := range []string{"", "true"} {
+		r, err := http.NewRequestWithContext(t.Context(), "POST", srv.URL, strings.NewReader("x"))
+		require.NoError(t, err)
+		r.Header.Set("Idempotency-Key", "k")
+		resp, err := srv.Client().Do(r)
+		require.NoError(t, err)
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusAccepted || string(body) != "queued" || resp.Header.Get("Idempotent-Replayed") != wantReplayed {
+			t.Fatalf("request %d: %d %q, replayed %q; want 202 queued, replayed %q", i, resp.StatusCode, body, resp.Header.Get("Idempotent-Replayed"), wantReplayed)
+		}
+	}
+}
