@@ -186,11 +186,16 @@ type Balancer struct {
 	heavyDone  bool      // Done has more to do than end the in-flight count
 	base       time.Time // origin of the ns offsets below
 
-	snap    atomic.Pointer[snapshot]
-	coarse  atomic.Int64        // ns since base, advanced by PeakEWMA's Done; read by its Pick
-	total   [numStripes]counter // requests in flight, for ConsistentHash: the sum of the stripes
-	rr      [numPoolKinds][numStripes]stripe
-	_       [64]byte
+	snap atomic.Pointer[snapshot]
+	// The counters below are written by picks: padding keeps them off the
+	// cache lines of snap and of each other.
+	_      [64]byte
+	coarse atomic.Int64 // ns since base, advanced by PeakEWMA's Done; read by its Pick
+	_      [56]byte
+	total  [numStripes]counter // requests in flight, for ConsistentHash: the sum of the stripes
+	rr     [numPoolKinds][numStripes]stripe
+	_      [64]byte
+
 	mu      sync.Mutex         // serialises changes and snapshot publication
 	set     []bulwark.Endpoint // guarded by mu; current endpoints, in Update order
 	states  map[string]*state  // guarded by mu; by Addr
@@ -204,13 +209,17 @@ type Balancer struct {
 // state is the part of an endpoint that survives snapshots and updates.
 type state struct {
 	inflight  atomic.Int64
-	ewma      atomic.Uint64 // PeakEWMA estimate and its time, see packEWMA
+	ewma      atomic.Uint64 // PeakEWMA estimate and its time, see stampShift
 	breaker   Breaker       // immutable
 	unhealthy bool          // guarded by Balancer.mu
 	ejected   bool          // guarded by Balancer.mu
 	rampStart int64         // guarded by Balancer.mu; ns since base; -1 when not ramping
-	_         [24]byte      // keep hot counters of neighbours off one cache line
+	_         [stateSize - 48]byte
 }
+
+// stateSize is the size of a state: a size class of its own, so that the
+// counters of two endpoints never share a cache line.
+const stateSize = 128
 
 type stripe struct {
 	n atomic.Uint32

@@ -5,9 +5,16 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/bulwark-go/bulwark"
 )
+
+func TestStateFillsItsSizeClass(t *testing.T) {
+	if got := unsafe.Sizeof(state{}); got != stateSize {
+		t.Errorf("unsafe.Sizeof(state{}) = %d, want %d", got, stateSize)
+	}
+}
 
 func TestSmoothScheduleMatchesNginx(t *testing.T) {
 	tests := []struct {
