@@ -42,11 +42,8 @@ type BoundedConfig struct {
 type Bounded struct {
 	placement Placement
 	c         float64
-	// inflight counts the requests in flight, on any node, in stripes
-	// chosen by key so that concurrent picks rarely write the same cache
-	// line; the total is their sum.
-	inflight [stripes]counter
-	state    atomic.Pointer[boundedState]
+	total     atomic.Int64 // requests in flight, on any node
+	state     atomic.Pointer[boundedState]
 
 	mu       sync.Mutex          // guards counters; serializes state rebuilds
 	counters map[string]*counter // by node name, kept across membership changes
@@ -67,9 +64,9 @@ type counter struct {
 // Lease is one request in flight on a node, from Acquire to Release. It is a
 // small value; Release may be called from any goroutine.
 type Lease struct {
-	name   string
-	ctr    *counter // the node's
-	stripe *counter // the stripe of the total counting this request
+	name string
+	ctr  *counter
+	b    *Bounded
 }
 
 // NewBounded returns a Bounded over cfg.Placement. It returns an error
@@ -103,22 +100,17 @@ func (b *Bounded) Acquire(key string) (Lease, error) {
 	if st == nil || st.set != o.set {
 		st = b.rebuild(o.set)
 	}
-	stripe := &b.inflight[(uint(o.pos)^uint(o.h))%stripes]
-	stripe.n.Add(1)
-	t := b.total()
+	t := b.total.Add(1)
 	// Loads only change between walks by other goroutines' requests, so a
 	// walk that finds every owner full (possible only in a race) is retried
 	// with the grown total; after many, the least loaded owner takes it.
 	for range 64 {
 		if l, err := st.pick(o, t, b); err == nil {
-			l.stripe = stripe
 			return l, nil
 		}
-		t = b.total()
+		t = b.total.Load()
 	}
-	l := st.least(o)
-	l.stripe = stripe
-	return l, nil
+	return st.least(o, b), nil
 }
 
 func (st *boundedState) pick(o Owners, t int64, b *Bounded) (Lease, error) {
@@ -135,13 +127,13 @@ func (st *boundedState) pick(o Owners, t int64, b *Bounded) (Lease, error) {
 				break
 			}
 			if c.n.CompareAndSwap(n, n+1) {
-				return Lease{name: name, ctr: c}, nil
+				return Lease{name: name, ctr: c, b: b}, nil
 			}
 		}
 	}
 }
 
-func (st *boundedState) least(o Owners) Lease {
+func (st *boundedState) least(o Owners, b *Bounded) Lease {
 	var best Lease
 	bn := int64(math.MaxInt64)
 	for {
@@ -150,7 +142,7 @@ func (st *boundedState) least(o Owners) Lease {
 			break
 		}
 		if n := st.ctr[i].n.Load(); n < bn {
-			best, bn = Lease{name: name, ctr: st.ctr[i]}, n
+			best, bn = Lease{name: name, ctr: st.ctr[i], b: b}, n
 		}
 	}
 	best.ctr.n.Add(1)
@@ -202,7 +194,7 @@ func (l Lease) Release() {
 		return
 	}
 	l.ctr.n.Add(-1)
-	l.stripe.n.Add(-1)
+	l.b.total.Add(-1)
 }
 
 // Load returns the number of requests in flight on the named node, and in
@@ -214,18 +206,5 @@ func (b *Bounded) Load(name string) (node, total int64) {
 	if c != nil {
 		node = c.n.Load()
 	}
-	return node, b.total()
-}
-
-// stripes is the number of stripes of the in-flight total.
-const stripes = 8
-
-// total returns the requests in flight. It is exact when no request starts
-// or ends during the call.
-func (b *Bounded) total() int64 {
-	t := int64(0)
-	for i := range b.inflight {
-		t += b.inflight[i].n.Load()
-	}
-	return t
+	return node, b.total.Load()
 }

@@ -175,7 +175,7 @@ func TestBoundedCapConcurrentSafe(t *testing.T) {
 			for i, c := range st.ctr {
 				loads[i] = c.n.Load()
 			}
-			total := b.total() // read last: it only grows
+			total := b.total.Load() // read last: it only grows
 			for i, l := range loads {
 				if limit := capOf(b, total, nodes); l > limit {
 					t.Errorf("node %d has %d in flight of %d, above the cap %d", i, l, total, limit)
