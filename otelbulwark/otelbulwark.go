@@ -63,8 +63,10 @@ func WithMeterProvider(mp metric.MeterProvider) Option {
 
 // New returns an Observer that records events on a meter named ScopeName from
 // the configured MeterProvider. It creates every instrument up front and
-// registers one callback for the state gauges; the SDK exports only the
-// instruments that received measurements.
+// registers one callback for the state gauges, which stays registered for the
+// life of the MeterProvider: create one Observer per provider and share it
+// between components. The SDK exports only the instruments that received
+// measurements.
 //
 // The error, if any, joins the errors the MeterProvider returned while
 // creating instruments (an SDK reports invalid names or conflicting
