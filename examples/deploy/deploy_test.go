@@ -395,10 +395,18 @@ func scrape(t *testing.T) map[string]*seriesInfo {
 
 	srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	t.Cleanup(srv.Close)
-	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, srv.URL, nil)
+	return scrapeURL(t, srv.URL)
+}
+
+// scrapeURL scrapes a /metrics endpoint and returns its metric families by
+// series name: a histogram family appears under its _bucket, _sum and _count
+// names.
+func scrapeURL(t *testing.T, url string) map[string]*seriesInfo {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
 	require.NoError(t, err)
 	req.Header.Set("Accept", "text/plain;version=0.0.4")
-	resp, err := srv.Client().Do(req)
+	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode)
@@ -445,7 +453,13 @@ var (
 // dashboard and alerts: every metric they name, and every label they match
 // on, must be exported by the adapter as the Prometheus exporter renders it.
 func TestMetricsExported(t *testing.T) {
-	exported := scrape(t)
+	checkMetricsExported(t, scrape(t), "otelbulwark")
+}
+
+// checkMetricsExported checks every metric name and label that the dashboard
+// and the alert rules use against the exported series.
+func checkMetricsExported(t *testing.T, exported map[string]*seriesInfo, source string) {
+	t.Helper()
 	d := readDashboard(t)
 	r := readRules(t)
 
@@ -471,7 +485,7 @@ func TestMetricsExported(t *testing.T) {
 		for _, name := range found {
 			names++
 			if exported[name] == nil {
-				t.Errorf("%s: metric %s is not exported by otelbulwark (query %s)", u.where, name, u.expr)
+				t.Errorf("%s: metric %s is not exported by %s (query %s)", u.where, name, source, u.expr)
 			}
 		}
 		for _, m := range selector.FindAllStringSubmatch(u.expr, -1) {
@@ -481,12 +495,12 @@ func TestMetricsExported(t *testing.T) {
 			}
 			for _, lm := range matcher.FindAllStringSubmatch(m[2], -1) {
 				if l := lm[1]; l != "job" && l != "instance" && !info.labels[l] {
-					t.Errorf("%s: %s has no label %q (query %s)", u.where, m[1], l, u.expr)
+					t.Errorf("%s: %s has no label %q in %s (query %s)", u.where, m[1], l, source, u.expr)
 				}
 			}
 		}
 	}
-	t.Logf("%d metric references checked against %d exported series names", names, len(exported))
+	t.Logf("%d metric references checked against %d series names exported by %s", names, len(exported), source)
 }
 
 // TestPromtool runs promtool on the alert rules and their unit tests, and
