@@ -232,7 +232,8 @@ type counter struct {
 }
 
 const (
-	numStripes = 8
+	stripeBits = 3
+	numStripes = 1 << stripeBits
 	rampSteps  = 20
 )
 

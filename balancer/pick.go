@@ -7,6 +7,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"time"
+	"unsafe"
 
 	"github.com/bulwark-go/bulwark"
 )
@@ -17,8 +18,9 @@ import (
 type Pick struct {
 	e     *entry
 	b     *Balancer
-	token uint64 // the breaker's, if any
-	at    int64  // PeakEWMA: the balancer's coarse time at the pick, ns since base; ConsistentHash: the stripe of total
+	token uint64   // the breaker's, if any
+	at    int64    // PeakEWMA: the balancer's coarse time at the pick, ns since base; ConsistentHash: the stripe of total
+	kind  doneKind // e.done; doneGeneral in the zero Pick
 	done  bool
 }
 
@@ -63,9 +65,8 @@ func (o Outcome) class() bulwark.Outcome {
 func (p *Pick) Done(o Outcome) {
 	// The common case, small enough to inline: no latency to learn, no
 	// breaker or outlier detector to tell.
-	if e := p.e; e != nil && e.done == doneCount && !p.done {
+	if p.kind == doneNothing && !p.done {
 		p.done = true
-		e.st.inflight.Add(-1)
 		return
 	}
 	p.done2(o)
@@ -86,10 +87,11 @@ func (p *Pick) done2(o Outcome) {
 		return
 	}
 	p.done = true
-	if e.done == doneNothing {
+	st := e.st
+	if e.done == doneCount {
+		st.inflight.Add(-1)
 		return
 	}
-	st := e.st
 	if b.inflight {
 		st.inflight.Add(-1)
 		if b.algo == ConsistentHash {
@@ -151,7 +153,7 @@ func (b *Balancer) pick(key string, avoid []*state) (Pick, error) {
 	if b.obs != nil {
 		b.pickEvent(e)
 	}
-	return Pick{e: e, b: b, at: at}, nil
+	return Pick{e: e, b: b, at: at, kind: e.done}, nil
 }
 
 // begin counts a call in flight, and returns the Pick's at.
@@ -161,7 +163,7 @@ func (b *Balancer) begin(st *state) int64 {
 	case PeakEWMA:
 		return b.coarse.Load()
 	case ConsistentHash:
-		s := int64(rand.Uint32() & (numStripes - 1))
+		s := int64(stripeHint())
 		b.total[s].n.Add(1)
 		return s
 	}
@@ -185,11 +187,11 @@ func (b *Balancer) choose(s *snapshot, p *pool) int32 {
 	}
 	switch b.algo {
 	case RoundRobin:
-		r := rand.Uint64()
 		if p.sched == nil {
-			return p.sample(r)
+			return p.sample(rand.Uint64())
 		}
-		return p.next(b.rr[p.kind][r&(numStripes-1)].n.Add(1), r)
+		sn := stripeHint()
+		return p.next(b.rr[p.kind][sn].n.Add(1), sn)
 	case LeastRequest:
 		i, j := p.sample2()
 		if i == j {
@@ -222,6 +224,18 @@ func (b *Balancer) choose(s *snapshot, p *pool) int32 {
 	return p.sample(rand.Uint64())
 }
 
+// stripeHint returns a round-robin stripe for the calling goroutine: a hash
+// of where its stack is, which is stable while the goroutine runs and
+// usually differs between goroutines running at once (their stacks are at
+// least 2 KiB apart). A stack that moves, or two goroutines that share a
+// stripe, cost a little speed and never correctness; and a goroutine that
+// picks alone walks the schedule in order.
+func stripeHint() uint64 {
+	var slot byte
+	a := uint64(uintptr(unsafe.Pointer(&slot))) >> 11
+	return (a * 0x9E3779B97F4A7C15) >> (64 - stripeBits) // Fibonacci hashing: the top bits mix them all
+}
+
 // maxTries is how many times the slow path runs the algorithm before it scans
 // the pools in order.
 const maxTries = 3
@@ -249,7 +263,7 @@ func (b *Balancer) admit(e *entry, avoid []*state) (Pick, error) {
 	if b.obs != nil {
 		b.pickEvent(e)
 	}
-	return Pick{e: e, b: b, token: token, at: at}, nil
+	return Pick{e: e, b: b, token: token, at: at, kind: e.done}, nil
 }
 
 // pickSlow handles breakers and avoided endpoints: it tries the algorithm's
