@@ -28,8 +28,11 @@ type BoundedConfig struct {
 // Bounded is consistent hashing with bounded loads (Mirrokni, Thorup and
 // Zadimoghaddam, 2018): Acquire walks a key's owners in preference order and
 // takes the first whose in-flight count is under the cap, so a key sticks to
-// its node unless that node is overloaded, and no node ever carries more than
-// ⌈c × average⌉ of the requests in flight.
+// its node unless that node is overloaded, and no pick takes a node above
+// ⌈c × average⌉ requests in flight (the average counting that request). Only
+// if racing picks find every owner of a key full 64 walks in a row, which
+// the pigeonhole argument of the paper rules out without races, does Acquire
+// fall back to the least loaded owner.
 //
 // Bounded keeps one in-flight counter per node name; Acquire increments it
 // and Lease.Release decrements it. When the placement's membership changes,
