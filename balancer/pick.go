@@ -14,7 +14,9 @@ import (
 
 // Pick is one endpoint chosen by Balancer.Pick, to be reported back with Done
 // exactly once. It is a small value: passing it around allocates nothing.
-// The zero Pick has no endpoint.
+// The zero Pick has no endpoint. A Pick is not safe for concurrent use: call
+// Done from one goroutine, on the Pick itself rather than on copies (a copy
+// does not know that the original is done).
 type Pick struct {
 	e     *entry
 	b     *Balancer

@@ -102,6 +102,9 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	err := t.Policy.Do(req.Context(), a.run)
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if a.n == 0 {
+		closeBody(req) // the Policy ran no attempt: the body is still ours to close
+	}
 	switch {
 	case a.won:
 		return a.last, nil

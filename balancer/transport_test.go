@@ -263,3 +263,24 @@ func TestTransportHedgedAttemptsConcurrentSafe(t *testing.T) {
 		}
 	}
 }
+
+type closeRecorder struct {
+	io.Reader
+	closed bool
+}
+
+func (c *closeRecorder) Close() error { c.closed = true; return nil }
+
+func TestTransportClosesBodyWhenNoAttemptRuns(t *testing.T) {
+	lb := mustNew(t, balancer.Config{Endpoints: []bulwark.Endpoint{{Addr: "127.0.0.1:1"}}})
+	refuse := errors.New("budget exhausted")
+	tr := &balancer.Transport{Balancer: lb, Policy: bulwark.PolicyFunc(func(context.Context, func(context.Context) error) error { return refuse })}
+	body := &closeRecorder{Reader: strings.NewReader("x")}
+	req, _ := http.NewRequest("PUT", "http://svc/", body)
+	if _, err := tr.RoundTrip(req); !errors.Is(err, refuse) {
+		t.Errorf("RoundTrip under a Policy that runs nothing = %v, want its error", err)
+	}
+	if !body.closed {
+		t.Errorf("request body not closed when no attempt ran")
+	}
+}
