@@ -7,6 +7,8 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+
+	"github.com/cespare/xxhash/v2"
 )
 
 // DefaultVirtualNodes is the number of ring points per unit of weight when
@@ -201,7 +203,7 @@ func (s *ringSnap) add(nodes []Node, vnodes int) (*ringSnap, error) {
 		suffix := buf[len(n.Name):]
 		for v := range k {
 			putLE64(suffix, uint64(v))
-			fresh = append(fresh, point{sum64(buf), int32(i)})
+			fresh = append(fresh, point{xxhash.Sum64(buf), int32(i)})
 		}
 	}
 	slices.SortFunc(fresh, cmpPoint)
