@@ -19,7 +19,6 @@ import (
 // op is one GET through the proxy from a parallel client; compare ns/op (the
 // inverse of throughput) between the two sub-benchmarks.
 func BenchmarkThroughput(b *testing.B) {
-	var backends []*httptest.Server
 	var eps []bulwark.Endpoint
 	var urls []*url.URL
 	for range 3 {
@@ -28,7 +27,6 @@ func BenchmarkThroughput(b *testing.B) {
 		}))
 		defer srv.Close()
 		u, _ := url.Parse(srv.URL)
-		backends = append(backends, srv)
 		eps = append(eps, bulwark.Endpoint{Addr: u.Host})
 		urls = append(urls, u)
 	}
