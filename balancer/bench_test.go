@@ -103,3 +103,22 @@ func reportCPU(b *testing.B, start time.Duration) {
 	}
 	b.ReportMetric(float64(cpuTime()-start)/float64(b.N), "cpu-ns/op")
 }
+
+// BenchmarkPickJittered is BenchmarkPick/peakEWMA with latencies that vary
+// from call to call (1 to 1.6 ms), so that more observations change the
+// estimate and write it.
+func BenchmarkPickJittered(b *testing.B) {
+	lb := newBench(b, balancer.PeakEWMA)
+	b.ReportAllocs()
+	cpu := cpuTime()
+	i := 0
+	for b.Loop() {
+		pk, err := lb.Pick("")
+		if err != nil {
+			b.Fatal(err)
+		}
+		pk.Done(balancer.Outcome{Latency: time.Millisecond + time.Duration(i%7)*100*time.Microsecond})
+		i++
+	}
+	reportCPU(b, cpu)
+}

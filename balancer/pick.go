@@ -21,7 +21,7 @@ type Pick struct {
 	e     *entry
 	b     *Balancer
 	token uint64   // the breaker's, if any
-	at    int64    // PeakEWMA: the balancer's coarse time at the pick, ns since base; ConsistentHash: the stripe of total
+	at    int64    // ConsistentHash: the stripe of total that counts the call
 	kind  doneKind // e.done; doneGeneral in the zero Pick
 	done  bool
 }
@@ -101,7 +101,7 @@ func (p *Pick) done2(o Outcome) {
 		}
 	}
 	if b.algo == PeakEWMA && o.Latency > 0 {
-		b.observe(st, p.at, o.Latency)
+		b.observe(st, o.Latency)
 	}
 	if st.breaker == nil && b.outliers == nil {
 		return
@@ -162,8 +162,6 @@ func (b *Balancer) pick(key string, avoid []*state) (Pick, error) {
 func (b *Balancer) begin(st *state) int64 {
 	st.inflight.Add(1)
 	switch b.algo {
-	case PeakEWMA:
-		return b.coarse.Load()
 	case ConsistentHash:
 		s := int64(stripeHint())
 		b.total[s].n.Add(1)
@@ -337,8 +335,7 @@ func avoided(st *state, avoid []*state) bool {
 const penalty = math.MaxFloat64 / 4
 
 // The PeakEWMA estimate of an endpoint is one word: the latency in ns as a
-// float32 in the high half (its three low mantissa bits count observations,
-// see tickMask), and in the low half the time of its last
+// float32 in the high half, and in the low half the time of its last
 // observation in units of 2^20 ns (about a millisecond) since base, modulo
 // 2^32 (about 52 days).
 const stampShift = 20
@@ -373,40 +370,28 @@ func (b *Balancer) ewmaLoad(e *entry, now int64) float64 {
 // coarseGrain is how far the coarse clock must move before it is written.
 const coarseGrain = int64(time.Millisecond)
 
-// The three low mantissa bits of an estimate (a relative change below 10^-6)
-// count its observations, so that one in eight reads the clock without a
-// random draw.
-const (
-	tickMask   = 7
-	tickShift  = 32
-	tickPeriod = tickMask + 1
-)
-
 // observe folds one latency into st's PeakEWMA estimate: a slower one replaces
 // it (the peak), a faster one moves it by the weight that the time since the
 // last observation earns, 1 - e^(-dt/DecayTime).
 //
 // Time comes from the balancer's coarse clock, so that most calls read no
-// clock: a call picked at coarse time at that took latency ended no earlier
-// than at+latency, which moves the coarse clock forward; and every eighth
-// observation of an endpoint reads the real clock, which catches up with
-// idle time.
-func (b *Balancer) observe(st *state, at int64, latency time.Duration) {
+// clock: one observation in eight, at random, reads the real clock and
+// advances the coarse one, which picks read too.
+func (b *Balancer) observe(st *state, latency time.Duration) {
 	now := b.coarse.Load()
-	if (st.ewma.Load()>>tickShift)&tickMask == 0 {
+	if rand.Uint32()&7 == 0 {
 		t := b.now()
 		if t-now >= coarseGrain {
 			b.coarse.CompareAndSwap(now, t)
 		}
 		now = t
-	} else if end := at + int64(latency); end-now > coarseGrain {
-		b.coarse.CompareAndSwap(now, end)
-		now = end
 	}
 	b.observeAt(st, latency, now)
 }
 
-// observeAt folds latency into st's estimate at now.
+// observeAt folds latency into st's estimate at now. An observation that
+// changes nothing, as a faster one within the same stamp unit (its weight is
+// zero) or a peak equal to the estimate, writes nothing.
 func (b *Balancer) observeAt(st *state, latency time.Duration, now int64) {
 	rtt := float64(latency)
 	for {
@@ -417,9 +402,8 @@ func (b *Balancer) observeAt(st *state, latency time.Duration, now int64) {
 			w := decay(elapsed(old, now) / b.tau)
 			next = cost*w + rtt*(1-w)
 		}
-		bits := math.Float32bits(float32(next))&^tickMask | (uint32(old>>tickShift)+1)&tickMask
-		word := uint64(bits)<<32 | uint64(uint32(now>>stampShift))
-		if st.ewma.CompareAndSwap(old, word) {
+		word := uint64(math.Float32bits(float32(next)))<<32 | uint64(uint32(now>>stampShift))
+		if word == old || st.ewma.CompareAndSwap(old, word) {
 			return
 		}
 	}
