@@ -146,8 +146,8 @@ type Config struct {
 	// this Balancer.
 	Outliers Recorder
 
-	// Clock is the time source for slow start and PeakEWMA. If nil, the wall
-	// clock.
+	// Clock is the time source for slow start, PeakEWMA and the latencies
+	// that Transport measures. If nil, the wall clock.
 	Clock bulwark.Clock
 	// Observer receives events: EventPick (sampled, see PickSample),
 	// EventEndpointAdded and EventEndpointRemoved, EventStateChange on
