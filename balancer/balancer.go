@@ -310,7 +310,7 @@ func New(cfg Config) (*Balancer, error) {
 		return nil, fmt.Errorf("balancer: negative PickSample %d", cfg.PickSample)
 	}
 	b.inflight = b.algo == LeastRequest || b.algo == PeakEWMA || b.algo == ConsistentHash
-	b.heavyDone = b.algo == PeakEWMA || b.algo == ConsistentHash || b.outliers != nil
+	b.heavyDone = b.algo == PeakEWMA || b.algo == ConsistentHash || b.outliers != nil || b.obs != nil
 	b.base = b.clk.Now()
 	b.snap.Store(&snapshot{})
 	if err := b.Update(cfg.Endpoints); err != nil {

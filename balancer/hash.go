@@ -47,7 +47,7 @@ func (b *Balancer) pickHash(s *snapshot, p *pool, key string, avoid []*state) (P
 	// With m calls in flight counting this one, an endpoint of weight w in a
 	// pool of weight W may hold at most ⌈c·m·w/W⌉ of them. An idle endpoint
 	// is always under its bound, so m is summed only for a busy one.
-	perWeight := -1.0
+	cm := -1.0 // c·m, computed once, when the first busy owner is met
 	over := int32(-1)
 	var lastErr error
 	for {
@@ -61,14 +61,16 @@ func (b *Balancer) pickHash(s *snapshot, p *pool, key string, avoid []*state) (P
 			continue
 		}
 		load := e.st.inflight.Load()
-		if load > 0 && perWeight < 0 {
+		if load > 0 && cm < 0 {
 			m := int64(1)
 			for k := range b.total {
 				m += b.total[k].n.Load()
 			}
-			perWeight = b.loadFactor * float64(m) / float64(p.total)
+			cm = b.loadFactor * float64(m)
 		}
-		if load > 0 && float64(load) >= math.Ceil(perWeight*float64(e.w)) {
+		// c·m·w/W in this order: dividing first can round a whole bound up
+		// past its integer, and the ceiling would then allow one more.
+		if load > 0 && float64(load) >= math.Ceil(cm*float64(e.w)/float64(p.total)) {
 			if over < 0 {
 				over = i
 			}

@@ -89,6 +89,11 @@ func (p *Pick) done2(o Outcome) {
 		return
 	}
 	p.done = true
+	if b.obs != nil {
+		ev := b.event(bulwark.EventCall, e.ep)
+		ev.Outcome, ev.Latency, ev.Err = o.class(), o.Latency, o.Err
+		b.obs.Observe(ev)
+	}
 	st := e.st
 	if e.done == doneCount {
 		st.inflight.Add(-1)

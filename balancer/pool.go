@@ -283,13 +283,28 @@ func (p *pool) sample(r uint64) int32 {
 
 // sample2 draws two entry indices, independently, in proportion to weight:
 // from one random word when the weights are equal.
+//
+// The two are distinct whenever the pool has two members: drawing the same
+// endpoint twice would make it the choice whatever its load, which in a small
+// pool (a zone of two or three endpoints) sends a slow or busy endpoint a
+// fixed share of 1/n² of the picks.
 func (p *pool) sample2() (int32, int32) {
 	r := rand.Uint64()
 	if p.uniform {
 		n := uint64(len(p.idx))
-		return p.idx[((r>>32)*n)>>32], p.idx[(uint64(uint32(r))*n)>>32]
+		i := ((r >> 32) * n) >> 32
+		j := (uint64(uint32(r)) * (n - 1)) >> 32 // one of the n-1 others
+		if j >= i {
+			j++
+		}
+		return p.idx[i], p.idx[j]
 	}
-	return p.sample(r), p.sample(rand.Uint64())
+	i := p.sample(r)
+	j := p.sample(rand.Uint64())
+	for try := 0; j == i && try < 8; try++ { // without replacement, by weight
+		j = p.sample(rand.Uint64())
+	}
+	return i, j
 }
 
 // next returns the entry index at position n of stripe sn's walk through the

@@ -188,7 +188,14 @@ func (a *attempts) attempt(ctx context.Context, rewind bool) (*http.Response, er
 		}
 		return nil, err
 	}
-	out := req.Clone(ctx)
+	// The attempt's ctx ends when the Policy returns: a hedge cancels its
+	// attempts then, the winner's too. The body of the response handed back
+	// must outlive it, so the attempt is sent under the request's own
+	// context, and follows the attempt's ctx only until the headers arrive;
+	// closing the body releases it.
+	sendCtx, cancelSend := context.WithCancel(req.Context())
+	stop := context.AfterFunc(ctx, cancelSend)
+	out := req.Clone(sendCtx)
 	u := *req.URL
 	out.URL = &u
 	out.URL.Host = pk.e.ep.Addr
@@ -207,7 +214,13 @@ func (a *attempts) attempt(ctx context.Context, rewind bool) (*http.Response, er
 	start := clk.Now()
 	resp, err := a.base.RoundTrip(out)
 	latency := clk.Since(start)
+	if !stop() && err == nil {
+		// The attempt was called off while its headers arrived.
+		discard(resp)
+		resp, err = nil, ctx.Err()
+	}
 	if err != nil {
+		cancelSend()
 		pk.Done(Outcome{Err: err, Latency: latency, Gateway: isConnectError(err)})
 		return nil, fmt.Errorf("balancer: %s: %w", pk.e.ep.Addr, err)
 	}
@@ -219,6 +232,7 @@ func (a *attempts) attempt(ctx context.Context, rewind bool) (*http.Response, er
 		o.Err = errStatus
 	}
 	pk.Done(o)
+	resp.Body = &releasingBody{ReadCloser: resp.Body, release: cancelSend}
 	switch resp.StatusCode {
 	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout, http.StatusTooManyRequests:
 		se := &StatusError{Response: resp, Endpoint: pk.e.ep}
@@ -231,6 +245,19 @@ func (a *attempts) attempt(ctx context.Context, rewind bool) (*http.Response, er
 }
 
 var errStatus = errors.New("balancer: server error status")
+
+// releasingBody cancels the context its response was read under when it is
+// closed.
+type releasingBody struct {
+	io.ReadCloser
+	release context.CancelFunc
+}
+
+func (b *releasingBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.release()
+	return err
+}
 
 // replayable reports whether req may be sent more than once.
 func replayable(req *http.Request) bool {

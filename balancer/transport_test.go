@@ -284,3 +284,33 @@ func TestTransportClosesBodyWhenNoAttemptRuns(t *testing.T) {
 		t.Errorf("request body not closed when no attempt ran")
 	}
 }
+
+// TestTransportBodyOutlivesAttempt: a Policy may end the context of the
+// attempt it returns with, as a hedge does when it cancels its attempts; the
+// body of the response must still be readable to its end.
+func TestTransportBodyOutlivesAttempt(t *testing.T) {
+	big := strings.Repeat("0123456789abcdef", 1<<16) // 1 MiB: more than any buffer
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, big)
+	}))
+	defer srv.Close()
+	u, _ := url.Parse(srv.URL)
+	lb := mustNew(t, balancer.Config{Endpoints: []bulwark.Endpoint{{Addr: u.Host}}})
+	cancelling := bulwark.PolicyFunc(func(ctx context.Context, op func(context.Context) error) error {
+		actx, cancel := context.WithCancel(ctx)
+		defer cancel() // like a hedge: every attempt's ctx ends when Do returns
+		return op(actx)
+	})
+	base := &http.Transport{}
+	defer base.CloseIdleConnections()
+	client := &http.Client{Transport: &balancer.Transport{Balancer: lb, Base: base, Policy: cancelling}}
+	resp, err := client.Get("http://service/big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	got, err := io.ReadAll(resp.Body)
+	if err != nil || len(got) != len(big) {
+		t.Errorf("read %d bytes of the body, err %v; want all %d after the attempt's ctx ended", len(got), err, len(big))
+	}
+}
