@@ -56,6 +56,12 @@ type Config struct {
 	// RetryRatio is the share of requests that may be retries, over a 10 s
 	// window (plus 10 retries a second). If zero, 0.2.
 	RetryRatio float64
+	// HedgeDelay, if positive, hedges reads (GET and HEAD): when an attempt
+	// has not answered after HedgeDelay, or after the 95th percentile of the
+	// latencies seen once enough are known, a second goes to another
+	// backend, and the first answer wins ("The Tail at Scale"). Hedges spend
+	// from the retry budget. If zero, no hedging.
+	HedgeDelay time.Duration
 	// RetryDelay, if not nil, returns the wait before retry n (1 for the
 	// first). If nil, full jitter from 5 ms, doubling, capped at 100 ms.
 	RetryDelay func(n int) time.Duration
@@ -153,7 +159,7 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	p.lb, err = balancer.New(balancer.Config{
 		Name: cfg.Name, Algorithm: cfg.Algorithm, Endpoints: cfg.Backends, Zone: cfg.Zone,
-		SlowStart: 5 * time.Second, Outliers: p.outliers, PickSample: 16,
+		SlowStart: 5 * time.Second, Outliers: p.outliers,
 		Breaker: func(ep bulwark.Endpoint) balancer.Breaker { return p.breakers.Get(ep.Addr) },
 		Clock:   cfg.Clock, Observer: cfg.Observer,
 	})
@@ -196,7 +202,20 @@ func New(cfg Config) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	transport := &balancer.Transport{Balancer: p.lb, Base: base, Policy: policy, Key: p.key}
+	var transport http.RoundTripper = &balancer.Transport{Balancer: p.lb, Base: base, Policy: policy, Key: p.key}
+	if cfg.HedgeDelay > 0 {
+		hedge, err := retry.NewHedge(retry.HedgeConfig{
+			Name: cfg.Name, MaxAttempts: 2, Delay: cfg.HedgeDelay, Percentile: 0.95, MinDelay: cfg.HedgeDelay,
+			Budget: budget, Clock: cfg.Clock, Observer: cfg.Observer,
+		})
+		if err != nil {
+			return nil, err
+		}
+		transport = readsHedged{
+			reads: &balancer.Transport{Balancer: p.lb, Base: base, Policy: bulwark.Compose(policy, hedge), Key: p.key},
+			rest:  transport,
+		}
+	}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite: func(r *httputil.ProxyRequest) {
 			r.Out.URL.Scheme = "http"
@@ -229,6 +248,17 @@ func New(cfg Config) (*Proxy, error) {
 	mux.Handle("/", http.HandlerFunc(p.serveProxy))
 	p.handler = mux
 	return p, nil
+}
+
+// readsHedged sends GET and HEAD requests through a hedging transport, and
+// the rest through the plain one.
+type readsHedged struct{ reads, rest http.RoundTripper }
+
+func (h readsHedged) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		return h.reads.RoundTrip(r)
+	}
+	return h.rest.RoundTrip(r)
 }
 
 // forward passes ejections to the balancer once it exists.
