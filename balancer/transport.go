@@ -192,9 +192,15 @@ func (a *attempts) attempt(ctx context.Context, rewind bool) (*http.Response, er
 	// attempts then, the winner's too. The body of the response handed back
 	// must outlive it, so the attempt is sent under the request's own
 	// context, and follows the attempt's ctx only until the headers arrive;
-	// closing the body releases it.
-	sendCtx, cancelSend := context.WithCancel(req.Context())
-	stop := context.AfterFunc(ctx, cancelSend)
+	// closing the body releases it. When the attempt runs under the
+	// request's own context, as under a plain retry.Policy, there is nothing
+	// to detach.
+	sendCtx, cancelSend := ctx, context.CancelFunc(nil)
+	stop := func() bool { return true }
+	if ctx != req.Context() {
+		sendCtx, cancelSend = context.WithCancel(req.Context())
+		stop = context.AfterFunc(ctx, cancelSend)
+	}
 	out := req.Clone(sendCtx)
 	u := *req.URL
 	out.URL = &u
@@ -220,7 +226,9 @@ func (a *attempts) attempt(ctx context.Context, rewind bool) (*http.Response, er
 		resp, err = nil, ctx.Err()
 	}
 	if err != nil {
-		cancelSend()
+		if cancelSend != nil {
+			cancelSend()
+		}
 		pk.Done(Outcome{Err: err, Latency: latency, Gateway: isConnectError(err)})
 		return nil, fmt.Errorf("balancer: %s: %w", pk.e.ep.Addr, err)
 	}
@@ -232,7 +240,9 @@ func (a *attempts) attempt(ctx context.Context, rewind bool) (*http.Response, er
 		o.Err = errStatus
 	}
 	pk.Done(o)
-	resp.Body = &releasingBody{ReadCloser: resp.Body, release: cancelSend}
+	if cancelSend != nil {
+		resp.Body = &releasingBody{ReadCloser: resp.Body, release: cancelSend}
+	}
 	switch resp.StatusCode {
 	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout, http.StatusTooManyRequests:
 		se := &StatusError{Response: resp, Endpoint: pk.e.ep}
