@@ -2,14 +2,11 @@ package pgstore
 
 import (
 	"context"
-	"runtime"
-	"slices"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/bulwark-go/bulwark/idempotency/idempotencytest"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -22,69 +19,6 @@ func benchStore(b *testing.B) *Store {
 	return newStore(b, pool, nil)
 }
 
-// latencies collects per-operation latencies from many goroutines and
-// reports their percentiles.
-type latencies struct {
-	mu  sync.Mutex
-	all []time.Duration // guarded by mu
-}
-
-func (l *latencies) add(d []time.Duration) {
-	l.mu.Lock()
-	l.all = append(l.all, d...)
-	l.mu.Unlock()
-}
-
-func (l *latencies) report(b *testing.B, elapsed time.Duration) {
-	if len(l.all) == 0 {
-		return
-	}
-	slices.Sort(l.all)
-	pct := func(p float64) float64 {
-		return float64(l.all[int(p*float64(len(l.all)-1))].Microseconds())
-	}
-	b.ReportMetric(pct(0.50), "p50-µs")
-	b.ReportMetric(pct(0.99), "p99-µs")
-	b.ReportMetric(float64(len(l.all))/elapsed.Seconds(), "req/s")
-}
-
-// runClients runs op b.N times, from one goroutine when clients is 1 and
-// otherwise from clients goroutines through RunParallel, and reports the
-// latency percentiles and throughput of op.
-func runClients(b *testing.B, clients int, op func(i int64) error) {
-	b.ReportAllocs()
-	var lat latencies
-	var seq atomic.Int64
-	b.ResetTimer()
-	start := time.Now()
-	if clients == 1 {
-		d := make([]time.Duration, 0, b.N)
-		for b.Loop() {
-			t := time.Now()
-			if err := op(seq.Add(1)); err != nil {
-				b.Fatal(err)
-			}
-			d = append(d, time.Since(t))
-		}
-		lat.add(d)
-	} else {
-		b.SetParallelism((clients + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
-		b.RunParallel(func(pb *testing.PB) {
-			var d []time.Duration
-			for pb.Next() {
-				t := time.Now()
-				if err := op(seq.Add(1)); err != nil {
-					b.Error(err)
-					return
-				}
-				d = append(d, time.Since(t))
-			}
-			lat.add(d)
-		})
-	}
-	lat.report(b, time.Since(start))
-}
-
 // BenchmarkClaimComplete measures a first request: Claim of a fresh key,
 // then Complete with a 1 KiB result.
 func BenchmarkClaimComplete(b *testing.B) {
@@ -93,7 +27,7 @@ func BenchmarkClaimComplete(b *testing.B) {
 		b.Run("clients="+strconv.Itoa(clients), func(b *testing.B) {
 			s := benchStore(b)
 			ctx := context.Background()
-			runClients(b, clients, func(i int64) error {
+			idempotencytest.RunClients(b, clients, func(i int64) error {
 				key := "k" + strconv.FormatInt(i, 10)
 				c, err := s.Claim(ctx, key, fp, time.Minute)
 				if err != nil {
@@ -124,7 +58,7 @@ func BenchmarkReplay(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			runClients(b, clients, func(i int64) error {
+			idempotencytest.RunClients(b, clients, func(i int64) error {
 				_, err := s.Claim(ctx, "k"+strconv.FormatInt(i%keys, 10), fp, time.Minute)
 				return err
 			})

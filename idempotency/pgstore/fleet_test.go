@@ -15,6 +15,7 @@ import (
 
 	"github.com/bulwark-go/bulwark/bulwarktest"
 	"github.com/bulwark-go/bulwark/idempotency"
+	"github.com/bulwark-go/bulwark/idempotency/idempotencytest"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
@@ -199,7 +200,7 @@ func TestMultiProcessExactlyOnce(t *testing.T) {
 }
 
 // faultPool returns a pool through p.
-func faultPool(t *testing.T, p *proxy) *pgxpool.Pool {
+func faultPool(t *testing.T, p *idempotencytest.FaultProxy) *pgxpool.Pool {
 	cfg, err := pgxpool.ParseConfig(pgURL(t))
 	require.NoError(t, err)
 	return newPool(t, pgURL(t), func(c *pgxpool.Config) {
@@ -221,106 +222,20 @@ func TestFaultConnectionCut(t *testing.T) {
 	pool := serverPool(t)
 	schema := testSchema(t, pool)
 	storeIn(t, pool, schema, nil) // migrate directly
-	p := newProxy(t, pgAddr(t, pool))
+	p := idempotencytest.NewFaultProxy(t, pgAddr(t, pool))
 	clk := bulwarktest.NewClock(time.Time{})
 	s, err := New(Config{Pool: faultPool(t, p), Table: schema + ".records", Clock: clk})
 	require.NoError(t, err)
-	runFaultCut(t, p.Cut, p.Restore, s.Claim, s.Complete, clk)
+	idempotencytest.RunOutage(t, s, clk, p.Cut, p.Restore, func(err error) bool {
+		return strings.HasPrefix(err.Error(), "pgstore: ") && (isNetError(err) || errors.Is(err, context.DeadlineExceeded) ||
+			strings.Contains(err.Error(), "connection refused"))
+	})
 }
 
 // pgAddr returns host:port of the test server.
 func pgAddr(t *testing.T, pool *pgxpool.Pool) string {
 	c := pool.Config().ConnConfig
 	return c.Host + ":" + strconv.Itoa(int(c.Port))
-}
-
-// runFaultCut runs workers that claim and complete fresh keys until told to
-// stop; cuts the link once some requests succeeded, restores it once some
-// failed, and stops once more succeeded again. Then, a lease later, every
-// key must be completed or free.
-func runFaultCut(t *testing.T, cut, restore func(),
-	claim func(context.Context, string, []byte, time.Duration) (idempotency.Claim, error),
-	complete func(context.Context, string, uint64, []byte, time.Duration) error,
-	clk *bulwarktest.Clock) {
-	ctx := context.Background()
-	var (
-		mu     sync.Mutex
-		failed []error
-		ok     int
-		keys   []string
-		wg     sync.WaitGroup
-	)
-	stop := make(chan struct{})
-	for w := range 8 {
-		wg.Go(func() {
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				key := fmt.Sprintf("w%d-%d", w, i)
-				cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				c, err := claim(cctx, key, fp, lease)
-				if err == nil && c.Won {
-					err = complete(cctx, key, c.Token, []byte("v"), retention)
-				}
-				cancel()
-				mu.Lock()
-				keys = append(keys, key)
-				if err != nil {
-					failed = append(failed, err)
-				} else {
-					ok++
-				}
-				mu.Unlock()
-			}
-		})
-	}
-	waitFor := func(what string, cond func() bool) {
-		t.Helper()
-		for start := time.Now(); ; time.Sleep(time.Millisecond) {
-			mu.Lock()
-			done := cond()
-			mu.Unlock()
-			if done {
-				return
-			}
-			if time.Since(start) > 20*time.Second {
-				close(stop)
-				wg.Wait()
-				t.Fatalf("timed out waiting until %s", what)
-			}
-		}
-	}
-	waitFor("100 requests succeed", func() bool { return ok >= 100 })
-	cut()
-	waitFor("20 requests fail", func() bool { return len(failed) >= 20 })
-	restore()
-	mu.Lock()
-	before := ok
-	mu.Unlock()
-	waitFor("100 more requests succeed", func() bool { return ok >= before+100 })
-	close(stop)
-	wg.Wait()
-
-	for _, err := range failed {
-		if !strings.HasPrefix(err.Error(), "pgstore: ") || !(isNetError(err) || errors.Is(err, context.DeadlineExceeded) ||
-			strings.Contains(err.Error(), "connection refused")) {
-			t.Errorf("error during the cut = %v, want a pgstore error wrapping the network failure", err)
-		}
-	}
-	t.Logf("%d requests succeeded, %d failed during the cut", ok, len(failed))
-
-	// Every key is now completed or, once its lease has passed, free.
-	clk.Advance(lease)
-	for _, key := range keys {
-		c, err := claim(ctx, key, fp, lease)
-		require.NoError(t, err, "Claim after the restore")
-		if !c.Won && !c.Record.Completed {
-			t.Errorf("Claim(%q) a lease after the restore = %+v, want the key completed or free", key, c)
-		}
-	}
 }
 
 // TestFaultDeadline black-holes the link: a call returns by its context's
@@ -330,7 +245,7 @@ func TestFaultDeadline(t *testing.T) {
 	pool := serverPool(t)
 	schema := testSchema(t, pool)
 	storeIn(t, pool, schema, nil)
-	p := newProxy(t, pgAddr(t, pool))
+	p := idempotencytest.NewFaultProxy(t, pgAddr(t, pool))
 	clk := bulwarktest.NewClock(time.Time{})
 	s, err := New(Config{Pool: faultPool(t, p), Table: schema + ".records", Clock: clk})
 	require.NoError(t, err)

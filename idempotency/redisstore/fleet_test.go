@@ -15,6 +15,7 @@ import (
 
 	"github.com/bulwark-go/bulwark/bulwarktest"
 	"github.com/bulwark-go/bulwark/idempotency"
+	"github.com/bulwark-go/bulwark/idempotency/idempotencytest"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 )
@@ -180,7 +181,7 @@ func TestMultiProcessExactlyOnce(t *testing.T) {
 
 // faultClient returns a client through p that gives up quickly, so a cut
 // link costs each call little time.
-func faultClient(t *testing.T, p *proxy) *redis.Client {
+func faultClient(t *testing.T, p *idempotencytest.FaultProxy) *redis.Client {
 	return newClient(t, p.Addr(), func(o *redis.Options) {
 		o.MaxRetries = 1
 		o.DialTimeout = time.Second
@@ -195,99 +196,13 @@ func faultClient(t *testing.T, p *proxy) *redis.Client {
 // past its lease.
 func TestFaultConnectionCut(t *testing.T) {
 	serverClient(t)
-	p := newProxy(t, redisAddr(t))
+	p := idempotencytest.NewFaultProxy(t, redisAddr(t))
 	rdb := faultClient(t, p)
 	clk := bulwarktest.NewClock(time.Time{})
 	s := newStore(t, rdb, clk)
-	runFaultCut(t, p.Cut, p.Restore, s.Claim, s.Complete, clk)
-}
-
-// runFaultCut runs workers that claim and complete fresh keys until told to
-// stop; cuts the link once some requests succeeded, restores it once some
-// failed, and stops once more succeeded again. Then, a lease later, every
-// key must be completed or free.
-func runFaultCut(t *testing.T, cut, restore func(),
-	claim func(context.Context, string, []byte, time.Duration) (idempotency.Claim, error),
-	complete func(context.Context, string, uint64, []byte, time.Duration) error,
-	clk *bulwarktest.Clock) {
-	ctx := context.Background()
-	var (
-		mu     sync.Mutex
-		failed []error
-		ok     int
-		keys   []string
-		wg     sync.WaitGroup
-	)
-	stop := make(chan struct{})
-	for w := range 8 {
-		wg.Go(func() {
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				key := fmt.Sprintf("w%d-%d", w, i)
-				cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				c, err := claim(cctx, key, fp, lease)
-				if err == nil && c.Won {
-					err = complete(cctx, key, c.Token, []byte("v"), retention)
-				}
-				cancel()
-				mu.Lock()
-				keys = append(keys, key)
-				if err != nil {
-					failed = append(failed, err)
-				} else {
-					ok++
-				}
-				mu.Unlock()
-			}
-		})
-	}
-	waitFor := func(what string, cond func() bool) {
-		t.Helper()
-		for start := time.Now(); ; time.Sleep(time.Millisecond) {
-			mu.Lock()
-			done := cond()
-			mu.Unlock()
-			if done {
-				return
-			}
-			if time.Since(start) > 20*time.Second {
-				close(stop)
-				wg.Wait()
-				t.Fatalf("timed out waiting until %s", what)
-			}
-		}
-	}
-	waitFor("100 requests succeed", func() bool { return ok >= 100 })
-	cut()
-	waitFor("20 requests fail", func() bool { return len(failed) >= 20 })
-	restore()
-	mu.Lock()
-	before := ok
-	mu.Unlock()
-	waitFor("100 more requests succeed", func() bool { return ok >= before+100 })
-	close(stop)
-	wg.Wait()
-
-	for _, err := range failed {
-		if !strings.Contains(err.Error(), "store: ") || !(isNetError(err) || errors.Is(err, context.DeadlineExceeded)) {
-			t.Errorf("error during the cut = %v, want a store error wrapping the network failure", err)
-		}
-	}
-	t.Logf("%d requests succeeded, %d failed during the cut", ok, len(failed))
-
-	// Every key is now completed or, once its lease has passed, free.
-	clk.Advance(lease)
-	for _, key := range keys {
-		c, err := claim(ctx, key, fp, lease)
-		require.NoError(t, err, "Claim after the restore")
-		if !c.Won && !c.Record.Completed {
-			t.Errorf("Claim(%q) a lease after the restore = %+v, want the key completed or free", key, c)
-		}
-	}
+	idempotencytest.RunOutage(t, s, clk, p.Cut, p.Restore, func(err error) bool {
+		return strings.Contains(err.Error(), "store: ") && (isNetError(err) || errors.Is(err, context.DeadlineExceeded))
+	})
 }
 
 // TestFaultDeadline black-holes the link: a call returns by its context's
@@ -295,7 +210,7 @@ func runFaultCut(t *testing.T, cut, restore func(),
 // is back.
 func TestFaultDeadline(t *testing.T) {
 	serverClient(t)
-	p := newProxy(t, redisAddr(t))
+	p := idempotencytest.NewFaultProxy(t, redisAddr(t))
 	rdb := newClient(t, p.Addr(), func(o *redis.Options) { o.MaxRetries = 1 })
 	clk := bulwarktest.NewClock(time.Time{})
 	s := newStore(t, rdb, clk)
