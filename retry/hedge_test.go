@@ -12,24 +12,15 @@ import (
 
 	"github.com/bulwark-go/bulwark"
 	"github.com/bulwark-go/bulwark/bulwarktest"
+	"go.uber.org/goleak"
 )
 
 // noLeak fails t if goroutines started during the test are still running
-// shortly after it; the hedge's losers are canceled and must return.
+// after it; the hedge's losers are canceled and must return.
 func noLeak(t *testing.T) {
 	t.Helper()
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		for range 500 {
-			if runtime.NumGoroutine() <= before {
-				return
-			}
-			runtime.Gosched()
-			time.Sleep(time.Millisecond) // waits for goroutines to exit, not for time-based logic
-		}
-		buf := make([]byte, 1<<16)
-		t.Errorf("%d goroutines after the test, %d before:\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
-	})
+	before := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, before) })
 }
 
 func mustHedge(t testing.TB, cfg HedgeConfig) *Hedge {
