@@ -340,3 +340,53 @@ func BenchmarkCompose(b *testing.B) {
 		})
 	}
 }
+
+type ctxKey struct{}
+
+// ctxRecorder is a ContextObserver that records what it was given.
+type ctxRecorder struct{ got []string }
+
+func (r *ctxRecorder) Observe(e bulwark.Event) { r.got = append(r.got, "plain:"+e.Kind.String()) }
+func (r *ctxRecorder) ObserveContext(ctx context.Context, e bulwark.Event) {
+	v, _ := ctx.Value(ctxKey{}).(string)
+	r.got = append(r.got, v+":"+e.Kind.String())
+}
+
+func TestObserveContext(t *testing.T) {
+	ctx := context.WithValue(context.Background(), ctxKey{}, "req-1")
+	rec := &ctxRecorder{}
+	var plain []string
+	p := bulwark.ObserverFunc(func(e bulwark.Event) { plain = append(plain, e.Kind.String()) })
+
+	bulwark.ObserveContext(ctx, rec, bulwark.Event{Kind: bulwark.EventRetry})
+	bulwark.ObserveContext(ctx, p, bulwark.Event{Kind: bulwark.EventRetry})
+	bulwark.ObserveContext(ctx, bulwark.Observers(rec, p), bulwark.Event{Kind: bulwark.EventReplayed})
+	rec.Observe(bulwark.Event{Kind: bulwark.EventGiveUp})
+
+	if got, want := strings.Join(rec.got, ","), "req-1:retry,req-1:replayed,plain:give_up"; got != want {
+		t.Errorf("ContextObserver saw %q, want %q", got, want)
+	}
+	if got, want := strings.Join(plain, ","), "retry,replayed"; got != want {
+		t.Errorf("plain Observer saw %q, want %q", got, want)
+	}
+}
+
+// ctxHandler is a slog.Handler that adds the request id from the context.
+type ctxHandler struct{ slog.Handler }
+
+func (h ctxHandler) Handle(ctx context.Context, r slog.Record) error {
+	if v, ok := ctx.Value(ctxKey{}).(string); ok {
+		r.AddAttrs(slog.String("request", v))
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func TestSlogObserverLogsWithContext(t *testing.T) {
+	var buf strings.Builder
+	l := slog.New(ctxHandler{slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})})
+	ctx := context.WithValue(context.Background(), ctxKey{}, "req-7")
+	bulwark.ObserveContext(ctx, bulwark.SlogObserver(l), bulwark.Event{Kind: bulwark.EventGiveUp, Component: bulwark.ComponentRetry, Reason: "attempts"})
+	if !strings.Contains(buf.String(), "request=req-7") {
+		t.Errorf("slog output %q lacks the context's request id", buf.String())
+	}
+}

@@ -15,6 +15,27 @@ type Observer interface {
 	Observe(Event)
 }
 
+// ContextObserver is an Observer that also uses the context of the call an
+// event belongs to: otelbulwark adds the event to the call's span, and
+// SlogObserver logs with the context, so that a handler can add its trace id.
+// Components that hold the call's context (retry, hedging, idempotency) pass
+// it through ObserveContext; the others call Observe.
+type ContextObserver interface {
+	Observer
+	ObserveContext(ctx context.Context, e Event)
+}
+
+// ObserveContext passes e to o, with ctx when o is a ContextObserver. o must
+// not be nil: components check for a nil Observer first, so that no event is
+// built for nobody.
+func ObserveContext(ctx context.Context, o Observer, e Event) {
+	if co, ok := o.(ContextObserver); ok {
+		co.ObserveContext(ctx, e)
+		return
+	}
+	o.Observe(e)
+}
+
 // ObserverFunc adapts a function to an Observer.
 type ObserverFunc func(Event)
 
@@ -22,7 +43,8 @@ type ObserverFunc func(Event)
 func (f ObserverFunc) Observe(e Event) { f(e) }
 
 // Observers returns an Observer that passes each event to every non-nil
-// observer in os, in order. It returns nil when none is left, so that the
+// observer in os, in order, with its context to those that take one (the
+// result is a ContextObserver). It returns nil when none is left, so that the
 // components skip building events.
 func Observers(os ...Observer) Observer {
 	var list multi
@@ -45,6 +67,12 @@ type multi []Observer
 func (m multi) Observe(e Event) {
 	for _, o := range m {
 		o.Observe(e)
+	}
+}
+
+func (m multi) ObserveContext(ctx context.Context, e Event) {
+	for _, o := range m {
+		ObserveContext(ctx, o, e)
 	}
 }
 
@@ -171,7 +199,9 @@ type Event struct {
 
 // SlogObserver returns an Observer that logs each event to l: at Warn level for
 // rejections, give-ups, ejections, store errors and misuse, at Info for state
-// changes, and at Debug for the rest. A nil l means slog.Default().
+// changes, and at Debug for the rest. A nil l means slog.Default(). It is a
+// ContextObserver: events that come with a call's context are logged with
+// it, so a handler can add the call's trace id.
 func SlogObserver(l *slog.Logger) Observer {
 	if l == nil {
 		l = slog.Default()
@@ -181,7 +211,9 @@ func SlogObserver(l *slog.Logger) Observer {
 
 type slogObserver struct{ l *slog.Logger }
 
-func (s slogObserver) Observe(e Event) {
+func (s slogObserver) Observe(e Event) { s.ObserveContext(context.Background(), e) }
+
+func (s slogObserver) ObserveContext(ctx context.Context, e Event) {
 	level := slog.LevelDebug
 	switch e.Kind {
 	case EventStateChange, EventEndpointAdded, EventEndpointRemoved, EventUnejected, EventLeaseTakeover:
@@ -189,7 +221,6 @@ func (s slogObserver) Observe(e Event) {
 	case EventRejected, EventGiveUp, EventEjected, EventStoreError, EventMisuse, EventBudgetExhausted:
 		level = slog.LevelWarn
 	}
-	ctx := context.Background()
 	if !s.l.Enabled(ctx, level) {
 		return
 	}

@@ -331,13 +331,13 @@ func (e *Engine) do(ctx context.Context, key string, fp []byte, run runFunc) (va
 		}
 		if !bytes.Equal(rec.Fingerprint, fp) {
 			if e.obs != nil {
-				e.obs.Observe(e.event(bulwark.EventMismatch, key))
+				bulwark.ObserveContext(ctx, e.obs, e.event(bulwark.EventMismatch, key))
 			}
 			return nil, false, fmt.Errorf("%w: key %q", ErrMismatch, key)
 		}
 		if rec.Completed {
 			if e.obs != nil {
-				e.obs.Observe(e.event(bulwark.EventReplayed, key))
+				bulwark.ObserveContext(ctx, e.obs, e.event(bulwark.EventReplayed, key))
 			}
 			return rec.Value, false, nil
 		}
@@ -349,7 +349,7 @@ func (e *Engine) do(ctx context.Context, key string, fp []byte, run runFunc) (va
 			if e.obs != nil {
 				ev := e.event(bulwark.EventConflict, key)
 				ev.Reason = "in_flight"
-				e.obs.Observe(ev)
+				bulwark.ObserveContext(ctx, e.obs, ev)
 			}
 			return nil, false, &InFlightError{Key: key, Retry: e.retryIn(now, rec.LeaseExpiry)}
 		}
@@ -398,9 +398,9 @@ func (e *Engine) runClaimed(ctx context.Context, key string, c Claim, done chan 
 		if c.TakenOver {
 			ev.Reason = "taken_over"
 			tk := e.event(bulwark.EventLeaseTakeover, key)
-			e.obs.Observe(tk)
+			bulwark.ObserveContext(ctx, e.obs, tk)
 		}
-		e.obs.Observe(ev)
+		bulwark.ObserveContext(ctx, e.obs, ev)
 	}
 	finished := false
 	defer func() {

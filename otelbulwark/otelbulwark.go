@@ -21,7 +21,7 @@ var latencyBoundaries = []float64{
 	0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
 }
 
-var _ bulwark.Observer = (*Observer)(nil)
+var _ bulwark.ContextObserver = (*Observer)(nil)
 
 // Observer records bulwark events as OpenTelemetry metrics: the instruments,
 // names and attributes of the package documentation. Its instruments are
@@ -96,6 +96,14 @@ func New(opts ...Option) (*Observer, error) {
 	_, err := meter.RegisterCallback(o.gauges.observe(&o.fams), observables...)
 	errs = append(errs, err)
 	return o, errors.Join(errs...)
+}
+
+// ObserveContext records e as Observe does and adds it to the span in ctx,
+// as AddSpanEvent does: components that hold the call's context call it
+// through bulwark.ObserveContext.
+func (o *Observer) ObserveContext(ctx context.Context, e bulwark.Event) {
+	o.Observe(e)
+	AddSpanEvent(ctx, e)
 }
 
 // Observe records e on the instruments of its component's family, as the

@@ -20,18 +20,14 @@ import (
 // bulwark.zone, bulwark.attempt, bulwark.delay (seconds), bulwark.reason,
 // bulwark.key and error.message.
 //
-// AddSpanEvent exists because an Event carries no context: an Observer set in
-// a component's Config is shared by every call, so it cannot know whose span
-// an event belongs to. Where a component is built per request, compose a
-// request-scoped observer with the shared one:
-//
-//	obs := bulwark.Observers(metrics, bulwark.ObserverFunc(func(e bulwark.Event) {
-//		otelbulwark.AddSpanEvent(ctx, e)
-//	}))
-//
-// Where the component is shared, call AddSpanEvent from the code that has
-// both the context and the outcome. AddSpanEvent is safe for concurrent use; it
-// allocates only when the span is recording.
+// An Event carries no context, but the components that hold the call's
+// context (retry, hedging, idempotency) pass it to a bulwark.ContextObserver,
+// and *Observer is one: its ObserveContext records the metrics and calls
+// AddSpanEvent, so retries, give-ups, hedges and replays appear on the span of
+// the request they happened to without any wiring. Call AddSpanEvent yourself
+// for events that come without a context (a breaker's rejection), from the
+// code that has both. AddSpanEvent is safe for concurrent use; it allocates
+// only when the span is recording.
 func AddSpanEvent(ctx context.Context, e bulwark.Event) {
 	if !spanWorthy(e.Kind) {
 		return

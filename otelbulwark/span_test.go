@@ -2,6 +2,7 @@ package otelbulwark_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -70,5 +71,34 @@ func TestAddSpanEventNoSpan(t *testing.T) {
 	e := bulwark.Event{Kind: bulwark.EventRetry, Component: "retry", Attempt: 2, Err: errBoom}
 	if n := testing.AllocsPerRun(100, func() { otelbulwark.AddSpanEvent(ctx, e) }); n != 0 {
 		t.Errorf("AddSpanEvent(no span) = %v allocs, want 0", n)
+	}
+}
+
+// TestObserveContextAddsSpanEvents: a component that holds the call's context
+// passes it along, and the Observer puts the event on that call's span
+// without any wiring by the caller.
+func TestObserveContextAddsSpanEvents(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	o, err := otelbulwark.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, span := tp.Tracer("test").Start(context.Background(), "request")
+	bulwark.ObserveContext(ctx, o, bulwark.Event{Kind: bulwark.EventRetry, Component: bulwark.ComponentRetry, Name: "payments", Attempt: 2})
+	bulwark.ObserveContext(ctx, bulwark.Observers(o, bulwark.ObserverFunc(func(bulwark.Event) {})),
+		bulwark.Event{Kind: bulwark.EventReplayed, Component: bulwark.ComponentIdempotency, Name: "orders", Key: "k1"})
+	o.Observe(bulwark.Event{Kind: bulwark.EventGiveUp, Component: bulwark.ComponentRetry}) // no context: metrics only
+	span.End()
+	spans := rec.Ended()
+	if len(spans) != 1 {
+		t.Fatalf("%d spans ended, want 1", len(spans))
+	}
+	var names []string
+	for _, ev := range spans[0].Events() {
+		names = append(names, ev.Name)
+	}
+	if got, want := strings.Join(names, ","), "bulwark.retry,bulwark.replayed"; got != want {
+		t.Errorf("span events = %q, want %q", got, want)
 	}
 }

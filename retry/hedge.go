@@ -173,7 +173,7 @@ func (h *Hedge) Do(ctx context.Context, op func(context.Context) error) error {
 		}
 		if h.budget != nil && !h.budget.withdraw() {
 			if h.obs != nil {
-				h.obs.Observe(bulwark.Event{Kind: bulwark.EventBudgetExhausted, Component: bulwark.ComponentHedge,
+				bulwark.ObserveContext(ctx, h.obs, bulwark.Event{Kind: bulwark.EventBudgetExhausted, Component: bulwark.ComponentHedge,
 					Name: h.name, Attempt: launched + 1})
 			}
 			reason = ErrBudget
@@ -182,7 +182,7 @@ func (h *Hedge) Do(ctx context.Context, op func(context.Context) error) error {
 		launched++
 		running++
 		if h.obs != nil {
-			h.obs.Observe(bulwark.Event{Kind: bulwark.EventHedge, Component: bulwark.ComponentHedge,
+			bulwark.ObserveContext(ctx, h.obs, bulwark.Event{Kind: bulwark.EventHedge, Component: bulwark.ComponentHedge,
 				Name: h.name, Attempt: launched, Delay: delay})
 		}
 		launch(launched)
@@ -204,10 +204,10 @@ func (h *Hedge) Do(ctx context.Context, op func(context.Context) error) error {
 				h.budget.failed()
 			}
 			if cerr := ctx.Err(); cerr != nil {
-				return h.giveUp(cerr, launched, h.clk.Since(begin), last)
+				return h.giveUp(ctx, cerr, launched, h.clk.Since(begin), last)
 			}
 			if bulwark.IsPermanent(r.err) {
-				return h.giveUp(ErrNotRetryable, launched, h.clk.Since(begin), last)
+				return h.giveUp(ctx, ErrNotRetryable, launched, h.clk.Since(begin), last)
 			}
 			if wait, ok := retryAfter(r.err); ok && wait > 0 {
 				// Pushback: start nothing more for this call.
@@ -221,7 +221,7 @@ func (h *Hedge) Do(ctx context.Context, op func(context.Context) error) error {
 				if reason == nil {
 					reason = ErrAttempts
 				}
-				return h.giveUp(reason, launched, h.clk.Since(begin), last)
+				return h.giveUp(ctx, reason, launched, h.clk.Since(begin), last)
 			}
 		case <-tick:
 			if reason == nil && spend() && launched < h.max {
@@ -231,14 +231,14 @@ func (h *Hedge) Do(ctx context.Context, op func(context.Context) error) error {
 				tick = nil
 			}
 		case <-ctx.Done():
-			return h.giveUp(ctx.Err(), launched, h.clk.Since(begin), last)
+			return h.giveUp(ctx, ctx.Err(), launched, h.clk.Since(begin), last)
 		}
 	}
 }
 
-func (h *Hedge) giveUp(reason error, attempts int, elapsed time.Duration, err error) error {
+func (h *Hedge) giveUp(ctx context.Context, reason error, attempts int, elapsed time.Duration, err error) error {
 	if h.obs != nil {
-		h.obs.Observe(bulwark.Event{Kind: bulwark.EventGiveUp, Component: bulwark.ComponentHedge,
+		bulwark.ObserveContext(ctx, h.obs, bulwark.Event{Kind: bulwark.EventGiveUp, Component: bulwark.ComponentHedge,
 			Name: h.name, Attempt: attempts, Err: err, Reason: reasonCode(reason)})
 	}
 	return &GiveUpError{Reason: reason, Attempts: attempts, Elapsed: elapsed, Err: err}

@@ -312,7 +312,7 @@ func (p *Policy) retry(ctx context.Context, op func(context.Context) error, err 
 		}
 		delay, reason := p.next(ctx, attempt, prev, err, now, start)
 		if reason != nil {
-			return p.giveUp(reason, attempt, now.Sub(start), err)
+			return p.giveUp(ctx, reason, attempt, now.Sub(start), err)
 		}
 		if p.obs != nil {
 			cause := "error"
@@ -321,11 +321,11 @@ func (p *Policy) retry(ctx context.Context, op func(context.Context) error, err 
 			} else if _, ok := retryAfter(err); ok {
 				cause = "retry_after"
 			}
-			p.obs.Observe(bulwark.Event{Kind: bulwark.EventRetry, Component: bulwark.ComponentRetry,
+			bulwark.ObserveContext(ctx, p.obs, bulwark.Event{Kind: bulwark.EventRetry, Component: bulwark.ComponentRetry,
 				Name: p.name, Attempt: attempt + 1, Delay: delay, Err: err, Reason: cause})
 		}
 		if serr := bulwark.Sleep(ctx, p.clk, delay); serr != nil {
-			return p.giveUp(serr, attempt, p.clk.Since(start), err)
+			return p.giveUp(ctx, serr, attempt, p.clk.Since(start), err)
 		}
 		prev = delay
 		actx := context.WithValue(ctx, attemptKey{}, attempt+1)
@@ -380,7 +380,7 @@ func (p *Policy) next(ctx context.Context, attempt int, prev time.Duration, err 
 	}
 	if p.budget != nil && !p.budget.withdraw() {
 		if p.obs != nil {
-			p.obs.Observe(bulwark.Event{Kind: bulwark.EventBudgetExhausted, Component: bulwark.ComponentRetry,
+			bulwark.ObserveContext(ctx, p.obs, bulwark.Event{Kind: bulwark.EventBudgetExhausted, Component: bulwark.ComponentRetry,
 				Name: p.name, Attempt: attempt + 1, Err: err})
 		}
 		return 0, ErrBudget
@@ -388,9 +388,9 @@ func (p *Policy) next(ctx context.Context, attempt int, prev time.Duration, err 
 	return d, nil
 }
 
-func (p *Policy) giveUp(reason error, attempts int, elapsed time.Duration, err error) error {
+func (p *Policy) giveUp(ctx context.Context, reason error, attempts int, elapsed time.Duration, err error) error {
 	if p.obs != nil {
-		p.obs.Observe(bulwark.Event{Kind: bulwark.EventGiveUp, Component: bulwark.ComponentRetry,
+		bulwark.ObserveContext(ctx, p.obs, bulwark.Event{Kind: bulwark.EventGiveUp, Component: bulwark.ComponentRetry,
 			Name: p.name, Attempt: attempts, Err: err, Reason: reasonCode(reason)})
 	}
 	return &GiveUpError{Reason: reason, Attempts: attempts, Elapsed: elapsed, Err: err}

@@ -485,3 +485,38 @@ func TestDoMovesToAnotherEndpoint(t *testing.T) {
 		t.Errorf("Do = %v after trying %v, want nil after [10.0.0.1:80 10.0.0.2:80]", err, tried)
 	}
 }
+
+type reqKey struct{}
+
+// ctxEvents records the request id of the context each event came with.
+type ctxEvents struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (c *ctxEvents) Observe(e bulwark.Event) { c.add("none", e) }
+func (c *ctxEvents) ObserveContext(ctx context.Context, e bulwark.Event) {
+	id, _ := ctx.Value(reqKey{}).(string)
+	c.add(id, e)
+}
+func (c *ctxEvents) add(id string, e bulwark.Event) {
+	c.mu.Lock()
+	c.got = append(c.got, id+":"+e.Kind.String())
+	c.mu.Unlock()
+}
+
+// TestEventsCarryTheCallContext: retries and the give-up reach a
+// bulwark.ContextObserver with the context of the call they belong to, so
+// that an OpenTelemetry observer can put them on the request's span.
+func TestEventsCarryTheCallContext(t *testing.T) {
+	obs := &ctxEvents{}
+	p, err := New(Config{MaxAttempts: 2, Delay: func(int, time.Duration, error) time.Duration { return 0 }, Observer: obs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.WithValue(context.Background(), reqKey{}, "req-1")
+	_ = p.Do(ctx, func(context.Context) error { return errors.New("boom") })
+	if got, want := strings.Join(obs.got, ","), "req-1:retry,req-1:give_up"; got != want {
+		t.Errorf("events = %q, want %q", got, want)
+	}
+}
