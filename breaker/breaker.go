@@ -176,7 +176,7 @@ func (b *Breaker) acquireSlow() (uint64, error) {
 	// Refusals while open need no lock.
 	switch {
 	case e.state == ForcedOpen:
-		return 0, b.reject(&OpenError{Name: b.s.name, State: ForcedOpen}, &evs)
+		return 0, b.reject(&OpenError{Name: b.s.name, State: ForcedOpen, retryAfter: forever}, &evs)
 	case e.state == Open && now < e.openUntil:
 		return 0, b.reject(&OpenError{Name: b.s.name, State: Open, retryAfter: time.Duration(e.openUntil - now)}, &evs)
 	}
@@ -192,7 +192,7 @@ func (b *Breaker) acquireSlow() (uint64, error) {
 	case Open:
 		err = &OpenError{Name: b.s.name, State: Open, retryAfter: time.Duration(e.openUntil - now)}
 	case ForcedOpen:
-		err = &OpenError{Name: b.s.name, State: ForcedOpen}
+		err = &OpenError{Name: b.s.name, State: ForcedOpen, retryAfter: forever}
 	case HalfOpen:
 		free, earliest := -1, int64(math.MaxInt64)
 		for i := range e.probes {

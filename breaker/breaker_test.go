@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"testing"
@@ -366,8 +367,8 @@ func TestForcedStates(t *testing.T) {
 	ran := false
 	err := b.Do(context.Background(), func(context.Context) error { ran = true; return nil })
 	var oe *breaker.OpenError
-	if ran || !errors.As(err, &oe) || oe.State != breaker.ForcedOpen || oe.RetryAfter() != 0 {
-		t.Fatalf("Do while forced open ran=%v, err=%v; want not run, *OpenError forced-open with RetryAfter 0", ran, err)
+	if ran || !errors.As(err, &oe) || oe.State != breaker.ForcedOpen || oe.RetryAfter() != math.MaxInt64 {
+		t.Fatalf("Do while forced open ran=%v, err=%v; want not run, *OpenError forced-open with the longest RetryAfter", ran, err)
 	}
 	if got, want := err.Error(), "breaker: circuit open (p, forced-open)"; got != want {
 		t.Errorf("Error() = %q, want %q", got, want)

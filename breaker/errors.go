@@ -2,6 +2,7 @@ package breaker
 
 import (
 	"errors"
+	"math"
 	"strconv"
 	"time"
 )
@@ -45,10 +46,13 @@ func (e *OpenError) Unwrap() error { return ErrOpen }
 // RetryAfter returns the time from the refusal until the breaker lets a probe
 // through: for an open breaker, the rest of its open duration; for a
 // half-open breaker whose probe slots are all taken, the time until the
-// earliest probe's deadline, when a slot frees at the latest. It is zero for a
-// breaker forced open, which stays open until ForceClosed or Reset; a
-// retrying caller should treat that as "not soon" rather than "now".
+// earliest probe's deadline, when a slot frees at the latest. For a breaker
+// forced open, which stays open until ForceClosed or Reset, it is the longest
+// Duration, so that a retrying caller gives up rather than try again soon.
 func (e *OpenError) RetryAfter() time.Duration { return e.retryAfter }
+
+// forever is the RetryAfter of a breaker forced open.
+const forever = time.Duration(math.MaxInt64)
 
 // State is the state of a Breaker.
 type State uint8

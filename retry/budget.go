@@ -20,8 +20,11 @@ type BudgetConfig struct {
 	Ratio float64
 	// MinPerSecond is the retry rate allowed whatever the request rate, so
 	// that a service with little traffic can still retry (Finagle's
-	// minRetriesPerSec, Envoy's min_retry_concurrency in spirit). If zero,
-	// 10. It must not be negative.
+	// minRetriesPerSec). As in Finagle, it is a reserve of MinPerSecond ×
+	// Window retries that refills at that rate, so a burst may spend it at
+	// once: a failing dependency sees at most (1 + Ratio) × its load plus
+	// this reserve. If zero, 10. A negative value means no reserve: retries
+	// are only ever Ratio × requests.
 	MinPerSecond float64
 	// Window is the time constant of the moving window over which requests
 	// and retries are counted: counts decay by e every Window. If zero,
@@ -79,8 +82,8 @@ func NewBudget(cfg BudgetConfig) (*Budget, error) {
 	switch {
 	case !(cfg.Ratio >= 0 && cfg.Ratio <= 1000):
 		return nil, fmt.Errorf("retry: budget Ratio %v, want within [0, 1000]", cfg.Ratio)
-	case !(cfg.MinPerSecond >= 0) || math.IsInf(cfg.MinPerSecond, 0):
-		return nil, fmt.Errorf("retry: budget MinPerSecond %v, want a finite value >= 0", cfg.MinPerSecond)
+	case math.IsNaN(cfg.MinPerSecond) || math.IsInf(cfg.MinPerSecond, 0):
+		return nil, fmt.Errorf("retry: budget MinPerSecond %v, want a finite value", cfg.MinPerSecond)
 	case cfg.Window < 0:
 		return nil, fmt.Errorf("retry: negative budget Window %v", cfg.Window)
 	case !(cfg.MaxTokens >= 0 && cfg.MaxTokens <= 1000):
@@ -97,8 +100,11 @@ func NewBudget(cfg BudgetConfig) (*Budget, error) {
 	if b.ratio == 0 {
 		b.ratio = 0.2
 	}
-	if b.minRate == 0 {
+	switch {
+	case b.minRate == 0:
 		b.minRate = 10
+	case b.minRate < 0:
+		b.minRate = 0
 	}
 	if b.window == 0 {
 		b.window = 10

@@ -30,7 +30,7 @@ func TestNewBudgetRejectsBadConfig(t *testing.T) {
 	}{
 		{"negative ratio", BudgetConfig{Ratio: -0.1}, "Ratio -0.1"},
 		{"NaN ratio", BudgetConfig{Ratio: math.NaN()}, "Ratio NaN"},
-		{"negative min", BudgetConfig{MinPerSecond: -1}, "MinPerSecond -1"},
+		{"NaN min", BudgetConfig{MinPerSecond: math.NaN()}, "MinPerSecond NaN"},
 		{"infinite min", BudgetConfig{MinPerSecond: math.Inf(1)}, "MinPerSecond +Inf"},
 		{"negative window", BudgetConfig{Window: -time.Second}, "negative budget Window"},
 		{"too many tokens", BudgetConfig{MaxTokens: 1001}, "MaxTokens 1001"},
@@ -57,6 +57,20 @@ func withdrawAll(b *Budget, now time.Time) int {
 		}
 	}
 	return n
+}
+
+func TestBudgetWithoutReserve(t *testing.T) {
+	clk := bulwarktest.NewClock(time.Time{})
+	b := mustBudget(t, BudgetConfig{Ratio: 0.2, MinPerSecond: -1, Window: 10 * time.Second, Clock: clk})
+	if got := withdrawAll(b, clk.Now()); got != 0 {
+		t.Errorf("withdrawals with no requests and no reserve = %d, want 0", got)
+	}
+	for range 100 {
+		b.deposit()
+	}
+	if got := withdrawAll(b, clk.Now()); got != 20 {
+		t.Errorf("withdrawals after 100 requests = %d, want 20 (Ratio × requests only)", got)
+	}
 }
 
 func TestBudgetExhaustionAndRefill(t *testing.T) {

@@ -196,7 +196,10 @@ func (h *Hedge) Do(ctx context.Context, op func(context.Context) error) error {
 				if h.budget != nil {
 					h.budget.succeeded()
 				}
-				h.record(h.clk.Since(r.start))
+				// The call's latency, not the winner's: a slow first
+				// attempt that lost is never seen otherwise, and the
+				// tracked percentile, and the delay, would drift low.
+				h.record(h.clk.Since(begin))
 				return nil
 			}
 			last = r.err

@@ -64,7 +64,8 @@ type Config struct {
 	// circuit breaker's rejection — makes the next delay at least that long,
 	// so the call is never retried before the server or the breaker allows
 	// it. When the wait asked for is longer than MaxRetryAfter, Do gives up
-	// at once with ErrRetryAfter rather than retry early. If zero, 1 minute.
+	// at once with ErrRetryAfter rather than retry early: a breaker open for
+	// longer fails the call fast, as a breaker should. If zero, 10 seconds.
 	MaxRetryAfter time.Duration
 	// RetryAfterJitter adds up to this fraction of a RetryAfter wait to it,
 	// at random, so that clients told the same wait do not return in a
@@ -87,7 +88,7 @@ type Config struct {
 // fields of the same names.
 const (
 	defaultMaxAttempts   = 3
-	defaultMaxRetryAfter = time.Minute
+	defaultMaxRetryAfter = 10 * time.Second
 )
 
 // The reasons a Policy or a Hedge gives up, found with errors.Is in the error
