@@ -207,7 +207,9 @@ const (
 
 // Do runs op at most once for key, as described on Engine, and returns its
 // result: op's own on the run that claimed key, or the stored one, decoded
-// from JSON, on a replay. T must survive a round trip through encoding/json.
+// from JSON, on a replay. T must survive a round trip through encoding/json:
+// a result that cannot be encoded is stored as a permanent error, since op
+// has had its effect and must not run again.
 //
 // fingerprint identifies the payload (a digest of the request, say): a
 // duplicate with another fingerprint gets ErrMismatch and op does not run.
@@ -237,7 +239,10 @@ func Do[T any](ctx context.Context, e *Engine, key string, fingerprint []byte, o
 		}
 		b, merr := json.Marshal(v)
 		if merr != nil {
-			return nil, fmt.Errorf("idempotency: encode result for key %q: %w", key, merr)
+			// op has had its effect: keep the key, with the error, so
+			// that a duplicate does not run it again.
+			err := bulwark.Permanent(fmt.Errorf("idempotency: op succeeded but its result for key %q cannot be stored: %w", key, merr))
+			return append([]byte{kindError}, err.Error()...), err
 		}
 		out = v
 		return append([]byte{kindValue}, b...), nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -186,11 +187,12 @@ func TestDoEncodeError(t *testing.T) {
 	st := newStore(t, clk)
 	e := newEngine(t, st, clk, idempotency.Config{})
 	_, err := idempotency.Do(t.Context(), e, "k", nil, func(context.Context) (func(), error) { return func() {}, nil })
-	if err == nil || !contains(err.Error(), "encode result") {
+	if err == nil || !contains(err.Error(), "cannot be stored") {
 		t.Fatalf("Do of an unencodable result error = %v, want an encode error", err)
 	}
-	if _, err := st.Get(t.Context(), "k"); !errors.Is(err, idempotency.ErrNotFound) {
-		t.Fatalf("Get after an encode error = %v, want ErrNotFound (released)", err)
+	// op ran: the key stays taken, with the error, and is not released.
+	if rec, err := st.Get(t.Context(), "k"); err != nil || !rec.Completed {
+		t.Fatalf("Get after an encode error = %+v, %v; want the key completed with the error", rec, err)
 	}
 }
 
@@ -605,5 +607,24 @@ func TestDoForeignRecord(t *testing.T) {
 	_, err = idempotency.Do(t.Context(), e, "k", nil, func(context.Context) (int, error) { return 1, nil })
 	if err == nil || !contains(err.Error(), "not a Do result") {
 		t.Fatalf("Do on a key holding a middleware record: error = %v, want a decode error", err)
+	}
+}
+
+// TestDoUnencodableResultKeepsKey: op ran and had its effect, but its result
+// cannot be stored: the key must stay taken, with the error, so that a
+// duplicate does not run op again.
+func TestDoUnencodableResultKeepsKey(t *testing.T) {
+	clk := fakeClock()
+	e := newEngine(t, newStore(t, clk), clk, idempotency.Config{})
+	runs := 0
+	op := func(context.Context) (float64, error) { runs++; return math.NaN(), nil }
+	for i := range 2 {
+		_, err := idempotency.Do(t.Context(), e, "nan", nil, op)
+		if err == nil || !bulwark.IsPermanent(err) {
+			t.Errorf("Do #%d = %v, want a permanent error", i, err)
+		}
+	}
+	if runs != 1 {
+		t.Errorf("op ran %d times for one key, want 1", runs)
 	}
 }

@@ -334,45 +334,54 @@ func (s *Service) transition(w http.ResponseWriter, r *http.Request) {
 		problem(w, http.StatusPreconditionFailed, "order changed", fmt.Sprintf("If-Match %s, order is at %s", im, etag(o)))
 		return
 	}
-	to, err := next(o.State, action)
-	if err == nil && action == "ship" && o.PaymentID == "" {
-		err = fmt.Errorf("%w: the payment of order %s is not confirmed yet", ErrBadTransition, o.ID)
-	}
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
+	// An order is paid in two steps: the state moves to paid with no
+	// payment id (payment pending), then the charge is recorded. While a
+	// payment is pending, neither ship nor cancel may move the order, and pay
+	// resumes it: the charge is idempotent under a key derived from the
+	// order, so resuming never charges twice, and an instance that died
+	// between the two steps leaves nothing stuck.
+	pending := o.State == Paid && o.PaymentID == ""
 	updated := o
-	updated.State, updated.Version, updated.UpdatedAt = to, o.Version+1, s.clk.Now().UTC()
-	if err := s.repo.Update(ctx, updated); err != nil {
-		s.fail(w, r, err)
-		return
+	if !(action == "pay" && pending) {
+		to, err := next(o.State, action)
+		if err == nil && pending {
+			err = fmt.Errorf("%w: the payment of order %s is pending", ErrBadTransition, o.ID)
+		}
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		updated.State, updated.Version, updated.UpdatedAt = to, o.Version+1, s.clk.Now().UTC()
+		if err := s.repo.Update(ctx, updated); err != nil {
+			s.fail(w, r, err)
+			return
+		}
 	}
 	if action == "pay" {
-		// The state moved first, so a concurrent cancel either lost the race
-		// above or comes after. Then the charge, idempotent under a key
-		// derived from the order (or the client's own key), so that retries
-		// here and retries of this request never charge twice.
-		key := r.Header.Get("Idempotency-Key")
-		if key == "" {
-			key = "order-" + o.ID + "-pay"
-		}
-		charge, err := s.payments.charge(ctx, key, o)
+		// Once the state has moved, the outcome is recorded whatever the
+		// client does: a disconnect must not lose a charge.
+		rec := context.WithoutCancel(ctx)
+		charge, err := s.payments.charge(ctx, "order-"+o.ID+"-pay", updated)
 		if err != nil {
-			// Compensate: back to created, if nothing moved the order since.
-			back := updated
-			back.State, back.Version, back.UpdatedAt = Created, updated.Version+1, s.clk.Now().UTC()
-			if cerr := s.repo.Update(context.WithoutCancel(ctx), back); cerr != nil && !errors.Is(cerr, ErrVersionConflict) {
-				s.log.ErrorContext(ctx, "compensating a failed payment", "order", o.ID, "error", cerr)
+			if !pending {
+				// Back to created, if nothing moved the order since.
+				back := updated
+				back.State, back.Version, back.UpdatedAt = Created, updated.Version+1, s.clk.Now().UTC()
+				if cerr := s.repo.Update(rec, back); cerr != nil && !errors.Is(cerr, ErrVersionConflict) {
+					s.log.ErrorContext(ctx, "compensating a failed payment", "order", o.ID, "error", cerr)
+				}
 			}
 			s.fail(w, r, err)
 			return
 		}
 		paid := updated
-		paid.PaymentID, paid.Version = charge.ID, updated.Version+1
-		if err := s.repo.Update(ctx, paid); err == nil {
-			updated = paid
+		paid.PaymentID, paid.Version, paid.UpdatedAt = charge.ID, updated.Version+1, s.clk.Now().UTC()
+		if err := s.repo.Update(rec, paid); err != nil {
+			// Only a concurrent resume of the same payment can get here.
+			s.fail(w, r, err)
+			return
 		}
+		updated = paid
 	}
 	writeOrder(w, http.StatusOK, updated)
 }

@@ -9,8 +9,10 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/bulwark-go/bulwark/examples/paymentsim"
 	"github.com/bulwark-go/bulwark/idempotency"
@@ -237,5 +239,54 @@ func TestPaymentOutageCompensates(t *testing.T) {
 	payments.SetFault(paymentsim.Fault{})
 	if code, _, b := post(t, h.srv.URL+"/orders/"+o.ID+"/pay", "", "", nil); code != http.StatusOK {
 		t.Errorf("pay after recovery = %d %s, want 200", code, b)
+	}
+}
+
+func TestPendingPaymentBlocksCancelAndResumes(t *testing.T) {
+	repo, _ := NewMemoryRepository(4)
+	payments, pay := newPayments(t)
+	h := newHarness(t, repo, nil, "orders", pay)
+
+	// A cancel while the charge is in flight is refused: the order would be
+	// cancelled and charged.
+	o := createOrder(t, h, "pending")
+	payments.SetFault(paymentsim.Fault{Latency: 300 * time.Millisecond})
+	before, _, _, _ := payments.Stats()
+	done := make(chan int, 1)
+	go func() { code, _, _ := post(t, h.srv.URL+"/orders/"+o.ID+"/pay", "", "", nil); done <- code }()
+	for n, _, _, _ := payments.Stats(); n == before; n, _, _, _ = payments.Stats() {
+		runtime.Gosched() // until the charge reaches the provider
+	}
+	if code, _, b := post(t, h.srv.URL+"/orders/"+o.ID+"/cancel", "", "", nil); code != http.StatusConflict {
+		t.Errorf("cancel during a pending payment = %d %s, want 409", code, b)
+	}
+	if code := <-done; code != http.StatusOK {
+		t.Fatalf("pay = %d, want 200", code)
+	}
+	got, _ := repo.Get(context.Background(), o.ID)
+	if got.State != Paid || got.PaymentID == "" {
+		t.Errorf("order after pay = %s with payment %q, want paid with a payment id", got.State, got.PaymentID)
+	}
+
+	// An instance that died between the two steps left a pending payment:
+	// pay resumes it, and the provider charges once.
+	payments.SetFault(paymentsim.Fault{})
+	o2 := createOrder(t, h, "stuck")
+	stuck := o2
+	stuck.State, stuck.Version = Paid, 2
+	if err := repo.Update(context.Background(), stuck); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		if code, _, b := post(t, h.srv.URL+"/orders/"+o2.ID+"/pay", "", "", nil); code != http.StatusOK && i == 0 {
+			t.Fatalf("pay of a pending order = %d %s, want 200", code, b)
+		}
+	}
+	got, _ = repo.Get(context.Background(), o2.ID)
+	if got.State != Paid || got.PaymentID == "" {
+		t.Errorf("resumed order = %s with payment %q, want paid with a payment id", got.State, got.PaymentID)
+	}
+	if _, _, _, maxPer := payments.Stats(); maxPer != 1 {
+		t.Errorf("an order was charged %d times, want once", maxPer)
 	}
 }
