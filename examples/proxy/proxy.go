@@ -91,8 +91,10 @@ type Proxy struct {
 	health   *healthcheck.Service
 	rp       *httputil.ReverseProxy
 	base     *http.Transport // nil when cfg.Transport was given
-	inflight sync.WaitGroup
-	draining atomic.Bool
+	mu       sync.Mutex      // guards inflight, draining and drained
+	inflight int             // proxied requests being served
+	draining bool            // Drain was called
+	drained  chan struct{}   // closed when draining and inflight is zero
 	handler  http.Handler
 }
 
@@ -122,7 +124,7 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	p := &Proxy{cfg: cfg}
+	p := &Proxy{cfg: cfg, drained: make(chan struct{})}
 	base := cfg.Transport
 	if base == nil {
 		p.base = &http.Transport{
@@ -231,9 +233,11 @@ func New(cfg Config) (*Proxy, error) {
 		Ready: []healthcheck.Check{{
 			Name: "backends", TTL: 250 * time.Millisecond,
 			Run: func(context.Context) error {
-				if _, err := p.lb.Pick(""); err != nil {
+				pk, err := p.lb.Pick("")
+				if err != nil {
 					return err
 				}
+				pk.Done(balancer.Outcome{Err: context.Canceled}) // no call was made: neutral
 				return nil
 			},
 		}},
@@ -298,14 +302,19 @@ func (p *Proxy) Start(ctx context.Context) error {
 
 // Drain makes readiness fail at once, so that load balancers stop sending
 // new requests, and returns when the requests in flight have finished or ctx
-// ends.
+// ends. Requests that still arrive are served.
 func (p *Proxy) Drain(ctx context.Context) error {
-	p.draining.Store(true)
 	p.health.Drain()
-	done := make(chan struct{})
-	go func() { p.inflight.Wait(); close(done) }()
+	p.mu.Lock()
+	if !p.draining {
+		p.draining = true
+		if p.inflight == 0 {
+			close(p.drained)
+		}
+	}
+	p.mu.Unlock()
 	select {
-	case <-done:
+	case <-p.drained:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -322,10 +331,23 @@ func (p *Proxy) Close() error {
 }
 
 func (p *Proxy) serveProxy(w http.ResponseWriter, r *http.Request) {
-	p.inflight.Add(1)
-	defer p.inflight.Done()
+	p.mu.Lock()
+	p.inflight++
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		p.inflight--
+		if p.draining && p.inflight == 0 {
+			select {
+			case <-p.drained:
+			default:
+				close(p.drained)
+			}
+		}
+		p.mu.Unlock()
+	}()
 	if err := p.bufferBody(r); err != nil {
-		http.Error(w, err.Error(), http.StatusRequestEntityTooLarge)
+		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
 	p.rp.ServeHTTP(w, r)
@@ -349,7 +371,13 @@ func (p *Proxy) bufferBody(r *http.Request) error {
 		return fmt.Errorf("proxy: reading the request body: %w", err)
 	}
 	if int64(len(b)) > p.cfg.MaxBufferedBody {
-		return fmt.Errorf("proxy: request body over %d bytes", p.cfg.MaxBufferedBody)
+		// A body of unknown length turned out too large to keep: send it
+		// once, what was read followed by the rest.
+		r.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(bytes.NewReader(b), r.Body), r.Body}
+		return nil
 	}
 	r.Body = io.NopCloser(bytes.NewReader(b))
 	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }

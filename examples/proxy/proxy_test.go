@@ -347,3 +347,34 @@ func TestDrainFlipsReadinessThenWaits(t *testing.T) {
 		t.Errorf("Drain = %v", err)
 	}
 }
+
+func TestLargeBodyOfUnknownLengthIsSentOnce(t *testing.T) {
+	var got atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		got.Store(n)
+	}))
+	defer srv.Close()
+	u, _ := url.Parse(srv.URL)
+	p, err := New(Config{Backends: []bulwark.Endpoint{{Addr: u.Host}}, MaxBufferedBody: 1024, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	front := httptest.NewServer(p.Handler())
+	defer front.Close()
+	body := strings.Repeat("x", 4096)
+	// An io.Reader that is not a *strings.Reader: the client sends it
+	// chunked, with no Content-Length.
+	req, _ := http.NewRequest(http.MethodPut, front.URL+"/blob", io.MultiReader(strings.NewReader(body)))
+	client := &http.Client{Transport: &http.Transport{}}
+	defer client.CloseIdleConnections()
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || got.Load() != int64(len(body)) {
+		t.Errorf("PUT of %d chunked bytes over the buffer limit = %d, backend read %d bytes; want 200 and all of it", len(body), resp.StatusCode, got.Load())
+	}
+}

@@ -94,8 +94,9 @@ func (t *Telemetry) Middleware(next http.Handler) http.Handler {
 		ctx, span := t.tracer.Start(ctx, r.Method, trace.WithSpanKind(trace.SpanKindServer))
 		defer span.End()
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
-		next.ServeHTTP(sw, r.WithContext(ctx))
-		route := r.Pattern
+		inner := r.WithContext(ctx)
+		next.ServeHTTP(sw, inner)
+		route := inner.Pattern // set by the mux inside next, on the request it was given
 		if route == "" {
 			route = "unmatched"
 		}
