@@ -102,6 +102,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	err := t.Policy.Do(req.Context(), a.run)
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.finished = true // a straggling hedged attempt must not touch a.last now
 	if a.n == 0 {
 		closeBody(req) // the Policy ran no attempt: the body is still ours to close
 	}
@@ -136,6 +137,9 @@ type attempts struct {
 	tried []*state       // endpoints tried
 	last  *http.Response // the response to return: a success, or the latest retryable status; body open
 	won   bool           // last is a success
+	// finished is set when RoundTrip has taken last: a hedged attempt that
+	// ends later discards its own response and leaves last alone.
+	finished bool
 }
 
 func (a *attempts) run(ctx context.Context) error {
@@ -153,8 +157,8 @@ func (a *attempts) run(ctx context.Context) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if resp != nil {
-		if a.won {
-			discard(resp) // a hedged attempt already succeeded
+		if a.won || a.finished {
+			discard(resp) // a hedged attempt already succeeded, or RoundTrip returned
 		} else {
 			if a.last != nil {
 				discard(a.last)
