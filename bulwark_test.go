@@ -390,3 +390,25 @@ func TestSlogObserverLogsWithContext(t *testing.T) {
 		t.Errorf("slog output %q lacks the context's request id", buf.String())
 	}
 }
+
+func TestComposeAndObserversSkipTypedNil(t *testing.T) {
+	var off *recorderPtr // a guard turned off by configuration
+	var log []string
+	p := bulwark.Compose(off, recorder{"a", &log})
+	if err := p.Do(context.Background(), func(context.Context) error { return nil }); err != nil {
+		t.Fatalf("Do = %v", err)
+	}
+	if strings.Join(log, " ") != "a> <a" {
+		t.Errorf("Compose(typed nil, a) ran %q, want only a", log)
+	}
+	var none bulwark.ObserverFunc
+	var obs *ctxRecorder
+	if got := bulwark.Observers(none, obs); got != nil {
+		t.Errorf("Observers(typed nils) = %T, want nil", got)
+	}
+}
+
+// recorderPtr is a Policy with a pointer receiver.
+type recorderPtr struct{}
+
+func (*recorderPtr) Do(ctx context.Context, op func(context.Context) error) error { return op(ctx) }

@@ -43,13 +43,13 @@ type ObserverFunc func(Event)
 func (f ObserverFunc) Observe(e Event) { f(e) }
 
 // Observers returns an Observer that passes each event to every non-nil
-// observer in os, in order, with its context to those that take one (the
+// observer in os (typed nils are skipped too), in order, with its context to those that take one (the
 // result is a ContextObserver). It returns nil when none is left, so that the
 // components skip building events.
 func Observers(os ...Observer) Observer {
 	var list multi
 	for _, o := range os {
-		if o != nil {
+		if !isNil(o) {
 			list = append(list, o)
 		}
 	}

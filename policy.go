@@ -2,6 +2,7 @@ package bulwark
 
 import (
 	"context"
+	"reflect"
 	"sync"
 )
 
@@ -26,7 +27,8 @@ func (f PolicyFunc) Do(ctx context.Context, op func(context.Context) error) erro
 
 // Compose returns one Policy that applies ps outermost first:
 // Compose(retryPolicy, circuitBreaker).Do(ctx, op) retries calls that pass
-// through the breaker. Nil entries are skipped. Compose of nothing returns a
+// through the breaker. Nil entries are skipped, typed nils too (a nil
+// *breaker.Breaker for a breaker turned off by configuration). Compose of nothing returns a
 // Policy that runs op directly, and Compose of one Policy returns it as it is.
 //
 // A composed Policy allocates one small closure per call for each layer after
@@ -34,7 +36,7 @@ func (f PolicyFunc) Do(ctx context.Context, op func(context.Context) error) erro
 func Compose(ps ...Policy) Policy {
 	layers := make([]Policy, 0, len(ps))
 	for _, p := range ps {
-		if p != nil {
+		if !isNil(p) {
 			layers = append(layers, p)
 		}
 	}
@@ -97,4 +99,17 @@ func Call[T any](ctx context.Context, p Policy, op func(context.Context) (T, err
 	mu.Lock()
 	defer mu.Unlock()
 	return out, nil
+}
+
+// isNil reports whether v is nil or an interface holding a nil pointer, map,
+// slice, channel or func. Compose and Observers call it once, when they build.
+func isNil(v any) bool {
+	if v == nil {
+		return true
+	}
+	switch rv := reflect.ValueOf(v); rv.Kind() {
+	case reflect.Pointer, reflect.Map, reflect.Slice, reflect.Chan, reflect.Func, reflect.Interface:
+		return rv.IsNil()
+	}
+	return false
 }

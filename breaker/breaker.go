@@ -282,7 +282,10 @@ func (b *Breaker) setLocked(n, old *epoch, reason string, evs *events) {
 // must be called exactly once per successful Acquire. Outcomes of calls
 // admitted in an earlier generation (before the breaker last changed state)
 // are ignored, as are neutral outcomes; a second Release of a probe is
-// ignored and reported to the Observer as EventMisuse. latency decides
+// ignored and reported to the Observer as EventMisuse. A second Release of a
+// call admitted while closed cannot be told from another call's (a token
+// carries no per-call state, so that admission allocates nothing) and counts
+// again: release each token once. latency decides
 // whether the call was slow (Config.SlowCallDuration).
 func (b *Breaker) Release(token uint64, o bulwark.Outcome, latency time.Duration) {
 	b.release(token, o, latency, -1, nil)
@@ -573,7 +576,9 @@ func (b *Breaker) Allow() (Permit, error) {
 
 // Done records the end of the call: err (the call's error, nil for success)
 // is classified by Config.Classify with ctx, the call's context, and the
-// latency is measured from Allow.
+// latency is measured from Allow. Call it once: a Permit is a value with no
+// per-call state, so a second Done counts again, except for a half-open
+// probe, where it is ignored and reported as EventMisuse (see Release).
 func (p Permit) Done(ctx context.Context, err error) {
 	p.b.finish(p.tok, p.b.classify(ctx, err), p.start, err)
 }

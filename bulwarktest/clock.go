@@ -132,16 +132,19 @@ func (c *Clock) runUntil(target time.Time) {
 		if t.when.After(c.now) {
 			c.now = t.when
 		}
-		now := c.now
-		c.mu.Unlock()
-		if t.fn != nil {
-			t.fn()
-		} else {
+		if t.fn == nil {
+			// Sent under the lock, which cannot block (the channel has
+			// room for one), so that a Stop or Reset never races with it
+			// and never leaves a stale value behind.
 			select {
-			case t.ch <- now:
+			case t.ch <- c.now:
 			default:
 			}
+			c.mu.Unlock()
+			continue
 		}
+		c.mu.Unlock()
+		t.fn()
 	}
 }
 

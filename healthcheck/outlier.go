@@ -83,7 +83,10 @@ type OutlierConfig struct {
 	// happen. If zero, 10. Outside [0, 100] is an error.
 	MaxEjectionPercent int
 	// AlwaysEjectOne allows one ejection even when MaxEjectionPercent of the
-	// fleet is less than one endpoint (Envoy's always_eject_one_host).
+	// fleet is less than one endpoint (Envoy's always_eject_one_host). With
+	// the default 10 %, a fleet of fewer than ten endpoints ejects nothing
+	// without it: set it for small fleets, as the examples' proxy does
+	// (Envoy and gRPC let one ejection past the percentage by default).
 	AlwaysEjectOne bool
 
 	// ConsecutiveFailures is the run of failures that ejects an endpoint
