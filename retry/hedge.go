@@ -123,10 +123,10 @@ type hedgeResult struct {
 	start   time.Time
 }
 
-// Do runs op, hedged, and returns nil as soon as one attempt succeeds,
-// canceling the contexts of the others; it does not wait for them to return,
-// so op must honour its context, and must be safe to run concurrently with
-// itself. An attempt that fails with an error asking for a wait (a
+// Do runs op, hedged, and returns nil once one attempt succeeds, after
+// canceling the contexts of the others and waiting for them to return: no
+// attempt outlives Do, so op must honour its context, and must be safe to run
+// concurrently with itself. An attempt that fails with an error asking for a wait (a
 // RetryAfter() time.Duration method returning more than zero, such as an
 // open breaker's or a 503's) stops further attempts of the call: waiting is
 // the job of a Policy composed outside the Hedge. When every attempt failed,
@@ -140,7 +140,6 @@ func (h *Hedge) Do(ctx context.Context, op func(context.Context) error) error {
 	}
 	begin := h.clk.Now()
 	hctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	results := make(chan hedgeResult, h.max) // never blocks a finishing attempt
 	launch := func(n int) {
 		actx := hctx
@@ -154,6 +153,15 @@ func (h *Hedge) Do(ctx context.Context, op func(context.Context) error) error {
 	}
 	launch(1)
 	launched, running := 1, 1
+	defer func() {
+		// Every attempt is owned by this call: the others are canceled
+		// and waited for, so none outlives Do (and none can race with the
+		// caller over what the winner wrote).
+		cancel()
+		for ; running > 0; running-- {
+			<-results
+		}
+	}()
 	var (
 		timer  bulwark.Timer
 		tick   <-chan time.Time

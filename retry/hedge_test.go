@@ -104,6 +104,10 @@ func TestHedgeCancelsLosers(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("Do = %v, want nil", err)
 	}
+	// Do waited for the losers: both have returned already.
+	if n := len(canceled); n != 2 {
+		t.Fatalf("%d of 2 losers had returned when Do returned, want both", n)
+	}
 	for i := range 2 {
 		if err := <-canceled; !errors.Is(err, context.Canceled) {
 			t.Errorf("loser %d saw %v, want context.Canceled", i, err)
