@@ -28,8 +28,10 @@ import (
 // its body can be had again: none, or a GetBody. An attempt fails with a
 // transport error, or with a *StatusError for 502, 503, 504 and 429, which
 // carries the response and, when the server sent Retry-After, has a RetryAfter
-// method that retry honours. Other attempts are not retried: their errors are
-// marked bulwark.Permanent. When retries end and some attempt got a
+// method that retry honours. A request that is not replayable is tried again
+// only when its attempt failed to connect, since nothing was sent (as Envoy's
+// connect-failure retry), and its body, if any, has a GetBody. Other attempts
+// are not retried: their errors are marked bulwark.Permanent. When retries end and some attempt got a
 // response, RoundTrip returns the latest one and no error, as a proxy must.
 //
 // A Transport is safe for concurrent use by multiple goroutines, and must not
@@ -137,6 +139,9 @@ type attempts struct {
 	tried []*state       // endpoints tried
 	last  *http.Response // the response to return: a success, or the latest retryable status; body open
 	won   bool           // last is a success
+	// unsent is set when the last attempt of a request that cannot be
+	// replayed failed to connect: it never left, so one more attempt may.
+	unsent bool
 	// finished is set when RoundTrip has taken last: a hedged attempt that
 	// ends later discards its own response and leaves last alone.
 	finished bool
@@ -144,11 +149,12 @@ type attempts struct {
 
 func (a *attempts) run(ctx context.Context) error {
 	a.mu.Lock()
-	if a.n > 0 && !a.replay {
+	if a.n > 0 && !a.replay && !a.unsent {
 		a.mu.Unlock()
 		return bulwark.Permanent(errors.New("balancer: request cannot be replayed"))
 	}
 	a.n++
+	a.unsent = false
 	rewind := a.n > 1
 	a.mu.Unlock()
 
@@ -167,9 +173,22 @@ func (a *attempts) run(ctx context.Context) error {
 		}
 	}
 	if err != nil && !a.replay {
+		if resp == nil && isConnectError(err) && rewindable(a.req) {
+			// The connection was never made, so nothing was sent: any
+			// request may go to another endpoint, as Envoy's
+			// connect-failure retry does.
+			a.unsent = true
+			return err
+		}
 		return bulwark.Permanent(err)
 	}
 	return err
+}
+
+// rewindable reports whether req's body can be sent again: it has none, or
+// a GetBody.
+func rewindable(req *http.Request) bool {
+	return req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
 }
 
 // attempt sends one attempt of the request to an endpoint not tried yet,

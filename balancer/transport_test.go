@@ -314,3 +314,34 @@ func TestTransportBodyOutlivesAttempt(t *testing.T) {
 		t.Errorf("read %d bytes of the body, err %v; want all %d after the attempt's ctx ended", len(got), err, len(big))
 	}
 }
+
+// TestTransportRetriesAnyRequestThatNeverConnected: a POST without an
+// Idempotency-Key is not replayable, but when its attempt failed to connect
+// nothing was sent, and another endpoint may take it.
+func TestTransportRetriesAnyRequestThatNeverConnected(t *testing.T) {
+	var got sync.Map
+	live := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got.Store(string(b), true)
+	}))
+	defer live.Close()
+	dead := httptest.NewServer(http.NotFoundHandler())
+	deadAddr := dead.Listener.Addr().String()
+	dead.Close() // connections to it are refused
+	lu, _ := url.Parse(live.URL)
+	lb := mustNew(t, balancer.Config{Endpoints: []bulwark.Endpoint{{Addr: deadAddr}, {Addr: lu.Host}}})
+	base := &http.Transport{}
+	defer base.CloseIdleConnections()
+	client := &http.Client{Transport: &balancer.Transport{Balancer: lb, Base: base, Policy: &attempts{n: 3}}}
+	for i := range 6 { // round robin: half of them try the dead endpoint first
+		body := "order-" + string(rune('a'+i))
+		resp, err := client.Post("http://service/orders", "text/plain", strings.NewReader(body))
+		if err != nil {
+			t.Fatalf("POST %d through a dead endpoint = %v, want it sent to the live one", i, err)
+		}
+		resp.Body.Close()
+		if _, ok := got.Load(body); !ok || resp.StatusCode != http.StatusOK {
+			t.Errorf("POST %d = %d, live endpoint got the body: %v; want 200 and the body", i, resp.StatusCode, ok)
+		}
+	}
+}

@@ -353,14 +353,12 @@ func (p *Proxy) serveProxy(w http.ResponseWriter, r *http.Request) {
 	p.rp.ServeHTTP(w, r)
 }
 
-// bufferBody keeps the body of a replayable request in memory, with a
-// GetBody, so that a retry can send it again. Bodies of requests that are
-// not replayable, or too large, stream through once.
+// bufferBody keeps a request's body in memory, with a GetBody, so that it can
+// be sent again: on any failure for a replayable request, and after a failure
+// to connect for any request (nothing was sent). Larger bodies stream through
+// once.
 func (p *Proxy) bufferBody(r *http.Request) error {
 	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
-		return nil
-	}
-	if !idempotentMethod(r.Method) && r.Header.Get("Idempotency-Key") == "" {
 		return nil
 	}
 	if r.ContentLength > p.cfg.MaxBufferedBody {
@@ -383,14 +381,6 @@ func (p *Proxy) bufferBody(r *http.Request) error {
 	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
 	r.ContentLength = int64(len(b))
 	return nil
-}
-
-func idempotentMethod(m string) bool {
-	switch m {
-	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
-		return true
-	}
-	return false
 }
 
 func (p *Proxy) key(r *http.Request) string {
