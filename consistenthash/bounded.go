@@ -163,18 +163,28 @@ func (b *Bounded) limit(t, w, total int64) int64 {
 func (b *Bounded) rebuild(set *nodeSet) *boundedState {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if st := b.state.Load(); st != nil && st.set == set {
-		return st
+	cur := b.state.Load()
+	if cur != nil && cur.set == set {
+		return cur
 	}
+	// A caller that read the placement just before it changed brings an
+	// older set: it gets a state of its own for this one request, on the
+	// shared counters, and the current state stays.
+	stale := cur != nil && set.gen < cur.set.gen
 	st := &boundedState{set: set, ctr: make([]*counter, len(set.nodes)), weight: make([]int64, len(set.nodes))}
 	for i, n := range set.nodes {
 		c := b.counters[n.Name]
 		if c == nil {
 			c = &counter{}
-			b.counters[n.Name] = c
+			if !stale {
+				b.counters[n.Name] = c
+			}
 		}
 		st.ctr[i] = c
 		st.weight[i] = int64(n.Weight)
+	}
+	if stale {
+		return st
 	}
 	// Forget idle counters of nodes that left; busy ones stay until their
 	// leases end and a later rebuild finds them idle.

@@ -46,6 +46,7 @@ type nodeSet struct {
 	hash    []uint64 // hash[i] = Hash(nodes[i].Name)
 	weight  int64    // sum of the weights
 	uniform bool     // all weights are equal
+	gen     uint64   // how many changes led from the placement's first set to this one
 }
 
 func validNode(n Node) (Node, error) {
@@ -119,7 +120,9 @@ func (s *nodeSet) with(add []Node) (*nodeSet, []int32, error) {
 			j++
 		}
 	}
-	return newNodeSet(merged), remap, nil
+	ns := newNodeSet(merged)
+	ns.gen = s.gen + 1
+	return ns, remap, nil
 }
 
 // without returns the set minus the named nodes, and for each old index its
@@ -146,7 +149,9 @@ func (s *nodeSet) without(names []string) (*nodeSet, []int32, error) {
 		remap[i] = int32(len(kept))
 		kept = append(kept, n)
 	}
-	return newNodeSet(kept), remap, nil
+	ns := newNodeSet(kept)
+	ns.gen = s.gen + 1
+	return ns, remap, nil
 }
 
 // emptySet is the membership of a placement built without nodes.
