@@ -18,8 +18,9 @@ type Observer interface {
 // ContextObserver is an Observer that also uses the context of the call an
 // event belongs to: otelbulwark adds the event to the call's span, and
 // SlogObserver logs with the context, so that a handler can add its trace id.
-// Components that hold the call's context (retry, hedging, idempotency) pass
-// it through ObserveContext; the others call Observe.
+// Components that hold the call's context (retry, hedging, idempotency, a
+// breaker's Do and Call) pass it through ObserveContext; the others call
+// Observe.
 type ContextObserver interface {
 	Observer
 	ObserveContext(ctx context.Context, e Event)

@@ -166,12 +166,15 @@ func (b *Breaker) Acquire() (token uint64, err error) {
 	if e := b.cur.Load(); e.pass {
 		return e.tok, nil
 	}
-	return b.acquireSlow()
+	return b.acquireSlow(context.Background())
 }
 
-func (b *Breaker) acquireSlow() (uint64, error) {
+// acquireSlow is Acquire's general case. ctx is the context of the call
+// (Background for Acquire, which has none), passed with the events to a
+// bulwark.ContextObserver.
+func (b *Breaker) acquireSlow(ctx context.Context) (uint64, error) {
 	e := b.cur.Load()
-	var evs events
+	evs := events{ctx: ctx}
 	now := b.now()
 	// Refusals while open need no lock.
 	switch {
@@ -466,7 +469,7 @@ func (b *Breaker) Do(ctx context.Context, op func(context.Context) error) error 
 		tok = e.tok
 	} else {
 		var err error
-		if tok, err = b.acquireSlow(); err != nil {
+		if tok, err = b.acquireSlow(ctx); err != nil {
 			return err
 		}
 	}
@@ -523,10 +526,15 @@ func (b *Breaker) finish(tok uint64, o bulwark.Outcome, start int64, err error) 
 // classify is nil, b's Config.Classify applies to the error. When b refuses
 // the call, Call returns the zero T and the *OpenError.
 func Call[T any](ctx context.Context, b *Breaker, op func(context.Context) (T, error), classify func(T, error) bulwark.Outcome) (T, error) {
-	tok, err := b.Acquire()
-	if err != nil {
-		var zero T
-		return zero, err
+	var tok uint64
+	if e := b.cur.Load(); e.pass { // Acquire, inlined, with the call's context for events
+		tok = e.tok
+	} else {
+		var err error
+		if tok, err = b.acquireSlow(ctx); err != nil {
+			var zero T
+			return zero, err
+		}
 	}
 	var start int64
 	if b.timed() {
@@ -591,6 +599,7 @@ func (p Permit) Record(o bulwark.Outcome) {
 // events collects the events of a transition, to emit once the lock is
 // released; it holds two without allocating.
 type events struct {
+	ctx  context.Context // the call's, when known; nil otherwise
 	n    int
 	buf  [2]bulwark.Event
 	more []bulwark.Event
@@ -617,6 +626,10 @@ func (b *Breaker) emit(v *events) {
 			e = &v.more[i-len(v.buf)]
 		}
 		e.Component, e.Name = bulwark.ComponentBreaker, b.s.name
-		b.s.obs.Observe(*e)
+		if v.ctx != nil {
+			bulwark.ObserveContext(v.ctx, b.s.obs, *e)
+		} else {
+			b.s.obs.Observe(*e)
+		}
 	}
 }

@@ -618,3 +618,38 @@ func TestTimeWindowTimer(t *testing.T) {
 		t.Errorf("%d timers pending once open, want 0: the closed window's timer must stop", n)
 	}
 }
+
+type callKey struct{}
+
+// ctxRejections records, for each rejection, the call id of the context it
+// came with ("" when it came without one).
+type ctxRejections struct{ ids []string }
+
+func (c *ctxRejections) Observe(e bulwark.Event) {
+	if e.Kind == bulwark.EventRejected {
+		c.ids = append(c.ids, "")
+	}
+}
+
+func (c *ctxRejections) ObserveContext(ctx context.Context, e bulwark.Event) {
+	if e.Kind == bulwark.EventRejected {
+		id, _ := ctx.Value(callKey{}).(string)
+		c.ids = append(c.ids, id)
+	}
+}
+
+// TestRejectionCarriesTheCallContext: Do and Call pass the call's context
+// with a rejection, so that an OpenTelemetry observer can put it on the
+// call's span; Acquire has none to pass.
+func TestRejectionCarriesTheCallContext(t *testing.T) {
+	obs := &ctxRejections{}
+	b, _ := newBreaker(t, breaker.Config{Observer: obs})
+	b.ForceOpen()
+	ctx := context.WithValue(context.Background(), callKey{}, "call-1")
+	_ = b.Do(ctx, func(context.Context) error { return nil })
+	_, _ = breaker.Call(ctx, b, func(context.Context) (int, error) { return 1, nil }, nil)
+	_, _ = b.Acquire()
+	if got, want := strings.Join(obs.ids, ","), "call-1,call-1,"; got != want {
+		t.Errorf("rejections came with call ids %q, want %q", got, want)
+	}
+}

@@ -21,12 +21,12 @@ import (
 // bulwark.key and error.message.
 //
 // An Event carries no context, but the components that hold the call's
-// context (retry, hedging, idempotency) pass it to a bulwark.ContextObserver,
-// and *Observer is one: its ObserveContext records the metrics and calls
-// AddSpanEvent, so retries, give-ups, hedges and replays appear on the span of
-// the request they happened to without any wiring. Call AddSpanEvent yourself
-// for events that come without a context (a breaker's rejection), from the
-// code that has both. AddSpanEvent is safe for concurrent use; it allocates
+// context (retry, hedging, idempotency, a breaker's Do and Call) pass it to a
+// bulwark.ContextObserver, and *Observer is one: its ObserveContext records the
+// metrics and calls AddSpanEvent, so retries, give-ups, hedges, rejections and
+// replays appear on the span of the request they happened to without any
+// wiring. Call AddSpanEvent yourself for events that come without a context
+// (a rejection by Breaker.Acquire), from the code that has both. AddSpanEvent is safe for concurrent use; it allocates
 // only when the span is recording.
 func AddSpanEvent(ctx context.Context, e bulwark.Event) {
 	if !spanWorthy(e.Kind) {
