@@ -234,6 +234,10 @@ func (a *attempts) attempt(ctx context.Context, rewind bool) (*http.Response, er
 	if rewind && req.Body != nil && req.Body != http.NoBody {
 		body, err := req.GetBody()
 		if err != nil {
+			if cancelSend != nil {
+				stop()
+				cancelSend()
+			}
 			pk.Done(Outcome{Err: context.Canceled}) // not the endpoint's fault
 			return nil, bulwark.Permanent(fmt.Errorf("balancer: rewinding the body: %w", err))
 		}
@@ -263,7 +267,9 @@ func (a *attempts) attempt(ctx context.Context, rewind bool) (*http.Response, er
 		o.Err = errStatus
 	}
 	pk.Done(o)
-	if cancelSend != nil {
+	if cancelSend != nil && resp.StatusCode != http.StatusSwitchingProtocols {
+		// (An upgraded connection's body is an io.ReadWriteCloser that must
+		// stay one; its context is released when the request's ends.)
 		resp.Body = &releasingBody{ReadCloser: resp.Body, release: cancelSend}
 	}
 	switch resp.StatusCode {

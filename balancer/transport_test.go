@@ -345,3 +345,40 @@ func TestTransportRetriesAnyRequestThatNeverConnected(t *testing.T) {
 		}
 	}
 }
+
+// TestTransportKeepsUpgradedBodyWritable: a 101 Switching Protocols response
+// hands over the connection as a writable body, which a proxy relies on; the
+// Transport must not hide that, whatever context the attempt ran under.
+func TestTransportKeepsUpgradedBodyWritable(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		_, _ = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+		_ = brw.Flush()
+	}))
+	defer srv.Close()
+	u, _ := url.Parse(srv.URL)
+	lb := mustNew(t, balancer.Config{Endpoints: []bulwark.Endpoint{{Addr: u.Host}}})
+	cancelling := bulwark.PolicyFunc(func(ctx context.Context, op func(context.Context) error) error {
+		actx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		return op(actx)
+	})
+	base := &http.Transport{}
+	defer base.CloseIdleConnections()
+	rt := &balancer.Transport{Balancer: lb, Base: base, Policy: cancelling}
+	req, _ := http.NewRequest(http.MethodGet, "http://service/ws", nil)
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "echo")
+	resp, err := rt.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if _, ok := resp.Body.(io.ReadWriteCloser); resp.StatusCode != http.StatusSwitchingProtocols || !ok {
+		t.Errorf("upgrade = %d with body %T, want 101 with an io.ReadWriteCloser", resp.StatusCode, resp.Body)
+	}
+}

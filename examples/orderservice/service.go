@@ -360,15 +360,23 @@ func (s *Service) transition(w http.ResponseWriter, r *http.Request) {
 	if action == "pay" {
 		// Once the state has moved, the outcome is recorded whatever the
 		// client does: a disconnect must not lose a charge.
+		// The charge runs to its end even if the client leaves, so that
+		// its outcome is known and recorded.
 		rec := context.WithoutCancel(ctx)
-		charge, err := s.payments.charge(ctx, "order-"+o.ID+"-pay", updated)
+		cctx, cancel := context.WithTimeout(rec, 10*time.Second)
+		charge, err := s.payments.charge(cctx, "order-"+o.ID+"-pay", updated)
+		cancel()
 		if err != nil {
-			if !pending {
-				// Back to created, if nothing moved the order since.
+			// Only a decline says for sure that nothing was charged: the
+			// order goes back to created. After any other failure (the
+			// provider down, a timeout) the charge may or may not have
+			// happened, so the payment stays pending, and pay resumes it
+			// under the same key.
+			if errors.Is(err, errPaymentDeclined) {
 				back := updated
 				back.State, back.Version, back.UpdatedAt = Created, updated.Version+1, s.clk.Now().UTC()
 				if cerr := s.repo.Update(rec, back); cerr != nil && !errors.Is(cerr, ErrVersionConflict) {
-					s.log.ErrorContext(ctx, "compensating a failed payment", "order", o.ID, "error", cerr)
+					s.log.ErrorContext(ctx, "compensating a declined payment", "order", o.ID, "error", cerr)
 				}
 			}
 			s.fail(w, r, err)

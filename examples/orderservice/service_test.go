@@ -223,7 +223,7 @@ func TestTransitionsFollowTheStateMachine(t *testing.T) {
 	}
 }
 
-func TestPaymentOutageCompensates(t *testing.T) {
+func TestPaymentOutageLeavesPaymentPending(t *testing.T) {
 	repo, _ := NewMemoryRepository(4)
 	payments, pay := newPayments(t)
 	h := newHarness(t, repo, nil, "orders", pay)
@@ -232,13 +232,49 @@ func TestPaymentOutageCompensates(t *testing.T) {
 	if code, _, b := post(t, h.srv.URL+"/orders/"+o.ID+"/pay", "", "", nil); code < 500 {
 		t.Fatalf("pay during an outage = %d %s, want 5xx", code, b)
 	}
+	// The provider may have charged before failing: the payment stays
+	// pending, and neither ship nor cancel may move the order.
 	got, _ := repo.Get(context.Background(), o.ID)
-	if got.State != Created {
-		t.Errorf("order after a failed payment is %s, want created again", got.State)
+	if got.State != Paid || got.PaymentID != "" {
+		t.Errorf("order after a failed payment is %s with payment %q, want paid with the payment pending", got.State, got.PaymentID)
+	}
+	if code, _, _ := post(t, h.srv.URL+"/orders/"+o.ID+"/cancel", "", "", nil); code != http.StatusConflict {
+		t.Errorf("cancel of a pending payment = %d, want 409", code)
 	}
 	payments.SetFault(paymentsim.Fault{})
 	if code, _, b := post(t, h.srv.URL+"/orders/"+o.ID+"/pay", "", "", nil); code != http.StatusOK {
 		t.Errorf("pay after recovery = %d %s, want 200", code, b)
+	}
+	got, _ = repo.Get(context.Background(), o.ID)
+	if got.State != Paid || got.PaymentID == "" {
+		t.Errorf("order after the resumed payment is %s with payment %q, want paid with a payment id", got.State, got.PaymentID)
+	}
+}
+
+func TestDeclinedPaymentGoesBackToCreated(t *testing.T) {
+	repo, _ := NewMemoryRepository(4)
+	payments, pay := newPayments(t)
+	h := newHarness(t, repo, nil, "orders", pay)
+	payments.SetFault(paymentsim.Fault{Decline: true})
+	for _, pending := range []bool{false, true} {
+		o := createOrder(t, h, fmt.Sprintf("declined-%v", pending))
+		if pending { // left pending by an earlier, unclear failure
+			stuck := o
+			stuck.State, stuck.Version = Paid, 2
+			if err := repo.Update(context.Background(), stuck); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if code, _, b := post(t, h.srv.URL+"/orders/"+o.ID+"/pay", "", "", nil); code != http.StatusPaymentRequired {
+			t.Errorf("pay, declined (pending %v) = %d %s, want 402", pending, code, b)
+		}
+		got, _ := repo.Get(context.Background(), o.ID)
+		if got.State != Created {
+			t.Errorf("order after a decline (pending %v) is %s, want created again", pending, got.State)
+		}
+		if code, _, _ := post(t, h.srv.URL+"/orders/"+o.ID+"/cancel", "", "", nil); code != http.StatusOK {
+			t.Errorf("cancel after a decline (pending %v) = %d, want 200", pending, code)
+		}
 	}
 }
 

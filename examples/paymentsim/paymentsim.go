@@ -20,6 +20,8 @@ type Fault struct {
 	FailRate float64
 	// Latency is added to every request.
 	Latency time.Duration
+	// Decline answers every charge 402 Payment Required, without charging.
+	Decline bool
 }
 
 // Charge is one payment.
@@ -99,6 +101,10 @@ func (p *Provider) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 			return
 		}
+	}
+	if f.Decline {
+		http.Error(w, "card declined", http.StatusPaymentRequired)
+		return
 	}
 	if fail {
 		w.Header().Set("Retry-After", "0")

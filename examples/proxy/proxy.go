@@ -206,9 +206,15 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	var transport http.RoundTripper = &balancer.Transport{Balancer: p.lb, Base: base, Policy: policy, Key: p.key}
 	if cfg.HedgeDelay > 0 {
+		// The hedge has a budget of its own: sharing the retry policy's,
+		// which wraps it, would count every request twice.
+		hedgeBudget, err := retry.NewBudget(retry.BudgetConfig{Ratio: cfg.RetryRatio, Clock: cfg.Clock})
+		if err != nil {
+			return nil, err
+		}
 		hedge, err := retry.NewHedge(retry.HedgeConfig{
 			Name: cfg.Name, MaxAttempts: 2, Delay: cfg.HedgeDelay, Percentile: 0.95, MinDelay: cfg.HedgeDelay,
-			Budget: budget, Clock: cfg.Clock, Observer: cfg.Observer,
+			Budget: hedgeBudget, Clock: cfg.Clock, Observer: cfg.Observer,
 		})
 		if err != nil {
 			return nil, err
@@ -232,13 +238,15 @@ func New(cfg Config) (*Proxy, error) {
 		Name: cfg.Name, Observer: cfg.Observer, Clock: cfg.Clock,
 		Ready: []healthcheck.Check{{
 			Name: "backends", TTL: 250 * time.Millisecond,
+			// Ready while the health checks know of a backend that can
+			// take traffic (or have not finished their first round).
 			Run: func(context.Context) error {
-				pk, err := p.lb.Pick("")
-				if err != nil {
-					return err
+				for _, ep := range cfg.Backends {
+					if st, ok := p.checker.State(ep); ok && (st == healthcheck.Healthy || st == healthcheck.Unknown) {
+						return nil
+					}
 				}
-				pk.Done(balancer.Outcome{Err: context.Canceled}) // no call was made: neutral
-				return nil
+				return errors.New("no healthy backend")
 			},
 		}},
 	})
@@ -255,11 +263,14 @@ func New(cfg Config) (*Proxy, error) {
 }
 
 // readsHedged sends GET and HEAD requests through a hedging transport, and
-// the rest through the plain one.
+// the rest through the plain one. A read whose body cannot be sent twice, or
+// that asks to upgrade the connection, is not hedged.
 type readsHedged struct{ reads, rest http.RoundTripper }
 
 func (h readsHedged) RoundTrip(r *http.Request) (*http.Response, error) {
-	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+	read := r.Method == http.MethodGet || r.Method == http.MethodHead
+	rewindable := r.Body == nil || r.Body == http.NoBody || r.GetBody != nil
+	if read && rewindable && r.Header.Get("Upgrade") == "" {
 		return h.reads.RoundTrip(r)
 	}
 	return h.rest.RoundTrip(r)

@@ -14,14 +14,16 @@ import (
 )
 
 func TestSlowBackendGetsLittleLeastRequestTraffic(t *testing.T) {
-	// Nine backends that answer in 2 ms and one in 20 ms. Least-request
+	// Nine backends that answer in 5 ms and one in 50 ms (long enough that
+	// the proxy's own time, inflated by the race detector, stays small
+	// beside them). Least-request
 	// keeps about as many calls in flight on each, so each gets a share of
 	// the traffic in proportion to its speed: the slow one about 1/91.
-	slow := newBackend(t, "slow", 20*time.Millisecond)
+	slow := newBackend(t, "slow", 50*time.Millisecond)
 	backends := []*backend{slow}
 	eps := []bulwark.Endpoint{{Addr: slow.addr}}
 	for _, name := range []string{"f1", "f2", "f3", "f4", "f5", "f6", "f7", "f8", "f9"} {
-		b := newBackend(t, name, 2*time.Millisecond)
+		b := newBackend(t, name, 5*time.Millisecond)
 		backends = append(backends, b)
 		eps = append(eps, bulwark.Endpoint{Addr: b.addr})
 	}
