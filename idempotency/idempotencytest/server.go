@@ -1,8 +1,8 @@
 package idempotencytest
 
 // Helpers for the tests of stores that talk to a server: a TCP proxy that
-// fakes network faults, an outage scenario, and a benchmark harness that
-// reports latency percentiles.
+// fakes network faults, an outage scenario, a round-trip count, and
+// benchmarks that report latency percentiles.
 
 import (
 	"context"
@@ -301,14 +301,12 @@ func (l *latencies) report(b *testing.B, elapsed time.Duration) {
 	b.ReportMetric(float64(len(l.all))/elapsed.Seconds(), "req/s")
 }
 
-// RunClients runs op b.N times, from one goroutine when clients is 1 and
+// runClients runs op b.N times, from one goroutine when clients is 1 and
 // otherwise from clients goroutines through RunParallel, and reports the
 // latency percentiles and throughput of op.
-//
 // op gets a sequence number, unique across the goroutines, to make keys from.
-// The extra metrics are p50-µs, p99-µs and req/s: a store's benchmark of
-// claim+complete with 32 clients is RunClients(b, 32, claimThenComplete).
-func RunClients(b *testing.B, clients int, op func(i int64) error) {
+// The extra metrics are p50-µs, p99-µs and req/s.
+func runClients(b *testing.B, clients int, op func(i int64) error) {
 	b.ReportAllocs()
 	var lat latencies
 	var seq atomic.Int64
@@ -340,4 +338,99 @@ func RunClients(b *testing.B, clients int, op func(i int64) error) {
 		})
 	}
 	lat.report(b, time.Since(start))
+}
+
+// CheckRoundTrips checks DESIGN.md's budget for a shared store: a claim, a
+// complete, a replay, a get and a release each cost one round trip to the
+// server. trips returns the round trips made so far, as counted by a client
+// hook (go-redis) or a query tracer (pgx); warm the server first where it
+// caches (Redis scripts).
+func CheckRoundTrips(t *testing.T, s idempotency.Store, trips func() int64) {
+	t.Helper()
+	ctx := context.Background()
+	var token uint64
+	tests := []struct {
+		name string
+		op   func() error
+	}{
+		{"claim", func() error {
+			c, err := s.Claim(ctx, "rt-k", outageFingerprint, outageLease)
+			token = c.Token
+			return err
+		}},
+		{"complete", func() error { return s.Complete(ctx, "rt-k", token, []byte("v"), time.Hour) }},
+		{"replay", func() error {
+			c, err := s.Claim(ctx, "rt-k", outageFingerprint, outageLease)
+			if err == nil && (!c.Record.Completed || string(c.Record.Value) != "v") {
+				err = fmt.Errorf("replay got %+v", c)
+			}
+			return err
+		}},
+		{"get", func() error { _, err := s.Get(ctx, "rt-k"); return err }},
+		{"claim to release", func() error {
+			c, err := s.Claim(ctx, "rt-r", outageFingerprint, outageLease)
+			token = c.Token
+			return err
+		}},
+		{"release", func() error { return s.Release(ctx, "rt-r", token) }},
+	}
+	for _, tt := range tests {
+		before := trips()
+		if err := tt.op(); err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		if got := trips() - before; got != 1 {
+			t.Errorf("round trips of %s = %d, want 1", tt.name, got)
+		}
+	}
+}
+
+// benchValue is the result the benchmarks store: 1 KiB.
+var benchValue = make([]byte, 1024)
+
+// BenchClaimComplete measures first requests: Claim of a fresh key, then
+// Complete with a 1 KiB result, with each number of concurrent clients in
+// a sub-benchmark "clients=N" on a store from newStore, reporting p50-µs,
+// p99-µs and req/s.
+func BenchClaimComplete(b *testing.B, newStore func(b *testing.B) idempotency.Store, clients ...int) {
+	for _, n := range clients {
+		b.Run(fmt.Sprintf("clients=%d", n), func(b *testing.B) {
+			s := newStore(b)
+			ctx := context.Background()
+			runClients(b, n, func(i int64) error {
+				key := fmt.Sprintf("k%d", i)
+				c, err := s.Claim(ctx, key, outageFingerprint, time.Minute)
+				if err != nil {
+					return err
+				}
+				return s.Complete(ctx, key, c.Token, benchValue, time.Hour)
+			})
+		})
+	}
+}
+
+// BenchReplay measures duplicate requests: Claim of one of 1000 completed
+// keys, which returns its 1 KiB result, as BenchClaimComplete does.
+func BenchReplay(b *testing.B, newStore func(b *testing.B) idempotency.Store, clients ...int) {
+	const keys = 1000
+	for _, n := range clients {
+		b.Run(fmt.Sprintf("clients=%d", n), func(b *testing.B) {
+			s := newStore(b)
+			ctx := context.Background()
+			for i := range keys {
+				key := fmt.Sprintf("k%d", i)
+				c, err := s.Claim(ctx, key, outageFingerprint, time.Minute)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := s.Complete(ctx, key, c.Token, benchValue, time.Hour); err != nil {
+					b.Fatal(err)
+				}
+			}
+			runClients(b, n, func(i int64) error {
+				_, err := s.Claim(ctx, fmt.Sprintf("k%d", i%keys), outageFingerprint, time.Minute)
+				return err
+			})
+		})
+	}
 }

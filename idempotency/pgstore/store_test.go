@@ -91,44 +91,10 @@ func TestMigrateConcurrentSafe(t *testing.T) {
 }
 
 func TestRoundTrips(t *testing.T) {
-	ctx := context.Background()
 	h := &counter{}
 	pool := serverPool(t, func(c *pgxpool.Config) { c.ConnConfig.Tracer = h })
 	s := newStore(t, pool, bulwarktest.NewClock(time.Time{}))
-
-	var token uint64
-	tests := []struct {
-		name string
-		op   func() error
-	}{
-		{"claim", func() error {
-			c, err := s.Claim(ctx, "k", fp, lease)
-			token = c.Token
-			return err
-		}},
-		{"complete", func() error { return s.Complete(ctx, "k", token, []byte("v"), retention) }},
-		{"replay", func() error {
-			c, err := s.Claim(ctx, "k", fp, lease)
-			if err == nil && (!c.Record.Completed || string(c.Record.Value) != "v") {
-				err = fmt.Errorf("replay got %+v", c)
-			}
-			return err
-		}},
-		{"get", func() error { _, err := s.Get(ctx, "k"); return err }},
-		{"claim to release", func() error {
-			c, err := s.Claim(ctx, "r", fp, lease)
-			token = c.Token
-			return err
-		}},
-		{"release", func() error { return s.Release(ctx, "r", token) }},
-	}
-	for _, tt := range tests {
-		h.n.Store(0)
-		require.NoError(t, tt.op(), tt.name)
-		if got := h.n.Load(); got != 1 {
-			t.Errorf("statements of %s = %d, want 1", tt.name, got)
-		}
-	}
+	idempotencytest.CheckRoundTrips(t, s, h.n.Load)
 }
 
 // TestCompleteTx stores the result in the same transaction as the business

@@ -14,6 +14,7 @@ import (
 
 	"github.com/bulwark-go/bulwark/bulwarktest"
 	"github.com/bulwark-go/bulwark/idempotency"
+	"github.com/bulwark-go/bulwark/idempotency/idempotencytest"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 )
@@ -305,39 +306,7 @@ func TestRoundTrips(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, s.Release(ctx, "warm2", w.Token))
 
-	var token uint64
-	tests := []struct {
-		name string
-		op   func() error
-	}{
-		{"claim", func() error {
-			c, err := s.Claim(ctx, "k", fp, lease)
-			token = c.Token
-			return err
-		}},
-		{"complete", func() error { return s.Complete(ctx, "k", token, []byte("v"), retention) }},
-		{"replay", func() error {
-			c, err := s.Claim(ctx, "k", fp, lease)
-			if err == nil && (!c.Record.Completed || string(c.Record.Value) != "v") {
-				err = fmt.Errorf("replay got %+v", c)
-			}
-			return err
-		}},
-		{"get", func() error { _, err := s.Get(ctx, "k"); return err }},
-		{"claim to release", func() error {
-			c, err := s.Claim(ctx, "r", fp, lease)
-			token = c.Token
-			return err
-		}},
-		{"release", func() error { return s.Release(ctx, "r", token) }},
-	}
-	for _, tt := range tests {
-		h.n.Store(0)
-		require.NoError(t, tt.op(), tt.name)
-		if got := h.n.Load(); got != 1 {
-			t.Errorf("round trips of %s = %d, want 1", tt.name, got)
-		}
-	}
+	idempotencytest.CheckRoundTrips(t, s, h.n.Load)
 }
 
 func TestClaimConcurrentSafe(t *testing.T) {
