@@ -3,6 +3,7 @@ package discovery_test
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -73,13 +74,23 @@ func srv(priority, weight, port uint16, target string, ttl uint32) rr {
 // test ends.
 func startDNSServer(t testing.TB) *dnsServer {
 	t.Helper()
+	s, err := newDNSServer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.close)
+	return s
+}
+
+// newDNSServer starts a server on a free loopback port; close stops it.
+func newDNSServer() (*dnsServer, error) {
 	s := &dnsServer{records: map[string][]rr{}, rcodes: map[string]int{}}
 	var err error
 	// The UDP port is taken first, then TCP on the same port; another
 	// process may hold that TCP port, so try a few times.
 	for range 20 {
 		if s.udp, err = net.ListenPacket("udp4", "127.0.0.1:0"); err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 		s.addr = s.udp.LocalAddr().String()
 		if s.tcp, err = net.Listen("tcp4", s.addr); err == nil {
@@ -88,13 +99,12 @@ func startDNSServer(t testing.TB) *dnsServer {
 		s.udp.Close()
 	}
 	if err != nil {
-		t.Fatalf("no loopback port free for UDP and TCP: %v", err)
+		return nil, fmt.Errorf("no loopback port free for UDP and TCP: %w", err)
 	}
 	s.wg.Add(2)
 	go s.serveUDP()
 	go s.serveTCP()
-	t.Cleanup(s.close)
-	return s
+	return s, nil
 }
 
 func (s *dnsServer) close() {
