@@ -66,13 +66,14 @@ type DNSConfig struct {
 // over UDP with EDNS0, and again over TCP when the answer is truncated, and
 // reports the records' TTL, which net.Resolver does not.
 //
-// Resolve returns the endpoints sorted by Addr, and as TTL the smallest TTL
-// of the records it used (CNAMEs on the way included), bounded by MinTTL and
-// MaxTTL; an IP address as Name reports MaxTTL. Resolve returns an error
-// wrapping ErrNotFound when Name does not exist (NXDOMAIN), and an empty
-// answer with a nil error when it exists without records of the types asked
-// (NODATA). Any other failure of a query, on every server, fails the whole
-// resolution: a partial answer never shrinks the fleet.
+// Resolve returns the endpoints sorted by Addr, and as ttl the smallest TTL
+// of the records that led to them (the SRV record set, CNAMEs on the way,
+// the addresses), bounded by MinTTL and MaxTTL; an IP address as Name
+// reports MaxTTL, an empty answer MinTTL. Resolve returns an error wrapping
+// ErrNotFound when Name does not exist (NXDOMAIN), and an empty answer with a
+// nil error when it exists without records of the types asked (NODATA). Any
+// other failure of a query, on every server, fails the whole resolution: a
+// partial answer never shrinks the fleet.
 //
 // SRV records (RFC 2782) map to endpoints this way:
 //   - Only the records of the lowest priority value are used. Those of
