@@ -218,8 +218,10 @@ func (w *Watcher) refresh(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	events, err := w.resolve(ctx)
-	<-w.token
+	events, err := func() ([]bulwark.Event, error) {
+		defer func() { <-w.token }() // released even if the Resolver or the Updater panics
+		return w.resolve(ctx)
+	}()
 	for _, e := range events {
 		w.cfg.Observer.Observe(e)
 	}
