@@ -66,7 +66,8 @@ const (
 //   - EventCall after each resolution: Outcome, Latency, Err, Reason
 //     ("resolve", "invalid", "empty" or "update" for a failure), and Delay,
 //     the wait until the next resolution. A resolution cut short by Close
-//     is Neutral.
+//     (or by the end of the context given to Refresh) is Neutral and changes
+//     nothing.
 //   - EventEndpointAdded and EventEndpointRemoved for each endpoint that
 //     came or went with an applied change; an endpoint whose Zone or Weight
 //     changed is removed and added again, with Reason "changed".
@@ -163,10 +164,10 @@ func (w *Watcher) Close() error {
 }
 
 // Refresh resolves now, updates the Updater if the answer changed, and
-// returns the failure if there was one (an error wrapping ErrEmpty, the
-// Resolver's or the Updater's error, or one wrapping
-// bulwark.ErrInvalidEndpoint). It waits for a resolution in progress to end
-// first. The next background resolution is scheduled from this one, as if
+// returns the failure if there was one: ErrEmpty, an error wrapping
+// bulwark.ErrInvalidEndpoint, the Resolver's error (wrapping
+// context.DeadlineExceeded too after Timeout), or an error wrapping the
+// Updater's. It waits for a resolution in progress to end first. The next background resolution is scheduled from this one, as if
 // the loop had made it. Call it before Start to have the endpoints before
 // serving, or when the endpoints in hand all fail. It returns ErrClosed after
 // Close.
