@@ -47,8 +47,8 @@ type DNSConfig struct {
 	Zone string
 	// Servers are the DNS servers to ask, in order, as IP addresses with an
 	// optional port ("10.0.0.2", "10.0.0.2:53", "[fd00::2]:5353"); the next
-	// one is asked when one does not answer, fails (SERVFAIL, REFUSED, …)
-	// or sends a malformed answer. If empty, the nameservers of
+	// one is asked when one does not answer within Timeout, fails
+	// (SERVFAIL, REFUSED, …) or sends a malformed answer. If empty, the nameservers of
 	// /etc/resolv.conf, read again at each resolution (127.0.0.1 and ::1
 	// if it names none).
 	Servers []string
