@@ -5,37 +5,89 @@ export PATH := $(PATH):$(shell go env GOPATH)/bin
 MODULES := $(shell find . -name go.mod -not -path './.git/*' -printf '%h\n' | sort)
 STATICCHECK_VERSION := v0.8.2
 BENCH_COUNT ?= 10
+# The candidate version that release-check publishes and installs.
+VERSION ?= v0.1.0
+# make stress: runs per test and mode; STRESS_PKGS narrows it (./balancer/...),
+# STRESS_FLAGS passes more flags (-race on, -run TestX, -hog=false).
+STRESS_COUNT ?= 20
+STRESS_PKGS ?=
+STRESS_FLAGS ?=
+TEST_STEPS := fmt vet staticcheck tidy build-isolated unit
 
-.PHONY: test lint fmt vet staticcheck tidy build-isolated unit bench bench-peers cover tools
+.PHONY: test lint fmt vet staticcheck tidy build-isolated unit bench bench-peers cover tools release-check release-bump stress
 
-test: lint tidy build-isolated unit
+# Runs every step over every module, whatever fails, then lists every failure
+# (step, module, and for unit the failing tests and packages) and exits 1 if
+# there was any.
+test:
+	@export BULWARK_FAILLOG=$$(mktemp); trap 'rm -f "$$BULWARK_FAILLOG"' EXIT; failed=0; \
+	for s in $(TEST_STEPS); do \
+	  $(MAKE) --no-print-directory $$s || { failed=1; grep -q "^$$s" "$$BULWARK_FAILLOG" || echo "$$s" >> "$$BULWARK_FAILLOG"; }; \
+	done; \
+	if [ $$failed -ne 0 ]; then echo; echo "make test FAILED:"; sed 's/^/  /' "$$BULWARK_FAILLOG"; exit 1; fi; \
+	echo; echo "make test: every step passed in every module"
 
 lint: fmt vet staticcheck
 
+# each_module runs $(2) in every module, carries on past a failing one, and
+# fails at the end naming every module that failed (also appended to
+# $$BULWARK_FAILLOG, when make test set it). $(1) names the step.
+define each_module
+fails=(); for m in $(MODULES); do echo "$(1) $$m"; (cd $$m && $(2)) || fails+=("$$m"); done; \
+if [ $${#fails[@]} -gt 0 ]; then echo "$(1) FAILED in: $${fails[*]}"; \
+  if [ -n "$$BULWARK_FAILLOG" ]; then for m in "$${fails[@]}"; do echo "$(1) $$m" >> "$$BULWARK_FAILLOG"; done; fi; \
+  exit 1; fi
+endef
+
 fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go'; git ls-files --others --exclude-standard '*.go')); \
-	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; \
+	  if [ -n "$$BULWARK_FAILLOG" ]; then echo "$$out" | sed 's/^/fmt /' >> "$$BULWARK_FAILLOG"; fi; exit 1; fi
 
 vet:
-	@set -e; for m in $(MODULES); do echo "vet $$m"; (cd $$m && go vet ./...); done
+	@$(call each_module,vet,go vet ./...)
 
 tools:
 	@command -v staticcheck >/dev/null || go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
 staticcheck: tools
-	@set -e; for m in $(MODULES); do echo "staticcheck $$m"; (cd $$m && staticcheck ./...); done
+	@$(call each_module,staticcheck,staticcheck ./...)
 
 # go mod tidy must change nothing in any module.
 tidy:
-	@set -e; for m in $(MODULES); do (cd $$m && GOWORK=off GOFLAGS=-mod=mod go mod tidy -diff) || \
-	  { echo "go mod tidy would change $$m"; exit 1; }; done
+	@$(call each_module,tidy,GOWORK=off GOFLAGS=-mod=mod go mod tidy -diff)
 
 # Each nested module builds on its own, through its replace directive.
 build-isolated:
-	@set -e; for m in $(MODULES); do echo "build (GOWORK=off) $$m"; (cd $$m && GOWORK=off go build -o /dev/null ./...); done
+	@$(call each_module,build-isolated,GOWORK=off go build -o /dev/null ./...)
 
+# go test -race in every module; the failing tests and packages of each are
+# listed at the end.
 unit:
-	@set -e; for m in $(MODULES); do echo "test $$m"; (cd $$m && go test -race -count=1 ./...); done
+	@fails=(); for m in $(MODULES); do echo "test $$m"; out=$$(mktemp); \
+	  (cd $$m && go test -race -count=1 ./... 2>&1) | tee "$$out"; \
+	  if [ $${PIPESTATUS[0]} -ne 0 ]; then fails+=("$$m"); \
+	    if [ -n "$$BULWARK_FAILLOG" ]; then echo "unit $$m" >> "$$BULWARK_FAILLOG"; \
+	      grep -E '^\s*--- FAIL|^FAIL\s|^panic:' "$$out" | sed 's/^/    /' >> "$$BULWARK_FAILLOG"; fi; fi; \
+	  rm -f "$$out"; done; \
+	if [ $${#fails[@]} -gt 0 ]; then echo "unit FAILED in: $${fails[*]}"; exit 1; fi
+
+# Publishes every module at $(VERSION) into a file-based module proxy and
+# installs each one with go get from a fresh module outside the repository
+# (see tools/releasecheck). Run by .ci/run.
+release-check:
+	cd tools && go run ./releasecheck -version $(VERSION)
+
+# Sets every module's requirements on the others to $(VERSION): the first
+# step of a release (CONTRIBUTING.md).
+release-bump:
+	cd tools && go run ./releasecheck -version $(VERSION) -bump
+
+# Every package's tests, $(STRESS_COUNT) times without and then with -race,
+# while a CPU hog keeps every core busy; lists the failing tests per package.
+# Slow (an hour or more on two cores), so not part of make test or CI.
+stress:
+	cd tools && go run ./stress -count $(STRESS_COUNT) $(STRESS_FLAGS) $(STRESS_PKGS)
 
 bench:
 	@set -e; for m in $(MODULES); do [ "$$m" = ./benchmarks ] && continue; \

@@ -86,6 +86,7 @@ const (
 	ComponentHealthCheck = "healthcheck"
 	ComponentOutlier     = "outlier"
 	ComponentIdempotency = "idempotency"
+	ComponentDiscovery   = "discovery"
 )
 
 // EventKind says what happened.

@@ -7,8 +7,8 @@ replace github.com/bulwark-go/bulwark => ..
 require (
 	github.com/alexliesenfeld/health v0.8.0
 	github.com/avast/retry-go/v4 v4.7.0
-	github.com/bulwark-go/bulwark v0.0.0-00010101000000-000000000000
-	github.com/bulwark-go/bulwark/otelbulwark v0.0.0
+	github.com/bulwark-go/bulwark v0.1.0
+	github.com/bulwark-go/bulwark/otelbulwark v0.1.0
 	github.com/buraksezer/consistent v0.10.0
 	github.com/cenkalti/backoff/v5 v5.0.3
 	github.com/cespare/xxhash/v2 v2.3.0

@@ -3,8 +3,8 @@ module github.com/bulwark-go/bulwark/examples
 go 1.26.0
 
 require (
-	github.com/bulwark-go/bulwark v0.0.0
-	github.com/bulwark-go/bulwark/otelbulwark v0.0.0
+	github.com/bulwark-go/bulwark v0.1.0
+	github.com/bulwark-go/bulwark/otelbulwark v0.1.0
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/prometheus/client_golang v1.25.0
 	github.com/prometheus/common v0.72.0
@@ -20,8 +20,8 @@ require go.uber.org/atomic v1.12.0 // indirect
 
 require (
 	github.com/beorn7/perks v1.0.1 // indirect
-	github.com/bulwark-go/bulwark/idempotency/pgstore v0.0.0
-	github.com/bulwark-go/bulwark/idempotency/redisstore v0.0.0
+	github.com/bulwark-go/bulwark/idempotency/pgstore v0.1.0
+	github.com/bulwark-go/bulwark/idempotency/redisstore v0.1.0
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/go-logr/logr v1.4.4 // indirect
 	github.com/go-logr/stdr v1.2.2 // indirect

@@ -5,7 +5,7 @@ go 1.26.0
 replace github.com/bulwark-go/bulwark => ../..
 
 require (
-	github.com/bulwark-go/bulwark v0.0.0-00010101000000-000000000000
+	github.com/bulwark-go/bulwark v0.1.0
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/stretchr/testify v1.12.1
 	go.uber.org/goleak v1.3.0

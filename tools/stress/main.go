@@ -1,0 +1,450 @@
+// Command stress runs the tests of every package of every module of the
+// repository many times, without and with -race, while a CPU hog keeps every
+// core busy, and reports, per package, which tests failed and how often, with
+// the output of each one's first failure. It finds the tests that pass on an
+// idle machine and fail on a loaded one.
+//
+// The hog is a goroutine per core spinning in this process, so it ends with
+// the process, whatever ends it. The tests see the environment of the
+// command, BULWARK_REDIS_ADDR and BULWARK_POSTGRES_URL included.
+//
+// Usage, from the tools directory (`make stress` from the root):
+//
+//	go run ./stress [-count 20] [-race both|off|on] [-run regexp] [-hog=false] [packages]
+//
+// packages are patterns relative to the repository's root, such as
+// ./balancer/... or ./examples/proxy; by default, ./... of every module. It
+// exits with status 1 if any test or package failed in any run.
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+func main() {
+	count := flag.Int("count", 20, "runs of each test, per mode")
+	race := flag.String("race", "both", `"off", "on" or "both": without -race, with it, or each in turn`)
+	run := flag.String("run", "", "run only the tests matching this regexp (go test -run)")
+	timeout := flag.Duration("timeout", 90*time.Minute, "go test -timeout, for all the runs of one package")
+	hog := flag.Bool("hog", true, "keep every core busy while the tests run")
+	flag.Parse()
+	var modes []bool
+	switch *race {
+	case "off":
+		modes = []bool{false}
+	case "on":
+		modes = []bool{true}
+	case "both":
+		modes = []bool{false, true}
+	default:
+		fmt.Fprintf(os.Stderr, "stress: -race %q: want off, on or both\n", *race)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	ok, err := stress(ctx, os.Stdout, options{count: *count, modes: modes, run: *run, timeout: *timeout, hog: *hog, patterns: flag.Args()})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "stress:", err)
+		os.Exit(2)
+	}
+	if !ok {
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	count    int
+	modes    []bool // race off/on
+	run      string
+	timeout  time.Duration
+	hog      bool
+	patterns []string
+}
+
+// job is one go test command: packages of one module, in one mode.
+type job struct {
+	module   string // directory, relative to the root
+	patterns []string
+	race     bool
+}
+
+func stress(ctx context.Context, w io.Writer, o options) (bool, error) {
+	out, err := exec.CommandContext(ctx, "git", "rev-parse", "--show-toplevel").Output()
+	if err != nil {
+		return false, fmt.Errorf("finding the repository: %w", err)
+	}
+	root := strings.TrimSpace(string(out))
+	mods, err := modules(root)
+	if err != nil {
+		return false, err
+	}
+	byModule, err := assign(root, mods, o.patterns)
+	if err != nil {
+		return false, err
+	}
+	if o.hog {
+		stopHog := startHog(runtime.NumCPU())
+		defer stopHog()
+		fmt.Fprintf(w, "stress: CPU hog on %d cores\n", runtime.NumCPU())
+	}
+	var jobs []job
+	for _, race := range o.modes {
+		for _, m := range mods {
+			if ps := byModule[m]; len(ps) > 0 {
+				jobs = append(jobs, job{module: m, patterns: ps, race: race})
+			}
+		}
+	}
+	r := newReport()
+	start := time.Now()
+	for _, j := range jobs {
+		if ctx.Err() != nil {
+			break
+		}
+		t0 := time.Now()
+		before := r.failures()
+		if err := runJob(ctx, root, j, o, r); err != nil {
+			r.packageFailure(j.module, j.race, err.Error())
+		}
+		name := j.module
+		if name == "." {
+			name = "root module"
+		}
+		fmt.Fprintf(w, "stress: %-24s %-8s %4.0fs, %d failed runs\n", name, modeName(j.race), time.Since(t0).Seconds(), r.failures()-before)
+	}
+	r.print(w, o.count, time.Since(start))
+	if ctx.Err() != nil {
+		return false, ctx.Err()
+	}
+	return r.failures() == 0, nil
+}
+
+func modeName(race bool) string {
+	if race {
+		return "race"
+	}
+	return "no-race"
+}
+
+// modules returns the module directories under root, relative to it,
+// longest first.
+func modules(root string) ([]string, error) {
+	var mods []string
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && p != root && (strings.HasPrefix(d.Name(), ".") || d.Name() == "testdata" || d.Name() == "vendor") {
+			return filepath.SkipDir
+		}
+		if !d.IsDir() && d.Name() == "go.mod" {
+			rel, _ := filepath.Rel(root, filepath.Dir(p))
+			mods = append(mods, filepath.ToSlash(rel))
+		}
+		return nil
+	})
+	sort.Slice(mods, func(i, j int) bool {
+		return len(mods[i]) > len(mods[j]) || len(mods[i]) == len(mods[j]) && mods[i] < mods[j]
+	})
+	return mods, err
+}
+
+// assign maps each pattern to the module that holds it, as a pattern
+// relative to that module. No patterns, or ./..., means ./... in every
+// module.
+func assign(root string, mods, patterns []string) (map[string][]string, error) {
+	out := map[string][]string{}
+	for _, p := range patterns {
+		clean := filepath.ToSlash(filepath.Clean(p))
+		if clean == "..." {
+			patterns = nil
+			break
+		}
+		dir, all := strings.CutSuffix(clean, "/...")
+		if _, err := os.Stat(filepath.Join(root, dir)); err != nil {
+			return nil, fmt.Errorf("pattern %q: %w", p, err)
+		}
+		for _, m := range mods { // longest first: the innermost module
+			if m != "." && dir != m && !strings.HasPrefix(dir, m+"/") {
+				continue
+			}
+			rel := dir
+			if m != "." {
+				rel = strings.TrimPrefix(strings.TrimPrefix(dir, m), "/")
+			}
+			pat := "./" + rel
+			switch {
+			case rel == "" || rel == ".":
+				pat = "."
+				if all {
+					pat = "./..."
+				}
+			case all:
+				pat += "/..."
+			}
+			out[m] = append(out[m], pat)
+			break
+		}
+	}
+	if len(patterns) == 0 {
+		for _, m := range mods {
+			out[m] = []string{"./..."}
+		}
+	}
+	return out, nil
+}
+
+// runJob runs one go test -json command and feeds its events to r.
+func runJob(ctx context.Context, root string, j job, o options, r *report) error {
+	args := []string{"test", "-json", fmt.Sprintf("-count=%d", o.count), "-timeout", o.timeout.String()}
+	if j.race {
+		args = append(args, "-race")
+	}
+	if o.run != "" {
+		args = append(args, "-run", o.run)
+	}
+	args = append(args, j.patterns...)
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir = filepath.Join(root, j.module)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	r.consume(stdout, j.race)
+	err = cmd.Wait()
+	if err != nil && r.failuresIn(j) == 0 {
+		// go test failed without a failing test or package in its
+		// output: a setup or build error outside the JSON stream.
+		return fmt.Errorf("go %s in %s: %v\n%s", strings.Join(args, " "), j.module, err, stderr.String())
+	}
+	return nil
+}
+
+// event is a line of go test -json (test2json).
+type event struct {
+	Action     string
+	Package    string
+	ImportPath string // build events
+	Test       string
+	Output     string
+}
+
+// key names a test in one mode; Test is "" for the package itself.
+type key struct {
+	pkg, test string
+	race      bool
+}
+
+type result struct {
+	runs, fails int
+	first       []string // the last output lines of the first failure
+}
+
+type report struct {
+	mu       sync.Mutex
+	packages map[string]bool // every package seen
+	results  map[key]*result
+	running  map[key][]string // the last output lines of the run in progress
+}
+
+func newReport() *report {
+	return &report{packages: map[string]bool{}, results: map[key]*result{}, running: map[key][]string{}}
+}
+
+// maxLines is how many of the last output lines of a failure are kept.
+const maxLines = 60
+
+func (r *report) consume(rd io.Reader, race bool) {
+	sc := bufio.NewScanner(rd)
+	sc.Buffer(make([]byte, 1<<20), 1<<24)
+	for sc.Scan() {
+		var e event
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			continue
+		}
+		pkg := e.Package
+		if pkg == "" {
+			pkg = e.ImportPath
+		}
+		k := key{pkg: pkg, test: e.Test, race: race}
+		r.mu.Lock()
+		if pkg != "" {
+			r.packages[pkg] = true
+		}
+		switch e.Action {
+		case "run":
+			r.running[k] = nil
+		case "output", "build-output":
+			lines := r.running[k]
+			if len(lines) == maxLines {
+				lines = append(lines[:0], lines[1:]...)
+			}
+			r.running[k] = append(lines, strings.TrimRight(e.Output, "\n"))
+		case "pass", "skip":
+			if e.Test != "" {
+				r.get(k).runs++
+			}
+			delete(r.running, k)
+		case "fail", "build-fail":
+			res := r.get(k)
+			res.runs++
+			res.fails++
+			if res.first == nil {
+				res.first = r.running[k]
+				if len(res.first) == 0 {
+					res.first = []string{"(no output)"}
+				}
+			}
+			delete(r.running, k)
+		}
+		r.mu.Unlock()
+	}
+}
+
+func (r *report) get(k key) *result {
+	res := r.results[k]
+	if res == nil {
+		res = &result{}
+		r.results[k] = res
+	}
+	return res
+}
+
+func (r *report) packageFailure(module string, race bool, msg string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	res := r.get(key{pkg: "module " + module, race: race})
+	res.runs++
+	res.fails++
+	res.first = strings.Split(strings.TrimRight(msg, "\n"), "\n")
+}
+
+// failures counts the failed runs worth reporting.
+func (r *report) failures() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, k := range r.failedLocked() {
+		n += r.results[k].fails
+	}
+	return n
+}
+
+// failuresIn counts the failures recorded for j's mode; runJob uses it to
+// tell a failing test from a command that failed before testing.
+func (r *report) failuresIn(j job) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for k, res := range r.results {
+		if k.race == j.race {
+			n += res.fails
+		}
+	}
+	return n
+}
+
+// failedLocked returns the failures worth reporting, sorted: every failing
+// test, and a failing package only when none of its tests failed in that
+// mode (a build error, a panic outside a test, a timeout).
+func (r *report) failedLocked() []key {
+	testFailed := map[key]bool{}
+	for k, res := range r.results {
+		if k.test != "" && res.fails > 0 {
+			testFailed[key{pkg: k.pkg, race: k.race}] = true
+		}
+	}
+	var failed []key
+	for k, res := range r.results {
+		if res.fails > 0 && (k.test != "" || !testFailed[k]) {
+			failed = append(failed, k)
+		}
+	}
+	slices.SortFunc(failed, func(a, b key) int {
+		if c := strings.Compare(a.pkg, b.pkg); c != 0 {
+			return c
+		}
+		if a.race != b.race {
+			if a.race {
+				return 1
+			}
+			return -1
+		}
+		return strings.Compare(a.test, b.test)
+	})
+	return failed
+}
+
+func (r *report) print(w io.Writer, count int, took time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	failed := r.failedLocked()
+	fmt.Fprintf(w, "\nstress: %d packages, -count=%d per mode, in %v\n", len(r.packages), count, took.Round(time.Second))
+	if len(failed) == 0 {
+		fmt.Fprintln(w, "stress: no failure")
+		return
+	}
+	fmt.Fprintln(w, "stress: FAILURES (package, mode, test: failed runs / runs)")
+	for _, k := range failed {
+		res := r.results[k]
+		test := k.test
+		if test == "" {
+			test = "(package: build, panic or timeout)"
+		}
+		fmt.Fprintf(w, "  %s  %s  %s: %d/%d\n", k.pkg, modeName(k.race), test, res.fails, res.runs)
+	}
+	fmt.Fprintln(w, "\nstress: first failure of each:")
+	for _, k := range failed {
+		fmt.Fprintf(w, "--- %s %s %s\n", k.pkg, modeName(k.race), k.test)
+		for _, l := range r.results[k].first {
+			fmt.Fprintln(w, "    "+l)
+		}
+	}
+}
+
+// startHog keeps n cores busy until the returned function is called.
+func startHog(n int) func() {
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			x := uint64(1)
+			for !stop.Load() {
+				for range 1 << 16 {
+					x = x*6364136223846793005 + 1442695040888963407
+				}
+			}
+			sink.Add(x)
+		}()
+	}
+	return func() {
+		stop.Store(true)
+		wg.Wait()
+	}
+}
+
+var sink atomic.Uint64
