@@ -4,6 +4,7 @@ import (
 	"context"
 	"strconv"
 	"testing"
+	"time"
 )
 
 // BenchmarkTake is one decision against the real server at
@@ -11,7 +12,7 @@ import (
 // goroutines sharing one client.
 func BenchmarkTake(b *testing.B) {
 	rdb := serverClient(b)
-	l := newLimiter(b, rdb, Config{Rate: 1e6, Burst: 1e6})
+	l := newLimiter(b, rdb, Config{Rate: 1e6, Burst: 1e6, Timeout: 5 * time.Second})
 	ctx := context.Background()
 	keys := make([]string, 100)
 	for i := range keys {
