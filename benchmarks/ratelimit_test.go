@@ -128,29 +128,34 @@ func rlCases(b *testing.B, kase string) []rlCase {
 
 func BenchmarkRateLimit(b *testing.B) {
 	for _, kase := range []string{"allowed", "refused", "keyed", "policy"} {
-		for _, c := range rlCases(b, kase) {
-			b.Run(kase+"/"+c.name, func(b *testing.B) {
-				b.ReportAllocs()
-				cpu := cpuTime()
+		b.Run(kase, func(b *testing.B) { runPeers(b, rlCases(b, kase)) })
+	}
+}
+
+// runPeers runs each case serially and in parallel, with cpu-ns/op.
+func runPeers(b *testing.B, cases []rlCase) {
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			cpu := cpuTime()
+			i := 0
+			for b.Loop() {
+				c.call(i)
+				i++
+			}
+			reportCPU(b, cpu)
+		})
+		b.Run(c.name+"/parallel", func(b *testing.B) {
+			b.ReportAllocs()
+			cpu := cpuTime()
+			b.RunParallel(func(pb *testing.PB) {
 				i := 0
-				for b.Loop() {
+				for pb.Next() {
 					c.call(i)
 					i++
 				}
-				reportCPU(b, cpu)
 			})
-			b.Run(kase+"/"+c.name+"/parallel", func(b *testing.B) {
-				b.ReportAllocs()
-				cpu := cpuTime()
-				b.RunParallel(func(pb *testing.PB) {
-					i := 0
-					for pb.Next() {
-						c.call(i)
-						i++
-					}
-				})
-				reportCPU(b, cpu)
-			})
-		}
+			reportCPU(b, cpu)
+		})
 	}
 }
