@@ -36,8 +36,10 @@ type GroupConfig struct {
 // own limit. A Group is safe for concurrent use by multiple goroutines. Use
 // NewGroup; the zero Group is not usable.
 //
-// Deciding for an existing key takes no lock: one lookup in a sync.Map, one
-// clock read and one compare-and-swap. A new key takes the group's lock and
+// Deciding for a known key takes no lock: a lookup in an immutable map
+// snapshot, one clock read and one compare-and-swap. A new key takes the
+// group's lock and waits in a small side map until enough lookups have
+// missed the snapshot to pay for rebuilding it (as sync.Map once did), and
 // may sweep the group, as breaker.Group does. Keys are evicted two ways:
 // keys whose bucket has been full for IdleTimeout, which loses nothing; and,
 // when MaxKeys is reached, the sixteenth of the keys whose buckets are
@@ -45,14 +47,17 @@ type GroupConfig struct {
 // it may pass up to Burst minus the tokens it had left more than its limit:
 // set MaxKeys above the number of keys busy at once.
 type Group struct {
-	s       *settings
-	max     int
-	idle    int64    // ns
-	m       sync.Map // string -> *bucket
-	n       atomic.Int64
-	mu      sync.Mutex  // serialises additions, evictions and sweeps
-	lastSwp int64       // time of the last sweep, ns since s.base; guarded by mu
-	scratch []candidate // guarded by mu; reused by evictLocked
+	s    *settings
+	max  int
+	idle int64                              // ns
+	read atomic.Pointer[map[string]*bucket] // immutable snapshot: readers never lock
+	n    atomic.Int64                       // len(*read) + len(dirty); written under mu
+
+	mu      sync.Mutex
+	dirty   map[string]*bucket // guarded by mu: keys added since read was built
+	misses  int                // guarded by mu: lookups that missed read since it was built
+	lastSwp int64              // guarded by mu: time of the last sweep, ns since s.base
+	scratch []candidate        // guarded by mu: reused by evictLocked
 }
 
 type bucket struct {
@@ -60,7 +65,7 @@ type bucket struct {
 }
 
 type candidate struct {
-	key any
+	key string
 	b   *bucket
 	tat int64
 }
@@ -79,7 +84,8 @@ func NewGroup(cfg GroupConfig) (*Group, error) {
 	case cfg.IdleTimeout < 0:
 		return nil, fmt.Errorf("%w: IdleTimeout %v is negative", ErrInvalidConfig, cfg.IdleTimeout)
 	}
-	g := &Group{s: s, max: cfg.MaxKeys, idle: int64(cfg.IdleTimeout)}
+	g := &Group{s: s, max: cfg.MaxKeys, idle: int64(cfg.IdleTimeout), dirty: map[string]*bucket{}}
+	g.read.Store(&map[string]*bucket{})
 	if g.max == 0 {
 		g.max = 1 << 16
 	}
@@ -116,7 +122,7 @@ func (g *Group) allow1(key string, now int64) bool {
 				return true
 			}
 		}
-		g.m.CompareAndDelete(key, b)
+		// Evicted: the snapshot has been rebuilt without it; look again.
 	}
 }
 
@@ -138,7 +144,6 @@ func (g *Group) takeAt(ctx context.Context, key string, now int64, n int) Result
 		if r, stored := g.s.decide(ctx, &b.tat, key, now, n); stored != dead {
 			return r
 		}
-		g.m.CompareAndDelete(key, b)
 	}
 }
 
@@ -161,11 +166,9 @@ func (g *Group) Do(ctx context.Context, key string, op func(context.Context) err
 func (g *Group) waitN(ctx context.Context, key string, n int, maxWait int64) error {
 	for {
 		b := g.get(key, g.s.now())
-		err := g.s.wait(ctx, &b.tat, key, n, maxWait)
-		if err != errDead {
+		if err := g.s.wait(ctx, &b.tat, key, n, maxWait); err != errDead {
 			return err
 		}
-		g.m.CompareAndDelete(key, b)
 	}
 }
 
@@ -173,70 +176,95 @@ func (g *Group) waitN(ctx context.Context, key string, n int, maxWait int64) err
 func (g *Group) Len() int { return int(g.n.Load()) }
 
 // get returns the bucket of key, adding one if needed. The bucket may turn
-// dead at any time; callers then delete it and ask again.
+// dead at any time; callers then ask again, and find the rebuilt snapshot.
 func (g *Group) get(key string, now int64) *bucket {
-	if v, ok := g.m.Load(key); ok {
-		return v.(*bucket)
+	if b, ok := (*g.read.Load())[key]; ok {
+		return b
 	}
-	return g.add(key, now)
+	return g.getSlow(key, now)
 }
 
-func (g *Group) add(key string, now int64) *bucket {
+func (g *Group) getSlow(key string, now int64) *bucket {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if v, ok := g.m.Load(key); ok {
-		b := v.(*bucket)
-		if b.tat.Load() != dead {
-			return b
+	if b, ok := (*g.read.Load())[key]; ok {
+		return b // promoted since the caller looked
+	}
+	g.misses++
+	b, ok := g.dirty[key]
+	if !ok {
+		if now-g.lastSwp >= g.idle/4 {
+			g.sweepLocked(now)
 		}
-		g.m.CompareAndDelete(key, b) // counted out by whoever killed it
+		if int(g.n.Load()) >= g.max {
+			g.evictLocked()
+		}
+		b = &bucket{}
+		b.tat.Store(now)
+		g.dirty[key] = b
+		g.n.Add(1)
 	}
-	if now-g.lastSwp >= g.idle/4 {
-		g.sweepLocked(now)
+	if g.misses >= int(g.n.Load()) {
+		g.rebuildLocked(nil)
 	}
-	if int(g.n.Load()) >= g.max {
-		g.evictLocked(now)
-	}
-	b := &bucket{}
-	b.tat.Store(now)
-	g.m.Store(key, b)
-	g.n.Add(1)
 	return b
+}
+
+// rebuildLocked publishes a new snapshot of every live key, read's and
+// dirty's, without those in gone.
+func (g *Group) rebuildLocked(gone map[string]bool) {
+	old := *g.read.Load()
+	m := make(map[string]*bucket, len(old)+len(g.dirty)-len(gone))
+	for _, src := range []map[string]*bucket{old, g.dirty} {
+		for k, b := range src {
+			if !gone[k] {
+				m[k] = b
+			}
+		}
+	}
+	g.read.Store(&m)
+	clear(g.dirty)
+	g.misses = 0
+	g.n.Store(int64(len(m)))
 }
 
 // sweepLocked evicts the keys whose bucket has been full for IdleTimeout.
 func (g *Group) sweepLocked(now int64) {
 	g.lastSwp = now
-	g.m.Range(func(k, v any) bool {
-		b := v.(*bucket)
-		if old := b.tat.Load(); old != dead && old <= now-g.idle && b.tat.CompareAndSwap(old, dead) {
-			g.m.CompareAndDelete(k, b)
-			g.n.Add(-1)
+	var gone map[string]bool
+	for _, src := range []map[string]*bucket{*g.read.Load(), g.dirty} {
+		for k, b := range src {
+			if old := b.tat.Load(); old <= now-g.idle && b.tat.CompareAndSwap(old, dead) {
+				if gone == nil {
+					gone = map[string]bool{}
+				}
+				gone[k] = true
+			}
 		}
-		return true
-	})
+	}
+	if gone != nil {
+		g.rebuildLocked(gone)
+	}
 }
 
 // evictLocked evicts the sixteenth of the keys (at least one) whose buckets
 // are closest to full, the full ones first.
-func (g *Group) evictLocked(now int64) {
+func (g *Group) evictLocked() {
 	c := g.scratch[:0]
-	g.m.Range(func(k, v any) bool {
-		b := v.(*bucket)
-		if old := b.tat.Load(); old != dead {
-			c = append(c, candidate{key: k, b: b, tat: old})
+	for _, src := range []map[string]*bucket{*g.read.Load(), g.dirty} {
+		for k, b := range src {
+			c = append(c, candidate{key: k, b: b, tat: b.tat.Load()})
 		}
-		return true
-	})
+	}
 	slices.SortFunc(c, func(a, b candidate) int { return cmp.Compare(a.tat, b.tat) })
 	want := max(len(c)/16, 1)
-	for i := 0; i < len(c) && want > 0; i++ {
+	gone := make(map[string]bool, want)
+	for i := 0; i < len(c) && len(gone) < want; i++ {
 		if c[i].b.tat.CompareAndSwap(c[i].tat, dead) {
-			g.m.CompareAndDelete(c[i].key, c[i].b)
-			g.n.Add(-1)
-			want--
+			gone[c[i].key] = true
 		}
 	}
 	clear(c)
 	g.scratch = c[:0]
+	g.rebuildLocked(gone)
 }

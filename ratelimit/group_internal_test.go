@@ -30,7 +30,7 @@ func TestEvictedBucketIsDead(t *testing.T) {
 	held = g.get("evicted", now)
 	g.get("other", now).tat.Store(now + int64(time.Second)) // less full than "evicted"
 	g.mu.Lock()
-	g.evictLocked(now)
+	g.evictLocked()
 	g.mu.Unlock()
 	if _, stored := g.s.decide(context.Background(), &held.tat, "evicted", now, 1); stored != dead {
 		t.Fatal("an evicted bucket still takes tokens")

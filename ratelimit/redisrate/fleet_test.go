@@ -155,3 +155,37 @@ func TestFleetNeverExceedsLimit(t *testing.T) {
 		t.Fatalf("the fleet passed only %d, want at least %d: the limiter refused more than its limit asks", allowed, floor)
 	}
 }
+
+// TestLimiterConcurrentSafe shares one Limiter, and its client, between
+// goroutines hammering two keys: neither key passes more than its limit.
+func TestLimiterConcurrentSafe(t *testing.T) {
+	rdb := serverClient(t)
+	l := newLimiter(t, rdb, Config{Rate: 100, Burst: 10, Timeout: 5 * time.Second})
+	var (
+		counts [2]atomic.Int64
+		wg     sync.WaitGroup
+	)
+	start := serverTime(t, rdb)
+	for g := range 8 {
+		wg.Go(func() {
+			for end := time.Now().Add(300 * time.Millisecond); time.Now().Before(end); {
+				r, err := l.Take(context.Background(), []string{"a", "b"}[g%2], 1)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if r.Allowed {
+					counts[g%2].Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := serverTime(t, rdb).Sub(start)
+	limit := 10 + int64(elapsed/(10*time.Millisecond))
+	for i := range counts {
+		if n := counts[i].Load(); n > limit || n == 0 {
+			t.Errorf("key %d passed %d in %v, want within (0, %d]", i, n, elapsed, limit)
+		}
+	}
+}
