@@ -118,8 +118,13 @@ func (s *settings) now() int64 {
 	return int64(s.clk.Since(s.base))
 }
 
-// at returns t as ns since base.
-func (s *settings) at(t time.Time) int64 { return int64(t.Sub(s.base)) }
+// at returns t as ns since base, within ±2^62 ns (146 years) so that the
+// arithmetic on it cannot overflow, whatever time a caller passes.
+func (s *settings) at(t time.Time) int64 {
+	return min(max(int64(t.Sub(s.base)), -maxTime), maxTime)
+}
+
+const maxTime = 1 << 62
 
 // quota returns Burst and the time Rate per Period takes to refill it,
 // computed from the Config's figures rather than from the rounded interval.

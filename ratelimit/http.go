@@ -48,7 +48,8 @@ type HTTPConfig struct {
 	// the length of a key taken from a header.
 	Key func(*http.Request) string
 
-	// Cost returns the tokens a request takes. If nil, 1.
+	// Cost returns the tokens a request takes; a cost of zero or less
+	// takes nothing. If nil, 1.
 	Cost func(*http.Request) int
 
 	// Headers adds the RateLimit and, when Limiter is a Quota,

@@ -44,7 +44,7 @@ func New(cfg Config) (*Limiter, error) {
 		return nil, err
 	}
 	l := &Limiter{s: s}
-	l.tat.Store(s.now())
+	l.tat.Store(-maxTime) // full since ever, whatever time AllowAt is given
 	return l, nil
 }
 

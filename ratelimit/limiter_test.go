@@ -437,3 +437,15 @@ func TestLimiterConcurrentSafe(t *testing.T) {
 		t.Fatalf("%d allowed over %d ms at 1000/s with Burst 10, limit %d", total, steps, limit)
 	}
 }
+
+// Explicit times far from now, or zero, neither overflow nor panic.
+func TestExtremeTimes(t *testing.T) {
+	for _, at := range []time.Time{{}, time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC), time.Unix(0, math.MinInt64)} {
+		l, _ := newLimiter(t, ratelimit.Config{Rate: 1, Period: 100 * 365 * 24 * time.Hour / 2, Burst: 2})
+		first := l.AllowN(at, 2)
+		second := l.AllowN(at, 1)
+		if !first.Allowed || second.Allowed || second.RetryAfter <= 0 {
+			t.Errorf("at %v: AllowN(2) = %+v, then AllowN(1) = %+v; want the burst, then a refusal with a positive wait", at, first, second)
+		}
+	}
+}
