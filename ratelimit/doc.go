@@ -22,7 +22,8 @@
 // as in golang.org/x/time/rate.
 //
 // A Group evicts keys whose buckets have been full for a while, which loses
-// nothing, and bounds the keys it holds. For a limit shared by every
+// nothing, and bounds the keys it holds. Group.Policy makes it a layer of
+// bulwark.Compose too, keyed by the call's context (a tenant, a route). For a limit shared by every
 // instance of a service, see package ratelimit/redisrate, whose limiter
 // plugs into the same Middleware through the [Taker] interface.
 package ratelimit

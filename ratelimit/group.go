@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/bulwark-go/bulwark"
 )
 
 // GroupConfig configures a Group.
@@ -161,6 +163,19 @@ func (g *Group) Do(ctx context.Context, key string, op func(context.Context) err
 		return err
 	}
 	return op(ctx)
+}
+
+// Policy returns a bulwark.Policy that runs each call through Do, with the
+// key that key returns for the call's context: a tenant or a route that the
+// caller put there. A nil key means the key "" for every call.
+func (g *Group) Policy(key func(context.Context) string) bulwark.Policy {
+	return bulwark.PolicyFunc(func(ctx context.Context, op func(context.Context) error) error {
+		k := ""
+		if key != nil {
+			k = key(ctx)
+		}
+		return g.Do(ctx, k, op)
+	})
 }
 
 func (g *Group) waitN(ctx context.Context, key string, n int, maxWait int64) error {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bulwark-go/bulwark"
 	"github.com/bulwark-go/bulwark/bulwarktest"
 	"github.com/bulwark-go/bulwark/ratelimit"
 )
@@ -190,5 +191,31 @@ func TestGroupConcurrentSafe(t *testing.T) {
 		} else if n < steps {
 			t.Errorf("key %s passed only %d times in %d steps: the test did not exercise the limit", key, n, steps+1)
 		}
+	}
+}
+
+type tenantKey struct{}
+
+// Policy makes a Group a layer of bulwark.Compose, keyed by the call's
+// context.
+func TestGroupPolicy(t *testing.T) {
+	g, _ := newGroup(t, ratelimit.GroupConfig{Limit: ratelimit.Config{Rate: 1, Period: time.Hour, Burst: 1}})
+	p := bulwark.Compose(g.Policy(func(ctx context.Context) string {
+		s, _ := ctx.Value(tenantKey{}).(string)
+		return s
+	}))
+	call := func(tenant string) error {
+		ctx := context.WithValue(context.Background(), tenantKey{}, tenant)
+		return p.Do(ctx, func(context.Context) error { return nil })
+	}
+	if err := call("acme"); err != nil {
+		t.Fatal(err)
+	}
+	var le *ratelimit.LimitError
+	if err := call("acme"); !errors.As(err, &le) || le.Key != "acme" {
+		t.Fatalf("second call of acme = %v, want a *LimitError for key acme", err)
+	}
+	if err := call("globex"); err != nil {
+		t.Fatalf("another tenant = %v", err)
 	}
 }

@@ -300,6 +300,19 @@ func (l *Limiter) Do(ctx context.Context, key string, op func(context.Context) e
 	return op(ctx)
 }
 
+// Policy returns a bulwark.Policy that runs each call through Do, with the
+// key that key returns for the call's context. A nil key means the key ""
+// for every call.
+func (l *Limiter) Policy(key func(context.Context) string) bulwark.Policy {
+	return bulwark.PolicyFunc(func(ctx context.Context, op func(context.Context) error) error {
+		k := ""
+		if key != nil {
+			k = key(ctx)
+		}
+		return l.Do(ctx, k, op)
+	})
+}
+
 // Quota returns Burst and the time it takes to refill Burst tokens at Rate
 // per Period, for the RateLimit-Policy header of ratelimit.Middleware.
 func (l *Limiter) Quota() (quota int, window time.Duration) { return l.burst, l.quota }

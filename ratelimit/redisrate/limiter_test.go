@@ -138,6 +138,23 @@ func TestDo(t *testing.T) {
 	}
 }
 
+type keyOf struct{}
+
+func TestPolicy(t *testing.T) {
+	rdb := serverClient(t)
+	l := newLimiter(t, rdb, Config{Rate: 1, Period: time.Hour, Burst: 1})
+	p := bulwark.Compose(l.Policy(func(ctx context.Context) string { k, _ := ctx.Value(keyOf{}).(string); return k }))
+	ctx := context.WithValue(context.Background(), keyOf{}, "tenant-9")
+	noop := func(context.Context) error { return nil }
+	if err := p.Do(ctx, noop); err != nil {
+		t.Fatal(err)
+	}
+	var le *ratelimit.LimitError
+	if err := p.Do(ctx, noop); !errors.As(err, &le) || le.Key != "tenant-9" {
+		t.Fatalf("second call = %v, want a *ratelimit.LimitError for tenant-9", err)
+	}
+}
+
 func TestMiddleware(t *testing.T) {
 	rdb := serverClient(t)
 	l := newLimiter(t, rdb, Config{Rate: 1, Period: time.Minute, Burst: 1})
