@@ -25,7 +25,7 @@ import (
 //     the peers have no keyed limiter, so they get the usual pattern, one
 //     limiter per key in a sync.Map.
 //   - policy: the limiter guarding a no-op call through each library's
-//     Policy or executor.
+//     Policy, executor or (x/time/rate) Wait.
 //
 // failsafe-go has two limiters: "smooth" (one permit per interval, no burst)
 // and "bursty" (a fixed number of permits per period).
