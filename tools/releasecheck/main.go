@@ -453,7 +453,8 @@ func checkEnv(ctx context.Context, cache, proxy string) ([]string, error) {
 		}
 	}
 	drop := map[string]bool{"GOWORK": true, "GOPROXY": true, "GOFLAGS": true, "GONOSUMDB": true, "GOPRIVATE": true,
-		"GONOPROXY": true, "GOINSECURE": true, "GOMODCACHE": true, "GOTOOLCHAIN": true, "GONOSUMCHECK": true}
+		"GONOPROXY": true, "GOINSECURE": true, "GOMODCACHE": true, "GOTOOLCHAIN": true, "GONOSUMCHECK": true,
+		"GODEBUG": true}
 	var env []string
 	for _, kv := range os.Environ() {
 		if k, _, _ := strings.Cut(kv, "="); !drop[k] {
@@ -467,6 +468,11 @@ func checkEnv(ctx context.Context, cache, proxy string) ([]string, error) {
 		"GONOSUMDB=github.com/bulwark-go",
 		"GOMODCACHE="+cache,
 		"GOTOOLCHAIN=local",
+		// The go command indexes a module's directory in the build cache by
+		// path and version, taking the module cache as immutable; a candidate
+		// republished under the same version would be built from the file list
+		// of the previous one. Turn the index off.
+		"GODEBUG=goindex=0",
 	), nil
 }
 
