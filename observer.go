@@ -86,6 +86,8 @@ const (
 	ComponentHealthCheck = "healthcheck"
 	ComponentOutlier     = "outlier"
 	ComponentIdempotency = "idempotency"
+	ComponentBulkhead    = "bulkhead"
+	ComponentLimiter     = "limiter"
 )
 
 // EventKind says what happened.
@@ -145,6 +147,10 @@ const (
 	// EventMisuse: the API was misused in a way the component tolerates, such
 	// as a second Done on one pick. Reason says how.
 	EventMisuse
+	// EventLimitChanged: an adaptive concurrency limiter moved its limit.
+	// Attempt is the new limit, Latency the no-load latency it measures
+	// against, Reason why ("increase", "decrease", "drop", "probe", …).
+	EventLimitChanged
 	numEventKinds
 )
 
@@ -169,6 +175,7 @@ var eventKindNames = [...]string{
 	EventLeaseTakeover:   "lease_takeover",
 	EventStoreError:      "store_error",
 	EventMisuse:          "misuse",
+	EventLimitChanged:    "limit_changed",
 }
 
 // String returns the kind in snake case, as used in metric attributes:
