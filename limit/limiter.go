@@ -122,10 +122,11 @@ type control struct {
 	step      float64
 	decreases int     // in a row
 	streak    float64 // the limit before the current run of decreases
+	before    int64   // the latest window's median latency of successes, ns
 	probing   bool
 	saved     float64 // the limit to restore after the probe
-	nextProbe int64
-	interval  int64 // ns, 0 for none
+	probeAt   int64   // wall ns: probe at the first window closed after it
+	interval  int64   // ns, 0 for none
 }
 
 // New returns a Limiter configured by cfg, or an error wrapping
@@ -175,7 +176,7 @@ func New(cfg Config) (*Limiter, error) {
 	l.every.Store(1)
 	l.minW.Store(minWindow)
 	l.ctl = control{limit: float64(init), min: float64(lo), max: float64(hi), step: 1, interval: int64(probe)}
-	l.ctl.nextProbe = int64(probe)
+	l.ctl.probeAt = nextGrid(l.base.UnixNano(), l.ctl.interval)
 	l.win.start.Store(1)
 	return l, nil
 }
@@ -284,7 +285,8 @@ func (l *Limiter) record(start int64, drop bool) {
 		w.buf[i].Store(lat)
 	}
 	n, age := i+1, now-w.start.Load()
-	if (n >= minSamples && age >= l.minW.Load()) || (n >= fewSamples && age >= max(maxWindow, 4*l.minW.Load())) {
+	need := max(fewSamples, min(minSamples, 4*l.s.limit.Load()))
+	if (n >= need && age >= l.minW.Load()) || (n >= fewSamples && age >= max(maxWindow, 4*l.minW.Load())) {
 		l.update(now)
 	}
 }
@@ -354,7 +356,7 @@ func (l *Limiter) update(now int64) {
 	case n < 2*minSamples && e > 1:
 		l.every.Store(e / 2)
 	}
-	reason := l.ctl.decide(now, p50, okP50, float64(drops)/float64(kept), float64(maxIn))
+	reason := l.ctl.decide(l.base.UnixNano()+now, p50, okP50, float64(drops)/float64(kept), float64(maxIn))
 	eff := l.ctl.limit
 	if l.ctl.probing {
 		eff = max(l.ctl.min, math.Floor(l.ctl.limit/2))
@@ -380,53 +382,63 @@ func (l *Limiter) update(now int64) {
 
 // decide moves the limit after a window whose calls had the median latency
 // p50 (successes and timeouts; okP50 of the successes alone, 0 if too few),
-// a share drops of timeouts, and at most maxIn calls in flight. It returns
-// why the limit moved: "increase", "decrease", "drop", "probe", "restore",
-// or "" when it did not.
-func (c *control) decide(now, p50, okP50 int64, drops, maxIn float64) string {
+// a share drops of timeouts, and at most maxIn calls in flight; wall is the
+// clock's wall time in ns, which aligns probes. It returns why the limit
+// moved: "increase", "decrease", "drop", "probe", "restore", or "" when it
+// did not.
+func (c *control) decide(wall, p50, okP50 int64, drops, maxIn float64) string {
 	if c.probing {
-		// The window measured calls admitted at half the limit: their
-		// median is the latency without queueing, up or down.
+		// The window measured calls admitted at half the limit. If their
+		// latency did not fall with the concurrency, it is the latency
+		// without queueing: the callee got slower, not busier, and the
+		// decreases that led here were wrong.
 		c.probing = false
 		c.decreases = 0
-		c.nextProbe = now + c.interval
+		c.probeAt = nextGrid(wall, c.interval)
 		restore := c.saved
-		if okP50 > 0 {
-			if c.baseline > 0 && 2*okP50 >= 3*c.baseline {
-				// The latency rose though the concurrency fell: the
-				// callee got slower, not busier, and the decreases that
-				// led here were wrong.
-				restore = max(restore, c.streak)
-			}
+		switch {
+		case okP50 <= 0:
+		case okP50 < c.baseline:
 			c.baseline = okP50
+		case c.before > 0 && 10*okP50 >= 9*c.before:
+			c.baseline = okP50
+			restore = max(restore, c.streak)
 		}
 		c.limit = restore
 		return "restore"
 	}
-	if okP50 > 0 && (c.baseline == 0 || okP50 < c.baseline) {
-		c.baseline = okP50
+	if okP50 > 0 {
+		c.before = okP50
+		if c.baseline == 0 || okP50 < c.baseline {
+			c.baseline = okP50
+		}
 	}
 	if c.baseline == 0 {
 		return ""
 	}
 	limit := c.limit
 	// q estimates the calls queued in the callee: the share of the latency
-	// above the baseline, times the limit (Little's law; TCP Vegas).
+	// above the baseline, times the limit (Little's law, as TCP Vegas). It
+	// is kept between a sixth and about a third of the limit: enough
+	// queued calls that the callee never idles, few enough that they add
+	// little latency. As fractions of the limit, the bounds mean the same
+	// latency to every limiter that shares a callee, so that many clients
+	// together keep one short queue.
 	q := 0.0
 	if p50 > c.baseline {
 		q = limit * (1 - float64(c.baseline)/float64(p50))
 	}
-	alpha := max(3, limit/10)
+	alpha, beta := limit/6, limit*0.3
 	reason := ""
 	switch {
-	case q > 2*alpha || drops >= 0.1:
+	case q > beta || drops >= 0.1:
 		if c.decreases == 0 {
 			c.streak = limit
 		}
 		c.decreases++
 		c.step = 1
 		next := limit
-		if q > 2*alpha {
+		if q > beta {
 			next = limit - (q - alpha)
 			reason = "decrease"
 		}
@@ -439,7 +451,7 @@ func (c *control) decide(now, p50, okP50 int64, drops, maxIn float64) string {
 		c.decreases = 0
 		if 2*maxIn >= limit { // the limit is in use: probe for more
 			limit += c.step
-			c.step = min(2*c.step, max(1, limit/4))
+			c.step = min(2*c.step, max(1, limit/2))
 			reason = "increase"
 		} else {
 			c.step = 1
@@ -450,10 +462,23 @@ func (c *control) decide(now, p50, okP50 int64, drops, maxIn float64) string {
 	}
 	limit = min(max(limit, c.min), c.max)
 	c.limit = limit
-	if c.decreases >= 2 || (c.interval > 0 && now >= c.nextProbe && 2*maxIn >= limit) {
+	if c.decreases >= 2 && c.interval > 0 {
+		// Probe soon, at the same moment as every other limiter of the
+		// callee that saw the same rise: a finer grid.
+		c.probeAt = min(c.probeAt, nextGrid(wall, c.interval/8))
+	}
+	if c.interval > 0 && wall >= c.probeAt && (2*maxIn >= limit || c.decreases >= 2) {
 		c.probing = true
 		c.saved = limit
 		return "probe"
 	}
 	return reason
+}
+
+// nextGrid returns the first multiple of step after t.
+func nextGrid(t, step int64) int64 {
+	if step <= 0 {
+		return math.MaxInt64
+	}
+	return (t/step + 1) * step
 }
