@@ -439,7 +439,7 @@ func (c *control) decide(wall, p50, okP50 int64, drops, maxIn float64) string {
 		c.step = 1
 		next := limit
 		if q > beta {
-			next = limit - (q - alpha)
+			next = limit - (q - (alpha+beta)/2)
 			reason = "decrease"
 		}
 		if drops >= 0.1 && limit*0.9 < next {
@@ -449,9 +449,16 @@ func (c *control) decide(wall, p50, okP50 int64, drops, maxIn float64) string {
 		limit = max(next, limit/2)
 	case q < alpha:
 		c.decreases = 0
-		if 2*maxIn >= limit { // the limit is in use: probe for more
-			limit += c.step
-			c.step = min(2*c.step, max(1, limit/2))
+		if 4*maxIn >= 3*limit { // the limit is in use: probe for more
+			// Below the limit that held before the last decreases, the
+			// step doubles each window, as TCP's slow start below its
+			// threshold; above it, the limit grows by a twentieth.
+			if limit < c.streak {
+				limit = min(limit+c.step, c.streak)
+				c.step *= 2
+			} else {
+				limit += max(1, limit/20)
+			}
 			reason = "increase"
 		} else {
 			c.step = 1

@@ -100,7 +100,6 @@ func (b *Bulwark) Acquire(now time.Duration, c Class) (int, bool) {
 	return h, true
 }
 
-
 func (b *Bulwark) Release(now time.Duration, h int, o Outcome) {
 	b.clk.T = now
 	p := &b.permits[h]
@@ -115,7 +114,13 @@ func (b *Bulwark) Release(now time.Duration, h int, o Outcome) {
 	b.free = append(b.free, h)
 }
 
-func (b *Bulwark) Limit() float64 { return float64(b.l.Limit()) }
+// Limit returns the limit that normal calls see: the Limiter's limit less
+// the default Headroom (a tenth, rounded down) that it keeps for critical
+// calls. That is what compares with a fixed limit.
+func (b *Bulwark) Limit() float64 {
+	n := b.l.Limit()
+	return float64(n - n/10)
+}
 
 type fastError struct{}
 

@@ -66,7 +66,7 @@ func Scenarios(incident time.Duration) []Scenario {
 				x := t.Seconds() / 60
 				return Cond{Workers: 1, Slow: 1 + math.Min(x, 2-x)}
 			}},
-		{Name: "long-incident", Duration: 10*s + incident + 60*s, From: 10*s + incident - incident/6, To: 10*s + incident, Step: 10*s + incident,
+		{Name: "long-incident", Duration: 10*s + incident + 60*s, From: 10*s + incident - incident/6, To: 10*s + incident, Step: 10 * s,
 			Load: func(t time.Duration) float64 {
 				if t >= 10*s && t < 10*s+incident {
 					return 3
