@@ -138,8 +138,11 @@ func (b *Bulkhead) Acquire(ctx context.Context) (Permit, error) {
 		}
 		tenant = info.tenant
 	}
-	if b.s.waiting.Load() == 0 && b.s.take(lv, stackHint()) {
-		return Permit{b: b, tenant: tenant}, nil
+	hint := stackHint()
+	if b.s.waiting.Load() == 0 {
+		if _, ok := b.s.take(lv, hint); ok {
+			return Permit{b: b, tenant: tenant, stripe: uint32(hint & b.s.mask)}, nil
+		}
 	}
 	reason, err := ReasonLimit, error(nil)
 	if b.maxQueue > 0 {
@@ -173,7 +176,7 @@ func (b *Bulkhead) release(p *Permit) {
 	if p.tenant != "" {
 		b.s.tenants.release(p.tenant)
 	}
-	b.s.put(stackHint())
+	b.s.put(uint(p.stripe))
 }
 
 // Do runs op if the bulkhead admits it (see Acquire) and returns op's error,

@@ -227,23 +227,30 @@ func (l *Limiter) Acquire(ctx context.Context) (Permit, error) {
 		tenant = info.tenant
 	}
 	hint := stackHint()
-	if !l.s.take(info.crit.level(), hint) {
+	n, ok := l.s.take(info.crit.level(), hint)
+	if !ok {
 		if tenant != "" {
 			l.s.tenants.release(tenant)
 		}
 		return Permit{}, l.reject(ctx, ReasonLimit, info)
 	}
-	p := Permit{l: l, tenant: tenant}
-	if st := &l.s.stripes[hint&l.s.mask]; st.countdown.Add(-1) <= 0 {
-		p.start = l.sample(st)
+	p := Permit{l: l, tenant: tenant, stripe: uint32(hint & l.s.mask)}
+	// Sample one call in every: counted by the stripe's cache when the
+	// token came from there (no extra write), by its countdown otherwise.
+	if n >= 0 {
+		if n&(l.every.Load()-1) == 0 {
+			p.start = l.sample()
+		}
+	} else if st := &l.s.stripes[hint&l.s.mask]; st.countdown.Add(-1) <= 0 {
+		st.countdown.Store(l.every.Load())
+		p.start = l.sample()
 	}
 	return p, nil
 }
 
 // sample starts the measurement of a sampled call: it returns the time and
 // notes the calls in flight.
-func (l *Limiter) sample(st *stripe) int64 {
-	st.countdown.Store(l.every.Load())
+func (l *Limiter) sample() int64 {
 	in := l.s.inflight()
 	for m := l.win.maxIn.Load(); in > m && !l.win.maxIn.CompareAndSwap(m, in); m = l.win.maxIn.Load() {
 	}
@@ -262,7 +269,7 @@ func (l *Limiter) release(p *Permit, o outcome) {
 	if p.tenant != "" {
 		l.s.tenants.release(p.tenant)
 	}
-	l.s.put(stackHint())
+	l.s.put(uint(p.stripe))
 	if p.start != 0 && o <= outcomeDrop {
 		l.record(p.start, o == outcomeDrop)
 	}

@@ -18,6 +18,7 @@ type Permit struct {
 	b      *Bulkhead // nil for a Limiter's
 	tenant string    // counted in the tenant table, if not ""
 	start  int64     // Limiter: elapsed ns at admission of a sampled call, 0 if not sampled
+	stripe uint32    // where the token goes back
 	done   bool
 }
 

@@ -45,8 +45,8 @@ type slots struct {
 
 // stripe is one cache line: a cached token and a sampling countdown.
 type stripe struct {
-	cache     atomic.Int64 // 0 or 1 free token
-	countdown atomic.Int64 // calls until the next sampled one (Limiter)
+	cache     atomic.Int64 // bit 0: a free token; above: tokens ever taken from it
+	countdown atomic.Int64 // Limiter: calls admitted from the pool until the next sampled one
 	_         [48]byte
 }
 
@@ -102,33 +102,40 @@ func stackHint() uint {
 	return uint((h * 0x9E3779B97F4A7C15) >> 32)
 }
 
-// take takes a token for a call of level lv, or reports false.
-func (s *slots) take(lv int, hint uint) bool {
-	st := &s.stripes[hint&s.mask]
-	if st.cache.Load() > 0 && st.cache.CompareAndSwap(1, 0) {
-		return true
+// take takes a token for a call of level lv from stripe hint's cache or the
+// pool. It reports whether it got one and, when the token came from the
+// cache, the number of tokens ever taken from that cache (for sampling),
+// else -1.
+func (s *slots) take(lv int, hint uint) (n int64, ok bool) {
+	c := &s.stripes[hint&s.mask].cache
+	if v := c.Load(); v&1 != 0 && c.CompareAndSwap(v, v+1) {
+		return (v + 1) >> 1, true
 	}
 	res := s.reserve[lv].Load()
 	for a := s.avail.Load(); a > res; a = s.avail.Load() {
 		if s.avail.CompareAndSwap(a, a-1) {
-			return true
+			return -1, true
 		}
 	}
 	if res > 0 {
-		return false // a lower level never takes the tokens cached near the limit
+		return 0, false // a lower level never takes the tokens cached near the limit
 	}
 	for i := range s.stripes {
-		if c := &s.stripes[i].cache; c.Load() > 0 && c.CompareAndSwap(1, 0) {
-			return true
+		if c := &s.stripes[i].cache; c.Load()&1 != 0 {
+			if v := c.Load(); v&1 != 0 && c.CompareAndSwap(v, v+1) {
+				return -1, true
+			}
 		}
 	}
-	return false
+	return 0, false
 }
 
-// put returns a token, or hands it to the first waiter.
+// put returns a token to stripe hint's cache, or to the pool when the pool
+// runs low, and wakes the waiters.
 func (s *slots) put(hint uint) {
 	if s.avail.Load() >= s.spill.Load() {
-		if st := &s.stripes[hint&s.mask]; st.cache.Load() == 0 && st.cache.CompareAndSwap(0, 1) {
+		c := &s.stripes[hint&s.mask].cache
+		if v := c.Load(); v&1 == 0 && c.CompareAndSwap(v, v|1) {
 			if s.waiting.Load() > 0 {
 				s.wake()
 			}
@@ -146,7 +153,7 @@ func (s *slots) put(hint uint) {
 func (s *slots) inflight() int64 {
 	n := s.limit.Load() - s.avail.Load()
 	for i := range s.stripes {
-		n -= s.stripes[i].cache.Load()
+		n -= s.stripes[i].cache.Load() & 1
 	}
 	return max(n, 0)
 }
@@ -161,7 +168,7 @@ func (s *slots) wake() {
 func (s *slots) wakeLocked() {
 	for lv := numLevels - 1; lv >= 0 && s.qlen > 0; lv-- {
 		for len(s.queue[lv]) > 0 {
-			if !s.take(lv, 0) {
+			if _, ok := s.take(lv, 0); !ok {
 				return // a more critical waiter could not take one either
 			}
 			w := s.queue[lv][0]
@@ -180,7 +187,7 @@ func (s *slots) wakeLocked() {
 func (s *slots) wait(ctx context.Context, clk bulwark.Clock, lv, maxQueue int, maxWait time.Duration) (Reason, error) {
 	s.mu.Lock()
 	s.waiting.Add(1)
-	if s.take(lv, stackHint()) {
+	if _, ok := s.take(lv, stackHint()); ok {
 		s.waiting.Add(-1)
 		s.mu.Unlock()
 		return 0, nil
