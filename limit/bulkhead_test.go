@@ -178,7 +178,16 @@ func TestBulkheadFullQueueShedsLowerCriticality(t *testing.T) {
 	if rej := rejection(t, err); rej.Reason != limit.ReasonQueueFull {
 		t.Fatalf("a call no more critical than the queue's: %v, want ReasonQueueFull", err)
 	}
-	crit := queued(t, b, clk, limit.Critical)
+	crit := make(chan error, 1)
+	go func() {
+		p, err := b.Acquire(limit.WithCriticality(context.Background(), limit.Critical))
+		if err == nil {
+			p.Done(nil)
+		}
+		crit <- err
+	}()
+	// The critical call evicts the sheddable one and takes its place in one
+	// step: once the sheddable call is refused, the critical one waits.
 	if rej := rejection(t, <-shed); rej.Reason != limit.ReasonShed || rej.Criticality != limit.Sheddable {
 		t.Fatalf("the evicted waiter: %+v, want ReasonShed for a sheddable call", rej)
 	}
