@@ -435,7 +435,7 @@ func (c *control) decide(wall, p50, okP50 int64, drops, maxIn float64) string {
 	if p50 > c.baseline {
 		q = limit * (1 - float64(c.baseline)/float64(p50))
 	}
-	alpha, beta := limit/6, limit*0.3
+	alpha, beta := limit/6, limit/4
 	reason := ""
 	switch {
 	case q > beta || drops >= 0.1:

@@ -322,11 +322,3 @@ func (t *tenants) release(tenant string) {
 	}
 	sh.mu.Unlock()
 }
-
-// held returns the calls tenant holds.
-func (t *tenants) held(tenant string) int64 {
-	sh := t.shard(tenant)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	return sh.m[tenant]
-}
