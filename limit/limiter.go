@@ -440,7 +440,14 @@ func (c *control) decide(wall, p50, okP50 int64, drops, maxIn float64) string {
 	switch {
 	case q > beta || drops >= 0.1:
 		if c.decreases == 0 {
-			c.streak = limit
+			// Remember where the limit stood, to come back there fast.
+			// Timeouts say nothing of the capacity (a black hole): keep
+			// the higher limit from before them.
+			if drops >= 0.1 {
+				c.streak = max(c.streak, limit)
+			} else {
+				c.streak = limit
+			}
 		}
 		c.decreases++
 		c.step = 1
