@@ -121,16 +121,31 @@ func TestLimiterIgnoresFastFailures(t *testing.T) {
 	l, clk := newLimiter(t, limit.Config{})
 	srv := server{base: 10 * time.Millisecond, knee: 40}
 	before := drive(t, l, clk, 300, 200, srv, nil)
-	i := 0
-	after := drive(t, l, clk, 300, 200, srv, func(p *limit.Permit) {
-		if i++; i%2 == 0 {
-			p.Done(errors.New("bad request")) // fails as fast as it succeeds
-			return
+	// Now half the calls fail at once, before the others are answered: a
+	// limiter that learned from their latency would take them for the
+	// baseline and see queueing everywhere else.
+	for range 300 {
+		var ps []limit.Permit
+		for range 200 {
+			p, err := l.Acquire(context.Background())
+			if err != nil {
+				break
+			}
+			ps = append(ps, p)
 		}
-		p.Done(nil)
-	})
-	if after < before*9/10 {
+		for i := 0; i < len(ps); i += 2 {
+			ps[i].Done(errors.New("bad request"))
+		}
+		clk.Advance(srv.latency(len(ps) / 2))
+		for i := 1; i < len(ps); i += 2 {
+			ps[i].Done(nil)
+		}
+	}
+	if after := l.Limit(); after < before*9/10 {
 		t.Fatalf("limit fell from %d to %d while half the calls failed fast", before, after)
+	}
+	if b := l.Baseline(); b != srv.base {
+		t.Fatalf("Baseline() = %v, want %v", b, srv.base)
 	}
 }
 
