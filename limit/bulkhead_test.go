@@ -3,6 +3,7 @@ package limit_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -150,19 +151,54 @@ func queued(t *testing.T, b *limit.Bulkhead, clk *bulwarktest.Clock, c limit.Cri
 	return done
 }
 
+// recv returns what ch receives, failing t if nothing comes for long.
+func recv(t *testing.T, ch <-chan error) error {
+	t.Helper()
+	select {
+	case err := <-ch:
+		return err
+	case <-time.After(10 * time.Second): // a deadlock guard, not a timing assumption
+		t.Fatal("nothing received in 10 s")
+		return nil
+	}
+}
+
 func TestBulkheadQueueServesMostCriticalFirst(t *testing.T) {
 	clk := bulwarktest.NewClock(time.Time{})
 	b := newBulkhead(t, limit.BulkheadConfig{Limit: 1, MaxQueue: 3, MaxWait: time.Minute, Clock: clk})
 	hold, err := b.Acquire(context.Background())
 	require.NoError(t, err)
-	shed := queued(t, b, clk, limit.Sheddable)
-	normal := queued(t, b, clk, limit.Normal)
-	crit := queued(t, b, clk, limit.Critical)
+	var (
+		mu    sync.Mutex
+		order []limit.Criticality
+	)
+	var wg sync.WaitGroup
+	for _, c := range []limit.Criticality{limit.Sheddable, limit.Normal, limit.Critical} {
+		timers := clk.Timers()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p, err := b.Acquire(limit.WithCriticality(context.Background(), c))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			order = append(order, c) // holding the only slot: the order of admission
+			mu.Unlock()
+			p.Done(nil)
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		require.NoError(t, clk.BlockUntil(ctx, timers+1)) // it waits in the queue
+		cancel()
+	}
 	require.Equal(t, 3, b.Queued())
-	hold.Done(nil) // the critical call gets the slot, ends it, and the normal one follows
-	require.NoError(t, <-crit)
-	require.NoError(t, <-normal)
-	require.NoError(t, <-shed)
+	hold.Done(nil)
+	wg.Wait()
+	want := []limit.Criticality{limit.Critical, limit.Normal, limit.Sheddable}
+	if !slices.Equal(order, want) {
+		t.Fatalf("admitted from the queue in the order %v, want %v", order, want)
+	}
 	require.Equal(t, 0, b.Queued())
 	require.Equal(t, 0, b.InFlight())
 }
@@ -188,7 +224,7 @@ func TestBulkheadFullQueueShedsLowerCriticality(t *testing.T) {
 	}()
 	// The critical call evicts the sheddable one and takes its place in one
 	// step: once the sheddable call is refused, the critical one waits.
-	if rej := rejection(t, <-shed); rej.Reason != limit.ReasonShed || rej.Criticality != limit.Sheddable {
+	if rej := rejection(t, recv(t, shed)); rej.Reason != limit.ReasonShed || rej.Criticality != limit.Sheddable {
 		t.Fatalf("the evicted waiter: %+v, want ReasonShed for a sheddable call", rej)
 	}
 	hold.Done(nil)

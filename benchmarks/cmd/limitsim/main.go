@@ -87,13 +87,13 @@ func run(nseeds int, incident time.Duration, only, out string, trace bool) error
 				if trace && i == 0 {
 					printTrace(sc.Name, c.Name, res.Trace)
 				}
-				if sc.Duration > 10*time.Minute {
-					res.Trace = thin(res.Trace, 100)
-				}
-				r.results[c.Name] = append(r.results[c.Name], res)
 				if sc.Step > 0 {
 					r.settle[c.Name] = append(r.settle[c.Name], limitsim.Settle(res.Trace, sc.Step, float64(oracle), 0.1, holdBand))
 				}
+				if sc.Duration > 10*time.Minute {
+					res.Trace = thin(res.Trace, 100) // one point a second is plenty to plot
+				}
+				r.results[c.Name] = append(r.results[c.Name], res)
 			}
 			rs := r.results[c.Name]
 			fmt.Fprintf(w, "| %s | %d | %s | %.3f | %.0f ms | %.3f | %.1f | %s | %s |\n", sc.Name, oracle, c.Name,
