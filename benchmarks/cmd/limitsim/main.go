@@ -19,6 +19,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -201,6 +202,7 @@ func draw2(rows []row, path string) error {
 		for _, c := range limitsim.Contenders() {
 			names = append(names, c.Name)
 		}
+		slices.Reverse(names) // bulwark drawn last, on top
 		for _, name := range names {
 			tr := r.results[name][0].Trace
 			xy := make(plotter.XYs, 0, len(tr))
@@ -213,7 +215,7 @@ func draw2(rows []row, path string) error {
 			if err != nil {
 				return err
 			}
-			line.Color = palette[j%len(palette)]
+			line.Color = palette[(len(names)-1-j)%len(palette)]
 			line.Width = vg.Points(1)
 			pl.Add(line)
 			pl.Legend.Add(name, line)
