@@ -313,12 +313,12 @@ func (l *Limiter) Do(ctx context.Context, op func(context.Context) error) error 
 	finished := false
 	defer func() {
 		if !finished { // op panicked (or called runtime.Goexit); the panic goes on
-			p.end(outcomeFailure)
+			l.release(&p, outcomeFailure)
 		}
 	}()
 	err = op(ctx)
 	finished = true
-	p.Done(err)
+	l.release(&p, classify(err))
 	return err
 }
 
