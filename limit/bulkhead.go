@@ -33,7 +33,8 @@ type BulkheadConfig struct {
 
 	// Headroom reserves part of the limit for the more critical calls:
 	// Normal calls may hold up to (1 − Headroom) of Limit, Sheddable ones
-	// up to (1 − 2×Headroom), rounded down, and Critical ones all of it. In
+	// up to (1 − 2×Headroom), the reserved part rounded down, and Critical
+	// ones all of it. In
 	// [0, 0.5); if zero, every criticality may use the whole limit and only
 	// the queue's order favours the critical calls.
 	Headroom float64
@@ -59,8 +60,8 @@ type BulkheadConfig struct {
 // cannot take every goroutine, connection or thread of the service.
 //
 // Taking and returning a slot reads no clock and, far from the limit,
-// writes only a cache line of the caller's own, so that cores do not
-// contend; near the limit every slot goes through one shared counter, so
+// writes only the cache line of the caller's stripe (chosen by goroutine),
+// so that cores rarely contend; near the limit every slot goes through one shared counter, so
 // the limit is exact.
 //
 // A Bulkhead is safe for concurrent use by multiple goroutines. Use

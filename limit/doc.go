@@ -11,7 +11,7 @@
 //
 // Both are [bulwark.Policy] values. Callers that cannot wrap the call in a
 // function use Acquire and the returned [Permit]'s Done, which allocate
-// nothing: the balancer's transport keeps one Limiter per endpoint this way.
+// nothing, so that a client transport can keep one Limiter per endpoint.
 // A refusal is a [*RejectedError] wrapping [ErrRejected]; it says why
 // ([Reason]) and, where it can, when to try again (RetryAfter, which
 // package retry honours).
@@ -19,14 +19,14 @@
 // # The adaptive limit
 //
 // A Limiter measures the median latency of a sample of its calls over short
-// windows (at least 32 samples and twice the baseline, about a hundred
-// calls' worth at high rates) and compares it with its baseline, the median
+// windows (at least twice the baseline and 1 ms, with at least 32 samples,
+// fewer below a limit of 8) and compares it with its baseline, the median
 // latency without queueing. From the two it estimates, as TCP Vegas and
 // Netflix's Vegas limit do, how many calls wait in the callee's queue:
 // q = limit × (1 − baseline ÷ median). While q is under a sixth of the
 // limit and the limit is three-quarters used, the limit grows: by doubling
 // steps back to where it stood before its last decreases (TCP's slow
-// start), then by a twentieth a window. When q exceeds three tenths of the
+// start), then by a twentieth a window. When q exceeds a quarter of the
 // limit, or a tenth of the calls time out, the limit falls to bring q back
 // between the two, by half at most. Bounds relative to the limit mean the
 // same latency to every limiter: ten clients that share a server keep one
@@ -51,8 +51,8 @@
 // fall (the callee got slower, not busier: a dependency ten times slower),
 // it becomes the baseline and the limit goes back to where it was before
 // the decreases that led to the probe, instead of collapsing. A probe runs
-// every ProbeInterval (10 s) while the limit is in use, and soon after two
-// decreases in a row. Probes start on a grid of the clock's wall time, the
+// every ProbeInterval (10 s) while at least half the limit is in use, and
+// soon after two decreases in a row. Probes start on a grid of the clock's wall time, the
 // same on every instance, so that client-side limiters sharing a server
 // drain its queue together and all see its true baseline.
 //
@@ -71,8 +71,8 @@
 //
 // Calls carry a [Criticality] in their context ([WithCriticality]; the
 // middleware sets it from [Rule]s or a trusted header). A Limiter keeps
-// Headroom (a tenth by default) of its limit free of Normal calls and twice
-// that free of Sheddable ones, so that under overload the sheddable calls
+// Headroom (a tenth by default, rounded down) of its limit free of Normal
+// calls and twice that free of Sheddable ones, so that under overload the sheddable calls
 // are refused first and the critical ones still find room; the limit grows
 // to keep the callee busy all the same. A Bulkhead's queue serves the most
 // critical waiter first and, when full, evicts a less critical one. With

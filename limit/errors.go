@@ -90,7 +90,7 @@ func (e *RejectedError) Error() string {
 func (e *RejectedError) Unwrap() error { return ErrRejected }
 
 // RetryAfter returns the estimated time until a slot frees for the call: for
-// a Limiter, a share of the latency it measures (the more calls hold or
-// wait for the limit, the longer); for a Bulkhead, its MaxWait after a wait
-// timed out. Zero means no estimate.
+// a Limiter, the median latency of its latest measurement window, about
+// when the calls in flight will have ended; for a Bulkhead, its MaxWait
+// after a wait timed out. Zero means no estimate.
 func (e *RejectedError) RetryAfter() time.Duration { return e.retryAfter }

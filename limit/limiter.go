@@ -30,8 +30,8 @@ type Config struct {
 
 	// Headroom reserves part of the limit for the more critical calls:
 	// Normal calls may hold up to (1 − Headroom) of the limit, Sheddable
-	// ones up to (1 − 2×Headroom), rounded down, and Critical ones all of
-	// it, so that under overload the sheddable calls go first and the
+	// ones up to (1 − 2×Headroom), the reserved part rounded down, and
+	// Critical ones all of it, so that under overload the sheddable calls go first and the
 	// critical ones find room. In [0, 0.5); if zero, 0.1; a negative value
 	// means no reserve.
 	Headroom float64
@@ -43,8 +43,8 @@ type Config struct {
 	// zero, 0.5; one means no bound.
 	TenantShare float64
 
-	// ProbeInterval is how often, while calls keep the limit busy, the
-	// limiter halves its limit for one measurement window to measure the
+	// ProbeInterval is how often, while at least half the limit is in use,
+	// the limiter halves its limit for one measurement window to measure the
 	// latency without queueing (the baseline). It also probes at once after
 	// two decreases in a row. If zero, 10 s; a negative value means only
 	// after decreases.
@@ -81,7 +81,8 @@ const (
 // algorithm.
 //
 // Admission takes a token without a lock; far from the limit it writes
-// only a cache line of the caller's own core. The clock is read for a sample
+// only the cache line of the caller's stripe (chosen by goroutine), so that
+// cores rarely write the same line. The clock is read for a sample
 // of the calls only (all of them at low rates, one in many at high rates),
 // so that admitting a call costs less than reading the time.
 //
