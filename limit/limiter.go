@@ -430,7 +430,7 @@ func (c *control) decide(wall, p50, okP50 int64, drops, maxIn float64) string {
 	limit := c.limit
 	// q estimates the calls queued in the callee: the share of the latency
 	// above the baseline, times the limit (Little's law, as TCP Vegas). It
-	// is kept between a sixth and about a third of the limit: enough
+	// is kept between a sixth and a quarter of the limit: enough
 	// queued calls that the callee never idles, few enough that they add
 	// little latency. As fractions of the limit, the bounds mean the same
 	// latency to every limiter that shares a callee, so that many clients
