@@ -257,7 +257,7 @@ func TestObservers(t *testing.T) {
 }
 
 func TestEventKindString(t *testing.T) {
-	for k := bulwark.EventCall; k <= bulwark.EventMisuse; k++ {
+	for k := bulwark.EventCall; k <= bulwark.EventLimitChanged; k++ {
 		s := k.String()
 		if s == "" || strings.HasPrefix(s, "event(") {
 			t.Errorf("EventKind(%d).String() = %q, want a name", k, s)

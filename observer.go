@@ -87,6 +87,8 @@ const (
 	ComponentOutlier     = "outlier"
 	ComponentIdempotency = "idempotency"
 	ComponentDiscovery   = "discovery"
+	ComponentBulkhead    = "bulkhead"
+	ComponentLimiter     = "limiter"
 )
 
 // EventKind says what happened.
@@ -146,6 +148,10 @@ const (
 	// EventMisuse: the API was misused in a way the component tolerates, such
 	// as a second Done on one pick. Reason says how.
 	EventMisuse
+	// EventLimitChanged: an adaptive concurrency limiter moved its limit.
+	// Attempt is the new limit, Latency the no-load latency it measures
+	// against, Reason why ("increase", "decrease", "drop", "probe", …).
+	EventLimitChanged
 	numEventKinds
 )
 
@@ -170,6 +176,7 @@ var eventKindNames = [...]string{
 	EventLeaseTakeover:   "lease_takeover",
 	EventStoreError:      "store_error",
 	EventMisuse:          "misuse",
+	EventLimitChanged:    "limit_changed",
 }
 
 // String returns the kind in snake case, as used in metric attributes:
