@@ -55,13 +55,7 @@ func TestFleetDuplicateStorm(t *testing.T) {
 		t.Run(st.name, func(t *testing.T) {
 			pool := testPool(t)
 			table := fmt.Sprintf("orders_fleet_%d", time.Now().UnixNano())
-			repo, err := NewPostgresRepository(context.Background(), pool, table)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() {
-				_, _ = pool.Exec(context.Background(), "DROP TABLE IF EXISTS "+table+"; DROP SEQUENCE IF EXISTS "+table+"_seq")
-			})
+			repo := newPostgresRepo(t, pool, table)
 			store := st.new(t)
 			_, pay := newPayments(t)
 			a := newHarness(t, repo, store, "orders-a", pay)

@@ -27,15 +27,27 @@ func repoUnderTest(t *testing.T, fn func(t *testing.T, r Repository)) {
 	t.Run("postgres", func(t *testing.T) {
 		pool := testPool(t)
 		table := fmt.Sprintf("orders_test_%d", time.Now().UnixNano())
-		r, err := NewPostgresRepository(context.Background(), pool, table)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			_, _ = pool.Exec(context.Background(), "DROP TABLE IF EXISTS "+table+"; DROP SEQUENCE IF EXISTS "+table+"_seq")
-		})
-		fn(t, r)
+		fn(t, newPostgresRepo(t, pool, table))
 	})
+}
+
+// newPostgresRepo returns a migrated repository in a new table, which the
+// test's cleanup drops.
+func newPostgresRepo(t *testing.T, pool *pgxpool.Pool, table string) *PostgresRepository {
+	t.Helper()
+	r, err := NewPostgresRepository(pool, table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dropOrders(pool, table) })
+	if err := r.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func dropOrders(pool *pgxpool.Pool, table string) {
+	_, _ = pool.Exec(context.Background(), "DROP TABLE IF EXISTS "+table+", "+table+"_migrations; DROP SEQUENCE IF EXISTS "+table+"_seq")
 }
 
 // testPool connects to BULWARK_POSTGRES_URL, skipping when it is unset
@@ -139,14 +151,14 @@ func TestReadModelLagsAndCatchesUp(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if l := m.List("dave"); len(l.Orders) != 0 {
+		if l := m.List("", "dave"); len(l.Orders) != 0 {
 			t.Fatalf("List before Refresh = %d orders, want 0 (the read model lags)", len(l.Orders))
 		}
 		if err := m.Refresh(ctx); err != nil {
 			t.Fatal(err)
 		}
 		clk.Advance(1500 * time.Millisecond)
-		l := m.List("dave")
+		l := m.List("", "dave")
 		if len(l.Orders) != 3 || l.AsOf == 0 || l.AgeMillis != 1500 {
 			t.Errorf("List after Refresh = %d orders, as of %d, age %d ms; want 3, > 0, 1500", len(l.Orders), l.AsOf, l.AgeMillis)
 		}
@@ -158,7 +170,7 @@ func TestReadModelLagsAndCatchesUp(t *testing.T) {
 		if err := m.Refresh(ctx); err != nil {
 			t.Fatal(err)
 		}
-		for _, got := range m.List("dave").Orders {
+		for _, got := range m.List("", "dave").Orders {
 			if got.ID == "1-o1" && got.State != Paid {
 				t.Errorf("read model has %s as %s after refresh, want paid", got.ID, got.State)
 			}

@@ -21,6 +21,9 @@ import (
 	"github.com/bulwark-go/bulwark/retry"
 )
 
+// apiKey is the tour clients' API key.
+const apiKey = "tour-client-key-0123456789"
+
 type options struct {
 	duration time.Duration
 	workers  int
@@ -136,7 +139,7 @@ func build(ctx context.Context, opt options) (*world, error) {
 	for i, zone := range []string{"a", "a", "b"} {
 		b := &backend{name: fmt.Sprintf("orders-%d", i+1), zone: zone}
 		b.svc, err = orderservice.New(orderservice.Config{
-			Name: b.name, Repository: w.repo, Partitions: 8, IdempotencyStore: w.store,
+			Name: b.name, Repository: w.repo, Partitions: 8, IdempotencyStore: w.store, APIKeys: map[string]string{apiKey: "tour"},
 			PaymentURL: w.paySrv.url(), PaymentBudget: budget, ReadModelInterval: 100 * time.Millisecond,
 			Observer: obs, Logger: opt.logger,
 		})
