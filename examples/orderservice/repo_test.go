@@ -177,3 +177,81 @@ func TestReadModelLagsAndCatchesUp(t *testing.T) {
 		}
 	})
 }
+
+func keyedOrder(id, tenant, key string) Order {
+	o := newTestOrder(id, "erin")
+	o.Tenant, o.IdempotencyKey = tenant, key
+	return o
+}
+
+func TestRepositoryTenantKeyIsUnique(t *testing.T) {
+	repoUnderTest(t, func(t *testing.T, r Repository) {
+		ctx := context.Background()
+		first := keyedOrder("1-first", "acme", "k1")
+		if err := r.Create(ctx, first); err != nil {
+			t.Fatal(err)
+		}
+		var used *KeyUsedError
+		if err := r.Create(ctx, keyedOrder("2-second", "acme", "k1")); !errors.As(err, &used) || used.Order.ID != first.ID {
+			t.Fatalf("Create(same tenant, same key) = %v, want a KeyUsedError holding %s", err, first.ID)
+		}
+		if _, err := r.Get(ctx, "2-second"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Get(the refused order) = %v, want ErrNotFound: nothing is stored", err)
+		}
+		if err := r.Create(ctx, keyedOrder("3-other-tenant", "globex", "k1")); err != nil {
+			t.Errorf("Create(another tenant, same key) = %v, want nil", err)
+		}
+		if err := r.Create(ctx, keyedOrder("1-first", "acme", "k2")); !errors.Is(err, ErrDuplicate) {
+			t.Errorf("Create(existing id, new key) = %v, want ErrDuplicate", err)
+		}
+		for _, id := range []string{"0-nokey-1", "0-nokey-2"} {
+			if err := r.Create(ctx, keyedOrder(id, "acme", "")); err != nil {
+				t.Errorf("Create(%s without a key) = %v, want nil: orders without a key never conflict", id, err)
+			}
+		}
+		if n, _ := r.Count(ctx); n != 4 {
+			t.Errorf("Count = %d, want 4", n)
+		}
+	})
+}
+
+func TestRepositoryTenantKeyConcurrentSafe(t *testing.T) {
+	repoUnderTest(t, func(t *testing.T, r Repository) {
+		ctx := context.Background()
+		const n = 16
+		var wg sync.WaitGroup
+		winners := make(chan string, n)
+		recovered := make(chan string, n)
+		for i := 0; i < n; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				id := fmt.Sprintf("%d-run%d", i%4, i)
+				var used *KeyUsedError
+				switch err := r.Create(ctx, keyedOrder(id, "acme", "storm")); {
+				case err == nil:
+					winners <- id
+				case errors.As(err, &used):
+					recovered <- used.Order.ID
+				default:
+					t.Errorf("Create(%s) = %v", id, err)
+				}
+			}()
+		}
+		wg.Wait()
+		close(winners)
+		close(recovered)
+		var won []string
+		for id := range winners {
+			won = append(won, id)
+		}
+		if len(won) != 1 {
+			t.Fatalf("%d concurrent creates with one key stored %v, want exactly one", n, won)
+		}
+		for id := range recovered {
+			if id != won[0] {
+				t.Errorf("a refused create was handed order %s, want the stored %s", id, won[0])
+			}
+		}
+	})
+}
