@@ -32,6 +32,13 @@ import (
 )
 
 func main() {
+	if os.Getenv(roleEnv) == "orderservice" {
+		if err := serveOrders(os.Args[1:], os.Stdin, os.Stdout, os.Stderr); err != nil {
+			fmt.Fprintln(os.Stderr, "tour orderservice:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	duration := flag.Duration("duration", 20*time.Second, "how long the load runs (the faults are spread over it)")
 	workers := flag.Int("workers", 8, "concurrent clients")
 	seed := flag.Uint64("seed", 1, "random seed of the clients and the payment provider")
@@ -43,7 +50,7 @@ func main() {
 		logs = os.Stderr
 	}
 	rep, err := run(context.Background(), options{
-		duration: *duration, workers: *workers, seed: *seed, out: os.Stdout,
+		duration: *duration, workers: *workers, seed: *seed, out: os.Stdout, logs: logs,
 		logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
 	})
 	if err != nil {
