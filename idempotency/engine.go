@@ -74,11 +74,14 @@ type Config struct {
 	Store Store
 	// Name names the engine in events. Optional.
 	Name string
-	// Lease is how long a claim lasts while its run is in flight: a run
-	// that has neither completed nor released its key by then (its process
-	// died, say) loses it, a duplicate takes it over and runs, and the late
-	// run's result is refused by fencing and not stored. Set it above the
-	// longest run. If zero, 30 seconds. It must not be negative.
+	// Lease is how long a claim lasts without renewal. A live run keeps
+	// its key: the Engine renews its lease (Store.Extend) every third of a
+	// lease while it runs. A run whose process died stops renewing, so its
+	// key is taken over by a duplicate within a lease, and the dead run's
+	// late result, if any, is refused by fencing. Set it well above the
+	// store's worst round trip and the process's longest pause: a run whose
+	// renewals fail for two thirds of a lease loses its key (see
+	// ErrLeaseLost). If zero, 30 seconds. It must not be negative.
 	Lease time.Duration
 	// Retention is how long a completed result is kept and replayed. If
 	// zero, 24 hours. It must not be negative.
@@ -106,20 +109,33 @@ type Config struct {
 	// a retry runs op again. If nil, bulwark.IsPermanent: an error that no
 	// retry can fix is kept like a result, any other releases the key.
 	CacheError func(error) bool
-	// Clock is the time source for waits and latencies. If nil, the wall
-	// clock. The Store has its own.
+	// Clock is the time source for waits, renewals and latencies. Only
+	// durations on it matter, so it may be skewed against the Store's clock,
+	// which alone decides expiry. If nil, the wall clock.
 	Clock bulwark.Clock
 	// Observer receives the events listed on Engine. If nil, none.
 	Observer bulwark.Observer
 }
 
-// Engine runs an operation once per idempotency key, provided each run ends
-// within its lease: the first call with a key claims it in the Store, runs,
-// and stores the result; a duplicate gets the stored result replayed, or,
-// while the first is in flight, an *InFlightError (or waits for it, see
-// Config.Wait); a duplicate whose fingerprint differs gets ErrMismatch. A
-// claim whose lease passes (its process died) is taken over, and the stale
-// run's late result is refused.
+// Engine runs an operation once per idempotency key: the first call with a
+// key claims it in the Store, runs, and stores the result; a duplicate gets
+// the stored result replayed, or, while the first is in flight, an
+// *InFlightError (or waits for it, see Config.Wait); a duplicate whose
+// fingerprint differs gets ErrMismatch.
+//
+// A run holds its key under a lease (see Lease), which the Engine renews
+// while the run goes on: from a third of a lease after it was granted, on a
+// timer that ticks every sixth of a lease while runs are in flight (one timer
+// per Engine; a run shorter than that costs no timer or goroutine). A run
+// whose process died stops renewing, and its key is taken over within a
+// lease; the dead run's late result is refused by fencing. If the Engine can
+// no longer guarantee a live run's lease (a renewal was fenced because the
+// key was taken over, or renewals failed until two sixths of the lease or
+// less were left), it ends the run's context with the cause ErrLeaseLost, so
+// that the run stops before another may take over. Leases are measured on
+// Config.Clock from the moment each Claim or Extend is sent, while the Store
+// decides expiry by its own clock, so a skew between the two never shortens
+// a lease.
 //
 // Concurrent duplicates within one process are coalesced with singleflight:
 // a process sends the Store at most one Claim per key at a time.
@@ -131,7 +147,8 @@ type Config struct {
 // EventStoreError (Reason "fail-open" when the call ran unprotected,
 // "fail-closed" when it did not run, "complete" or "release" when storing
 // the outcome failed, "fenced" when the lease was lost before the run
-// finished).
+// finished, "extend" when a renewal failed, "lease_lost" when the Engine
+// ended the run's context with ErrLeaseLost).
 //
 // An Engine is safe for concurrent use by multiple goroutines. Use New; the
 // zero Engine is not usable.
@@ -149,6 +166,7 @@ type Engine struct {
 	obs        bulwark.Observer
 
 	group singleflight.Group // coalesces Claims of one key
+	renew renewer            // renews the leases of running ops
 
 	mu      sync.Mutex
 	running map[string]chan struct{} // guarded by mu; closed when the local run of a key ends
@@ -197,13 +215,6 @@ func orDefault(d, def time.Duration) time.Duration {
 	}
 	return d
 }
-
-// Kinds of stored values: the first byte of every value the Engine stores.
-const (
-	kindValue    byte = 'v' // JSON of Do's result follows
-	kindError    byte = 'e' // the message of Do's cached error follows
-	kindResponse byte = 'h' // the middleware's encoded response follows
-)
 
 // Do runs op at most once for key, as described on Engine, and returns its
 // result: op's own on the run that claimed key, or the stored one, decoded
@@ -285,6 +296,7 @@ type runFunc func(ctx context.Context) (value []byte, err error)
 // joined it.
 type flight struct {
 	claim       Claim
+	sent        time.Time // when the Claim was sent, by the Engine's clock
 	fingerprint []byte
 	done        chan struct{} // when Wait is set and the claim won: closed when its run ends
 }
@@ -305,8 +317,9 @@ func (e *Engine) do(ctx context.Context, key string, fp []byte, run runFunc) (va
 		}
 		v, cerr, _ := e.group.Do(key, func() (any, error) {
 			leader = true
+			sent := e.clock.Now()
 			c, err := e.store.Claim(ctx, key, fp, e.lease)
-			f := &flight{claim: c, fingerprint: fp}
+			f := &flight{claim: c, sent: sent, fingerprint: fp}
 			if err == nil && c.Won && e.wait > 0 {
 				// Register the run before the duplicates that share
 				// this flight look for it.
@@ -326,7 +339,7 @@ func (e *Engine) do(ctx context.Context, key string, fp []byte, run runFunc) (va
 		}
 		f := v.(*flight)
 		if leader && f.claim.Won {
-			return e.runClaimed(ctx, key, f.claim, f.done, run)
+			return e.runClaimed(ctx, key, f, run)
 		}
 		rec := f.claim.Record
 		if f.claim.Won {
@@ -395,9 +408,11 @@ func (e *Engine) awaitRun(ctx context.Context, key string, now, deadline, leaseE
 	return nil
 }
 
-// runClaimed runs run under the claim c and stores or releases its outcome.
-// done, if not nil, is the channel registered in e.running for this run.
-func (e *Engine) runClaimed(ctx context.Context, key string, c Claim, done chan struct{}, run runFunc) (value []byte, ran bool, err error) {
+// runClaimed runs run under the claim that f won, with its Lease in run's
+// context, and stores or releases its outcome. f.done, if not nil, is the
+// channel registered in e.running for this run.
+func (e *Engine) runClaimed(ctx context.Context, key string, f *flight, run runFunc) (value []byte, ran bool, err error) {
+	c := f.claim
 	if e.obs != nil {
 		ev := e.event(bulwark.EventClaimed, key)
 		if c.TakenOver {
@@ -407,50 +422,64 @@ func (e *Engine) runClaimed(ctx context.Context, key string, c Claim, done chan 
 		}
 		bulwark.ObserveContext(ctx, e.obs, ev)
 	}
+	l := e.startLease(ctx, key, c.Token, f.sent)
 	finished := false
 	defer func() {
 		if !finished {
 			// run panicked: free the key for a retry, then re-panic.
-			e.release(ctx, key, c.Token)
+			e.endLease(l)
+			l.cancel(context.Canceled)
+			e.release(ctx, l)
 		}
-		if done != nil { // wake local duplicates once the outcome is stored
+		if f.done != nil { // wake local duplicates once the outcome is stored
 			e.mu.Lock()
-			if e.running[key] == done {
+			if e.running[key] == f.done {
 				delete(e.running, key)
 			}
 			e.mu.Unlock()
-			close(done)
+			close(f.done)
 		}
 	}()
-	value, err = run(ctx)
+	value, err = run(&l.ctx)
 	finished = true
-	if value != nil {
-		e.complete(ctx, key, c.Token, value)
-	} else {
-		e.release(ctx, key, c.Token)
+	lost := e.endLease(l)
+	l.cancel(context.Canceled)
+	switch {
+	case err == nil && l.completed.Load():
+		// op completed the key in its own transaction.
+	case value != nil:
+		e.complete(ctx, l, value)
+	default:
+		e.release(ctx, l)
+	}
+	if lost && err != nil && !errors.Is(err, ErrLeaseLost) {
+		err = fmt.Errorf("%w: %w", ErrLeaseLost, err)
 	}
 	return value, true, err
 }
 
-func (e *Engine) complete(ctx context.Context, key string, token uint64, value []byte) {
+// complete stores the outcome of l's run. A refusal of a key that the run
+// completed in its own transaction is no error.
+func (e *Engine) complete(ctx context.Context, l *Lease, value []byte) {
 	var start time.Time
 	if e.obs != nil {
 		start = e.clock.Now()
 	}
-	err := e.store.Complete(context.WithoutCancel(ctx), key, token, value, e.retention)
-	if err != nil && e.obs != nil {
-		e.storeError(key, start, err, "complete")
+	err := e.store.Complete(context.WithoutCancel(ctx), l.key, l.token, value, e.retention)
+	if err != nil && e.obs != nil && !(l.completed.Load() && errors.Is(err, ErrFenced)) {
+		e.storeError(l.key, start, err, "complete")
 	}
 }
 
-func (e *Engine) release(ctx context.Context, key string, token uint64) {
+// release frees the key of l's run, as complete stores its outcome.
+func (e *Engine) release(ctx context.Context, l *Lease) {
 	var start time.Time
 	if e.obs != nil {
 		start = e.clock.Now()
 	}
-	err := e.store.Release(context.WithoutCancel(ctx), key, token)
-	if err != nil && e.obs != nil {
-		e.storeError(key, start, err, "release")
+	err := e.store.Release(context.WithoutCancel(ctx), l.key, l.token)
+	if err != nil && e.obs != nil && !(l.completed.Load() && errors.Is(err, ErrFenced)) {
+		e.storeError(l.key, start, err, "release")
 	}
 }
 

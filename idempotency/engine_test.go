@@ -258,7 +258,7 @@ func TestDoWaitsForLocalRun(t *testing.T) {
 		second <- p
 	}()
 	// The duplicate waits on a timer (poll interval or Wait).
-	require.NoError(t, clk.BlockUntil(t.Context(), 1))
+	require.NoError(t, clk.BlockUntil(t.Context(), 2)) // the renewer's and the waiting duplicate's
 	close(release)
 	require.NoError(t, <-first)
 	if got := <-second; got.ID != "pay_1" {
@@ -285,7 +285,7 @@ func TestDoWaitsForRemoteRun(t *testing.T) {
 		v, err := idempotency.Do(context.Background(), b, "k", nil, func(context.Context) (int, error) { return -1, nil })
 		second <- res{v, err}
 	}()
-	require.NoError(t, clk.BlockUntil(t.Context(), 1))
+	require.NoError(t, clk.BlockUntil(t.Context(), 2)) // the renewer's and the waiting duplicate's
 	close(release)
 	require.NoError(t, <-first)
 	clk.Advance(time.Second) // b polls the store
@@ -302,7 +302,7 @@ func TestDoWaitsForRemoteRun(t *testing.T) {
 		second <- res{v, err}
 	}()
 	for range 10 {
-		require.NoError(t, clk.BlockUntil(t.Context(), 1))
+		require.NoError(t, clk.BlockUntil(t.Context(), 2)) // the renewer's and the waiting duplicate's
 		clk.Advance(time.Second)
 	}
 	if got := <-second; !errors.Is(got.err, idempotency.ErrInFlight) {
@@ -325,7 +325,7 @@ func TestDoWaitCanceled(t *testing.T) {
 		_, err := idempotency.Do(ctx, e, "k", nil, func(context.Context) (int, error) { return 0, nil })
 		second <- err
 	}()
-	require.NoError(t, clk.BlockUntil(t.Context(), 1))
+	require.NoError(t, clk.BlockUntil(t.Context(), 2)) // the renewer's and the waiting duplicate's
 	cancel()
 	if err := <-second; !errors.Is(err, context.Canceled) {
 		t.Fatalf("canceled waiting Do error = %v, want context.Canceled", err)
@@ -554,7 +554,7 @@ func TestDoWaiterRunsAfterRelease(t *testing.T) {
 		}
 		second <- v
 	}()
-	require.NoError(t, clk.BlockUntil(t.Context(), 1))
+	require.NoError(t, clk.BlockUntil(t.Context(), 2)) // the renewer's and the waiting duplicate's
 	close(release)
 	if err := <-first; err == nil || err.Error() != "transient" {
 		t.Fatalf("first Do error = %v, want transient", err)

@@ -118,7 +118,11 @@ func DefaultCacheable(status int) bool {
 //     Engine fails open, runs the handler unprotected.
 //
 // Refusals carry application/problem+json bodies (RFC 9457). The handler
-// sees the request body it would have seen. A panic in the handler releases
+// sees the request body it would have seen, and a request context that
+// carries the run's Lease (LeaseFromContext) and ends with the cause
+// ErrLeaseLost if the lease cannot be kept. A handler that completes its key
+// in its own transaction stores what EncodeResponse returns for the response
+// it then writes; the middleware stores nothing more for it. A panic in the handler releases
 // the key and propagates. Events go to the Engine's Observer; refusals for a
 // missing or bad key or a large body are reported as EventRejected.
 //
@@ -302,7 +306,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	scoped := m.scope(r, key)
 
 	run := func(ctx context.Context) ([]byte, error) {
-		return m.serve(w, r, h.next, x)
+		return m.serve(ctx, w, r, h.next, x)
 	}
 	stored, ran, err := m.engine.do(r.Context(), scoped, fp[:], run)
 	if ran {
@@ -353,17 +357,18 @@ func writeInt(b *strings.Builder, n int) {
 	b.Write(strconv.AppendInt(buf[:0], int64(n), 10))
 }
 
-// serve runs the handler with the body restored, recording its response, and
-// returns the encoded response when it is to be stored.
-func (m *middleware) serve(w http.ResponseWriter, r *http.Request, next http.Handler, x *exchange) ([]byte, error) {
-	r2 := *r
+// serve runs the handler with the body restored and ctx, the run's context,
+// as the request's, recording its response, and returns the encoded response
+// when it is to be stored.
+func (m *middleware) serve(ctx context.Context, w http.ResponseWriter, r *http.Request, next http.Handler, x *exchange) ([]byte, error) {
+	r2 := r.WithContext(ctx)
 	if r.Body != nil && r.Body != http.NoBody {
 		x.rd.Reset(x.body.Bytes())
 		r2.Body = &x.rd
 	}
 	rec := &x.rec
 	rec.w, rec.m = w, m
-	next.ServeHTTP(rec, &r2)
+	next.ServeHTTP(rec, r2)
 	if !rec.wroteHeader {
 		rec.WriteHeader(http.StatusOK)
 	}
@@ -428,30 +433,14 @@ func (rw *recorder) Flush() {
 // Unwrap returns the underlying writer, for http.ResponseController.
 func (rw *recorder) Unwrap() http.ResponseWriter { return rw.w }
 
-// The stored response: kindResponse, a flags byte, the status, the number of
-// header fields, each field's name and value (uvarint-length-prefixed), then
-// the body.
+// flagBodyOmitted marks a stored response whose body was too long to keep
+// (see the encoding in encode.go).
 const flagBodyOmitted = 1
 
 // appendHead appends to b the encoding of everything but the flags' final
 // value and the body.
 func (m *middleware) appendHead(b []byte, status int, h http.Header) []byte {
-	n := 0
-	for _, name := range m.replayHdrs {
-		n += len(h[name])
-	}
-	b = append(b, kindResponse, 0)
-	b = binary.BigEndian.AppendUint16(b, uint16(status))
-	b = binary.AppendUvarint(b, uint64(n))
-	for _, name := range m.replayHdrs {
-		for _, v := range h[name] {
-			b = binary.AppendUvarint(b, uint64(len(name)))
-			b = append(b, name...)
-			b = binary.AppendUvarint(b, uint64(len(v)))
-			b = append(b, v...)
-		}
-	}
-	return b
+	return appendResponseHead(b, status, h, m.replayHdrs)
 }
 
 // encoded returns the stored form of the recorded response.

@@ -638,7 +638,7 @@ func TestMiddlewareClientGoneWhileWaiting(t *testing.T) {
 	w := httptest.NewRecorder()
 	done := make(chan struct{})
 	go func() { s.handler.ServeHTTP(w, r); close(done) }()
-	require.NoError(t, s.clk.BlockUntil(t.Context(), 1))
+	require.NoError(t, s.clk.BlockUntil(t.Context(), 2)) // the renewer's and the waiting duplicate's
 	cancel()
 	<-done
 	if w.Body.Len() != 0 || w.Code != http.StatusOK {

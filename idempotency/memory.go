@@ -23,8 +23,8 @@ var ErrClosed = errors.New("idempotency: store closed")
 
 // MemoryConfig configures a MemoryStore. The zero MemoryConfig is valid.
 type MemoryConfig struct {
-	// Clock is the time source for leases and retention. If nil, the wall
-	// clock.
+	// Clock is the time source for leases and retention: the store's own
+	// clock, which decides every expiry. If nil, the wall clock.
 	Clock bulwark.Clock
 	// MaxEntries bounds the number of records held, in flight and completed.
 	// It is enforced per shard (MaxEntries/Shards each, rounded up), so a
@@ -189,6 +189,34 @@ func (s *MemoryStore) Claim(ctx context.Context, key string, fingerprint []byte,
 	sh.expiresAt(r.leaseExpiry)
 	sh.mu.Unlock()
 	return Claim{Won: true, Token: token, TakenOver: takeover}, nil
+}
+
+// Extend implements Store. It returns ErrFenced (wrapped) unless token is
+// the live in-flight claim of key, a lease of zero or less is an error, and
+// it returns ErrClosed after Close.
+func (s *MemoryStore) Extend(ctx context.Context, key string, token uint64, lease time.Duration) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if lease <= 0 {
+		return fmt.Errorf("idempotency: extend %q: lease %v is not positive", key, lease)
+	}
+	now := s.clock.Now()
+	sh := s.shard(key)
+	sh.mu.Lock()
+	if sh.closed {
+		sh.mu.Unlock()
+		return ErrClosed
+	}
+	r, ok := sh.records[key]
+	if !ok || r.completed || r.token != token || !r.live(now) {
+		sh.mu.Unlock()
+		return fmt.Errorf("%w: extend %q with token %d", ErrFenced, key, token)
+	}
+	r.leaseExpiry = now.Add(lease)
+	sh.expiresAt(r.leaseExpiry)
+	sh.mu.Unlock()
+	return nil
 }
 
 // Complete implements Store. It keeps its own copy of value. It returns

@@ -45,8 +45,9 @@ func Example() {
 	}
 }
 
-// CompleteTx stores the response in the business transaction: the order row
-// and the idempotency record commit or roll back together.
+// CompleteTx stores the result in the business transaction, through the
+// Engine: the order row and the idempotency record commit or roll back
+// together, and a run whose lease was taken over cannot commit its order.
 func ExampleStore_CompleteTx() {
 	ctx := context.Background()
 	pool, err := pgxpool.New(ctx, "postgres://app:secret@127.0.0.1:5432/orders?sslmode=disable")
@@ -60,26 +61,36 @@ func ExampleStore_CompleteTx() {
 		fmt.Println(err)
 		return
 	}
-	key := "order-7f3a"
-	c, err := store.Claim(ctx, key, []byte("sha256 of the request"), 30*time.Second)
-	if err != nil || !c.Won {
-		fmt.Println("not ours to run:", err)
+	engine, err := idempotency.New(idempotency.Config{Store: store})
+	if err != nil {
+		fmt.Println(err)
 		return
 	}
-	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "INSERT INTO orders (idempotency_key, item) VALUES ($1, $2)", key, "book"); err != nil {
-			return err
-		}
-		return store.CompleteTx(ctx, tx, key, c.Token, []byte(`{"order":42}`), 24*time.Hour)
+	type order struct {
+		ID int64 `json:"id"`
+	}
+	o, err := idempotency.Do(ctx, engine, "order-7f3a", []byte("sha256 of the request"), func(ctx context.Context) (order, error) {
+		var o order
+		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+			if err := tx.QueryRow(ctx, "INSERT INTO orders (item) VALUES ($1) RETURNING id", "book").Scan(&o.ID); err != nil {
+				return err
+			}
+			value, err := idempotency.EncodeResult(o)
+			if err != nil {
+				return err
+			}
+			// The key's record is completed in this transaction, after
+			// a check of the lease's fencing token.
+			return store.CompleteTx(ctx, tx, idempotency.LeaseFromContext(ctx), value)
+		})
+		return o, err
 	})
 	switch {
 	case errors.Is(err, idempotency.ErrFenced):
 		fmt.Println("lease lost: another run owns the key; nothing was written")
 	case err != nil:
-		// Nothing was written; free the key for a retry.
-		_ = store.Release(ctx, key, c.Token)
-		fmt.Println("failed:", err)
+		fmt.Println("failed, nothing written:", err)
 	default:
-		fmt.Println("order stored with its response")
+		fmt.Println("order", o.ID) // the same id for every duplicate
 	}
 }

@@ -52,7 +52,7 @@ func serve(ctx context.Context, s *Store, pool *pgxpool.Pool, orders, key string
 				if _, err := tx.Exec(ctx, "INSERT INTO "+orders+" (key) VALUES ($1)", key); err != nil {
 					return err
 				}
-				return s.CompleteTx(ctx, tx, key, c.Token, []byte("order-for-"+key), time.Hour)
+				return s.CompleteTx(ctx, tx, idempotency.NewLease(key, c.Token, time.Hour), []byte("order-for-"+key))
 			})
 			if err == nil {
 				record(func() { res.Won++ })
@@ -224,7 +224,7 @@ func TestFaultConnectionCut(t *testing.T) {
 	storeIn(t, pool, schema, nil) // migrate directly
 	p := idempotencytest.NewFaultProxy(t, pgAddr(t, pool))
 	clk := bulwarktest.NewClock(time.Time{})
-	s, err := New(Config{Pool: faultPool(t, p), Table: schema + ".records", Clock: clk})
+	s, err := New(Config{Pool: faultPool(t, p), Table: schema + ".records", TestClock: clk})
 	require.NoError(t, err)
 	idempotencytest.RunOutage(t, s, clk, p.Cut, p.Restore, func(err error) bool {
 		return strings.HasPrefix(err.Error(), "pgstore: ") && (isNetError(err) || errors.Is(err, context.DeadlineExceeded) ||
@@ -247,7 +247,7 @@ func TestFaultDeadline(t *testing.T) {
 	storeIn(t, pool, schema, nil)
 	p := idempotencytest.NewFaultProxy(t, pgAddr(t, pool))
 	clk := bulwarktest.NewClock(time.Time{})
-	s, err := New(Config{Pool: faultPool(t, p), Table: schema + ".records", Clock: clk})
+	s, err := New(Config{Pool: faultPool(t, p), Table: schema + ".records", TestClock: clk})
 	require.NoError(t, err)
 	ctx := context.Background()
 

@@ -35,24 +35,24 @@ func FuzzParseTable(f *testing.F) {
 	})
 }
 
-// FuzzExpiryOf checks that an expiry is the exact sum rounded up to the
-// microsecond, so that a lease never ends early.
-func FuzzExpiryOf(f *testing.F) {
-	f.Add(int64(1767225600), int64(0), int64(30*time.Second))
-	f.Add(int64(1767225600), int64(999), int64(1))
-	f.Add(int64(1767225600), int64(123456789), int64(time.Hour))
-	f.Fuzz(func(t *testing.T, sec, nsec, d int64) {
-		if sec < 0 || sec > 1<<40 || d <= 0 {
-			return
+// FuzzMicros checks that a duration is rounded up to the microsecond, so
+// that a lease never ends early.
+func FuzzMicros(f *testing.F) {
+	f.Add(int64(30 * time.Second))
+	f.Add(int64(1))
+	f.Add(int64(999))
+	f.Add(int64(-1))
+	f.Fuzz(func(t *testing.T, n int64) {
+		d := time.Duration(n)
+		us, err := micros("lease", d)
+		if (err != nil) != (d <= 0) {
+			t.Fatalf("micros(%v) error = %v, want one only for d <= 0", d, err)
 		}
-		now := time.Unix(sec, nsec%1e9).UTC()
-		got, err := expiryOf(now, time.Duration(d))
 		if err != nil {
 			return
 		}
-		want := now.Add(time.Duration(d))
-		if got.Before(want) || !got.Before(want.Add(time.Microsecond)) || got.Nanosecond()%1000 != 0 {
-			t.Fatalf("expiryOf(%v, %v) = %v, want %v rounded up to the microsecond", now, time.Duration(d), got, want)
+		if got := time.Duration(us) * time.Microsecond; us <= 0 || (d < 1<<62 && (got < d || got >= d+time.Microsecond)) {
+			t.Fatalf("micros(%v) = %d µs, want it rounded up to the microsecond", d, us)
 		}
 	})
 }

@@ -93,7 +93,7 @@ func newStore(tb testing.TB, pool *pgxpool.Pool, clk bulwark.Clock) *Store {
 // storeIn returns a migrated Store on the table schema.records.
 func storeIn(tb testing.TB, pool *pgxpool.Pool, schema string, clk bulwark.Clock) *Store {
 	tb.Helper()
-	s, err := New(Config{Pool: pool, Table: schema + ".records", Clock: clk})
+	s, err := New(Config{Pool: pool, Table: schema + ".records", TestClock: clk})
 	if err != nil {
 		tb.Fatalf("New: %v", err)
 	}

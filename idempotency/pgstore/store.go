@@ -35,12 +35,15 @@ type Config struct {
 	// DefaultTable.
 	Table string
 
-	// Clock is the time source against which leases and retention are
-	// decided. If nil, the wall clock.
-	Clock bulwark.Clock
+	// TestClock, if not nil, replaces the server's clock: the statements
+	// decide expiry against its time, sent with each call, instead of
+	// PostgreSQL's now() and clock_timestamp(), and RunReaper waits on it.
+	// It is for tests that move time by hand; leave it nil in production,
+	// where a client's clock must never decide a lease.
+	TestClock bulwark.Clock
 
-	// ReapInterval is the time between two passes of RunReaper. If zero,
-	// one minute; negative is an error.
+	// ReapInterval is the time between two passes of RunReaper, on the wall
+	// clock (or TestClock). If zero, one minute; negative is an error.
 	ReapInterval time.Duration
 
 	// ReapBatch is the most records one DELETE of the reaper removes, so
@@ -57,13 +60,15 @@ type Config struct {
 }
 
 // Store is an idempotency.Store kept in a PostgreSQL table. Each of Claim,
-// Complete, Release and Get is one statement run in its own implicit
-// transaction; CompleteTx completes a key inside the caller's transaction. A
-// Store is safe for concurrent use by multiple goroutines, and any number of
-// Stores in any number of processes may share one table.
+// Extend, Complete, Release and Get is one statement run in its own implicit
+// transaction; CompleteTx completes a key inside the caller's transaction.
+// Every expiry is decided by the server's clock. A Store is safe for
+// concurrent use by multiple goroutines, and any number of Stores in any
+// number of processes may share one table.
 type Store struct {
 	pool     *pgxpool.Pool
-	clock    bulwark.Clock
+	test     bulwark.Clock // Config.TestClock; nil in production
+	clock    bulwark.Clock // of RunReaper
 	interval time.Duration
 	batch    int
 	obs      bulwark.Observer
@@ -71,8 +76,26 @@ type Store struct {
 	table    string // the table, quoted
 	lockID   int64  // advisory lock of Migrate
 
-	schema, claimSQL, completeSQL, releaseSQL, getSQL, reapSQL string
+	names                                                         schemaNames
+	claimSQL, extendSQL, completeSQL, releaseSQL, getSQL, reapSQL string
 }
+
+// schemaNames are the quoted names of the objects of a Store's schema, and of
+// the table of its schema versions, and their bare names.
+type schemaNames struct {
+	table, seq, column, version                string // quoted, qualified as Config.Table is
+	schema                                     *string
+	tableName, seqName, indexName, versionName string // bare
+}
+
+// relation names a relation for a lookup in pg_class: its schema, nil for
+// the current one, and its bare name.
+type relation struct {
+	schema *string
+	name   string
+}
+
+func (n schemaNames) rel(name string) relation { return relation{n.schema, name} }
 
 // New returns a Store for cfg. It does no I/O: call Migrate, or apply the
 // schema in the package documentation, before the first use. It returns an
@@ -98,7 +121,8 @@ func New(cfg Config) (*Store, error) {
 	}
 	s := &Store{
 		pool:     cfg.Pool,
-		clock:    bulwark.ClockOrWall(cfg.Clock),
+		test:     cfg.TestClock,
+		clock:    bulwark.ClockOrWall(cfg.TestClock),
 		interval: cfg.ReapInterval,
 		batch:    cfg.ReapBatch,
 		obs:      cfg.Observer,
@@ -111,16 +135,29 @@ func New(cfg Config) (*Store, error) {
 		s.batch = 1000
 	}
 	base := ident[len(ident)-1]
-	seq := append(append(pgx.Identifier(nil), ident[:len(ident)-1]...), base+"_token_seq").Sanitize()
+	inSchema := func(name string) string {
+		return append(append(pgx.Identifier(nil), ident[:len(ident)-1]...), name).Sanitize()
+	}
 	s.table = ident.Sanitize()
+	s.names = schemaNames{
+		table:       s.table,
+		seq:         inSchema(base + "_token_seq"),
+		column:      append(append(pgx.Identifier(nil), ident...), "token").Sanitize(),
+		version:     inSchema(base + "_version"),
+		tableName:   base,
+		seqName:     base + "_token_seq",
+		indexName:   base + "_expires_idx",
+		versionName: base + "_version",
+	}
+	if len(ident) == 2 {
+		s.names.schema = &ident[0]
+	}
 	h := fnv.New64a()
 	h.Write([]byte("bulwark/pgstore " + s.table))
 	s.lockID = int64(h.Sum64())
-	r := strings.NewReplacer("$TABLE", s.table, "$SEQ", seq,
-		"$IDXNAME", pgx.Identifier{base + "_expires_idx"}.Sanitize(),
-		"$COLUMN", append(append(pgx.Identifier(nil), ident...), "token").Sanitize())
-	s.schema = r.Replace(schemaSQL)
+	r := strings.NewReplacer("$TABLE", s.table, "$SEQ", s.names.seq)
 	s.claimSQL = r.Replace(claimSQL)
+	s.extendSQL = r.Replace(extendSQL)
 	s.completeSQL = r.Replace(completeSQL)
 	s.releaseSQL = r.Replace(releaseSQL)
 	s.getSQL = r.Replace(getSQL)
@@ -162,23 +199,13 @@ func validName(s string) bool {
 	return true
 }
 
-// schemaSQL creates the table; the package documentation shows it for the
-// default table.
-const schemaSQL = `
-CREATE SEQUENCE IF NOT EXISTS $SEQ;
-CREATE TABLE IF NOT EXISTS $TABLE (
-	key          text        PRIMARY KEY,
-	fingerprint  bytea       NOT NULL,
-	token        bigint      NOT NULL,
-	completed    boolean     NOT NULL DEFAULT false,
-	taken_over   boolean     NOT NULL DEFAULT false,
-	value        bytea,
-	lease_expiry timestamptz NOT NULL,
-	expires_at   timestamptz NOT NULL
-);
-ALTER SEQUENCE $SEQ OWNED BY $COLUMN;
-CREATE INDEX IF NOT EXISTS $IDXNAME ON $TABLE (expires_at);
-`
+// Every statement takes the time as a parameter: NULL in production, where
+// the server's clock decides, or the time of Config.TestClock. Durations are
+// whole microseconds, PostgreSQL's precision, rounded up so that a lease
+// never ends early. A statement in its own implicit transaction reads now(),
+// the start of that transaction, which is after its client sent it; one that
+// may run in the caller's longer transaction (a completion) reads
+// clock_timestamp().
 
 // claimSQL claims a key in one statement of three parts, all on the
 // statement's snapshot:
@@ -188,70 +215,67 @@ CREATE INDEX IF NOT EXISTS $IDXNAME ON $TABLE (expires_at);
 //     (the lease of an in-flight record, the retention of a completed one).
 //     If the row changed since the snapshot, PostgreSQL re-checks the
 //     condition on the newest version, so only one takeover wins.
-//   - Otherwise the record is read and returned, value included.
+//   - Otherwise the live record is read and returned, value included.
 //
 // The read sees the snapshot: a row inserted since is missing, and a row
-// taken over since still looks expired. Claim retries the statement in
-// those two cases, which only a race brings. $1 key, $2 fingerprint, $3 now,
-// $4 lease expiry.
+// taken over since still looks expired, so it returns no row. Claim retries
+// the statement then, which only a race brings. $1 key, $2 fingerprint, $3
+// now or NULL, $4 lease in µs.
 const claimSQL = `
-WITH inserted AS (
+WITH t AS (
+	SELECT COALESCE($3::timestamptz, now()) AS now,
+		COALESCE($3::timestamptz, now()) + $4::bigint * interval '1 microsecond' AS expiry
+), inserted AS (
 	INSERT INTO $TABLE (key, fingerprint, token, lease_expiry, expires_at)
-	VALUES ($1, $2, nextval('$SEQ'), $4, $4)
+	SELECT $1, $2, nextval('$SEQ'), t.expiry, t.expiry FROM t
 	ON CONFLICT (key) DO NOTHING
 	RETURNING token, taken_over
 ), taken AS (
 	UPDATE $TABLE r SET fingerprint = $2, token = nextval('$SEQ'), completed = false,
-		taken_over = NOT r.completed, value = NULL, lease_expiry = $4, expires_at = $4
-	WHERE r.key = $1 AND r.expires_at <= $3 AND NOT EXISTS (SELECT FROM inserted)
+		taken_over = NOT r.completed, value = NULL, lease_expiry = t.expiry, expires_at = t.expiry
+	FROM t
+	WHERE r.key = $1 AND r.expires_at <= t.now AND NOT EXISTS (SELECT FROM inserted)
 	RETURNING r.token, r.taken_over
 )
 SELECT true, token, taken_over, NULL::bytea, false, NULL::bytea, NULL::timestamptz, NULL::timestamptz FROM inserted
 UNION ALL
 SELECT true, token, taken_over, NULL, false, NULL, NULL, NULL FROM taken
 UNION ALL
-SELECT false, token, taken_over, fingerprint, completed, value, lease_expiry, expires_at
-FROM $TABLE WHERE key = $1 AND NOT EXISTS (SELECT FROM inserted) AND NOT EXISTS (SELECT FROM taken)`
+SELECT false, r.token, r.taken_over, r.fingerprint, r.completed, r.value, r.lease_expiry, r.expires_at
+FROM $TABLE r, t WHERE r.key = $1 AND r.expires_at > t.now
+	AND NOT EXISTS (SELECT FROM inserted) AND NOT EXISTS (SELECT FROM taken)`
 
-// completeSQL: $1 key, $2 token, $3 value, $4 expiry, $5 now.
+// extendSQL: $1 key, $2 token, $3 lease in µs, $4 now or NULL.
+const extendSQL = `
+UPDATE $TABLE SET lease_expiry = COALESCE($4::timestamptz, clock_timestamp()) + $3::bigint * interval '1 microsecond',
+	expires_at = COALESCE($4::timestamptz, clock_timestamp()) + $3::bigint * interval '1 microsecond'
+WHERE key = $1 AND token = $2 AND NOT completed AND lease_expiry > COALESCE($4::timestamptz, clock_timestamp())`
+
+// completeSQL: $1 key, $2 token, $3 value, $4 retention in µs, $5 now or
+// NULL.
 const completeSQL = `
-UPDATE $TABLE SET completed = true, value = $3, expires_at = $4
-WHERE key = $1 AND token = $2 AND NOT completed AND lease_expiry > $5`
+UPDATE $TABLE SET completed = true, value = $3,
+	expires_at = COALESCE($5::timestamptz, clock_timestamp()) + $4::bigint * interval '1 microsecond'
+WHERE key = $1 AND token = $2 AND NOT completed AND lease_expiry > COALESCE($5::timestamptz, clock_timestamp())`
 
-// releaseSQL: $1 key, $2 token, $3 now.
+// releaseSQL: $1 key, $2 token, $3 now or NULL.
 const releaseSQL = `
-DELETE FROM $TABLE WHERE key = $1 AND token = $2 AND NOT completed AND lease_expiry > $3`
+DELETE FROM $TABLE
+WHERE key = $1 AND token = $2 AND NOT completed AND lease_expiry > COALESCE($3::timestamptz, clock_timestamp())`
 
-// getSQL: $1 key, $2 now.
+// getSQL: $1 key, $2 now or NULL.
 const getSQL = `
 SELECT fingerprint, token, completed, value, lease_expiry, expires_at
-FROM $TABLE WHERE key = $1 AND expires_at > $2`
+FROM $TABLE WHERE key = $1 AND expires_at > COALESCE($2::timestamptz, now())`
 
-// reapSQL deletes up to $2 records expired at $1, skipping rows that a
-// claim or a business transaction holds.
+// reapSQL deletes up to $2 records expired at $1 (or now() if NULL),
+// skipping rows that a claim or a business transaction holds.
 const reapSQL = `
 WITH doomed AS (
-	SELECT key FROM $TABLE WHERE expires_at <= $1
+	SELECT key FROM $TABLE WHERE expires_at <= COALESCE($1::timestamptz, now())
 	ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED
 )
-DELETE FROM $TABLE t USING doomed WHERE t.key = doomed.key AND t.expires_at <= $1`
-
-// Migrate creates the table, its token sequence and its index if they do not
-// exist. Concurrent calls, from any number of processes, are serialised by
-// an advisory lock. It returns the database's error, wrapped.
-func (s *Store) Migrate(ctx context.Context) error {
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", s.lockID); err != nil {
-			return err
-		}
-		_, err := tx.Exec(ctx, s.schema)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("pgstore: migrate %s: %w", s.table, err)
-	}
-	return nil
-}
+DELETE FROM $TABLE t USING doomed WHERE t.key = doomed.key AND t.expires_at <= COALESCE($1::timestamptz, now())`
 
 // maxClaimTries bounds the statements of one Claim. A second is needed only
 // when the key changed between the statement's snapshot and its insert.
@@ -260,79 +284,116 @@ const maxClaimTries = 8
 // Claim implements idempotency.Store.Claim with one statement: INSERT … ON
 // CONFLICT DO NOTHING, a conditional UPDATE that takes over an expired
 // record, and otherwise a read of the live record, value included, so that a
-// replay is one query and writes nothing. It runs in its own implicit
-// transaction, never in a caller's. It waits only for a transaction that
-// holds the record, which CompleteTx does from its call to the commit; it
-// then answers from the state it began with (in flight) or the committed
-// one. A race with a concurrent change of the key costs another statement.
-// Claim returns an error if lease is not positive or out of range, or if the
-// key changed under each of 8 statements in a row; otherwise only errors of
-// the database, such as an unreachable server or the end of ctx, wrapped
-// with the operation and key.
+// replay is one query and writes nothing. The lease runs from the server's
+// now(). It runs in its own implicit transaction, never in a caller's. It
+// waits only for a transaction that holds the record, which CompleteTx does
+// from its call to the commit; it then answers from the state it began with
+// (in flight) or the committed one. A race with a concurrent change of the
+// key costs another statement. Claim returns an error if lease is not
+// positive or out of range, or if the key changed under each of 8
+// statements in a row; otherwise only errors of the database, such as an
+// unreachable server or the end of ctx, wrapped with the operation and key.
 func (s *Store) Claim(ctx context.Context, key string, fingerprint []byte, lease time.Duration) (idempotency.Claim, error) {
 	if err := ctx.Err(); err != nil {
 		return idempotency.Claim{}, fmt.Errorf("pgstore: claim %q: %w", key, err)
 	}
-	if lease <= 0 {
-		return idempotency.Claim{}, fmt.Errorf("pgstore: claim %q: lease is %v, want > 0", key, lease)
+	us, err := micros("lease", lease)
+	if err != nil {
+		return idempotency.Claim{}, fmt.Errorf("pgstore: claim %q: %w", key, err)
 	}
 	if fingerprint == nil {
 		fingerprint = []byte{}
 	}
 	for range maxClaimTries {
-		now := s.clock.Now()
-		expiry, err := expiryOf(now, lease)
-		if err != nil {
-			return idempotency.Claim{}, fmt.Errorf("pgstore: claim %q: %w", key, err)
-		}
 		var (
 			won, over, completed bool
 			token                int64
 			fp, value            []byte
 			leaseExp, exp        *time.Time
 		)
-		err = s.pool.QueryRow(ctx, s.claimSQL, key, fingerprint, floorMicro(now), expiry).
+		err = s.pool.QueryRow(ctx, s.claimSQL, key, fingerprint, s.now(), us).
 			Scan(&won, &token, &over, &fp, &completed, &value, &leaseExp, &exp)
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
-			continue // inserted since the snapshot: look again
+			continue // changed since the snapshot: look again
 		case err != nil:
 			return idempotency.Claim{}, fmt.Errorf("pgstore: claim %q: %w", key, err)
 		case won:
 			return idempotency.Claim{Won: true, Token: uint64(token), TakenOver: over}, nil
-		case !now.Before(*exp):
-			continue // taken over or completed since the snapshot: look again
 		}
 		return idempotency.Claim{Record: makeRecord(key, fp, token, completed, value, *leaseExp, *exp)}, nil
 	}
 	return idempotency.Claim{}, fmt.Errorf("pgstore: claim %q: the record kept changing under %d attempts", key, maxClaimTries)
 }
 
+// Extend implements idempotency.Store.Extend with one UPDATE: the lease then
+// ends lease after the server's clock_timestamp(). It returns an error
+// wrapping idempotency.ErrFenced when token is not the live in-flight
+// claim's (its lease passed, it was taken over, released or completed), an
+// error if lease is not positive or out of range, and otherwise only errors
+// of the database.
+func (s *Store) Extend(ctx context.Context, key string, token uint64, lease time.Duration) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("pgstore: extend %q: %w", key, err)
+	}
+	us, err := micros("lease", lease)
+	if err != nil {
+		return fmt.Errorf("pgstore: extend %q: %w", key, err)
+	}
+	if token > math.MaxInt64 {
+		return fmt.Errorf("pgstore: extend %q with token %d: %w", key, token, idempotency.ErrFenced)
+	}
+	tag, err := s.pool.Exec(ctx, s.extendSQL, key, int64(token), us, s.now())
+	if err != nil {
+		return fmt.Errorf("pgstore: extend %q: %w", key, err)
+	}
+	if tag.RowsAffected() != 1 {
+		return fmt.Errorf("pgstore: extend %q with token %d: %w", key, token, idempotency.ErrFenced)
+	}
+	return nil
+}
+
 // Complete implements idempotency.Store.Complete with one UPDATE. It returns
 // an error wrapping idempotency.ErrFenced when token is not the live
 // in-flight claim's (its lease passed, it was taken over, released or
-// completed), an error if retention is not positive, and otherwise only
-// errors of the database.
+// completed), an error if retention is not positive or out of range, and
+// otherwise only errors of the database.
 func (s *Store) Complete(ctx context.Context, key string, token uint64, value []byte, retention time.Duration) error {
 	return s.complete(ctx, s.pool, "complete", key, token, value, retention)
 }
 
-// CompleteTx is Complete run inside tx, the caller's transaction, so that the
-// result is stored if and only if tx commits: the business write and the
-// idempotency record commit or roll back together. If tx rolls back, the
-// claim stays in flight and its owner may still Release it.
+// CompleteTx completes the key of lease inside tx, the caller's transaction,
+// with value (what idempotency.EncodeResult, EncodeError or EncodeResponse
+// return) kept for lease.Retention(). The result is stored if and only if tx
+// commits: the business write and the idempotency record commit or roll back
+// together, and the fencing token is checked in the same transaction, so a
+// run whose lease was taken over cannot commit its business write. Once the
+// statement succeeded, CompleteTx calls lease.MarkCompleted, so that the
+// idempotency Engine neither completes the key again nor renews its lease.
+// If tx rolls back, the claim stays in flight and its owner may still
+// Release it (the Engine does when the operation fails).
 //
-// The UPDATE locks the record until tx ends, so duplicates of the key wait
-// for the outcome rather than seeing it half-done: call CompleteTx as the last
-// statement before Commit, to keep that wait short. It returns an error wrapping idempotency.ErrFenced
-// when token is not the live in-flight claim's, in which case the caller must
-// roll tx back, since another run owns the key; other errors are the
-// database's.
-func (s *Store) CompleteTx(ctx context.Context, tx pgx.Tx, key string, token uint64, value []byte, retention time.Duration) error {
-	if tx == nil {
-		return fmt.Errorf("pgstore: complete %q in tx: tx is nil", key)
+// lease is the one the Engine put in the operation's context
+// (idempotency.LeaseFromContext), or idempotency.NewLease for a claim made
+// directly on the Store. The UPDATE locks the record until tx ends, so
+// duplicates of the key wait for the outcome rather than seeing it half-done:
+// call CompleteTx as the last statement before Commit, to keep that wait
+// short. It returns an error wrapping idempotency.ErrFenced when the lease's
+// token is not the live in-flight claim's, in which case the caller must roll
+// tx back, since another run owns the key; an error if tx or lease is nil;
+// other errors are the database's.
+func (s *Store) CompleteTx(ctx context.Context, tx pgx.Tx, lease *idempotency.Lease, value []byte) error {
+	if lease == nil {
+		return errors.New("pgstore: complete in tx: lease is nil")
 	}
-	return s.complete(ctx, tx, "complete", key, token, value, retention)
+	if tx == nil {
+		return fmt.Errorf("pgstore: complete %q in tx: tx is nil", lease.Key())
+	}
+	if err := s.complete(ctx, tx, "complete", lease.Key(), lease.Token(), value, lease.Retention()); err != nil {
+		return err
+	}
+	lease.MarkCompleted()
+	return nil
 }
 
 type execer interface {
@@ -343,11 +404,7 @@ func (s *Store) complete(ctx context.Context, db execer, op, key string, token u
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("pgstore: %s %q: %w", op, key, err)
 	}
-	if retention <= 0 {
-		return fmt.Errorf("pgstore: %s %q: retention is %v, want > 0", op, key, retention)
-	}
-	now := s.clock.Now()
-	expiry, err := expiryOf(now, retention)
+	us, err := micros("retention", retention)
 	if err != nil {
 		return fmt.Errorf("pgstore: %s %q: %w", op, key, err)
 	}
@@ -357,7 +414,7 @@ func (s *Store) complete(ctx context.Context, db execer, op, key string, token u
 	if value == nil {
 		value = []byte{}
 	}
-	tag, err := db.Exec(ctx, s.completeSQL, key, int64(token), value, expiry, floorMicro(now))
+	tag, err := db.Exec(ctx, s.completeSQL, key, int64(token), value, us, s.now())
 	if err != nil {
 		return fmt.Errorf("pgstore: %s %q: %w", op, key, err)
 	}
@@ -377,7 +434,7 @@ func (s *Store) Release(ctx context.Context, key string, token uint64) error {
 	if token > math.MaxInt64 {
 		return fmt.Errorf("pgstore: release %q with token %d: %w", key, token, idempotency.ErrFenced)
 	}
-	tag, err := s.pool.Exec(ctx, s.releaseSQL, key, int64(token), floorMicro(s.clock.Now()))
+	tag, err := s.pool.Exec(ctx, s.releaseSQL, key, int64(token), s.now())
 	if err != nil {
 		return fmt.Errorf("pgstore: release %q: %w", key, err)
 	}
@@ -389,7 +446,7 @@ func (s *Store) Release(ctx context.Context, key string, token uint64) error {
 
 // Get implements idempotency.Store.Get with one query. It returns an error
 // wrapping idempotency.ErrNotFound when key has no record, or its lease or
-// retention has passed by the Store's Clock, and otherwise only errors of
+// retention has passed by the server's clock, and otherwise only errors of
 // the database.
 func (s *Store) Get(ctx context.Context, key string) (idempotency.Record, error) {
 	if err := ctx.Err(); err != nil {
@@ -401,7 +458,7 @@ func (s *Store) Get(ctx context.Context, key string) (idempotency.Record, error)
 		fp, value     []byte
 		leaseExp, exp time.Time
 	)
-	err := s.pool.QueryRow(ctx, s.getSQL, key, floorMicro(s.clock.Now())).
+	err := s.pool.QueryRow(ctx, s.getSQL, key, s.now()).
 		Scan(&fp, &token, &completed, &value, &leaseExp, &exp)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return idempotency.Record{}, fmt.Errorf("pgstore: get %q: %w", key, idempotency.ErrNotFound)
@@ -413,15 +470,16 @@ func (s *Store) Get(ctx context.Context, key string) (idempotency.Record, error)
 }
 
 // Reap deletes the records whose lease or retention has passed by the
-// Store's Clock, in DELETEs of at most Config.ReapBatch rows, and returns how
-// many it deleted. Rows locked by a running claim or business transaction are
-// left for the next pass. Records need no reaping to be correct, since every
-// operation checks expiry itself; the reaper only keeps the table small. It
-// returns the database's error, wrapped, with the count deleted so far.
+// server's clock, in DELETEs of at most Config.ReapBatch rows, and returns
+// how many it deleted. Rows locked by a running claim or business
+// transaction are left for the next pass. Records need no reaping to be
+// correct, since every operation checks expiry itself; the reaper only keeps
+// the table small. It returns the database's error, wrapped, with the count
+// deleted so far.
 func (s *Store) Reap(ctx context.Context) (int64, error) {
 	var total int64
 	for {
-		tag, err := s.pool.Exec(ctx, s.reapSQL, floorMicro(s.clock.Now()), s.batch)
+		tag, err := s.pool.Exec(ctx, s.reapSQL, s.now(), s.batch)
 		if err != nil {
 			return total, fmt.Errorf("pgstore: reap %s: %w", s.table, err)
 		}
@@ -432,10 +490,10 @@ func (s *Store) Reap(ctx context.Context) (int64, error) {
 	}
 }
 
-// RunReaper calls Reap at once and then every Config.ReapInterval by the
-// Store's Clock, until ctx ends; then it returns ctx.Err(). A failed pass is
-// reported to Config.Observer and retried at the next interval. It runs on
-// the caller's goroutine: start it with go and cancel ctx to stop it.
+// RunReaper calls Reap at once and then every Config.ReapInterval, until ctx
+// ends; then it returns ctx.Err(). A failed pass is reported to
+// Config.Observer and retried at the next interval. It runs on the caller's
+// goroutine: start it with go and cancel ctx to stop it.
 func (s *Store) RunReaper(ctx context.Context) error {
 	for {
 		start := s.clock.Now()
@@ -469,17 +527,24 @@ func makeRecord(key string, fp []byte, token int64, completed bool, value []byte
 	return rec
 }
 
-// expiryOf returns now+d rounded up to the microsecond, PostgreSQL's
-// precision, so that a lease never ends early.
-func expiryOf(now time.Time, d time.Duration) (time.Time, error) {
-	at := now.Add(d)
-	if at.Before(now) || at.Year() > 200000 {
-		return time.Time{}, fmt.Errorf("time %v plus %v is out of range", now, d)
+// micros returns d in microseconds, rounded up so that a lease never ends
+// early.
+func micros(what string, d time.Duration) (int64, error) {
+	if d <= 0 {
+		return 0, fmt.Errorf("%s is %v, want > 0", what, d)
 	}
-	if t := at.Truncate(time.Microsecond); t.Before(at) {
-		return t.Add(time.Microsecond), nil
+	us := int64(d / time.Microsecond)
+	if d%time.Microsecond != 0 {
+		us++
 	}
-	return at, nil
+	return us, nil
 }
 
-func floorMicro(t time.Time) time.Time { return t.Truncate(time.Microsecond) }
+// now returns the time parameter of the statements: nil, so that the server
+// decides, or the TestClock's time to the microsecond.
+func (s *Store) now() any {
+	if s.test == nil {
+		return nil
+	}
+	return s.test.Now().Truncate(time.Microsecond)
+}

@@ -119,7 +119,7 @@ func TestCompleteTx(t *testing.T) {
 			if _, err := tx.Exec(ctx, "INSERT INTO "+orders+" VALUES ($1, 'book')", key); err != nil {
 				return err
 			}
-			if err := s.CompleteTx(ctx, tx, key, token, []byte("order "+key), retention); err != nil {
+			if err := s.CompleteTx(ctx, tx, idempotency.NewLease(key, token, retention), []byte("order "+key)); err != nil {
 				return err
 			}
 			if !commit {
@@ -173,7 +173,7 @@ func TestCompleteTx(t *testing.T) {
 		defer tx.Rollback(ctx)
 		_, err = tx.Exec(ctx, "INSERT INTO "+orders+" VALUES ('dup', 'book')")
 		require.NoError(t, err)
-		require.NoError(t, s.CompleteTx(ctx, tx, "dup", c.Token, []byte("order dup"), retention))
+		require.NoError(t, s.CompleteTx(ctx, tx, idempotency.NewLease("dup", c.Token, retention), []byte("order dup")))
 
 		// The duplicate's insert waits for the business transaction, which
 		// holds the record, and the duplicate is then answered from the
@@ -210,7 +210,7 @@ func TestCompleteTx(t *testing.T) {
 		tx, err := pool.Begin(ctx)
 		require.NoError(t, err)
 		defer tx.Rollback(ctx)
-		require.NoError(t, s.CompleteTx(ctx, tx, "late", c.Token, []byte("order late"), retention))
+		require.NoError(t, s.CompleteTx(ctx, tx, idempotency.NewLease("late", c.Token, retention), []byte("order late")))
 		clk.Advance(lease)
 
 		dup := make(chan idempotency.Claim, 1)
@@ -234,8 +234,11 @@ func TestCompleteTx(t *testing.T) {
 		}
 	})
 	t.Run("nil tx", func(t *testing.T) {
-		if err := s.CompleteTx(ctx, nil, "k", 1, nil, retention); err == nil {
+		if err := s.CompleteTx(ctx, nil, idempotency.NewLease("k", 1, retention), nil); err == nil {
 			t.Errorf("CompleteTx with a nil tx = nil, want an error")
+		}
+		if err := s.CompleteTx(ctx, nil, nil, nil); err == nil {
+			t.Errorf("CompleteTx with a nil lease = nil, want an error")
 		}
 	})
 }
@@ -308,7 +311,7 @@ func TestRunReaperReportsErrors(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	pool := serverPool(t)
 	events := make(chan bulwark.Event, 10)
-	s, err := New(Config{Pool: pool, Table: testSchema(t, pool) + ".missing", Clock: bulwarktest.NewClock(time.Time{}),
+	s, err := New(Config{Pool: pool, Table: testSchema(t, pool) + ".missing", TestClock: bulwarktest.NewClock(time.Time{}),
 		Name: "orders", Observer: bulwark.ObserverFunc(func(e bulwark.Event) { events <- e })})
 	require.NoError(t, err)
 	done := make(chan error, 1)

@@ -29,7 +29,7 @@ func TestClusterConformance(t *testing.T) {
 	defer cancel()
 	require.NoError(t, rdb.ForEachShard(ctx, func(ctx context.Context, c *redis.Client) error { return c.Ping(ctx).Err() }))
 	idempotencytest.RunStore(t, func(t *testing.T, clk bulwark.Clock) idempotency.Store {
-		s, err := New(Config{Client: rdb, Prefix: "bulwarktest:cluster:", Clock: clk})
+		s, err := New(Config{Client: rdb, Prefix: "bulwarktest:cluster:", TestClock: clk})
 		require.NoError(t, err)
 		return s
 	})

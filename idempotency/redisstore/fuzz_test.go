@@ -45,21 +45,30 @@ func FuzzParseClaim(f *testing.F) {
 	})
 }
 
-// FuzzCeilMicro checks that expiries are rounded up to the microsecond, so
-// that a lease never ends early.
-func FuzzCeilMicro(f *testing.F) {
-	f.Add(int64(1767225600), int64(0))
-	f.Add(int64(1767225600), int64(1))
-	f.Add(int64(1767225600), int64(999999999))
-	f.Fuzz(func(t *testing.T, sec, nsec int64) {
-		if sec < 0 || sec > 1<<40 {
+// FuzzDuration checks that leases are rounded up to the microsecond, so
+// that a lease never ends early, and that the TTL covers them.
+func FuzzDuration(f *testing.F) {
+	f.Add(int64(time.Second))
+	f.Add(int64(1))
+	f.Add(int64(999))
+	f.Add(int64(1) << 62)
+	s := &Store{grace: time.Minute}
+	f.Fuzz(func(t *testing.T, n int64) {
+		d := time.Duration(n)
+		us, ttl, err := s.duration("lease", d)
+		if err != nil {
+			if d > 0 && d < maxMicros*time.Microsecond/2 {
+				t.Fatalf("duration(%v) error = %v, want none", d, err)
+			}
 			return
 		}
-		at := time.Unix(sec, nsec%1e9)
-		us := ceilMicro(at)
-		got := time.UnixMicro(us)
-		if got.Before(at) || !got.Before(at.Add(time.Microsecond)) {
-			t.Fatalf("ceilMicro(%v) = %v, want it rounded up to the microsecond", at, got)
+		u, _ := strconv.ParseInt(us, 10, 64)
+		ms, _ := strconv.ParseInt(ttl, 10, 64)
+		if got := time.Duration(u) * time.Microsecond; got < d || got >= d+time.Microsecond {
+			t.Fatalf("duration(%v) = %d µs, want it rounded up to the microsecond", d, u)
+		}
+		if time.Duration(ms)*time.Millisecond < d+time.Minute {
+			t.Fatalf("duration(%v) TTL = %d ms, want at least the lease plus the grace", d, ms)
 		}
 	})
 }

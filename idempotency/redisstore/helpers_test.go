@@ -82,7 +82,7 @@ func testPrefix(tb testing.TB, c redis.UniversalClient) string {
 // newStore returns a Store on c under a fresh prefix, reading time from clk.
 func newStore(tb testing.TB, c redis.UniversalClient, clk bulwark.Clock) *Store {
 	tb.Helper()
-	s, err := New(Config{Client: c, Prefix: testPrefix(tb, c), Clock: clk})
+	s, err := New(Config{Client: c, Prefix: testPrefix(tb, c), TestClock: clk})
 	if err != nil {
 		tb.Fatalf("New: %v", err)
 	}

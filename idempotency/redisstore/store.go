@@ -34,15 +34,15 @@ type Config struct {
 	// prefix must not itself contain braces. If empty, DefaultPrefix.
 	Prefix string
 
-	// Clock is the time source against which leases and retention are
-	// decided. If nil, the wall clock.
-	Clock bulwark.Clock
+	// TestClock, if not nil, replaces the server's clock: the scripts decide
+	// expiry against its time, sent with each call, instead of Redis TIME.
+	// It is for tests that move time by hand; leave it nil in production,
+	// where a client's clock must never decide a lease.
+	TestClock bulwark.Clock
 
-	// ExpiryGrace is how long Redis keeps a record past its expiry by the
-	// Store's Clock before deleting it. Expiry is always decided against the
-	// Clock; the Redis TTL only collects garbage, and the grace absorbs the
-	// skew between the Clock of every instance and the server's. If zero,
-	// one minute; negative is an error.
+	// ExpiryGrace is how long Redis keeps a record past its expiry before
+	// deleting it. Expiry is decided by the scripts; the Redis TTL only
+	// collects garbage. If zero, one minute; negative is an error.
 	ExpiryGrace time.Duration
 }
 
@@ -55,7 +55,7 @@ type Config struct {
 type Store struct {
 	client redis.UniversalClient
 	prefix string
-	clock  bulwark.Clock
+	clock  bulwark.Clock // Config.TestClock; nil in production
 	grace  time.Duration
 }
 
@@ -80,7 +80,7 @@ func New(cfg Config) (*Store, error) {
 	s := &Store{
 		client: cfg.Client,
 		prefix: cfg.Prefix,
-		clock:  bulwark.ClockOrWall(cfg.Clock),
+		clock:  cfg.TestClock,
 		grace:  cfg.ExpiryGrace,
 	}
 	if s.prefix == "" {
@@ -117,17 +117,34 @@ func (s *Store) redisKey(key string) string {
 //	t  fencing token, decimal
 //	s  state: "0" in flight, "1" completed
 //	o  "1" when the claim took over an expired lease
-//	l  lease expiry, Unix microseconds
+//	l  lease expiry, Unix microseconds by the server's clock
 //	e  when a completed record is forgotten, Unix microseconds
 //	v  the stored value
 //	n  nonce of the Complete that completed it, so a retried Complete succeeds
 //
-// Times are compared as Lua numbers, exact for microseconds (below 2^53).
+// Times are compared as Lua numbers, exact for microseconds (below 2^53), and
+// written with %.0f, which keeps every digit. Every script takes the time as
+// its first argument: empty in production, where it reads the server's TIME,
+// or the time of Config.TestClock.
 
-// claimScript: KEYS[1] record; ARGV now, fingerprint, token, lease expiry,
+// prelude starts every script: it lets a script that reads TIME write on
+// servers older than Redis 5 (a no-op since), and sets now.
+const prelude = `
+if redis.replicate_commands then redis.replicate_commands() end
+local now
+if ARGV[1] ~= '' then
+	now = tonumber(ARGV[1])
+else
+	local t = redis.call('TIME')
+	now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local function at(d) return string.format('%.0f', now + tonumber(d)) end
+`
+
+// claimScript: KEYS[1] record; ARGV now, fingerprint, token, lease in µs,
 // TTL in ms. Returns {1, takenOver} when the caller won, or
 // {0, f, t, s, v, l, e} with the live record.
-var claimScript = newScript(`
+var claimScript = newScript(prelude + `
 local r = redis.call('HMGET', KEYS[1], 'f', 't', 's', 'v', 'l', 'e', 'o')
 local over = '0'
 if r[2] then
@@ -136,62 +153,79 @@ if r[2] then
 	end
 	local expiry = r[6]
 	if r[3] ~= '1' then expiry = r[5] end
-	if tonumber(expiry) > tonumber(ARGV[1]) then
+	if tonumber(expiry) > now then
 		return {0, r[1] or '', r[2], r[3] or '0', r[4] or '', r[5] or '0', r[6] or '0'}
 	end
 	if r[3] ~= '1' then over = '1' end
 	redis.call('DEL', KEYS[1])
 end
-redis.call('HSET', KEYS[1], 'f', ARGV[2], 't', ARGV[3], 's', '0', 'o', over, 'l', ARGV[4])
+redis.call('HSET', KEYS[1], 'f', ARGV[2], 't', ARGV[3], 's', '0', 'o', over, 'l', at(ARGV[4]))
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return {1, over}
 `)
 
-// completeScript: KEYS[1] record; ARGV token, value, expiry, TTL in ms,
-// nonce, now. Returns 1 when stored, 0 when fenced.
-var completeScript = newScript(`
-local r = redis.call('HMGET', KEYS[1], 't', 's', 'n', 'l')
-if r[1] ~= ARGV[1] then return 0 end
-if r[2] == '1' then
-	if r[3] == ARGV[5] then return 1 end
-	return 0
-end
-if tonumber(r[4]) <= tonumber(ARGV[6]) then return 0 end
-redis.call('HSET', KEYS[1], 's', '1', 'v', ARGV[2], 'e', ARGV[3], 'n', ARGV[5])
+// extendScript: KEYS[1] record; ARGV now, token, lease in µs, TTL in ms.
+// Returns 1 when extended, 0 when fenced.
+var extendScript = newScript(prelude + `
+local r = redis.call('HMGET', KEYS[1], 't', 's', 'l')
+if r[1] ~= ARGV[2] or r[2] ~= '0' or tonumber(r[3]) <= now then return 0 end
+redis.call('HSET', KEYS[1], 'l', at(ARGV[3]))
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 1
 `)
 
-// releaseScript: KEYS[1] record; ARGV token, now. Returns 1 when released,
+// completeScript: KEYS[1] record; ARGV now, token, value, retention in µs,
+// TTL in ms, nonce. Returns 1 when stored, 0 when fenced.
+var completeScript = newScript(prelude + `
+local r = redis.call('HMGET', KEYS[1], 't', 's', 'n', 'l')
+if r[1] ~= ARGV[2] then return 0 end
+if r[2] == '1' then
+	if r[3] == ARGV[6] then return 1 end
+	return 0
+end
+if tonumber(r[4]) <= now then return 0 end
+redis.call('HSET', KEYS[1], 's', '1', 'v', ARGV[3], 'e', at(ARGV[4]), 'n', ARGV[6])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return 1
+`)
+
+// releaseScript: KEYS[1] record; ARGV now, token. Returns 1 when released,
 // 0 when fenced.
-var releaseScript = newScript(`
+var releaseScript = newScript(prelude + `
 local r = redis.call('HMGET', KEYS[1], 't', 's', 'l')
-if r[1] ~= ARGV[1] or r[2] ~= '0' or tonumber(r[3]) <= tonumber(ARGV[2]) then return 0 end
+if r[1] ~= ARGV[2] or r[2] ~= '0' or tonumber(r[3]) <= now then return 0 end
 redis.call('DEL', KEYS[1])
 return 1
 `)
 
+// getScript: KEYS[1] record; ARGV now. Returns {f, t, s, v, l, e} of the
+// live record, or an empty array.
+var getScript = newScript(prelude + `
+local r = redis.call('HMGET', KEYS[1], 'f', 't', 's', 'v', 'l', 'e')
+if not r[2] then return {} end
+local expiry = r[6]
+if r[3] ~= '1' then expiry = r[5] end
+if tonumber(expiry or '0') <= now then return {} end
+return {r[1] or '', r[2], r[3] or '0', r[4] or '', r[5] or '0', r[6] or '0'}
+`)
+
 // Claim implements idempotency.Store.Claim in one round trip: a Lua script
 // that claims key or returns its live record, value included, so that a
-// replay needs no second call. It returns an error if lease is not positive
-// or ends too far in the future to represent, and otherwise only errors of
-// the client, such as an unreachable server or
-// the end of ctx, wrapped with the operation and key.
+// replay needs no second call. The lease runs from the server's TIME. It
+// returns an error if lease is not positive or longer than 2^52 µs (about
+// 142 years), and otherwise only errors of the client, such as an
+// unreachable server or the end of ctx, wrapped with the operation and key.
 func (s *Store) Claim(ctx context.Context, key string, fingerprint []byte, lease time.Duration) (idempotency.Claim, error) {
 	if err := ctx.Err(); err != nil {
 		return idempotency.Claim{}, fmt.Errorf("redisstore: claim %q: %w", key, err)
 	}
-	if lease <= 0 {
-		return idempotency.Claim{}, fmt.Errorf("redisstore: claim %q: lease is %v, want > 0", key, lease)
-	}
-	now := s.clock.Now()
-	expiry, ttl, err := s.expiry(now, lease)
+	us, ttl, err := s.duration("lease", lease)
 	if err != nil {
 		return idempotency.Claim{}, fmt.Errorf("redisstore: claim %q: %w", key, err)
 	}
 	token := newToken()
 	tok := strconv.FormatUint(token, 10)
-	res, err := s.run(ctx, claimScript, key, floorMicro(now), fingerprint, tok, expiry, ttl)
+	res, err := s.run(ctx, claimScript, key, s.now(), fingerprint, tok, us, ttl)
 	if err != nil {
 		return idempotency.Claim{}, fmt.Errorf("redisstore: claim %q: %w", key, err)
 	}
@@ -202,26 +236,45 @@ func (s *Store) Claim(ctx context.Context, key string, fingerprint []byte, lease
 	return c, nil
 }
 
+// Extend implements idempotency.Store.Extend in one round trip: the lease
+// then ends lease after the server's TIME. It returns an error wrapping
+// idempotency.ErrFenced when token is not the live in-flight claim's (its
+// lease passed, it was taken over, released or completed), an error if lease
+// is out of range as for Claim, and otherwise only errors of the client.
+func (s *Store) Extend(ctx context.Context, key string, token uint64, lease time.Duration) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("redisstore: extend %q: %w", key, err)
+	}
+	us, ttl, err := s.duration("lease", lease)
+	if err != nil {
+		return fmt.Errorf("redisstore: extend %q: %w", key, err)
+	}
+	res, err := s.run(ctx, extendScript, key, s.now(), strconv.FormatUint(token, 10), us, ttl)
+	if err != nil {
+		return fmt.Errorf("redisstore: extend %q: %w", key, err)
+	}
+	if n, _ := res.(int64); n != 1 {
+		return fmt.Errorf("redisstore: extend %q with token %d: %w", key, token, idempotency.ErrFenced)
+	}
+	return nil
+}
+
 // Complete implements idempotency.Store.Complete in one round trip. It
 // returns an error wrapping idempotency.ErrFenced when token is not the live
 // in-flight claim's (its lease passed, it was taken over, released or
-// completed), an error if retention is not positive or too long, and
-// otherwise only errors of the client. A Complete that the client retried after a lost
-// reply is recognised and succeeds.
+// completed), an error if retention is not positive or out of range as a
+// lease is for Claim, and otherwise only errors of the client. A Complete
+// that the client retried after a lost reply is recognised and succeeds.
 func (s *Store) Complete(ctx context.Context, key string, token uint64, value []byte, retention time.Duration) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("redisstore: complete %q: %w", key, err)
 	}
-	if retention <= 0 {
-		return fmt.Errorf("redisstore: complete %q: retention is %v, want > 0", key, retention)
-	}
-	now := s.clock.Now()
-	expiry, ttl, err := s.expiry(now, retention)
+	us, ttl, err := s.duration("retention", retention)
 	if err != nil {
 		return fmt.Errorf("redisstore: complete %q: %w", key, err)
 	}
 	nonce := strconv.FormatUint(newToken(), 10)
-	res, err := s.run(ctx, completeScript, key, strconv.FormatUint(token, 10), value, expiry, ttl, nonce, floorMicro(now))
+	res, err := s.run(ctx, completeScript, key, s.now(), strconv.FormatUint(token, 10), value, us, ttl, nonce)
 	if err != nil {
 		return fmt.Errorf("redisstore: complete %q: %w", key, err)
 	}
@@ -239,8 +292,7 @@ func (s *Store) Release(ctx context.Context, key string, token uint64) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("redisstore: release %q: %w", key, err)
 	}
-	now := floorMicro(s.clock.Now())
-	res, err := s.run(ctx, releaseScript, key, strconv.FormatUint(token, 10), now)
+	res, err := s.run(ctx, releaseScript, key, s.now(), strconv.FormatUint(token, 10))
 	if err != nil {
 		return fmt.Errorf("redisstore: release %q: %w", key, err)
 	}
@@ -250,48 +302,68 @@ func (s *Store) Release(ctx context.Context, key string, token uint64) error {
 	return nil
 }
 
-// Get implements idempotency.Store.Get with one HGETALL. It returns an error
+// Get implements idempotency.Store.Get in one round trip, a script that
+// returns the record if it is live by the server's TIME. It returns an error
 // wrapping idempotency.ErrNotFound when key has no record, or its lease or
-// retention has passed by the Store's Clock, and otherwise only errors of
-// the client.
+// retention has passed, and otherwise only errors of the client.
 func (s *Store) Get(ctx context.Context, key string) (idempotency.Record, error) {
 	if err := ctx.Err(); err != nil {
 		return idempotency.Record{}, fmt.Errorf("redisstore: get %q: %w", key, err)
 	}
-	m, err := s.client.HGetAll(ctx, s.redisKey(key)).Result()
+	res, err := s.run(ctx, getScript, key, s.now())
 	if err != nil {
 		return idempotency.Record{}, fmt.Errorf("redisstore: get %q: %w", key, err)
 	}
-	if len(m) == 0 || m["t"] == "" {
+	a, ok := res.([]any)
+	if !ok || (len(a) != 0 && len(a) != 6) {
+		return idempotency.Record{}, fmt.Errorf("redisstore: get %q: unexpected script reply %v", key, res)
+	}
+	if len(a) == 0 {
 		return idempotency.Record{}, fmt.Errorf("redisstore: get %q: %w", key, idempotency.ErrNotFound)
 	}
-	rec, err := makeRecord(key, m["f"], m["t"], m["s"], m["v"], m["l"], m["e"])
+	var f [6]string
+	for i := range f {
+		f[i], _ = a[i].(string)
+	}
+	rec, err := makeRecord(key, f[0], f[1], f[2], f[3], f[4], f[5])
 	if err != nil {
 		return idempotency.Record{}, fmt.Errorf("redisstore: get %q: %w", key, err)
-	}
-	expires := rec.LeaseExpiry
-	if rec.Completed {
-		expires = rec.ExpiresAt
-	}
-	if !s.clock.Now().Before(expires) {
-		return idempotency.Record{}, fmt.Errorf("redisstore: get %q: %w", key, idempotency.ErrNotFound)
 	}
 	return rec, nil
 }
 
-// expiry returns now+d in Unix microseconds, rounded up so that a lease never
-// ends early, and the garbage-collection TTL in milliseconds.
-func (s *Store) expiry(now time.Time, d time.Duration) (string, string, error) {
-	at := now.Add(d)
-	if now.UnixMicro() < 0 || at.Before(now) || at.UnixMicro() >= 1<<53 {
-		return "", "", fmt.Errorf("time %v plus %v is out of range", now, d)
+// maxMicros bounds a lease or retention, so that the server's time plus it
+// stays exact in a Lua number (below 2^53) for a century to come.
+const maxMicros = 1 << 52
+
+// duration returns d in microseconds, rounded up so that a lease never ends
+// early, and the garbage-collection TTL in milliseconds, d plus the grace.
+func (s *Store) duration(what string, d time.Duration) (string, string, error) {
+	if d <= 0 {
+		return "", "", fmt.Errorf("%s is %v, want > 0", what, d)
+	}
+	us := (d + time.Microsecond - 1) / time.Microsecond
+	if d > math.MaxInt64-time.Microsecond || us >= maxMicros {
+		return "", "", fmt.Errorf("%s %v is out of range", what, d)
 	}
 	ttl := d + s.grace
 	if ttl < d { // overflow
 		ttl = math.MaxInt64
 	}
-	ms := (ttl + time.Millisecond - 1) / time.Millisecond
-	return strconv.FormatInt(ceilMicro(at), 10), strconv.FormatInt(int64(ms), 10), nil
+	ms := ttl / time.Millisecond
+	if ms*time.Millisecond < ttl {
+		ms++
+	}
+	return strconv.FormatInt(int64(us), 10), strconv.FormatInt(int64(ms), 10), nil
+}
+
+// now returns the time argument of the scripts: empty, so that they read the
+// server's TIME, or the TestClock's time in Unix microseconds.
+func (s *Store) now() string {
+	if s.clock == nil {
+		return ""
+	}
+	return strconv.FormatInt(s.clock.Now().UnixMicro(), 10)
 }
 
 func (s *Store) run(ctx context.Context, sc *script, key string, args ...any) (any, error) {
@@ -355,16 +427,6 @@ func parseMicro(s string) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("corrupt record: time %q", s)
 	}
 	return time.UnixMicro(us).UTC(), nil
-}
-
-func floorMicro(t time.Time) string { return strconv.FormatInt(t.UnixMicro(), 10) }
-
-func ceilMicro(t time.Time) int64 {
-	us := t.UnixMicro()
-	if time.UnixMicro(us).Before(t) {
-		us++
-	}
-	return us
 }
 
 // newToken returns a random non-zero fencing token. Tokens must differ across

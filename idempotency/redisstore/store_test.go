@@ -225,11 +225,10 @@ func TestRetriedScriptsAreIdempotent(t *testing.T) {
 	ctx := context.Background()
 	clk := bulwarktest.NewClock(time.Time{})
 	s := newStore(t, serverClient(t), clk)
-	now := clk.Now()
-	exp, ttl, err := s.expiry(now, lease)
+	us, ttl, err := s.duration("lease", lease)
 	require.NoError(t, err)
 	for i := range 2 {
-		res, err := s.run(ctx, claimScript, "k", floorMicro(now), fp, "42", exp, ttl)
+		res, err := s.run(ctx, claimScript, "k", s.now(), fp, "42", us, ttl)
 		require.NoError(t, err)
 		c, err := parseClaim("k", 42, res)
 		require.NoError(t, err)
@@ -238,13 +237,13 @@ func TestRetriedScriptsAreIdempotent(t *testing.T) {
 		}
 	}
 	for i := range 2 {
-		res, err := s.run(ctx, completeScript, "k", "42", "v", exp, ttl, "7", floorMicro(now))
+		res, err := s.run(ctx, completeScript, "k", s.now(), "42", "v", us, ttl, "7")
 		require.NoError(t, err)
 		if res != int64(1) {
 			t.Fatalf("complete script run %d = %v, want 1", i+1, res)
 		}
 	}
-	res, err := s.run(ctx, completeScript, "k", "42", "v", exp, ttl, "8", floorMicro(now))
+	res, err := s.run(ctx, completeScript, "k", s.now(), "42", "v", us, ttl, "8")
 	require.NoError(t, err)
 	if res != int64(0) {
 		t.Fatalf("complete script with another nonce = %v, want 0 (fenced)", res)
