@@ -14,8 +14,9 @@ import (
 )
 
 // TestFleetDuplicateStorm runs two service instances that share PostgreSQL
-// (orders) and an idempotency store (Redis or PostgreSQL), and sends the same
-// duplicate storm through both: exactly one order per key must be stored.
+// (orders) and an idempotency store (Redis, or PostgreSQL with the keys
+// completed in the orders' transactions), and sends the same duplicate storm
+// through both: exactly one order per key must be stored.
 func TestFleetDuplicateStorm(t *testing.T) {
 	stores := []struct {
 		name string
@@ -58,8 +59,14 @@ func TestFleetDuplicateStorm(t *testing.T) {
 			repo := newPostgresRepo(t, pool, table)
 			store := st.new(t)
 			_, pay := newPayments(t)
-			a := newHarness(t, repo, store, "orders-a", pay)
-			b := newHarness(t, repo, store, "orders-b", pay)
+			cfg := Config{Repository: repo, IdempotencyStore: store, Partitions: 4, PaymentURL: pay.URL}
+			if ps, ok := store.(*pgstore.Store); ok {
+				cfg.CompleteInTx = ps // the keys share the orders' database
+			}
+			cfg.Name = "orders-a"
+			a := newHarnessConfig(t, cfg)
+			cfg.Name = "orders-b"
+			b := newHarnessConfig(t, cfg)
 			statuses := duplicateStorm(t, []string{a.srv.URL, b.srv.URL}, 1000, 100)
 			if n, err := repo.Count(context.Background()); err != nil || n != 100 {
 				t.Errorf("orders in PostgreSQL after 1000 requests over 100 keys through 2 instances = %d (%v), want 100 (statuses %v)", n, err, statuses)

@@ -166,6 +166,18 @@ func (r *PostgresRepository) Create(ctx context.Context, o Order) error {
 	return r.create(ctx, r.pool, o)
 }
 
+// createTx stores o like Create, in a transaction in which complete runs
+// last: o is stored if and only if complete succeeds and the transaction
+// commits.
+func (r *PostgresRepository) createTx(ctx context.Context, o Order, complete func(pgx.Tx) error) error {
+	return pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
+		if err := r.create(ctx, tx, o); err != nil {
+			return err
+		}
+		return complete(tx)
+	})
+}
+
 type execQuerier interface {
 	querier
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)

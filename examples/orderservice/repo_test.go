@@ -61,7 +61,12 @@ func testPool(t *testing.T) *pgxpool.Pool {
 		}
 		t.Skip("BULWARK_POSTGRES_URL is not set: skipping the PostgreSQL tests")
 	}
-	pool, err := pgxpool.New(context.Background(), url)
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.MaxConns = 32 // tests hold locks and wait on several connections at once
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -35,6 +35,7 @@ import (
 	"github.com/bulwark-go/bulwark/healthcheck"
 	"github.com/bulwark-go/bulwark/idempotency"
 	"github.com/bulwark-go/bulwark/retry"
+	"github.com/jackc/pgx/v5"
 )
 
 // Config configures a Service.
@@ -50,6 +51,16 @@ type Config struct {
 	// IdempotencyStore keeps idempotency records. If nil, an in-memory
 	// store of this instance (which Close closes).
 	IdempotencyStore idempotency.Store
+	// CompleteInTx, when the idempotency keys live in the orders' own
+	// PostgreSQL database, completes a create's key in the transaction that
+	// inserts its order: set it to the *pgstore.Store that is also
+	// IdempotencyStore, with a *PostgresRepository on the same database.
+	// The order and its key's completion then commit together, and that
+	// transaction checks the key's fencing token, so that a run whose lease
+	// was taken over cannot commit its order (it is answered 409). If nil,
+	// the key is completed once the response is written, and a run that
+	// finds its key already used by an order answers with that order.
+	CompleteInTx TxCompleter
 	// APIKeys maps each API key to the tenant it acts for. Every /orders
 	// request must carry one, as "Authorization: Bearer <key>", and reads
 	// and changes only its tenant's orders; a request without a valid key
@@ -84,11 +95,20 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// TxCompleter completes an idempotency key inside a PostgreSQL transaction,
+// as *pgstore.Store does: it stores value as the key's result, kept for the
+// lease's retention, if and only if tx commits, and returns an error wrapping
+// idempotency.ErrFenced if the lease's token no longer holds the key.
+type TxCompleter interface {
+	CompleteTx(ctx context.Context, tx pgx.Tx, lease *idempotency.Lease, value []byte) error
+}
+
 // Service is one instance of the order API. Use New, then Start; Close stops
 // it. A Service is safe for concurrent use.
 type Service struct {
 	cfg        Config
 	repo       Repository
+	pg         *PostgresRepository // the repository, when CompleteInTx is set
 	ring       *consistenthash.Ring
 	engine     *idempotency.Engine
 	ownStore   *idempotency.MemoryStore
@@ -139,6 +159,16 @@ func New(cfg Config) (*Service, error) {
 		cfg.IdempotencyWait = 0
 	}
 	s := &Service{cfg: cfg, repo: cfg.Repository, clk: bulwark.ClockOrWall(cfg.Clock), log: cfg.Logger}
+	if cfg.CompleteInTx != nil {
+		pg, ok := cfg.Repository.(*PostgresRepository)
+		if !ok {
+			return nil, errors.New("orderservice: CompleteInTx needs a *PostgresRepository Repository")
+		}
+		if st, ok := cfg.CompleteInTx.(idempotency.Store); !ok || st != cfg.IdempotencyStore {
+			return nil, errors.New("orderservice: CompleteInTx must be the IdempotencyStore")
+		}
+		s.pg = pg
+	}
 	var err error
 	if s.callers, err = newCallers(cfg.APIKeys); err != nil {
 		return nil, err
@@ -331,7 +361,7 @@ func (s *Service) createOrder(w http.ResponseWriter, r *http.Request) {
 		State: Created, Version: 1, Partition: part, CreatedAt: now, UpdatedAt: now,
 	}
 	var used *KeyUsedError
-	switch err := s.repo.Create(r.Context(), o); {
+	switch err := s.create(r, o); {
 	case errors.As(err, &used):
 		// The second line of defence: an earlier run with this key made
 		// the order (and died, or lost its lease, before the key was
@@ -350,6 +380,29 @@ func (s *Service) createOrder(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Location", "/orders/"+o.ID)
 	writeOrder(w, http.StatusCreated, o)
+}
+
+// create stores a new order: within the transaction that completes its
+// idempotency key when CompleteInTx is set and the request holds a lease,
+// else on its own.
+func (s *Service) create(r *http.Request, o Order) error {
+	ctx := r.Context()
+	lease := idempotency.LeaseFromContext(ctx)
+	if s.pg == nil || lease == nil {
+		return s.repo.Create(ctx, o)
+	}
+	// The response is known before the order is stored: it is stored with
+	// the key, as the middleware would have recorded it.
+	body := orderJSON(o)
+	resp, err := idempotency.EncodeResponse(http.StatusCreated, http.Header{
+		"Content-Type": {"application/json"}, "Etag": {etag(o)}, "Location": {"/orders/" + o.ID},
+	}, body)
+	if err != nil {
+		return err
+	}
+	return s.pg.createTx(ctx, o, func(tx pgx.Tx) error {
+		return s.cfg.CompleteInTx.CompleteTx(ctx, tx, lease, resp)
+	})
 }
 
 // load returns the order id of the request's tenant, or ErrNotFound: another
@@ -517,6 +570,12 @@ func (s *Service) fail(w http.ResponseWriter, r *http.Request, err error) {
 			"The payment provider is failing; the payment is pending: pay again later to resume it.")
 	case errors.Is(err, errPaymentDeclined):
 		problem(w, r, http.StatusPaymentRequired, "payment declined", "The payment provider declined the charge.")
+	case errors.Is(err, idempotency.ErrFenced), errors.Is(context.Cause(r.Context()), idempotency.ErrLeaseLost):
+		// The run lost its key to a retry of the same request, which
+		// answers in its stead; nothing of this run was kept.
+		w.Header().Set("Retry-After", "1")
+		problem(w, r, http.StatusConflict, "request superseded",
+			"A retry of this request took over its Idempotency-Key; retry to get its answer.")
 	case r.Context().Err() != nil:
 		problem(w, r, http.StatusServiceUnavailable, "request canceled", "The request was canceled before it finished.")
 	case errors.Is(err, errPaymentUnconfirmed):
@@ -532,11 +591,17 @@ func (s *Service) fail(w http.ResponseWriter, r *http.Request, err error) {
 
 func etag(o Order) string { return `"v` + strconv.FormatInt(o.Version, 10) + `"` }
 
+// orderJSON is the body of an answer with o.
+func orderJSON(o Order) []byte {
+	b, _ := json.Marshal(o) // an Order always encodes
+	return append(b, '\n')
+}
+
 func writeOrder(w http.ResponseWriter, status int, o Order) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("ETag", etag(o))
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(o)
+	_, _ = w.Write(orderJSON(o))
 }
 
 func randomID() string {

@@ -142,6 +142,8 @@ func (h stateHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		var c idempotency.Claim
 		c, err = h.store.Claim(ctx, in.Key, in.FP, in.Duration)
 		out.Claim = &c
+	case "/store/extend":
+		err = h.store.Extend(ctx, in.Key, in.Token, in.Duration)
 	case "/store/complete":
 		err = h.store.Complete(ctx, in.Key, in.Token, in.Value, in.Duration)
 	case "/store/release":
@@ -253,6 +255,11 @@ func (s remoteStore) Claim(ctx context.Context, key string, fingerprint []byte, 
 		return idempotency.Claim{}, errors.New("tour state: no claim in the answer")
 	}
 	return *out.Claim, nil
+}
+
+func (s remoteStore) Extend(ctx context.Context, key string, token uint64, lease time.Duration) error {
+	_, err := s.c.call(ctx, "/store/extend", stateMsg{Key: key, Token: token, Duration: lease})
+	return err
 }
 
 func (s remoteStore) Complete(ctx context.Context, key string, token uint64, value []byte, retention time.Duration) error {

@@ -4,7 +4,9 @@
 //
 // With no store flags it needs nothing installed: orders and idempotency keys
 // live in memory and a simulated payment provider runs in the process. For a
-// fleet, share PostgreSQL (and Redis or PostgreSQL for the keys):
+// fleet, share PostgreSQL (and Redis or PostgreSQL for the keys; with both in
+// PostgreSQL, a create's order and its key's completion commit in one
+// transaction):
 //
 //	go run ./examples/orderservice/cmd/orderservice -postgres postgres://… -idempotency redis -redis 127.0.0.1:6379 -payments http://… -api-keys keys.txt
 //
@@ -165,6 +167,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 
 	var store idempotency.Store
+	var inTx orderservice.TxCompleter // keys completed in the orders' transaction
 	switch *idemKind {
 	case "memory":
 	case "redis":
@@ -185,7 +188,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		reaped := make(chan struct{})
 		go func() { defer close(reaped); _ = ps.RunReaper(reaperCtx) }()
 		defer func() { stopReaper(); <-reaped }()
-		store = ps
+		store, inTx = ps, ps // the keys share the orders' database
+
 	default:
 		return fmt.Errorf("unknown -idempotency %q: want memory, redis or postgres", *idemKind)
 	}
@@ -203,7 +207,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 
 	svc, err := orderservice.New(orderservice.Config{
-		Name: *name, Repository: repo, Partitions: *partitions, IdempotencyStore: store, APIKeys: keys,
+		Name: *name, Repository: repo, Partitions: *partitions, IdempotencyStore: store, CompleteInTx: inTx, APIKeys: keys,
 		Lease: *lease, PaymentURL: *payments, Observer: tel.Observer, Logger: tel.Logger,
 	})
 	if err != nil {

@@ -198,7 +198,6 @@ func TestRestartsUnderLoadCauseNo5xx(t *testing.T) {
 		})
 	})
 	t.Run("keys in postgres", func(t *testing.T) {
-		t.Skip("pgstore.Migrate reruns its DDL on every start and deadlocks with live claims (issue 14, item 5): waits for the idempotency branch")
 		restartsUnderLoad(t, func(suffix string) []string {
 			return []string{"-idempotency", "postgres", "-idempotency-table", "idem_proc_" + suffix}
 		})
