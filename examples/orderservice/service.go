@@ -1,12 +1,13 @@
 // Package orderservice is an order API built from bulwark alone: idempotent
 // creates under the Idempotency-Key header, backed by a unique (tenant, key)
-// constraint on the orders themselves, state transitions that are
-// compare-and-set on a version (strong consistency for writes), listings from
-// a read model that may lag (eventual consistency for reads), orders
-// partitioned by consistent hash of the customer, and a payment dependency
-// called under bulwark.Compose(retry, breaker) with the idempotency key
-// forwarded. Every /orders request authenticates with an API key, which names
-// its tenant: a tenant sees only its own orders and keys.
+// constraint on the orders themselves (and, where the keys share the orders'
+// PostgreSQL database, completed in the order's own transaction), state
+// transitions that are compare-and-set on a version (strong consistency for
+// writes), listings from a read model that may lag (eventual consistency for
+// reads), orders partitioned by consistent hash of the customer, and a
+// payment dependency called under bulwark.Compose(retry, breaker) with the
+// idempotency key forwarded. Every /orders request authenticates with an API
+// key, which names its tenant: a tenant sees only its own orders and keys.
 //
 //	POST /orders                         create (Idempotency-Key required)
 //	GET  /orders/{id}                    read, with ETag
