@@ -127,7 +127,10 @@ type Service struct {
 	closeError error
 }
 
-// New builds a Service from cfg.
+// New builds a Service from cfg. It returns an error if Repository,
+// PaymentURL or APIKeys is missing, an API key or a tenant is malformed, Lease
+// is negative, or CompleteInTx is set without a *PostgresRepository or is not
+// the IdempotencyStore.
 func New(cfg Config) (*Service, error) {
 	if cfg.Repository == nil {
 		return nil, errors.New("orderservice: Repository is required")
