@@ -48,7 +48,7 @@ func TestFleetDuplicateStorm(t *testing.T) {
 			if err := s.Migrate(context.Background()); err != nil {
 				t.Fatal(err)
 			}
-			t.Cleanup(func() { _, _ = pool.Exec(context.Background(), "DROP TABLE IF EXISTS "+table+" CASCADE") })
+			t.Cleanup(func() { dropKeys(pool, table) })
 			return s
 		}},
 	}

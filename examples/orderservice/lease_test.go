@@ -28,11 +28,16 @@ func newPGStore(t *testing.T, pool *pgxpool.Pool, cfg pgstore.Config) *pgstore.S
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _, _ = pool.Exec(context.Background(), "DROP TABLE IF EXISTS "+cfg.Table+" CASCADE") })
+	t.Cleanup(func() { dropKeys(pool, cfg.Table) })
 	if err := s.Migrate(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// dropKeys drops a pgstore table, with its version table and sequence.
+func dropKeys(pool *pgxpool.Pool, table string) {
+	_, _ = pool.Exec(context.Background(), "DROP TABLE IF EXISTS "+table+", "+table+"_version CASCADE; DROP SEQUENCE IF EXISTS "+table+"_token_seq")
 }
 
 func newRedisStore(t *testing.T) idempotency.Store {

@@ -210,12 +210,12 @@ func restartsUnderLoad(t *testing.T, keyStore func(suffix string) []string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pool.Close()
+	t.Cleanup(pool.Close) // after the cleanup below, which needs it
 	suffix := fmt.Sprint(time.Now().UnixNano())
 	orders, keys := "orders_proc_"+suffix, "idem_proc_"+suffix // keys is used by the PostgreSQL key store only
 	t.Cleanup(func() {
 		_, _ = pool.Exec(context.Background(), fmt.Sprintf(
-			"DROP TABLE IF EXISTS %[1]s, %[1]s_migrations, %[2]s CASCADE; DROP SEQUENCE IF EXISTS %[1]s_seq, %[2]s_token_seq", orders, keys))
+			"DROP TABLE IF EXISTS %[1]s, %[1]s_migrations, %[2]s, %[2]s_version CASCADE; DROP SEQUENCE IF EXISTS %[1]s_seq, %[2]s_token_seq", orders, keys))
 	})
 	args := append([]string{"-postgres", url, "-table", orders, "-api-key", "acme=" + testKey, "-drain-delay", "0s"}, keyStore(suffix)...)
 
