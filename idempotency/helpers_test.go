@@ -50,6 +50,18 @@ func (o *events) Observe(e bulwark.Event) {
 	o.mu.Unlock()
 }
 
+// has reports whether an event satisfies f.
+func (o *events) has(f func(bulwark.Event) bool) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, e := range o.all {
+		if f(e) {
+			return true
+		}
+	}
+	return false
+}
+
 // count returns how many events of kind were seen, with the reason if it is
 // not empty.
 func (o *events) count(kind bulwark.EventKind, reason string) int {
