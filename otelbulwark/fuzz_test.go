@@ -79,11 +79,11 @@ func FuzzObserve(f *testing.F) {
 		}
 		gotInflight := map[string]int64{}
 		for attrs, p := range got["bulwark.balancer.inflight"] {
-			gotInflight[attrValue(attrs, "endpoint")] += p.value
+			gotInflight[attrValue(attrs, "server.address")+":"+attrValue(attrs, "server.port")] += p.value
 		}
 		for ep, want := range inflight {
 			if gotInflight[ep] != want {
-				t.Errorf("bulwark.balancer.inflight{endpoint=%q} = %d, want %d", ep, gotInflight[ep], want)
+				t.Errorf("bulwark.balancer.inflight{server.address:server.port=%q} = %d, want %d", ep, gotInflight[ep], want)
 			}
 		}
 		for metric, pts := range got {
@@ -92,7 +92,7 @@ func FuzzObserve(f *testing.F) {
 			}
 			ones := map[string]int{}
 			for attrs, p := range pts {
-				group := withoutAttr(attrs, "state")
+				group := withoutAttr(attrs, "bulwark.state")
 				if p.value != 0 && p.value != 1 {
 					t.Errorf("%s{%s} = %d, want 0 or 1", metric, attrs, p.value)
 				}
