@@ -22,12 +22,14 @@ type Observer interface {
 // SlogObserver logs with the context, so that a handler can add the call's
 // trace id.
 //
-// The guarantee is one-way. An event that comes through ObserveContext
-// belongs to the call of ctx. An event that comes through Observe may belong
-// to a call all the same: a component passes the context only with the
-// events it emits while it holds that call's context, so a ContextObserver
-// must handle both methods. Each component's Observer field says which of its
-// events carry a context; in this version:
+// The guarantee is one-way. When a component holds the context of the call
+// an event belongs to, and passes it, the ctx given to ObserveContext is that
+// call's context. But a component passes a context only with the events it
+// emits while it holds the call's: an event that comes through Observe, or
+// through ObserveContext with a context that carries no call
+// (context.Background), may belong to a call all the same, so a
+// ContextObserver must handle both. Which events carry the call's context, in
+// this version:
 //   - retry.Policy and retry.Hedge pass it with every event: retries,
 //     give-ups, hedges and exhausted budgets.
 //   - The idempotency Engine passes it with the events of claiming a key
@@ -35,10 +37,10 @@ type Observer interface {
 //     loss of a running call's lease; other store errors and the HTTP
 //     middleware's refusals come through Observe.
 //   - A breaker's Do and Call pass it with what happens while the call is
-//     admitted: a rejection, and a state change that time caused. The report
-//     of the call's outcome (EventCall) and a state change that the outcome
-//     causes (a trip) may come through Observe, and Acquire, which has no
-//     context, reports through Observe.
+//     admitted: a rejection, and a state change that time caused (Acquire,
+//     which has no context, passes context.Background). The report of the
+//     call's outcome (EventCall) and a state change that the outcome causes
+//     (a trip) may come without it.
 //   - The balancer, health checks, outlier detection and discovery hold no
 //     call's context and always call Observe.
 type ContextObserver interface {

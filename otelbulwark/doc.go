@@ -133,7 +133,8 @@
 //     to picks but cannot pair with the calls it stands for, so once the
 //     Observer sees one it stops updating in flight.
 //   - store.duration records Event.Latency of idempotency events that carry
-//     it, with outcome "failure" for store_error and "success" otherwise.
+//     it, with bulwark.outcome "failure" for store_error and "success"
+//     otherwise.
 //
 // The state and ejected gauges are kept only while their family's
 // transitions (respectively ejections) counter is enabled, so that without an
@@ -141,8 +142,8 @@
 //
 // # Spans
 //
-// An [Event] has no context field, but the components that hold the context
-// of the call an event belongs to pass it along: *Observer is a
+// A [bulwark.Event] has no context field, but the components that hold the
+// context of the call an event belongs to pass it along: *Observer is a
 // [bulwark.ContextObserver], and its [Observer.ObserveContext] records the
 // metrics and adds the event to the span in that context (see
 // [AddSpanEvent] for which kinds, and with which attributes). Retries,

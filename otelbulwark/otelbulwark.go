@@ -222,7 +222,7 @@ func (o *Observer) measure(ctx context.Context, c metric.Int64Counter, h metric.
 
 // store counts an idempotency event on c and, when the event carries the
 // latency of the store operation, records it on the store.duration histogram
-// with outcome "failure" for a store error and "success" otherwise.
+// with bulwark.outcome "failure" for a store error and "success" otherwise.
 func (o *Observer) store(ctx context.Context, f *family, c metric.Int64Counter, e *bulwark.Event) {
 	o.count(ctx, c, shapeReason, e)
 	if e.Latency > 0 && f.storeDuration.Enabled(ctx) {
