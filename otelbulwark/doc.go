@@ -91,8 +91,9 @@
 //     4xx), "canceled" when the caller canceled (Reason "canceled"), and
 //     "transient" otherwise: retryable errors that the retries did not fix
 //     before a limit (attempts, elapsed, deadline, budget, retry_after)
-//     stopped them. Alerts on give-ups count error.type "transient": a
-//     permanent give-up is the dependency's answer, not its failure.
+//     stopped them. The give-up alert of examples/deploy leaves out
+//     "permanent" and "canceled": a permanent give-up is the dependency's
+//     answer, not its failure.
 //   - bulwark.previous_state and bulwark.state: the states of
 //     EventStateChange (From and To; on the state gauge, the state the
 //     series is about): "closed", "open", "half-open", "forced-open",
