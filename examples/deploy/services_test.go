@@ -87,6 +87,7 @@ func TestServicesExportDashboardMetrics(t *testing.T) {
 		svc, err := orderservice.New(orderservice.Config{
 			Name: name, Repository: repo, Partitions: 4, IdempotencyStore: store, IdempotencyWait: -1, APIKeys: apiKeys,
 			PaymentURL: paySrv.URL, PaymentBudget: budget, Observer: ordersTel.Observer, Logger: quiet,
+			PaymentClient: &http.Client{Timeout: 2 * time.Second, Transport: ordersTel.Transport(nil)},
 		})
 		require.NoError(t, err)
 		svc.Start(ctx)

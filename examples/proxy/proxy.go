@@ -150,6 +150,7 @@ func New(cfg Config) (*Proxy, error) {
 	// once the balancer exists.
 	fwd := &forward{}
 	p.outliers, err = healthcheck.NewOutlierDetector(healthcheck.OutlierConfig{
+		Name:     cfg.Name,
 		Rules:    healthcheck.ConsecutiveGatewayFailures | healthcheck.ConsecutiveFailures | healthcheck.FailurePercentage,
 		Interval: 5 * time.Second, BaseEjectionTime: cfg.EjectionTime, MaxEjectionTime: max(2*time.Minute, cfg.EjectionTime),
 		EjectionJitter: time.Second, MaxEjectionPercent: 50, AlwaysEjectOne: true,
