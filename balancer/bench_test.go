@@ -56,7 +56,7 @@ func BenchmarkPick(b *testing.B) {
 			cpu := cpuTime()
 			i := 0
 			for b.Loop() {
-				pk, err := lb.Pick(benchKeys[i&1023])
+				pk, err := lb.Pick(benchKeys[i&1023], nil)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -79,7 +79,7 @@ func BenchmarkPickParallel(b *testing.B) {
 			b.RunParallel(func(pb *testing.PB) {
 				i := 0
 				for pb.Next() {
-					pk, err := lb.Pick(benchKeys[i&1023])
+					pk, err := lb.Pick(benchKeys[i&1023], nil)
 					if err != nil {
 						b.Error(err)
 						return
@@ -113,7 +113,7 @@ func BenchmarkPickJittered(b *testing.B) {
 	cpu := cpuTime()
 	i := 0
 	for b.Loop() {
-		pk, err := lb.Pick("")
+		pk, err := lb.Pick("", nil)
 		if err != nil {
 			b.Fatal(err)
 		}

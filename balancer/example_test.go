@@ -75,12 +75,12 @@ func Example_stickyRouting() {
 		fmt.Println(err)
 		return
 	}
-	pk, _ := lb.Pick("customer-42")
+	pk, _ := lb.Pick("customer-42", nil)
 	owner := pk.Endpoint().Addr
 	pk.Done(balancer.Outcome{})
 	same := true
 	for range 100 {
-		pk, _ := lb.Pick("customer-42")
+		pk, _ := lb.Pick("customer-42", nil)
 		same = same && pk.Endpoint().Addr == owner
 		pk.Done(balancer.Outcome{})
 	}
@@ -91,7 +91,7 @@ func Example_stickyRouting() {
 	var held []balancer.Pick
 	perEndpoint := map[string]int{}
 	for range 8 {
-		pk, _ := lb.Pick("customer-42")
+		pk, _ := lb.Pick("customer-42", nil)
 		held = append(held, pk)
 		perEndpoint[pk.Endpoint().Addr]++
 	}
@@ -104,6 +104,19 @@ func Example_stickyRouting() {
 	// the owner holds 3 of 8 calls in flight, on 3 endpoints in all
 }
 
+// orchestrator is a balancer.Judge that passes on the readiness an
+// orchestrator publishes, as any source of health can: here, set by hand.
+type orchestrator struct {
+	report func(bulwark.Endpoint, bool)
+}
+
+func (o *orchestrator) Attach(report func(bulwark.Endpoint, bool)) (pending bool, err error) {
+	o.report = report
+	return false, nil // an endpoint is ready until told otherwise
+}
+
+func (o *orchestrator) SetEndpoints([]bulwark.Endpoint) error { return nil }
+
 // Zone-aware picking: a client in eu-1a stays in its zone while at least 70 %
 // of the zone's weight is eligible, and spills the rest over in proportion
 // when less is.
@@ -113,15 +126,18 @@ func Example_zoneAware() {
 		{Addr: "b-1:80", Zone: "eu-1b"}, {Addr: "b-2:80", Zone: "eu-1b"}, {Addr: "b-3:80", Zone: "eu-1b"},
 		{Addr: "c-1:80", Zone: "eu-1c"}, {Addr: "c-2:80", Zone: "eu-1c"}, {Addr: "c-3:80", Zone: "eu-1c"},
 	}
-	lb, err := balancer.New(balancer.Config{Algorithm: balancer.LeastRequest, Zone: "eu-1a", Endpoints: eps})
+	readiness := &orchestrator{}
+	lb, err := balancer.New(balancer.Config{Algorithm: balancer.LeastRequest, Zone: "eu-1a", Endpoints: eps,
+		Followers: []balancer.Follower{readiness}})
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
+	defer lb.Close()
 	localShare := func() float64 {
 		local := 0
 		for range 10000 {
-			pk, _ := lb.Pick("")
+			pk, _ := lb.Pick("", nil)
 			if pk.Endpoint().Zone == "eu-1a" {
 				local++
 			}
@@ -129,14 +145,14 @@ func Example_zoneAware() {
 		}
 		return float64(local) / 10000
 	}
-	fmt.Printf("all healthy: %.0f %% local\n", 100*localShare())
+	fmt.Printf("all ready: %.0f %% local\n", 100*localShare())
 
-	// Two of the three local endpoints fail their health checks: a third of
-	// the zone is left, so 1/3 ÷ 0.7 ≈ 48 % of the picks stay local.
-	lb.HealthChanged(eps[0], false)
-	lb.HealthChanged(eps[1], false)
+	// Two of the three local endpoints are not ready: a third of the zone
+	// is left, so 1/3 ÷ 0.7 ≈ 48 % of the picks stay local.
+	readiness.report(eps[0], false)
+	readiness.report(eps[1], false)
 	fmt.Printf("one local endpoint left: about %.0f %% local\n", 10*math.Round(10*localShare()))
 	// Output:
-	// all healthy: 100 % local
+	// all ready: 100 % local
 	// one local endpoint left: about 50 % local
 }

@@ -38,11 +38,11 @@ func newHashIndex(set []bulwark.Endpoint, vnodes int) (*hashIndex, error) {
 }
 
 // pickHash walks key's owners on the ring and takes the first that is in p,
-// not avoided, under its bound of LoadFactor × its weighted share of the
+// not tried, under its bound of LoadFactor × its weighted share of the
 // requests in flight, and admitted by its breaker. If every eligible owner is
 // over its bound, it takes the first of them; if none is eligible, it falls
 // back as pickSlow does.
-func (b *Balancer) pickHash(s *snapshot, p *pool, key string, avoid []*state) (Pick, error) {
+func (b *Balancer) pickHash(s *snapshot, p *pool, key string, tried *Tried, stale bool) (Pick, error) {
 	own := s.hash.ring.Owners(key)
 	// With m calls in flight counting this one, an endpoint of weight w in a
 	// pool of weight W may hold at most ⌈c·m·w/W⌉ of them. An idle endpoint
@@ -76,20 +76,20 @@ func (b *Balancer) pickHash(s *snapshot, p *pool, key string, avoid []*state) (P
 			}
 			continue
 		}
-		pk, err := b.admit(e, avoid)
+		pk, err := b.admit(e, tried, stale)
 		if err == nil {
 			return pk, nil
 		}
-		if err != errAvoided {
+		if err != errPassed {
 			lastErr = err
 		}
 	}
 	if over >= 0 {
-		if pk, err := b.admit(&s.entries[over], avoid); err == nil {
+		if pk, err := b.admit(&s.entries[over], tried, stale); err == nil {
 			return pk, nil
-		} else if err != errAvoided {
+		} else if err != errPassed {
 			lastErr = err
 		}
 	}
-	return b.scan(s, p, avoid, lastErr)
+	return b.scan(s, p, tried, stale, lastErr)
 }

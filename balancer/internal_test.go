@@ -109,16 +109,29 @@ func TestPeakEWMADecays(t *testing.T) {
 			}
 		})
 	}
-	// A peak replaces the estimate at once; a faster call moves it by the
-	// weight its time earns.
-	b.observeAt(e.st, 300*time.Millisecond, t0+int64(time.Second))
-	if got := b.ewmaLoad(e, t0+int64(time.Second)); math.Abs(got-3e8) > 1e3 {
-		t.Errorf("load after a 300ms peak = %v, want 3e8", got)
+	// Then each observation, in turn, against the estimate it finds.
+	steps := []struct {
+		name string
+		at   time.Duration // since t0
+		rtt  time.Duration
+		want float64 // the estimate after it
+	}{
+		{"a peak raises it at most 1.5-fold", time.Second, 300 * time.Millisecond, 1.5e8},
+		{"the next peak goes on", time.Second, 300 * time.Millisecond, 2.25e8},
+		{"up to the peak", time.Second, 300 * time.Millisecond, 3e8},
+		{"a faster call a decay time later moves it by 1 - 1/e",
+			11 * time.Second, 100 * time.Millisecond, 3e8*math.Exp(-1) + 1e8*(1-math.Exp(-1))},
+		{"a faster call at once moves it by 1/16",
+			11 * time.Second, 0, (3e8*math.Exp(-1) + 1e8*(1-math.Exp(-1))) * 15 / 16},
+		{"after long idle it is measured afresh, even below its estimate",
+			71 * time.Second, 20 * time.Millisecond, 2e7},
 	}
-	b.observeAt(e.st, 0, t0+int64(11*time.Second))
-	want := 3e8 * math.Exp(-1)
-	if got := b.ewmaLoad(e, t0+int64(11*time.Second)); math.Abs(got-want)/want > 0.001 {
-		t.Errorf("load after a fast call one decay time later = %v, want %v", got, want)
+	for _, st := range steps {
+		now := t0 + int64(st.at)
+		b.observeAt(e.st, st.rtt, now)
+		if got := b.ewmaLoad(e, now); math.Abs(got-st.want)/st.want > 0.001 {
+			t.Errorf("%s: load after %v at %v = %v, want %v", st.name, st.rtt, st.at, got, st.want)
+		}
 	}
 }
 

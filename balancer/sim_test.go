@@ -87,7 +87,7 @@ func simulate(t *testing.T, sc simConfig) simResult {
 		if sc.key != nil {
 			key = sc.key(rng)
 		}
-		pk, err := lb.Pick(key)
+		pk, err := lb.Pick(key, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
