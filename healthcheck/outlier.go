@@ -399,7 +399,9 @@ func (d *OutlierDetector) add(ep bulwark.Endpoint) *host {
 // new Zone and Weight; a new one starts afresh, in service; one that leaves
 // is forgotten, and if it was ejected, the Listener is told it is not any
 // more (the balancer, which removed it, is not). An endpoint that comes back
-// starts afresh.
+// starts afresh. If the set shrank so that more members are ejected than
+// MaxEjectionPercent of it allows, those whose ejection ends soonest come
+// back now (Event.Reason "cap").
 //
 // It returns an error wrapping bulwark.ErrInvalidEndpoint, with the members
 // unchanged, for an invalid endpoint or an Addr that appears twice.
@@ -433,9 +435,30 @@ func (d *OutlierDetector) SetEndpoints(eps []bulwark.Endpoint) error {
 	}
 	d.hosts.Store(&m)
 	d.members, d.synced = true, true
+	d.trimLocked()
 	d.mu.Unlock()
 	d.flush()
 	return nil
+}
+
+// trimLocked brings back, soonest return first, the ejected members beyond
+// MaxEjectionPercent of the members: after the set shrank, the cap holds for
+// the current members too.
+func (d *OutlierDetector) trimLocked() {
+	total := len(*d.hosts.Load())
+	allowed := d.cfg.MaxEjectionPercent * total / 100
+	if d.cfg.AlwaysEjectOne {
+		allowed = max(allowed, 1)
+	}
+	for d.ejected > allowed {
+		var first *host
+		for _, h := range *d.hosts.Load() {
+			if !h.ejectedUntil.IsZero() && (first == nil || h.ejectedUntil.Before(first.ejectedUntil)) {
+				first = h
+			}
+		}
+		d.unejectLocked(first, "cap")
+	}
 }
 
 // Attach binds the detector to a balancer, as a balancer.Judge: New of

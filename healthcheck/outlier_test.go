@@ -600,3 +600,48 @@ func TestOutlierListenerOutsideLock(t *testing.T) {
 		t.Errorf("Ejected from inside EjectionChanged = %v, want [true]", r.got)
 	}
 }
+
+// TestOutlierCapCountsCurrentMembers: ten endpoints scaled down to two, with
+// a 50 % cap: faults on both live ones eject one of them, not both.
+func TestOutlierCapCountsCurrentMembers(t *testing.T) {
+	ten := eps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9)
+	for _, tt := range []struct {
+		name  string
+		fault []int // failing before the scale-down
+	}{
+		{"healthy before", nil},
+		{"the two survivors ejected before", []int{8, 9}},
+		{"others ejected before", []int{0, 1, 2, 3, 4}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			d, _, _ := newDetector(t, OutlierConfig{MaxEjectionPercent: 50})
+			if err := d.SetEndpoints(ten); err != nil {
+				t.Fatal(err)
+			}
+			for _, i := range tt.fault {
+				for range 5 {
+					d.Record(ep(i), bulwark.Failure, true)
+				}
+			}
+			if got, want := len(ejectedSet(d, 10)), len(tt.fault); got != want {
+				t.Fatalf("%d of 10 ejected before the scale-down, want %d", got, want)
+			}
+			if err := d.SetEndpoints(eps(8, 9)); err != nil {
+				t.Fatal(err)
+			}
+			if got := len(ejectedSet(d, 10)); got > 1 {
+				t.Errorf("%d of the 2 members ejected right after the scale-down, want at most 1 (50 %%)", got)
+			}
+			for range 10 {
+				d.Record(ep(8), bulwark.Failure, true)
+				d.Record(ep(9), bulwark.Failure, true)
+			}
+			if got := ejectedSet(d, 10); len(got) != 1 {
+				t.Errorf("ejected after faults on both members = %v, want exactly 1 of 2 (50 %%)", got)
+			}
+			if d.ejected != 1 {
+				t.Errorf("ejection count = %d, want 1", d.ejected)
+			}
+		})
+	}
+}
