@@ -181,7 +181,7 @@ type Config struct {
 	// how long an endpoint that looked slow is passed over before it is
 	// tried again; and a faster observation moves the estimate by the
 	// weight that the time since the previous one earns, 1 - e^(-dt /
-	// DecayTime), or by 1/16 if that is more. If zero, 2s. It must not be
+	// DecayTime), or by 1/8 if that is more. If zero, 2s. It must not be
 	// negative.
 	DecayTime time.Duration
 	// LoadFactor is ConsistentHash's bound c: no endpoint takes more than c ×

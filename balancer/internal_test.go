@@ -121,8 +121,8 @@ func TestPeakEWMADecays(t *testing.T) {
 		{"up to the peak", time.Second, 300 * time.Millisecond, 3e8},
 		{"a faster call a decay time later moves it by 1 - 1/e",
 			11 * time.Second, 100 * time.Millisecond, 3e8*math.Exp(-1) + 1e8*(1-math.Exp(-1))},
-		{"a faster call at once moves it by 1/16",
-			11 * time.Second, 0, (3e8*math.Exp(-1) + 1e8*(1-math.Exp(-1))) * 15 / 16},
+		{"a faster call at once moves it by 1/8",
+			11 * time.Second, 0, (3e8*math.Exp(-1) + 1e8*(1-math.Exp(-1))) * 7 / 8},
 		{"after long idle it is measured afresh, even below its estimate",
 			71 * time.Second, 20 * time.Millisecond, 2e7},
 	}

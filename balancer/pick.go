@@ -423,7 +423,7 @@ const coarseGrain = int64(time.Millisecond)
 // minWeight of the way.
 const (
 	peakStep  = 1.5
-	minWeight = 1.0 / 16
+	minWeight = 1.0 / 8
 )
 
 // observe folds one latency into st's PeakEWMA estimate; see observeAt.
@@ -456,7 +456,7 @@ func (b *Balancer) observe(st *state, latency time.Duration) {
 //     times the others' estimate keeps an endpoint from every pick for
 //     DecayTime·ln k);
 //   - if it is faster, moves E towards it by max(1 - w, minWeight) of the
-//     way, so that a busy endpoint forgets a peak within a few dozen calls.
+//     way, so that a busy endpoint forgets a peak within a dozen calls.
 //
 // An observation that changes nothing, such as one equal to the estimate in
 // the same stamp unit, writes nothing.
