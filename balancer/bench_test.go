@@ -1,7 +1,9 @@
 package balancer_test
 
 import (
+	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"testing"
 	"time"
@@ -121,4 +123,143 @@ func BenchmarkPickJittered(b *testing.B) {
 		i++
 	}
 	reportCPU(b, cpu)
+}
+
+// BenchmarkPickTried measures a retry's pick: Pick with a Tried that holds
+// the 0, 1 or 3 endpoints that the call's first picks chose, followed by
+// Done, over the 100 endpoints of BenchmarkPick; "none" is Pick with a nil
+// Tried, the plain pick, measured alike. For consistent hashing, the tried
+// endpoints are the key's first owners, so the pick goes to the next owner
+// on the ring; for the others, they are endpoints picked amid other calls'
+// picks, as under load. Each iteration copies the call's Tried from a
+// template, as a call holds one Tried for all its attempts; keys cycle
+// through 64, so that the templates stay in cache.
+func BenchmarkPickTried(b *testing.B) {
+	const keys = 64
+	for _, a := range benchAlgorithms {
+		for _, excluded := range []int{-1, 0, 1, 3} {
+			name := fmt.Sprintf("%s/tried=%d", a.name, excluded)
+			if excluded < 0 {
+				name = a.name + "/tried=none"
+			}
+			b.Run(name, func(b *testing.B) {
+				lb := newBench(b, a.algo)
+				out := balancer.Outcome{Latency: time.Millisecond}
+				tried := make([]balancer.Tried, keys)
+				rng := rand.New(rand.NewPCG(1, 2))
+				for k := range tried {
+					for range excluded {
+						for range rng.IntN(100) { // other calls' picks
+							pk, _ := lb.Pick("", nil)
+							pk.Done(out)
+						}
+						pk, err := lb.Pick(benchKeys[k], &tried[k])
+						if err != nil {
+							b.Fatal(err)
+						}
+						pk.Done(out)
+					}
+				}
+				b.ReportAllocs()
+				cpu := cpuTime()
+				i := 0
+				for b.Loop() {
+					t := tried[i%keys]
+					tp := &t
+					if excluded < 0 {
+						tp = nil
+					}
+					pk, err := lb.Pick(benchKeys[i%keys], tp)
+					if err != nil {
+						b.Fatal(err)
+					}
+					pk.Done(out)
+					i++
+				}
+				reportCPU(b, cpu)
+			})
+		}
+	}
+}
+
+// flapper is a Judge and a Recorder that finds an endpoint down when a call
+// to it fails and up when one succeeds; as a Recorder it is fed from
+// Pick.Done, and its verdicts are published in the background.
+type flapper struct {
+	report func(bulwark.Endpoint, bool)
+}
+
+func (f *flapper) Attach(report func(bulwark.Endpoint, bool)) (bool, error) {
+	f.report = report
+	return false, nil
+}
+func (f *flapper) SetEndpoints([]bulwark.Endpoint) error { return nil }
+func (f *flapper) Record(ep bulwark.Endpoint, o bulwark.Outcome, _ bool) {
+	f.report(ep, o != bulwark.Failure)
+}
+
+// syncFlapper is a flapper that is not a Recorder: the test feeds it, and
+// its verdicts are published on the reporting goroutine.
+type syncFlapper struct{ f flapper }
+
+func (s *syncFlapper) Attach(report func(bulwark.Endpoint, bool)) (bool, error) {
+	return s.f.Attach(report)
+}
+func (s *syncFlapper) SetEndpoints([]bulwark.Endpoint) error { return nil }
+
+// BenchmarkDoneEjecting measures round-robin Pick and Done over 100
+// endpoints while every 16th Done ejects its endpoint and the next Done on
+// it brings it back: a verdict change on the Done path every 8 calls.
+// "background" is an ejecting judge fed from Done, as the outlier detector
+// is: its changes are published by the balancer's goroutine. "inline" shows
+// what Done would cost if it rebuilt the snapshot itself (the judge reports
+// from the benchmark's goroutine, which the balancer then publishes on).
+// "none" is the same loop with no verdict change.
+func BenchmarkDoneEjecting(b *testing.B) {
+	for _, mode := range []string{"none", "background", "inline"} {
+		b.Run(mode, func(b *testing.B) {
+			cfg := balancer.Config{Endpoints: endpoints(100)}
+			var inline *syncFlapper
+			switch mode {
+			case "background":
+				cfg.Followers = []balancer.Follower{&flapper{}}
+			case "inline":
+				inline = &syncFlapper{}
+				cfg.Followers = []balancer.Follower{inline}
+			}
+			lb, err := balancer.New(cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer lb.Close()
+			fail := balancer.Outcome{Err: errors.New("reset"), Latency: time.Millisecond}
+			ok := balancer.Outcome{Latency: time.Millisecond}
+			down := map[string]bool{}
+			b.ReportAllocs()
+			cpu := cpuTime()
+			i := 0
+			for b.Loop() {
+				pk, err := lb.Pick("", nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				o := ok
+				ep := pk.Endpoint()
+				if mode != "none" && (i&15 == 0 || down[ep.Addr]) {
+					if !down[ep.Addr] {
+						o = fail
+					}
+					down[ep.Addr] = !down[ep.Addr]
+				}
+				pk.Done(o)
+				if inline != nil && o.Err != nil {
+					inline.f.report(ep, false)
+				} else if inline != nil && mode == "inline" && !down[ep.Addr] && i&15 != 0 {
+					inline.f.report(ep, true)
+				}
+				i++
+			}
+			reportCPU(b, cpu)
+		})
+	}
 }

@@ -1,6 +1,7 @@
 package balancer
 
 import (
+	"errors"
 	"math"
 	"strings"
 	"testing"
@@ -180,4 +181,78 @@ func FuzzParseRetryAfter(f *testing.F) {
 			t.Errorf("parseRetryAfter(%q) = %v, false, want 0 when not ok", s, d)
 		}
 	})
+}
+
+// downOnFailure is a Judge and a Recorder, as an outlier detector is: it
+// finds an endpoint down on the call that fails, from Pick.Done.
+type downOnFailure struct {
+	report func(bulwark.Endpoint, bool)
+}
+
+func (d *downOnFailure) Attach(report func(bulwark.Endpoint, bool)) (bool, error) {
+	d.report = report
+	return false, nil
+}
+func (d *downOnFailure) SetEndpoints([]bulwark.Endpoint) error { return nil }
+func (d *downOnFailure) Record(ep bulwark.Endpoint, o bulwark.Outcome, _ bool) {
+	if o == bulwark.Failure {
+		d.report(ep, false)
+	}
+}
+
+// TestDoneNeverRebuilds: a Done whose outcome makes a judge find its
+// endpoint down returns without the balancer's lock, which the test holds
+// as a long rebuild would; picks skip the endpoint at once, and the
+// background publisher rebuilds the snapshot once the lock is free.
+func TestDoneNeverRebuilds(t *testing.T) {
+	eps := []bulwark.Endpoint{{Addr: "a"}, {Addr: "b"}, {Addr: "c"}, {Addr: "d"}}
+	b, err := New(Config{Endpoints: eps, Followers: []Follower{&downOnFailure{}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	var victim Pick
+	for {
+		pk, err := b.Pick("", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pk.Endpoint().Addr == "a" {
+			victim = pk
+			break
+		}
+		pk.Done(Outcome{})
+	}
+
+	b.mu.Lock()
+	returned := make(chan struct{})
+	go func() {
+		victim.Done(Outcome{Err: errors.New("reset")})
+		close(returned)
+	}()
+	select {
+	case <-returned:
+	case <-time.After(10 * time.Second): // only a Done that waits for the lock gets here
+		b.mu.Unlock()
+		t.Fatal("Done blocked on the balancer's lock while an ejection was published")
+	}
+	for range 100 {
+		pk, err := b.Pick("", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pk.Endpoint().Addr == "a" {
+			t.Fatalf("picked a, found down, before the snapshot was rebuilt")
+		}
+		pk.Done(Outcome{})
+	}
+	if s := b.snap.Load(); len(s.primary.idx) != 4 {
+		t.Fatalf("snapshot rebuilt under the test's lock")
+	}
+	b.mu.Unlock()
+	Settle(b)
+	s := b.snap.Load()
+	if len(s.primary.idx) != 3 || s.gen != b.gen.Load() {
+		t.Errorf("snapshot after the publisher ran: %d in the pool, gen %d of %d; want 3, current", len(s.primary.idx), s.gen, b.gen.Load())
+	}
 }

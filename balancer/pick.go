@@ -10,6 +10,7 @@ import (
 	"unsafe"
 
 	"github.com/bulwark-go/bulwark"
+	"github.com/bulwark-go/bulwark/consistenthash"
 )
 
 // Pick is one endpoint chosen by Balancer.Pick, to be reported back with Done
@@ -125,19 +126,34 @@ func (p *Pick) done2(o Outcome) {
 // skips the endpoints in it while another can take the call, and adds the
 // endpoint it picks. It remembers the last eight picks.
 //
-// The zero Tried is empty and ready to use; it is a small value that lives
-// with the call, and allocates nothing. A Tried is not safe for concurrent
-// use: hedged attempts that pick at once must take turns.
+// With ConsistentHash, a Tried also remembers where the walk of the key's
+// owners on the ring stopped, so that a retry of the same key goes on from
+// there rather than hashing the key and walking past the tried owners again.
+//
+// The zero Tried is empty and ready to use; it is a value of a few hundred
+// bytes that lives with the call, and allocates nothing. A Tried is not safe
+// for concurrent use: hedged attempts that pick at once must take turns.
 type Tried struct {
 	n  int
 	st [triedCap]*state
+
+	// ConsistentHash: the walk of key's owners on ring, stopped after the
+	// last pick, every owner before it tried; valid while ring is the
+	// snapshot's.
+	ring *hashIndex
+	key  string
+	own  consistenthash.Owners
 }
 
 const triedCap = 8
 
 // has reports whether st is in t.
 func (t *Tried) has(st *state) bool {
-	for i := range min(t.n, triedCap) {
+	n := t.n
+	if n > triedCap {
+		n = triedCap
+	}
+	for i := 0; i < n; i++ {
 		if t.st[i] == st {
 			return true
 		}
@@ -184,7 +200,7 @@ func (b *Balancer) Pick(key string, tried *Tried) (Pick, error) {
 	}
 	i := b.choose(s, p)
 	e := &s.entries[i]
-	if e.st.breaker != nil || tried != nil || stale {
+	if e.st.breaker != nil || stale || (tried != nil && tried.has(e.st)) {
 		return b.pickSlow(s, p, i, tried, stale)
 	}
 	var at int64
@@ -193,6 +209,9 @@ func (b *Balancer) Pick(key string, tried *Tried) (Pick, error) {
 	}
 	if b.obs != nil {
 		b.pickEvent(e)
+	}
+	if tried != nil {
+		tried.add(e.st)
 	}
 	return Pick{e: e, b: b, at: at, kind: e.done}, nil
 }
