@@ -15,9 +15,24 @@ import (
 type Algorithm uint8
 
 const (
-	// RoundRobin is smooth weighted round robin, as nginx does it: over every
-	// run of total-weight picks each endpoint gets exactly its weight, spread
-	// evenly rather than in bursts. It is the zero value.
+	// RoundRobin is smooth weighted round robin, as nginx does it. One
+	// period of its schedule (the sum of the weights divided by their
+	// greatest common divisor) gives each endpoint exactly its weight, spread
+	// evenly rather than in bursts, and any run of consecutive positions
+	// gives each endpoint its weighted share to within 2.
+	//
+	// So that concurrent picks do not contend on one counter, picks walk the
+	// schedule on 8 stripes, each in order from its own starting point, and
+	// a pick takes the stripe of its goroutine's stack address. Hence, while
+	// the eligible endpoints and their weights stay the same: the picks of
+	// one stripe (typically one goroutine's, while its stack does not move)
+	// follow the schedule exactly; and over any run of picks, however
+	// concurrent, each endpoint gets its weighted share to within 16 (2 per
+	// stripe). Strict alternation between two endpoints is thus not
+	// guaranteed across goroutines. A set whose schedule would be longer
+	// than 65,536 positions, or cost more than 2^23 steps to build, is
+	// sampled at random in proportion to the weights instead. It is the zero
+	// value.
 	RoundRobin Algorithm = iota
 	// LeastRequest samples two endpoints in proportion to their weights (the
 	// power of two choices) and takes the one with fewer requests in flight per

@@ -142,6 +142,66 @@ func TestRoundRobinIsSmooth(t *testing.T) {
 	}
 }
 
+// TestRoundRobinShareConcurrentSafe checks RoundRobin's documented bound
+// under concurrency: however the picks of 16 goroutines interleave over the
+// 8 stripes, each endpoint's count is within 16 of its weighted share. (Picks
+// at random would stray by about 3·sqrt(n·p) = 110 for b.)
+func TestRoundRobinShareConcurrentSafe(t *testing.T) {
+	for _, eps := range [][]bulwark.Endpoint{
+		{{Addr: "a", Weight: 5}, {Addr: "b", Weight: 1}, {Addr: "c", Weight: 1}},
+		{{Addr: "a"}, {Addr: "b"}},
+	} {
+		lb := mustNew(t, balancer.Config{Endpoints: eps})
+		const goroutines, each = 16, 5000
+		var mu sync.Mutex
+		got := map[string]int{}
+		var wg sync.WaitGroup
+		for g := range goroutines {
+			wg.Go(func() {
+				local := map[string]int{}
+				deeper(g, func() { // stacks of different depths, at different addresses
+					for range each {
+						pk, err := lb.Pick("", nil)
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						local[pk.Endpoint().Addr]++
+						pk.Done(balancer.Outcome{})
+					}
+				})
+				mu.Lock()
+				for a, n := range local {
+					got[a] += n
+				}
+				mu.Unlock()
+			})
+		}
+		wg.Wait()
+		total := 0
+		for _, ep := range eps {
+			total += ep.EffectiveWeight()
+		}
+		for _, ep := range eps {
+			want := float64(goroutines*each*ep.EffectiveWeight()) / float64(total)
+			if d := math.Abs(float64(got[ep.Addr]) - want); d > 16 {
+				t.Errorf("weights %v: %s picked %d times of %d, want %.1f ± 16", eps, ep.Addr, got[ep.Addr], goroutines*each, want)
+			}
+		}
+	}
+}
+
+// deeper calls f with n more frames on the stack.
+func deeper(n int, f func()) {
+	if n == 0 {
+		f()
+		return
+	}
+	var pad [64]byte
+	deeper(n-1, f)
+	_ = pad
+}
+
 func TestLeastRequestPrefersLessLoaded(t *testing.T) {
 	tests := []struct {
 		name               string

@@ -2,7 +2,10 @@ package balancer
 
 import (
 	"errors"
+	"fmt"
 	"math"
+	"math/bits"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -254,5 +257,75 @@ func TestDoneNeverRebuilds(t *testing.T) {
 	s := b.snap.Load()
 	if len(s.primary.idx) != 3 || s.gen != b.gen.Load() {
 		t.Errorf("snapshot after the publisher ran: %d in the pool, gen %d of %d; want 3, current", len(s.primary.idx), s.gen, b.gen.Load())
+	}
+}
+
+// TestSmoothScheduleWindows checks the bound that RoundRobin's doc states:
+// in any run of consecutive positions of a smooth weighted schedule (taken
+// around its end too), each endpoint's count is within 2 of its weighted
+// share.
+func TestSmoothScheduleWindows(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 5))
+	worst := 0.0
+	for range 300 {
+		var eps []bulwark.Endpoint
+		for i := range 2 + rng.IntN(7) {
+			eps = append(eps, bulwark.Endpoint{Addr: fmt.Sprint(i), Weight: 1 + rng.IntN(1+rng.IntN(30))})
+		}
+		b, err := New(Config{Endpoints: eps})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := b.snap.Load()
+		p := s.primary
+		period := len(p.sched)
+		for k, i := range p.idx {
+			share := float64(s.entries[i].w) / float64(p.total)
+			for start := range period {
+				n := 0
+				for length := 1; length <= 2*period; length++ {
+					if p.sched[(start+length-1)%period] == i {
+						n++
+					}
+					d := math.Abs(float64(n) - share*float64(length))
+					worst = max(worst, d)
+					if d > 2 {
+						t.Fatalf("weights %v: endpoint %d got %d of %d positions from %d, want %.2f ± 2", eps, k, n, length, start, share*float64(length))
+					}
+				}
+			}
+		}
+	}
+	t.Logf("worst deviation in a window: %.3f", worst)
+}
+
+// TestStripesWalkTheSchedule: each stripe walks the schedule in order, one
+// position per pick, from its own offset; positions are exact for counters
+// far beyond what a process reaches (the fast modulo is exact below 2^48 for
+// schedules of up to 2^16 positions).
+func TestStripesWalkTheSchedule(t *testing.T) {
+	b, err := New(Config{Endpoints: []bulwark.Endpoint{{Addr: "a", Weight: 5}, {Addr: "b", Weight: 1}, {Addr: "c", Weight: 3}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := b.snap.Load().primary
+	L := uint64(len(p.sched))
+	for sn := range uint64(numStripes) {
+		for _, base := range []uint64{0, 1 << 32, 1<<48 - 4*L} {
+			for n := base; n < base+3*L; n++ {
+				if got, want := p.next(n, sn), p.sched[(n+p.off[sn])%L]; got != want {
+					t.Fatalf("stripe %d, pick %d: entry %d, want %d (schedule position %d)", sn, n, got, want, (n+p.off[sn])%L)
+				}
+			}
+		}
+	}
+	rng := rand.New(rand.NewPCG(7, 9))
+	for range 200000 {
+		d := 1 + rng.Uint64N(maxSchedule)
+		n := rng.Uint64N(1 << 48)
+		magic := math.MaxUint64/d + 1
+		if hi, _ := bits.Mul64(magic*n, d); hi != n%d {
+			t.Fatalf("fast %d mod %d = %d, want %d", n, d, hi, n%d)
+		}
 	}
 }
