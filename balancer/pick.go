@@ -61,10 +61,13 @@ func (o Outcome) class() bulwark.Outcome {
 }
 
 // Done reports the outcome of the call made on the pick: it ends the call's
-// in-flight count, feeds the latency estimate, the Outliers recorder and the
-// endpoint's breaker. Call it exactly once per pick; a second call on the same
-// Pick is ignored and reported to the Observer as EventMisuse. Done on a zero
-// Pick does nothing. Done never blocks.
+// in-flight count, feeds the latency estimate, the followers that are
+// Recorders (an outlier detector) and the endpoint's breaker. Call it exactly
+// once per pick; a second call on the same Pick is ignored and reported to
+// the Observer as EventMisuse. Done on a zero Pick does nothing. Done never
+// blocks and never rebuilds the snapshot: when the outcome gets the endpoint
+// ejected, picks skip it at once and the balancer's own goroutine publishes
+// the change.
 func (p *Pick) Done(o Outcome) {
 	// The common case, small enough to inline: no latency to learn, no
 	// breaker or outlier detector to tell.
