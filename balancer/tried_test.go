@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bulwark-go/bulwark"
 	"github.com/bulwark-go/bulwark/balancer"
 	"github.com/bulwark-go/bulwark/consistenthash"
 	"github.com/bulwark-go/bulwark/retry"
@@ -111,20 +110,4 @@ func TestRetryReachesTheKeysNextOwner(t *testing.T) {
 			t.Fatalf("Do for %q = %v after attempts on %v, want nil after [%s %s] (owner, then next owner)", key, err, got, owner, next)
 		}
 	}
-}
-
-// stubborn is a Judge and Recorder that reports an endpoint down on every
-// failure it is told of and up on every success: each Done triggers a
-// verdict change.
-type stubborn struct {
-	report func(bulwark.Endpoint, bool)
-}
-
-func (s *stubborn) Attach(report func(bulwark.Endpoint, bool)) (bool, error) {
-	s.report = report
-	return false, nil
-}
-func (s *stubborn) SetEndpoints([]bulwark.Endpoint) error { return nil }
-func (s *stubborn) Record(ep bulwark.Endpoint, o bulwark.Outcome, _ bool) {
-	s.report(ep, o != bulwark.Failure)
 }
