@@ -494,7 +494,9 @@ func (b *Balancer) observeAt(st *state, latency time.Duration, now int64) {
 				w = decay(dt / b.tau)
 			}
 			if rtt >= cost*w {
-				next = min(rtt, peakStep*cost)
+				if top := peakStep * cost; rtt > top {
+					next = top
+				}
 			} else {
 				a := max(1-w, minWeight)
 				next = cost*(1-a) + rtt*a
