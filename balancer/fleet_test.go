@@ -262,9 +262,14 @@ func TestRollingDeployNeverPanics(t *testing.T) {
 	open := func(ep bulwark.Endpoint) {
 		t.Helper()
 		close(probes.gate(ep.Addr))
-		for addr := range healthy {
-			if addr == ep.Addr {
-				return
+		for {
+			select {
+			case addr := <-healthy:
+				if addr == ep.Addr {
+					return
+				}
+			case <-time.After(10 * time.Second): // only a checker that lost the endpoint gets here
+				t.Fatalf("%s not healthy after its first probe passed", ep.Addr)
 			}
 		}
 	}
@@ -344,16 +349,19 @@ func TestReAddedEndpointStartsAfresh(t *testing.T) {
 			left[a] = true
 		}
 		for len(left) > 0 {
-			delete(left, <-probed)
+			select {
+			case addr := <-probed:
+				delete(left, addr)
+			case <-time.After(10 * time.Second): // only a checker that lost them gets here
+				t.Fatalf("no probe of %v", left)
+			}
 		}
 	}
 	if err := hc.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	defer hc.Close()
-	for range eps {
-		<-probed
-	}
+	waitProbes(addrs(eps)...)
 	if st, _ := hc.State(x); st != healthcheck.Unhealthy {
 		t.Fatalf("checker state of x = %v, want unhealthy", st)
 	}
