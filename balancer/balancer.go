@@ -297,13 +297,23 @@ type Balancer struct {
 	panicky bool               // panic mode of the published snapshot
 	pending []bulwark.Event    // events to emit after unlocking
 
-	pubMu      sync.Mutex // guards the fields below
-	pubDirty   bool       // a verdict changed since the publisher last read them
-	pubRunning bool       // the publisher goroutine runs
-	closed     bool       // Close was called: publish on the reporting goroutine
-	pubIdle    *sync.Cond // on pubMu; broadcast when the publisher ends
-	pubWG      sync.WaitGroup
+	// pub is the publisher's state, changed by compare-and-swap: pubIdle,
+	// pubRunning, pubDirty (running, and a verdict changed since it last
+	// read them), or pubClosed (Close was called: publish on the reporting
+	// goroutine).
+	pub     atomic.Uint32
+	pubMu   sync.Mutex // for pubDone
+	pubDone *sync.Cond // broadcast when the publisher goes idle
+	pubWG   sync.WaitGroup
 }
+
+// The states of Balancer.pub.
+const (
+	pubIdle uint32 = iota
+	pubRunning
+	pubDirty
+	pubClosed
+)
 
 // state is the part of an endpoint that survives snapshots and updates; a
 // new state is made when the endpoint joins the set.
@@ -369,7 +379,7 @@ func New(cfg Config) (*Balancer, error) {
 		sample:     uint64(cfg.PickSample),
 		states:     map[string]*state{},
 	}
-	b.pubIdle = sync.NewCond(&b.pubMu)
+	b.pubDone = sync.NewCond(&b.pubMu)
 	if cfg.Algorithm >= numAlgorithms {
 		return nil, fmt.Errorf("balancer: unknown algorithm %d", uint8(cfg.Algorithm))
 	}
@@ -587,8 +597,8 @@ func (b *Balancer) apply(set []bulwark.Endpoint, hashIdx *hashIndex, breakers ma
 // report records judge i's verdict on ep, for the report func that Attach
 // gave the judge. It marks the endpoint's verdict word, which picks read at
 // once, then publishes a new snapshot; or, for a judge that may report from
-// Pick.Done (async), leaves that to the publisher goroutine, taking no
-// balancer lock but pubMu, briefly.
+// Pick.Done (async), leaves that to the publisher goroutine, with atomic
+// operations only, and starts that goroutine if it is not running.
 func (b *Balancer) report(i uint, async bool, ep bulwark.Endpoint, healthy bool) {
 	st := (*b.members.Load())[ep.Addr]
 	if st == nil {
@@ -617,39 +627,44 @@ func (b *Balancer) report(i uint, async bool, ep bulwark.Endpoint, healthy bool)
 // goroutine, started if it is not running, unless Close was called;
 // otherwise right here.
 func (b *Balancer) schedulePublish(async bool) {
-	b.pubMu.Lock()
-	if !async || b.closed {
-		b.pubMu.Unlock()
-		b.mu.Lock()
-		b.publishLocked(b.now())
-		b.unlockAndEmit()
-		return
+	for async {
+		switch b.pub.Load() {
+		case pubIdle:
+			if b.pub.CompareAndSwap(pubIdle, pubRunning) {
+				b.pubWG.Add(1)
+				go b.publisher()
+				return
+			}
+		case pubRunning:
+			if b.pub.CompareAndSwap(pubRunning, pubDirty) {
+				return
+			}
+		case pubDirty:
+			return
+		case pubClosed:
+			async = false
+		}
 	}
-	b.pubDirty = true
-	if !b.pubRunning {
-		b.pubRunning = true
-		b.pubWG.Add(1)
-		go b.publisher()
-	}
-	b.pubMu.Unlock()
+	b.mu.Lock()
+	b.publishLocked(b.now())
+	b.unlockAndEmit()
 }
 
-// publisher rebuilds the snapshot until no verdict changed since it last did.
+// publisher rebuilds the snapshot until no verdict changed since it last
+// read them.
 func (b *Balancer) publisher() {
 	defer b.pubWG.Done()
 	for {
-		b.pubMu.Lock()
-		if !b.pubDirty {
-			b.pubRunning = false
-			b.pubIdle.Broadcast()
-			b.pubMu.Unlock()
-			return
-		}
-		b.pubDirty = false
-		b.pubMu.Unlock()
+		b.pub.Store(pubRunning) // the rebuild below reads every change so far
 		b.mu.Lock()
 		b.publishLocked(b.now())
 		b.unlockAndEmit()
+		if b.pub.CompareAndSwap(pubRunning, pubIdle) {
+			b.pubMu.Lock()
+			b.pubDone.Broadcast()
+			b.pubMu.Unlock()
+			return
+		}
 	}
 }
 
@@ -660,7 +675,9 @@ func (b *Balancer) publisher() {
 // publishes. Close returns nil; calling it again does nothing.
 func (b *Balancer) Close() error {
 	b.pubMu.Lock()
-	b.closed = true
+	for b.pub.Load() != pubClosed && !b.pub.CompareAndSwap(pubIdle, pubClosed) {
+		b.pubDone.Wait()
+	}
 	b.pubMu.Unlock()
 	b.pubWG.Wait()
 	b.mu.Lock()
@@ -709,17 +726,11 @@ func (b *Balancer) publishLocked(now int64) {
 		b.timer.Stop()
 		b.timer = nil
 	}
-	if next > 0 && !b.isClosed() {
+	if next > 0 && b.pub.Load() != pubClosed {
 		b.timerID++
 		id := b.timerID
 		b.timer = b.clk.AfterFunc(time.Duration(next), func() { b.refresh(id) })
 	}
-}
-
-func (b *Balancer) isClosed() bool {
-	b.pubMu.Lock()
-	defer b.pubMu.Unlock()
-	return b.closed
 }
 
 // refresh republishes the snapshot when a slow-start step is due.

@@ -5,8 +5,8 @@ package balancer
 // included.
 func Settle(b *Balancer) {
 	b.pubMu.Lock()
-	for b.pubRunning {
-		b.pubIdle.Wait()
+	for s := b.pub.Load(); s == pubRunning || s == pubDirty; s = b.pub.Load() {
+		b.pubDone.Wait()
 	}
 	b.pubMu.Unlock()
 }

@@ -203,7 +203,7 @@ func (b *Balancer) Pick(key string, tried *Tried) (Pick, error) {
 	}
 	i := b.choose(s, p)
 	e := &s.entries[i]
-	if e.st.breaker != nil || stale || (tried != nil && tried.has(e.st)) {
+	if e.st.breaker != nil || (stale && e.st.verdict.Load()&downBits != 0) || (tried != nil && tried.has(e.st)) {
 		return b.pickSlow(s, p, i, tried, stale)
 	}
 	var at int64
