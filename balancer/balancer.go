@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -432,9 +433,11 @@ func New(cfg Config) (*Balancer, error) {
 		if f == nil {
 			return nil, fmt.Errorf("balancer: follower %d is nil", i)
 		}
-		for _, g := range cfg.Followers[:i] {
-			if g == f {
-				return nil, fmt.Errorf("balancer: follower %d appears twice", i)
+		if reflect.TypeOf(f).Comparable() {
+			for _, g := range cfg.Followers[:i] {
+				if reflect.TypeOf(g).Comparable() && g == f {
+					return nil, fmt.Errorf("balancer: follower %d appears twice", i)
+				}
 			}
 		}
 		if r, ok := f.(Recorder); ok {
@@ -452,7 +455,8 @@ func New(cfg Config) (*Balancer, error) {
 	b.heavyDone = b.algo == PeakEWMA || b.algo == ConsistentHash || len(b.recorders) > 0 || b.obs != nil
 	b.base = b.clk.Now()
 	b.snap.Store(&snapshot{})
-	b.members.Store(&b.states)
+	none := map[string]*state{}
+	b.members.Store(&none)
 
 	// The set is checked, and its breakers made, before any judge is bound.
 	set, hashIdx, breakers, err := b.prepare(cfg.Endpoints)

@@ -69,6 +69,14 @@ func (f failing) SetEndpoints(eps []bulwark.Endpoint) error {
 	return f.err
 }
 
+// uncomparable is a Follower value that == panics on.
+type uncomparable struct{ sets []int }
+
+func (u uncomparable) SetEndpoints(eps []bulwark.Endpoint) error {
+	_ = append(u.sets, len(eps))
+	return nil
+}
+
 func addrs(eps []bulwark.Endpoint) []string {
 	var out []string
 	for _, ep := range eps {
@@ -125,6 +133,10 @@ func TestFollowersFollowUpdates(t *testing.T) {
 		t.Errorf("after a refused Update: picks %v and judge's sets %v, want the new set in both", got, pj.sets)
 	}
 
+	// Followers of a type that == cannot compare are fine, twice too.
+	if _, err := balancer.New(balancer.Config{Followers: []balancer.Follower{uncomparable{}, uncomparable{}}}); err != nil {
+		t.Errorf("New with uncomparable followers = %v", err)
+	}
 	for _, tt := range []struct {
 		name      string
 		followers []balancer.Follower

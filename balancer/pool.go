@@ -129,7 +129,7 @@ func (b *Balancer) buildLocked(now int64) (*snapshot, int64) {
 			st:       st,
 			w:        uint64(ep.EffectiveWeight()) * k,
 			eligible: elig,
-			pending:  v&downBits == 0 && v != 0,
+			pending:  v&downBits == 0 && v&pendingBits != 0,
 			local:    b.zone != "" && ep.Zone == b.zone,
 		}
 		switch {
