@@ -117,14 +117,15 @@ type Follower interface {
 // The judge calls report(ep, healthy) whenever its verdict on a member ep
 // changes; an endpoint is eligible while every judge finds it healthy.
 // report marks the endpoint at once, for every pick that follows, and
-// publishes the new snapshot (pools, schedules, panic mode, zone shares)
-// before it returns; for a judge that is also a Recorder, and so may report
-// from Pick.Done, a goroutine of the balancer publishes it instead, so that
-// Done never rebuilds a snapshot. report ignores an endpoint that is not a
-// member, never calls the judge back, and takes no lock that the balancer
-// holds while it calls the judge: the judge may call it under its own lock,
-// and should, so that a verdict on an endpoint never arrives after the
-// SetEndpoints call that removed it has returned.
+// rebuilds the snapshot (pools, schedules, panic mode, zone shares) before
+// it returns; for a judge that is also a Recorder, and so may report from
+// Pick.Done, a goroutine of the balancer rebuilds it instead, so that Done
+// never does. report ignores an endpoint that is not a member, runs no user
+// code (the balancer's Observer hears of a rebuild from the balancer's
+// goroutine), never calls the judge back, and takes no lock that the
+// balancer holds while it calls the judge: the judge may call it under its
+// own lock, and should, so that a verdict on an endpoint never arrives after
+// the SetEndpoints call that removed it has returned.
 //
 // Attach returns pending = true when an endpoint that joins the set is to
 // wait for the judge's first verdict (as with an active checker's first
@@ -248,8 +249,9 @@ type Config struct {
 // the report, or, for a verdict that may come from Pick.Done, by a goroutine
 // that the Balancer starts when such a verdict changes and that ends when
 // there is nothing left to rebuild; Close waits for it. The events of a
-// rebuild (EventStateChange) are emitted where it runs. Use New; the zero
-// Balancer is not usable.
+// rebuild that a verdict caused (EventStateChange) come from that goroutine;
+// those of an Update, from its caller. Use New; the zero Balancer is not
+// usable.
 type Balancer struct {
 	name       string
 	algo       Algorithm
@@ -602,7 +604,8 @@ func (b *Balancer) apply(set []bulwark.Endpoint, hashIdx *hashIndex, breakers ma
 // gave the judge. It marks the endpoint's verdict word, which picks read at
 // once, then publishes a new snapshot; or, for a judge that may report from
 // Pick.Done (async), leaves that to the publisher goroutine, with atomic
-// operations only, and starts that goroutine if it is not running.
+// operations only, and starts that goroutine if it is not running. After
+// Close it only marks the verdict; the next Update rebuilds.
 func (b *Balancer) report(i uint, async bool, ep bulwark.Endpoint, healthy bool) {
 	st := (*b.members.Load())[ep.Addr]
 	if st == nil {
@@ -628,10 +631,24 @@ func (b *Balancer) report(i uint, async bool, ep bulwark.Endpoint, healthy bool)
 }
 
 // schedulePublish has the snapshot rebuilt: if async, by the publisher
-// goroutine, started if it is not running, unless Close was called;
-// otherwise right here.
+// goroutine, started if it is not running; otherwise right here, with the
+// events of the rebuild left for the publisher to emit, so that no user code
+// runs on the reporting goroutine, which may hold a judge's lock. After
+// Close, it does nothing.
 func (b *Balancer) schedulePublish(async bool) {
-	for async {
+	if !async {
+		if b.pub.Load() == pubClosed {
+			return
+		}
+		b.mu.Lock()
+		b.publishLocked(b.now())
+		events := len(b.pending) > 0
+		b.mu.Unlock()
+		if !events {
+			return
+		}
+	}
+	for {
 		switch b.pub.Load() {
 		case pubIdle:
 			if b.pub.CompareAndSwap(pubIdle, pubRunning) {
@@ -643,19 +660,14 @@ func (b *Balancer) schedulePublish(async bool) {
 			if b.pub.CompareAndSwap(pubRunning, pubDirty) {
 				return
 			}
-		case pubDirty:
+		case pubDirty, pubClosed:
 			return
-		case pubClosed:
-			async = false
 		}
 	}
-	b.mu.Lock()
-	b.publishLocked(b.now())
-	b.unlockAndEmit()
 }
 
-// publisher rebuilds the snapshot until no verdict changed since it last
-// read them.
+// publisher rebuilds the snapshot, and emits the pending events, until no
+// verdict changed since it last read them.
 func (b *Balancer) publisher() {
 	defer b.pubWG.Done()
 	for {
@@ -674,9 +686,10 @@ func (b *Balancer) publisher() {
 
 // Close stops the Balancer's background work and waits for it: the
 // goroutine that publishes verdicts, and the slow-start timer. The Balancer
-// keeps working after Close: a verdict reported later is published on the
-// reporting goroutine, and slow-start ramps advance only when something else
-// publishes. Close returns nil; calling it again does nothing.
+// keeps working after Close, on snapshots that only Update rebuilds: a
+// verdict reported later still keeps picks off an endpoint found down, and
+// slow-start ramps stand still. Close returns nil; calling it again does
+// nothing.
 func (b *Balancer) Close() error {
 	b.pubMu.Lock()
 	for b.pub.Load() != pubClosed && !b.pub.CompareAndSwap(pubIdle, pubClosed) {
