@@ -24,8 +24,9 @@ type State uint8
 
 // The states of an endpoint.
 const (
-	// Unknown: no probe has finished yet. A balancer neither picks such an
-	// endpoint nor counts it as failing: it is pending.
+	// Unknown: no probe has finished yet. A balancer that the Checker
+	// reports to neither picks such an endpoint (unless all are Unknown) nor
+	// counts it as failing: it is pending.
 	Unknown State = iota
 	// Healthy: the first probe succeeded, or Rise probes in a row did since
 	// the endpoint was Unhealthy.
@@ -320,9 +321,9 @@ func validate(eps []bulwark.Endpoint) error {
 
 // Attach binds the Checker to a balancer, as a balancer.Judge: New of
 // package balancer calls it for a Checker among its Followers. From then on
-// the Checker calls report, under its lock, with each change between
-// Healthy and not (Unhealthy or Draining); endpoints it already judged are
-// reported at the next SetEndpoints. pending is true: an endpoint waits for
+// the Checker calls report, under its lock, with the first verdict on each
+// endpoint and each change between Healthy and not (Unhealthy or Draining);
+// endpoints it already judged are reported at the next SetEndpoints. pending is true: an endpoint waits for
 // its first probe before the balancer picks it. Attach returns ErrAttached
 // if the Checker reports to a balancer already.
 func (c *Checker) Attach(report func(ep bulwark.Endpoint, healthy bool)) (pending bool, err error) {
