@@ -25,7 +25,7 @@ type State uint8
 // The states of an endpoint.
 const (
 	// Unknown: no probe has finished yet. A balancer that the Checker
-	// reports to neither picks such an endpoint (unless all are Unknown) nor
+	// reports to neither picks such an endpoint (unless none is eligible) nor
 	// counts it as failing: it is pending.
 	Unknown State = iota
 	// Healthy: the first probe succeeded, or Rise probes in a row did since
