@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/bulwark-go/bulwark"
+	"github.com/bulwark-go/bulwark/internal/compose"
 )
 
 var _ bulwark.Policy = (*Breaker)(nil)
@@ -34,6 +35,8 @@ var _ bulwark.Policy = (*Breaker)(nil)
 // A Breaker is safe for concurrent use by multiple goroutines. Use New; the
 // zero Breaker is not usable.
 type Breaker struct {
+	syncHook // bulwark.Call's closure-free path
+
 	cur atomic.Pointer[epoch] // the current generation
 	s   settings
 
@@ -106,8 +109,14 @@ func newBreaker(s settings) *Breaker {
 	b.base = s.clk.Now()
 	b.wall = s.clk == bulwark.WallClock()
 	b.cur.Store(b.closedEpoch(1, Closed, 0))
+	b.syncHook = compose.NewSyncHook(b.doOp)
 	return b
 }
+
+// syncHook makes a Breaker a compose.Sync: its Do runs op on the caller's
+// goroutine and never after it returns, so bulwark.Call can keep its frame on
+// its own stack.
+type syncHook = compose.SyncHook
 
 func (b *Breaker) closedEpoch(gen uint64, st State, now int64) *epoch {
 	e := &epoch{gen: gen, state: st, pass: st == Closed || st == ForcedClosed, tok: gen << 32}
@@ -288,8 +297,8 @@ func (b *Breaker) setLocked(n, old *epoch, reason string, evs *events) {
 // ignored and reported to the Observer as EventMisuse. A second Release of a
 // call admitted while closed cannot be told from another call's (a token
 // carries no per-call state, so that admission allocates nothing) and counts
-// again: release each token once. latency decides
-// whether the call was slow (Config.SlowCallDuration).
+// again: release each token once, or use Allow, whose Permit ignores a second
+// Done. latency decides whether the call was slow (Config.SlowCallDuration).
 func (b *Breaker) Release(token uint64, o bulwark.Outcome, latency time.Duration) {
 	b.release(token, o, latency, -1, nil)
 }
@@ -464,6 +473,11 @@ func (b *Breaker) timed() bool { return b.s.slowDur > 0 || b.s.obs != nil }
 // without running op. If op panics, the call is recorded as a failure and
 // the panic goes on with its original value. Do satisfies bulwark.Policy.
 func (b *Breaker) Do(ctx context.Context, op func(context.Context) error) error {
+	return b.doOp(ctx, compose.Op{F: op})
+}
+
+// doOp is Do for an op in either form.
+func (b *Breaker) doOp(ctx context.Context, op compose.Op) error {
 	var tok uint64
 	if e := b.cur.Load(); e.pass { // Acquire, inlined
 		tok = e.tok
@@ -482,7 +496,7 @@ func (b *Breaker) Do(ctx context.Context, op func(context.Context) error) error 
 			b.release(tok, bulwark.Failure, 0, -1, nil)
 		}
 	}()
-	err := op(ctx)
+	err := op.Call(ctx)
 	finished = true
 	o := bulwark.Success
 	if err != nil || b.s.classify != nil {
@@ -492,7 +506,7 @@ func (b *Breaker) Do(ctx context.Context, op func(context.Context) error) error 
 	return err
 }
 
-func (b *Breaker) doTimed(ctx context.Context, tok uint64, op func(context.Context) error) error {
+func (b *Breaker) doTimed(ctx context.Context, tok uint64, op compose.Op) error {
 	var start int64
 	if b.timed() {
 		start = b.now()
@@ -503,7 +517,7 @@ func (b *Breaker) doTimed(ctx context.Context, tok uint64, op func(context.Conte
 			b.finish(tok, bulwark.Failure, start, nil)
 		}
 	}()
-	err := op(ctx)
+	err := op.Call(ctx)
 	finished = true
 	b.finish(tok, b.classify(ctx, err), start, err)
 	return err
@@ -559,17 +573,21 @@ func Call[T any](ctx context.Context, b *Breaker, op func(context.Context) (T, e
 }
 
 // Permit is a call admitted by Allow, for callers that cannot wrap the call
-// in a function (a transport, a stream). Its zero value is not usable.
+// in a function (a transport, a stream). Its zero value is not usable. A
+// Permit is not safe for concurrent use: call Done or Record once, from one
+// goroutine, on the Permit itself rather than on a copy (a copy does not know
+// that the original is done), as with balancer.Pick.
 type Permit struct {
 	b     *Breaker
 	tok   uint64
 	start int64
+	done  bool
 }
 
 // Allow admits one call, as Acquire does, and returns its Permit, on which
-// Done must be called exactly once. On refusal the error is an *OpenError
-// wrapping ErrOpen and there is nothing to call Done on. Allow does not
-// allocate unless it refuses.
+// Done or Record must be called exactly once. On refusal the error is an
+// *OpenError wrapping ErrOpen and there is nothing to call Done on. Allow
+// does not allocate unless it refuses.
 func (b *Breaker) Allow() (Permit, error) {
 	tok, err := b.Acquire()
 	if err != nil {
@@ -584,16 +602,37 @@ func (b *Breaker) Allow() (Permit, error) {
 
 // Done records the end of the call: err (the call's error, nil for success)
 // is classified by Config.Classify with ctx, the call's context, and the
-// latency is measured from Allow. Call it once: a Permit is a value with no
-// per-call state, so a second Done counts again, except for a half-open
-// probe, where it is ignored and reported as EventMisuse (see Release).
-func (p Permit) Done(ctx context.Context, err error) {
+// latency is measured from Allow. Call it once: a second Done or Record on the
+// same Permit is ignored and reported to the Observer as EventMisuse.
+func (p *Permit) Done(ctx context.Context, err error) {
+	if p.misused(ctx) {
+		return
+	}
 	p.b.finish(p.tok, p.b.classify(ctx, err), p.start, err)
 }
 
-// Record records the end of the call with an outcome the caller classified.
-func (p Permit) Record(o bulwark.Outcome) {
+// Record records the end of the call with an outcome the caller classified,
+// in place of Done. A second Done or Record is ignored, as for Done.
+func (p *Permit) Record(o bulwark.Outcome) {
+	if p.misused(context.Background()) {
+		return
+	}
 	p.b.finish(p.tok, o, p.start, nil)
+}
+
+// misused marks p done, and reports (to the Observer too) whether it was
+// done already.
+func (p *Permit) misused(ctx context.Context) bool {
+	if !p.done {
+		p.done = true
+		return false
+	}
+	if p.b != nil && p.b.s.obs != nil {
+		evs := events{ctx: ctx}
+		evs.add(bulwark.Event{Kind: bulwark.EventMisuse, Reason: "permit done twice"})
+		p.b.emit(&evs)
+	}
+	return true
 }
 
 // events collects the events of a transition, to emit once the lock is

@@ -8,8 +8,10 @@ import (
 	"strconv"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/bulwark-go/bulwark"
+	"github.com/bulwark-go/bulwark/internal/compose"
 )
 
 var _ bulwark.Policy = (*Policy)(nil)
@@ -60,13 +62,24 @@ type Config struct {
 
 	// MaxRetryAfter bounds the wait that an error may ask for: any error in
 	// the chain (found with errors.As) that has a method RetryAfter()
-	// time.Duration — a *StatusError from a 429 or 503 with Retry-After, a
-	// circuit breaker's rejection — makes the next delay at least that long,
-	// so the call is never retried before the server or the breaker allows
-	// it. When the wait asked for is longer than MaxRetryAfter, Do gives up
-	// at once with ErrRetryAfter rather than retry early: a breaker open for
-	// longer fails the call fast, as a breaker should. If zero, 10 seconds.
+	// time.Duration — a *bulwark.StatusError from a 429 or 503 with
+	// Retry-After, a rate limit's refusal — makes the next delay at least
+	// that long, so the call is never retried before the server allows it.
+	// When the wait asked for is longer than MaxRetryAfter, Do gives up at
+	// once with ErrRetryAfter rather than retry early. If zero, 10 seconds.
+	// An open circuit breaker's refusal is the business of MaxOpenWait.
 	MaxRetryAfter time.Duration
+	// MaxOpenWait is how long a call may wait for an open circuit breaker.
+	// An attempt refused by a breaker (an error in whose chain, found with
+	// errors.As, a method CircuitOpen() bool returns true, as
+	// *breaker.OpenError's does) ends the call at once by default: Do gives
+	// up with ErrNotRetryable and the refusal, as a breaker means it to.
+	// With MaxOpenWait set, Do waits instead until the breaker lets a probe
+	// through (the refusal's RetryAfter), when that is at most MaxOpenWait
+	// away, and gives up with ErrRetryAfter otherwise. The wait is a retry
+	// like any other: it never ends at or after ctx's deadline (ErrDeadline),
+	// and it spends from the Budget. It must not be negative.
+	MaxOpenWait time.Duration
 	// RetryAfterJitter adds up to this fraction of a RetryAfter wait to it,
 	// at random, so that clients told the same wait do not return in a
 	// herd. If zero, none. It must be within [0, 1].
@@ -104,9 +117,11 @@ var (
 	ErrDeadline = errors.New("retry: context deadline before next attempt")
 	// ErrBudget: the retry budget refused the retry or hedge.
 	ErrBudget = errors.New("retry: budget exhausted")
-	// ErrNotRetryable: the error was permanent, or Retryable said no.
+	// ErrNotRetryable: the error was permanent, Retryable said no, or an
+	// open circuit breaker refused the attempt (see Config.MaxOpenWait).
 	ErrNotRetryable = errors.New("retry: error not retryable")
-	// ErrRetryAfter: the error asked for a wait above MaxRetryAfter.
+	// ErrRetryAfter: the error asked for a wait above MaxRetryAfter (above
+	// MaxOpenWait, for an open circuit breaker).
 	ErrRetryAfter = errors.New("retry: retry-after beyond cap")
 )
 
@@ -181,6 +196,9 @@ func reasonCode(r error) string {
 // goroutines; the context comes with each call. Use New; the zero Policy is
 // not usable.
 type Policy struct {
+	syncHook  // bulwark.Call's closure-free path: Do runs op on the caller's goroutine only
+	layerHook // bulwark.Compose's one deposit per logical request
+
 	name             string
 	maxAttempts      int
 	maxElapsed       time.Duration
@@ -189,6 +207,7 @@ type Policy struct {
 	delay            func(int, time.Duration, error) time.Duration
 	retryable        func(error) bool
 	maxRetryAfter    time.Duration
+	maxOpenWait      time.Duration
 	retryAfterJitter float64
 	budget           *Budget
 	clk              bulwark.Clock
@@ -198,7 +217,8 @@ type Policy struct {
 }
 
 // New returns a Policy for cfg, or an error that says which field is invalid:
-// a negative MaxAttempts, MaxElapsed, AttemptTimeout or MaxRetryAfter, a
+// a negative MaxAttempts, MaxElapsed, AttemptTimeout, MaxRetryAfter or
+// MaxOpenWait, a
 // RetryAfterJitter outside [0, 1], or an invalid Backoff (negative durations,
 // Cap below Base, Multiplier below 1, unknown Jitter).
 func New(cfg Config) (*Policy, error) {
@@ -211,6 +231,8 @@ func New(cfg Config) (*Policy, error) {
 		return nil, fmt.Errorf("retry: negative AttemptTimeout %v", cfg.AttemptTimeout)
 	case cfg.MaxRetryAfter < 0:
 		return nil, fmt.Errorf("retry: negative MaxRetryAfter %v", cfg.MaxRetryAfter)
+	case cfg.MaxOpenWait < 0:
+		return nil, fmt.Errorf("retry: negative MaxOpenWait %v", cfg.MaxOpenWait)
 	case !(cfg.RetryAfterJitter >= 0 && cfg.RetryAfterJitter <= 1):
 		return nil, fmt.Errorf("retry: RetryAfterJitter %v, want within [0, 1]", cfg.RetryAfterJitter)
 	}
@@ -226,6 +248,7 @@ func New(cfg Config) (*Policy, error) {
 		delay:            cfg.Delay,
 		retryable:        cfg.Retryable,
 		maxRetryAfter:    cfg.MaxRetryAfter,
+		maxOpenWait:      cfg.MaxOpenWait,
 		retryAfterJitter: cfg.RetryAfterJitter,
 		budget:           cfg.Budget,
 		clk:              bulwark.ClockOrWall(cfg.Clock),
@@ -243,8 +266,17 @@ func New(cfg Config) (*Policy, error) {
 		seed = rand.Uint64()
 	}
 	p.rng.Store(seed)
+	p.syncHook = compose.NewSyncHook(p.doSync)
+	p.layerHook = compose.NewLayerHook(p.doComposed)
 	return p, nil
 }
+
+// syncHook and layerHook tie a Policy into bulwark.Call and bulwark.Compose
+// without exported methods.
+type (
+	syncHook  = compose.SyncHook
+	layerHook = compose.LayerHook
+)
 
 // rand returns the next number of the policy's random stream. It is
 // lock-free and safe for concurrent use.
@@ -255,53 +287,56 @@ func (p *Policy) rand() uint64 { return splitmix64(p.rng.Add(golden)) }
 // ErrElapsed, ErrDeadline, ErrBudget, ErrNotRetryable, ErrRetryAfter, or
 // ctx.Err()). Each attempt calls op afresh, so an op that picks an endpoint on
 // each call moves to another one on retry; Attempt(ctx) tells op which
-// attempt it is. Do waits between attempts on the policy's Clock, and never
-// past ctx's deadline.
+// attempt it is. Do runs op on the goroutine that called it, and waits
+// between attempts on the policy's Clock, never past ctx's deadline.
+//
+// Each call deposits into the Budget, but a call made by an inner layer of a
+// bulwark.Compose whose outer layer already counted the request into the same
+// Budget does not.
 func (p *Policy) Do(ctx context.Context, op func(context.Context) error) error {
-	var start time.Time
-	if p.maxElapsed > 0 {
-		start = p.clk.Now()
-	}
-	if p.budget != nil {
-		p.budget.deposit()
-	}
-	var err error
-	if p.attemptTimeout > 0 {
-		err = p.timed(ctx, op)
-	} else {
-		err = op(ctx)
-	}
-	if err == nil {
-		if p.budget != nil {
-			p.budget.succeeded()
-		}
-		return nil
-	}
-	return p.retry(ctx, op, err, start, true)
+	return p.run(ctx, compose.Op{F: op}, nil, true)
+}
+
+func (p *Policy) doSync(ctx context.Context, op compose.Op) error { return p.run(ctx, op, nil, true) }
+
+func (p *Policy) doComposed(ctx context.Context, op func(context.Context) error, d *compose.Deposits) error {
+	return p.run(ctx, compose.Op{F: op}, d, true)
 }
 
 // do is Do for callers, such as Transport, that enforce the attempt timeout
 // themselves.
 func (p *Policy) do(ctx context.Context, op func(context.Context) error) error {
-	if p.budget != nil {
-		p.budget.deposit()
-	}
+	return p.run(ctx, compose.Op{F: op}, nil, false)
+}
+
+// run is Do: d holds the deposits of the composed call that this is a layer
+// of (nil for a call of its own), and timeouts says whether to apply the
+// attempt timeout.
+func (p *Policy) run(ctx context.Context, op compose.Op, d *compose.Deposits, timeouts bool) error {
 	var start time.Time
 	if p.maxElapsed > 0 {
 		start = p.clk.Now()
 	}
-	err := op(ctx)
+	if p.budget != nil && (d == nil || d.Claim(unsafe.Pointer(p.budget))) {
+		p.budget.deposit()
+	}
+	var err error
+	if timeouts && p.attemptTimeout > 0 {
+		err = p.timed(ctx, op)
+	} else {
+		err = op.Call(ctx)
+	}
 	if err == nil {
 		if p.budget != nil {
 			p.budget.succeeded()
 		}
 		return nil
 	}
-	return p.retry(ctx, op, err, start, false)
+	return p.retry(ctx, op, err, start, timeouts)
 }
 
 // retry is the slow path, entered after the first attempt failed with err.
-func (p *Policy) retry(ctx context.Context, op func(context.Context) error, err error, start time.Time, timeouts bool) error {
+func (p *Policy) retry(ctx context.Context, op compose.Op, err error, start time.Time, timeouts bool) error {
 	now := p.clk.Now()
 	if start.IsZero() {
 		start = now
@@ -319,6 +354,8 @@ func (p *Policy) retry(ctx context.Context, op func(context.Context) error, err 
 			cause := "error"
 			if errors.Is(err, ErrAttemptTimeout) {
 				cause = "attempt_timeout"
+			} else if circuitOpen(err) {
+				cause = "circuit_open"
 			} else if _, ok := retryAfter(err); ok {
 				cause = "retry_after"
 			}
@@ -333,7 +370,7 @@ func (p *Policy) retry(ctx context.Context, op func(context.Context) error, err 
 		if timeouts && p.attemptTimeout > 0 {
 			err = p.timed(actx, op)
 		} else {
-			err = op(actx)
+			err = op.Call(actx)
 		}
 		if err == nil {
 			if p.budget != nil {
@@ -354,6 +391,10 @@ func (p *Policy) next(ctx context.Context, attempt int, prev time.Duration, err 
 	if bulwark.IsPermanent(err) || (p.retryable != nil && !p.retryable(err)) {
 		return 0, ErrNotRetryable
 	}
+	open := circuitOpen(err)
+	if open && p.maxOpenWait == 0 {
+		return 0, ErrNotRetryable
+	}
 	if attempt >= p.maxAttempts {
 		return 0, ErrAttempts
 	}
@@ -364,7 +405,11 @@ func (p *Policy) next(ctx context.Context, attempt int, prev time.Duration, err 
 		d = p.backoff.Delay(attempt, prev, p.rand())
 	}
 	if hint, ok := retryAfter(err); ok && hint > 0 {
-		if hint > p.maxRetryAfter {
+		limit := p.maxRetryAfter
+		if open {
+			limit = p.maxOpenWait
+		}
+		if hint > limit {
 			return 0, ErrRetryAfter
 		}
 		if p.retryAfterJitter > 0 {
@@ -391,8 +436,12 @@ func (p *Policy) next(ctx context.Context, attempt int, prev time.Duration, err 
 
 func (p *Policy) giveUp(ctx context.Context, reason error, attempts int, elapsed time.Duration, err error) error {
 	if p.obs != nil {
+		code := reasonCode(reason)
+		if reason == ErrNotRetryable && circuitOpen(err) {
+			code = "circuit_open"
+		}
 		bulwark.ObserveContext(ctx, p.obs, bulwark.Event{Kind: bulwark.EventGiveUp, Component: bulwark.ComponentRetry,
-			Name: p.name, Attempt: attempts, Err: err, Reason: reasonCode(reason)})
+			Name: p.name, Attempt: attempts, Err: err, Reason: code})
 	}
 	return &GiveUpError{Reason: reason, Attempts: attempts, Elapsed: elapsed, Err: err}
 }
@@ -405,6 +454,13 @@ func retryAfter(err error) (time.Duration, bool) {
 		return ra.RetryAfter(), true
 	}
 	return 0, false
+}
+
+// circuitOpen reports whether err is a circuit breaker's refusal: an error in
+// its chain has a method CircuitOpen() bool that returns true.
+func circuitOpen(err error) bool {
+	var co interface{ CircuitOpen() bool }
+	return errors.As(err, &co) && co.CircuitOpen()
 }
 
 type attemptKey struct{}
@@ -420,9 +476,9 @@ func Attempt(ctx context.Context) int {
 }
 
 // timed runs op under the attempt timeout.
-func (p *Policy) timed(ctx context.Context, op func(context.Context) error) error {
+func (p *Policy) timed(ctx context.Context, op compose.Op) error {
 	actx, stop := p.attemptContext(ctx)
-	err := op(actx)
+	err := op.Call(actx)
 	timedOut := stop()
 	if err != nil && timedOut && ctx.Err() == nil {
 		return &timeoutError{err: err}
