@@ -42,7 +42,9 @@ func (f PolicyFunc) Do(ctx context.Context, op func(context.Context) error) erro
 // spend from counts it once, in the outermost layer that uses that budget.
 // Inner layers spend from it but do not count the request again, so a
 // failing dependency sees at most (1 + the budget's ratio) times its normal
-// load, plus the budget's reserve, whatever the order of the layers.
+// load, plus the budget's reserve, whatever the order of the layers. (Only
+// Compose knows the layers: a policy called by hand inside another's op
+// counts its call as a request of its own.)
 //
 // A composed call allocates one frame, whatever the number of layers. The
 // layers meet op through the context they pass to it, which must be derived
@@ -66,12 +68,20 @@ func Compose(ps ...Policy) Policy {
 		return layers[0]
 	}
 	c := &chain{
-		layers:   layers,
-		budgeted: make([]compose.Layer, len(layers)),
-		steps:    make([]func(context.Context) error, len(layers)+1),
+		layers: layers,
+		spend:  make([]compose.Budgeted, len(layers)),
+		steps:  make([]func(context.Context) error, len(layers)+1),
 	}
+	counted := map[unsafe.Pointer]bool{} // budgets that an outer layer deposits into
 	for i, l := range layers {
-		c.budgeted[i], _ = l.(compose.Layer)
+		if b, ok := l.(compose.Budgeted); ok {
+			if id := compose.BudgetID(b); id != nil {
+				if counted[id] {
+					c.spend[i] = b
+				}
+				counted[id] = true
+			}
+		}
 	}
 	for i := 1; i <= len(layers); i++ {
 		c.steps[i] = func(ctx context.Context) error { return c.step(ctx, i) }
@@ -91,21 +101,19 @@ func (direct) Do(ctx context.Context, op func(context.Context) error) error { re
 
 // chain is an immutable list of layers, outermost first.
 type chain struct {
-	layers   []Policy                      // at least two
-	budgeted []compose.Layer               // layers[i] as a compose.Layer, or nil
-	steps    []func(context.Context) error // steps[i] runs layers[i:] and op; steps[0] is unused
+	layers []Policy                      // at least two
+	spend  []compose.Budgeted            // layers[i] when it must not deposit into its budget, which an outer layer counts; else nil
+	steps  []func(context.Context) error // steps[i] runs layers[i:] and op; steps[0] is unused
 }
 
 // frame is one call of a chain. It is the context that the chain gives its
 // outermost layer, so that the steps, which every call of the chain shares,
 // find it again in the context that each layer passes to its op.
 type frame struct {
-	context.Context                                     // the caller's
-	c               *chain                              // the chain this is a call of: the key under which Value finds the frame
-	op              func(context.Context) error         // the operation, for Do
-	call            func(*frame, context.Context) error // for Call: runs the operation in place of op
-	cf              any                                 // for Call: its *callFrame[T]
-	deposits        compose.Deposits                    // the budgets that counted this call
+	context.Context                             // the caller's
+	c               *chain                      // the chain this is a call of: the key under which Value finds the frame
+	op              func(context.Context) error // the operation, for Do
+	call            compose.Runner              // for Call: its *callFrame[T], which runs in place of op
 }
 
 // Value returns the frame for its chain, and defers to the caller's context
@@ -137,18 +145,17 @@ func (c *chain) step(ctx context.Context, i int) error {
 	return c.run(f, ctx, i)
 }
 
-// run runs layers[i:] around the operation of f. A layer that deposits into
-// a retry budget gets the call's deposits, so that it deposits only if no
-// layer outside it has.
+// run runs layers[i:] around the operation of f. A layer whose retry budget
+// an outer layer deposits into runs without depositing.
 func (c *chain) run(f *frame, ctx context.Context, i int) error {
 	if i == len(c.layers) {
 		if f.call != nil {
-			return f.call(f, ctx)
+			return f.call.Run(ctx)
 		}
 		return f.op(ctx)
 	}
-	if l := c.budgeted[i]; l != nil {
-		return compose.DoComposed(l, ctx, c.steps[i+1], &f.deposits)
+	if b := c.spend[i]; b != nil {
+		return compose.DoSpending(b, ctx, c.steps[i+1])
 	}
 	return c.layers[i].Do(ctx, c.steps[i+1])
 }
@@ -167,20 +174,21 @@ func Call[T any](ctx context.Context, p Policy, op func(context.Context) (T, err
 		// The policy runs op on this goroutine and not after DoSync
 		// returns: the frame can stay on this stack.
 		f := syncFrame[T]{op: op}
-		if err := compose.DoSync(q, ctx, compose.Op{Fn: runSync[T], Arg: compose.NoEscape(unsafe.Pointer(&f))}); err != nil {
+		r := (*syncFrame[T])(compose.NoEscape(unsafe.Pointer(&f)))
+		if err := compose.DoSync(q, ctx, compose.Op{R: r}); err != nil {
 			return zero, err
 		}
 		return f.out, nil
 	case *chain:
 		cf := &callFrame[T]{op: op}
-		cf.frame = frame{Context: ctx, c: q, call: runCall[T], cf: cf}
+		cf.frame = frame{Context: ctx, c: q, call: cf}
 		if err := q.run(&cf.frame, &cf.frame, 0); err != nil {
 			return zero, err
 		}
 		return cf.result(), nil
 	}
 	cf := &callFrame[T]{op: op}
-	if err := p.Do(ctx, cf.do); err != nil {
+	if err := p.Do(ctx, cf.Run); err != nil {
 		return zero, err
 	}
 	return cf.result(), nil
@@ -192,8 +200,7 @@ type syncFrame[T any] struct {
 	out T
 }
 
-func runSync[T any](ctx context.Context, arg unsafe.Pointer) error {
-	f := (*syncFrame[T])(arg)
+func (f *syncFrame[T]) Run(ctx context.Context) error {
 	v, err := f.op(ctx)
 	if err == nil {
 		f.out = v
@@ -210,9 +217,7 @@ type callFrame[T any] struct {
 	set   bool
 }
 
-func runCall[T any](f *frame, ctx context.Context) error { return f.cf.(*callFrame[T]).do(ctx) }
-
-func (cf *callFrame[T]) do(ctx context.Context) error {
+func (cf *callFrame[T]) Run(ctx context.Context) error {
 	v, err := cf.op(ctx)
 	if err == nil {
 		cf.mu.Lock()

@@ -129,4 +129,3 @@ func TestDecayApproximation(t *testing.T) {
 		}
 	}
 }
-

@@ -74,7 +74,7 @@ const (
 // A Hedge is safe for concurrent use by multiple goroutines. Use NewHedge; the
 // zero Hedge is not usable.
 type Hedge struct {
-	layerHook // bulwark.Compose's one deposit per logical request
+	budgetHook // bulwark.Compose's one deposit per logical request
 
 	name       string
 	max        int
@@ -119,7 +119,7 @@ func NewHedge(cfg HedgeConfig) (*Hedge, error) {
 	if h.minDelay == 0 {
 		h.minDelay = time.Millisecond
 	}
-	h.layerHook = compose.NewLayerHook(h.run)
+	h.budgetHook = compose.NewBudgetHook(unsafe.Pointer(h.budget), h.doSpending)
 	return h, nil
 }
 
@@ -150,13 +150,17 @@ type hedgeResult struct {
 // (ErrAttempts, ErrBudget, ErrRetryAfter, ErrNotRetryable for a permanent
 // error, or ctx.Err()). Attempt(ctx) tells op which attempt it is.
 func (h *Hedge) Do(ctx context.Context, op func(context.Context) error) error {
-	return h.run(ctx, op, nil)
+	return h.run(ctx, op, true)
 }
 
-// run is Do; d holds the deposits of the composed call that this is a layer
-// of, nil for a call of its own.
-func (h *Hedge) run(ctx context.Context, op func(context.Context) error, d *compose.Deposits) error {
-	if h.budget != nil && (d == nil || d.Claim(unsafe.Pointer(h.budget))) {
+func (h *Hedge) doSpending(ctx context.Context, op func(context.Context) error) error {
+	return h.run(ctx, op, false)
+}
+
+// run is Do; deposit says whether to count the call into the Budget (not
+// when an outer layer of a bulwark.Compose does).
+func (h *Hedge) run(ctx context.Context, op func(context.Context) error, deposit bool) error {
+	if h.budget != nil && deposit {
 		h.budget.deposit()
 	}
 	begin := h.clk.Now()

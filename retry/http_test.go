@@ -284,3 +284,63 @@ func TestResponseError(t *testing.T) {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// With a Hedge as its Policy, the Transport runs attempts at once; the
+// winner's body stays readable though the Hedge cancels its attempt's
+// context when it returns.
+func TestTransportWithHedge(t *testing.T) {
+	noLeak(t)
+	clk := bulwarktest.NewClock(time.Time{})
+	h := mustHedge(t, HedgeConfig{Delay: time.Second, Clock: clk})
+	var (
+		mu   sync.Mutex
+		ctxs []context.Context
+	)
+	base := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		mu.Lock()
+		ctxs = append(ctxs, r.Context())
+		n := len(ctxs)
+		mu.Unlock()
+		if n == 1 { // the slow one: canceled when the hedge wins
+			<-r.Context().Done()
+			return nil, r.Context().Err()
+		}
+		return &http.Response{StatusCode: 200, Body: io.NopCloser(strings.NewReader("fast")), Request: r}, nil
+	})
+	go func() {
+		_ = clk.BlockUntil(context.Background(), 1)
+		clk.Advance(time.Second)
+	}()
+	req, _ := http.NewRequest("GET", "http://example.test/", nil)
+	resp, err := (&Transport{Base: base, Policy: h}).RoundTrip(req)
+	if err != nil {
+		t.Fatalf("RoundTrip = %v, want the hedge's 200", err)
+	}
+	if err := ctxs[1].Err(); err != nil {
+		t.Errorf("the winner's request context ended (%v) before its body was read", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "fast" || ctxs[1].Err() == nil {
+		t.Errorf("body = %q, context after Close = %v; want \"fast\" and a released context", b, ctxs[1].Err())
+	}
+}
+
+// Any Policy will do: here one that is not a *Policy, and that runs the
+// attempt once.
+func TestTransportAcceptsAnyPolicy(t *testing.T) {
+	var ran int
+	once := bulwark.PolicyFunc(func(ctx context.Context, op func(context.Context) error) error {
+		ran++
+		return op(ctx)
+	})
+	base := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		return &http.Response{StatusCode: 503, Body: io.NopCloser(strings.NewReader("busy")), Request: r}, nil
+	})
+	req, _ := http.NewRequest("GET", "http://example.test/", nil)
+	resp, err := (&Transport{Base: base, Policy: once}).RoundTrip(req)
+	if err != nil || resp.StatusCode != 503 || ran != 1 {
+		t.Fatalf("RoundTrip = %v, %v after %d runs, want the 503 after 1", resp, err, ran)
+	}
+	resp.Body.Close()
+}

@@ -196,8 +196,8 @@ func reasonCode(r error) string {
 // goroutines; the context comes with each call. Use New; the zero Policy is
 // not usable.
 type Policy struct {
-	syncHook  // bulwark.Call's closure-free path: Do runs op on the caller's goroutine only
-	layerHook // bulwark.Compose's one deposit per logical request
+	syncHook   // bulwark.Call's closure-free path: Do runs op on the caller's goroutine only
+	budgetHook // bulwark.Compose's one deposit per logical request
 
 	name             string
 	maxAttempts      int
@@ -267,15 +267,15 @@ func New(cfg Config) (*Policy, error) {
 	}
 	p.rng.Store(seed)
 	p.syncHook = compose.NewSyncHook(p.doSync)
-	p.layerHook = compose.NewLayerHook(p.doComposed)
+	p.budgetHook = compose.NewBudgetHook(unsafe.Pointer(p.budget), p.doSpending)
 	return p, nil
 }
 
-// syncHook and layerHook tie a Policy into bulwark.Call and bulwark.Compose
-// without exported methods.
+// syncHook and budgetHook tie a Policy and a Hedge into bulwark.Call and
+// bulwark.Compose without exported methods.
 type (
-	syncHook  = compose.SyncHook
-	layerHook = compose.LayerHook
+	syncHook   = compose.SyncHook
+	budgetHook = compose.BudgetHook
 )
 
 // rand returns the next number of the policy's random stream. It is
@@ -294,30 +294,30 @@ func (p *Policy) rand() uint64 { return splitmix64(p.rng.Add(golden)) }
 // bulwark.Compose whose outer layer already counted the request into the same
 // Budget does not.
 func (p *Policy) Do(ctx context.Context, op func(context.Context) error) error {
-	return p.run(ctx, compose.Op{F: op}, nil, true)
+	return p.run(ctx, compose.Op{F: op}, true, true)
 }
 
-func (p *Policy) doSync(ctx context.Context, op compose.Op) error { return p.run(ctx, op, nil, true) }
+func (p *Policy) doSync(ctx context.Context, op compose.Op) error { return p.run(ctx, op, true, true) }
 
-func (p *Policy) doComposed(ctx context.Context, op func(context.Context) error, d *compose.Deposits) error {
-	return p.run(ctx, compose.Op{F: op}, d, true)
+func (p *Policy) doSpending(ctx context.Context, op func(context.Context) error) error {
+	return p.run(ctx, compose.Op{F: op}, false, true)
 }
 
 // do is Do for callers, such as Transport, that enforce the attempt timeout
 // themselves.
 func (p *Policy) do(ctx context.Context, op func(context.Context) error) error {
-	return p.run(ctx, compose.Op{F: op}, nil, false)
+	return p.run(ctx, compose.Op{F: op}, true, false)
 }
 
-// run is Do: d holds the deposits of the composed call that this is a layer
-// of (nil for a call of its own), and timeouts says whether to apply the
-// attempt timeout.
-func (p *Policy) run(ctx context.Context, op compose.Op, d *compose.Deposits, timeouts bool) error {
+// run is Do: deposit says whether to count the call into the Budget (not
+// when an outer layer of a bulwark.Compose does), and timeouts whether to
+// apply the attempt timeout.
+func (p *Policy) run(ctx context.Context, op compose.Op, deposit, timeouts bool) error {
 	var start time.Time
 	if p.maxElapsed > 0 {
 		start = p.clk.Now()
 	}
-	if p.budget != nil && (d == nil || d.Claim(unsafe.Pointer(p.budget))) {
+	if p.budget != nil && deposit {
 		p.budget.deposit()
 	}
 	var err error

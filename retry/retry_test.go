@@ -34,6 +34,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"negative elapsed", Config{MaxElapsed: -time.Second}, "negative MaxElapsed"},
 		{"negative attempt timeout", Config{AttemptTimeout: -1}, "negative AttemptTimeout"},
 		{"negative retry-after cap", Config{MaxRetryAfter: -1}, "negative MaxRetryAfter"},
+		{"negative open wait", Config{MaxOpenWait: -1}, "negative MaxOpenWait"},
 		{"retry-after jitter above 1", Config{RetryAfterJitter: 1.5}, "RetryAfterJitter 1.5"},
 		{"retry-after jitter NaN", Config{RetryAfterJitter: math.NaN()}, "RetryAfterJitter NaN"},
 		{"negative base", Config{Backoff: Backoff{Base: -time.Second}}, "negative Base"},

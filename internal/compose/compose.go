@@ -5,84 +5,62 @@
 //
 // Two things cross it:
 //
-//   - Deposits: a composed call carries one set of budget deposits, so that
-//     every retry budget counts the logical request once however many retry
-//     and hedge layers spend from it. Compose passes the set to each layer
-//     that implements Layer.
+//   - Budgets: Compose runs every layer that spends from a retry budget
+//     counted by an outer layer without depositing (see Budgeted), so that
+//     each budget counts a logical request once.
 //   - Op: an operation in a form that needs no closure. Call hands a policy
-//     that implements Sync a pointer to a frame on its own stack, which is
-//     how Call over one policy allocates nothing.
+//     that implements Sync a frame on its own stack, which is how Call over
+//     one policy allocates nothing.
 package compose
 
 import (
 	"context"
-	"sync/atomic"
 	"unsafe"
 )
 
-// Layer is implemented by the policies that deposit into a retry budget
-// (retry.Policy, retry.Hedge), through an embedded LayerHook. DoComposed runs
-// the policy for a call made inside a composed call whose deposits are d: the
-// policy deposits into its budget only when d.Claim says it is the first to.
-type Layer interface {
-	doComposed(ctx context.Context, op func(context.Context) error, d *Deposits) error
+// Budgeted is implemented, through an embedded BudgetHook, by the policies
+// that deposit into a retry budget: retry.Policy and retry.Hedge. Compose
+// knows from BudgetID which layers share a budget, and runs every layer but
+// the outermost of each budget through DoSpending, so that the budget counts
+// a logical request once however many layers spend from it.
+type Budgeted interface {
+	budgetID() unsafe.Pointer
+	doSpending(ctx context.Context, op func(context.Context) error) error
 }
 
-// DoComposed runs l for one layer of a composed call with deposits d.
-func DoComposed(l Layer, ctx context.Context, op func(context.Context) error, d *Deposits) error {
-	return l.doComposed(ctx, op, d)
+// BudgetID returns the identity of b's budget, nil if it has none.
+func BudgetID(b Budgeted) unsafe.Pointer { return b.budgetID() }
+
+// DoSpending runs b as its Do does, but without depositing into its budget:
+// an outer layer has counted the request.
+func DoSpending(b Budgeted, ctx context.Context, op func(context.Context) error) error {
+	return b.doSpending(ctx, op)
 }
 
-// LayerHook makes a policy a Layer without an exported method: the policy
+// BudgetHook makes a policy Budgeted without an exported method: the policy
 // embeds it through an unexported alias and sets it in its constructor.
-type LayerHook struct {
-	fn func(context.Context, func(context.Context) error, *Deposits) error
+type BudgetHook struct {
+	id unsafe.Pointer
+	fn func(context.Context, func(context.Context) error) error
 }
 
-// NewLayerHook returns a LayerHook whose DoComposed calls fn.
-func NewLayerHook(fn func(ctx context.Context, op func(context.Context) error, d *Deposits) error) LayerHook {
-	return LayerHook{fn: fn}
+// NewBudgetHook returns a BudgetHook for the budget whose address is id (nil
+// for none) and whose DoSpending calls fn.
+func NewBudgetHook(id unsafe.Pointer, fn func(ctx context.Context, op func(context.Context) error) error) BudgetHook {
+	return BudgetHook{id: id, fn: fn}
 }
 
-func (h LayerHook) doComposed(ctx context.Context, op func(context.Context) error, d *Deposits) error {
-	return h.fn(ctx, op, d)
-}
+func (h BudgetHook) budgetID() unsafe.Pointer { return h.id }
 
-// Deposits records the budgets that have counted one logical request. It
-// holds up to len(ids) budgets; a call that meets more (no sane composition
-// does) deposits into the rest every time. The zero Deposits is empty and
-// ready to use; it is safe for concurrent use (hedged attempts claim at the
-// same time).
-type Deposits struct {
-	ids [4]atomic.Uintptr
-}
-
-// Claim reports whether the budget identified by id has not counted the
-// request yet, and records that it now has. id is the budget's address.
-func (d *Deposits) Claim(id unsafe.Pointer) bool {
-	v := uintptr(id)
-	for i := range d.ids {
-		for {
-			cur := d.ids[i].Load()
-			if cur == v {
-				return false
-			}
-			if cur != 0 {
-				break // another budget's slot
-			}
-			if d.ids[i].CompareAndSwap(0, v) {
-				return true
-			}
-		}
-	}
-	return true
+func (h BudgetHook) doSpending(ctx context.Context, op func(context.Context) error) error {
+	return h.fn(ctx, op)
 }
 
 // Sync is implemented, through an embedded SyncHook, by the policies that run
 // op only on the goroutine that called them, never after they return, and
-// never keep op.Arg anywhere but in their own stack frames: breaker.Breaker
-// and retry.Policy. For those, Call passes op.Arg pointing into its own stack
-// frame (see NoEscape). A policy that runs op on another goroutine, such as a
+// never keep op.R anywhere but in their own stack frames: breaker.Breaker
+// and retry.Policy. For those, Call passes an op.R that points into its own
+// stack frame (see NoEscape). A policy that runs op on another goroutine, such as a
 // Hedge, must not implement Sync.
 type Sync interface {
 	doSync(ctx context.Context, op Op) error
@@ -102,11 +80,17 @@ func NewSyncHook(fn func(ctx context.Context, op Op) error) SyncHook { return Sy
 
 func (h SyncHook) doSync(ctx context.Context, op Op) error { return h.fn(ctx, op) }
 
-// Op is an operation: F when it is set, else Fn called with Arg.
+// Op is an operation: F when it is set, else R.
 type Op struct {
-	F   func(context.Context) error
-	Fn  func(context.Context, unsafe.Pointer) error
-	Arg unsafe.Pointer
+	F func(context.Context) error
+	R Runner
+}
+
+// Runner is an operation as a method, for a caller that keeps the
+// operation's state in a frame: a generic function value would need a closure
+// (for its dictionary), an interface holding a pointer needs none.
+type Runner interface {
+	Run(ctx context.Context) error
 }
 
 // Call runs the operation.
@@ -114,7 +98,7 @@ func (o Op) Call(ctx context.Context) error {
 	if o.F != nil {
 		return o.F(ctx)
 	}
-	return o.Fn(ctx, o.Arg)
+	return o.R.Run(ctx)
 }
 
 // NoEscape hides p from escape analysis, so that a frame on the caller's

@@ -1,66 +1,39 @@
 package compose
 
 import (
-	"sync"
+	"context"
 	"testing"
 	"unsafe"
 )
 
-func TestDepositsClaim(t *testing.T) {
-	var d Deposits
-	a, b := new(int), new(int)
-	if !d.Claim(unsafe.Pointer(a)) {
-		t.Fatal("first Claim(a) = false, want true")
+func TestBudgetHook(t *testing.T) {
+	id := unsafe.Pointer(new(int))
+	var ran bool
+	var b Budgeted = NewBudgetHook(id, func(ctx context.Context, op func(context.Context) error) error {
+		ran = true
+		return op(ctx)
+	})
+	if BudgetID(b) != id {
+		t.Errorf("BudgetID = %p, want %p", BudgetID(b), id)
 	}
-	if d.Claim(unsafe.Pointer(a)) {
-		t.Error("second Claim(a) = true, want false")
-	}
-	if !d.Claim(unsafe.Pointer(b)) || d.Claim(unsafe.Pointer(b)) {
-		t.Error("Claim(b) twice did not give true, then false")
-	}
-	// More budgets than slots: the extra ones always claim.
-	var full Deposits
-	ids := make([]*int, len(full.ids)+1)
-	for i := range ids {
-		ids[i] = new(int)
-		if !full.Claim(unsafe.Pointer(ids[i])) {
-			t.Fatalf("Claim of budget %d = false, want true", i)
-		}
-	}
-	if !full.Claim(unsafe.Pointer(ids[len(ids)-1])) {
-		t.Error("Claim of a budget beyond the slots = false, want true every time")
-	}
-	if full.Claim(unsafe.Pointer(ids[0])) {
-		t.Error("Claim of a recorded budget = true, want false")
+	var called bool
+	if err := DoSpending(b, context.Background(), func(context.Context) error { called = true; return nil }); err != nil || !ran || !called {
+		t.Errorf("DoSpending = %v, hook ran %v, op ran %v; want nil, true, true", err, ran, called)
 	}
 }
 
-func TestDepositsClaimConcurrentSafe(t *testing.T) {
-	for range 100 {
-		var d Deposits
-		ids := []*int{new(int), new(int), new(int)}
-		var (
-			wg   sync.WaitGroup
-			mu   sync.Mutex
-			wins = map[*int]int{}
-		)
-		for g := range 8 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				id := ids[g%len(ids)]
-				if d.Claim(unsafe.Pointer(id)) {
-					mu.Lock()
-					wins[id]++
-					mu.Unlock()
-				}
-			}()
-		}
-		wg.Wait()
-		for i, id := range ids {
-			if wins[id] != 1 {
-				t.Fatalf("budget %d claimed %d times, want once", i, wins[id])
-			}
-		}
+type frame struct{ n int }
+
+func (f *frame) Run(context.Context) error { f.n++; return nil }
+
+func TestOpCall(t *testing.T) {
+	var n int
+	if err := (Op{F: func(context.Context) error { n++; return nil }}).Call(context.Background()); err != nil || n != 1 {
+		t.Errorf("Op{F}.Call ran F %d times, want once", n)
+	}
+	f := frame{}
+	r := (*frame)(NoEscape(unsafe.Pointer(&f)))
+	if err := (Op{R: r}).Call(context.Background()); err != nil || f.n != 1 {
+		t.Errorf("Op{R}.Call ran R %d times, want once", f.n)
 	}
 }
