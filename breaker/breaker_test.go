@@ -531,7 +531,10 @@ func TestPermitDoneTwice(t *testing.T) {
 	if n := rec.count(bulwark.EventCall); n != 1 {
 		t.Errorf("%d EventCall, want 1", n)
 	}
-	q, _ := b.Allow()
+	q, err := b.Allow()
+	if err != nil {
+		t.Fatalf("Allow after one failure = %v, want the breaker closed", err)
+	}
 	q.Record(bulwark.Failure)
 	if st := b.State(); st != breaker.Open {
 		t.Errorf("State() after a second call failed = %v, want open", st)
