@@ -473,10 +473,35 @@ func (b *Breaker) timed() bool { return b.s.slowDur > 0 || b.s.obs != nil }
 // without running op. If op panics, the call is recorded as a failure and
 // the panic goes on with its original value. Do satisfies bulwark.Policy.
 func (b *Breaker) Do(ctx context.Context, op func(context.Context) error) error {
-	return b.doOp(ctx, compose.Op{F: op})
+	var tok uint64
+	if e := b.cur.Load(); e.pass { // Acquire, inlined
+		tok = e.tok
+	} else {
+		var err error
+		if tok, err = b.acquireSlow(ctx); err != nil {
+			return err
+		}
+	}
+	if b.clocked {
+		return b.doTimed(ctx, tok, compose.Op{F: op})
+	}
+	finished := false
+	defer func() {
+		if !finished { // op panicked (or called runtime.Goexit); the panic goes on
+			b.release(tok, bulwark.Failure, 0, -1, nil)
+		}
+	}()
+	err := op(ctx)
+	finished = true
+	o := bulwark.Success
+	if err != nil || b.s.classify != nil {
+		o = b.classify(ctx, err)
+	}
+	b.release(tok, o, 0, -1, err)
+	return err
 }
 
-// doOp is Do for an op in either form.
+// doOp is Do for bulwark.Call, whose op comes as a compose.Op.
 func (b *Breaker) doOp(ctx context.Context, op compose.Op) error {
 	var tok uint64
 	if e := b.cur.Load(); e.pass { // Acquire, inlined

@@ -323,7 +323,7 @@ func (c *hedgeCall) loop(launched, running int, last error, tick bool) error {
 		if bulwark.IsPermanent(err) {
 			return h.giveUp(ctx, ErrNotRetryable, launched, h.clk.Since(c.begin), last), true
 		}
-		if wait, ok := retryAfter(err); ok && wait > 0 {
+		if wait, _, _ := pushback(err); wait > 0 {
 			// Pushback: start nothing more for this call.
 			reason, ticks = ErrRetryAfter, nil
 		}

@@ -70,10 +70,11 @@ type Config struct {
 	// An open circuit breaker's refusal is the business of MaxOpenWait.
 	MaxRetryAfter time.Duration
 	// MaxOpenWait is how long a call may wait for an open circuit breaker.
-	// An attempt refused by a breaker (an error in whose chain, found with
-	// errors.As, a method CircuitOpen() bool returns true, as
-	// *breaker.OpenError's does) ends the call at once by default: Do gives
-	// up with ErrNotRetryable and the refusal, as a breaker means it to.
+	// An attempt refused by a breaker (the error with a RetryAfter method
+	// in its chain also has a method CircuitOpen() bool that returns true,
+	// as *breaker.OpenError does) ends the call at once by default: Do
+	// gives up with ErrNotRetryable and the refusal, as a breaker means it
+	// to.
 	// With MaxOpenWait set, Do waits instead until the breaker lets a probe
 	// through (the refusal's RetryAfter), when that is at most MaxOpenWait
 	// away, and gives up with ErrRetryAfter otherwise. The wait is a retry
@@ -196,9 +197,6 @@ func reasonCode(r error) string {
 // goroutines; the context comes with each call. Use New; the zero Policy is
 // not usable.
 type Policy struct {
-	syncHook   // bulwark.Call's closure-free path: Do runs op on the caller's goroutine only
-	budgetHook // bulwark.Compose's one deposit per logical request
-
 	name             string
 	maxAttempts      int
 	maxElapsed       time.Duration
@@ -214,6 +212,9 @@ type Policy struct {
 	wall             bool // clk is the wall clock: use context.WithTimeout
 	obs              bulwark.Observer
 	rng              atomic.Uint64 // SplitMix64 state, advanced by golden per draw
+
+	syncHook   // bulwark.Call's closure-free path: Do runs op on the caller's goroutine only
+	budgetHook // bulwark.Compose's one deposit per logical request
 }
 
 // New returns a Policy for cfg, or an error that says which field is invalid:
@@ -294,7 +295,35 @@ func (p *Policy) rand() uint64 { return splitmix64(p.rng.Add(golden)) }
 // bulwark.Compose whose outer layer already counted the request into the same
 // Budget does not.
 func (p *Policy) Do(ctx context.Context, op func(context.Context) error) error {
-	return p.run(ctx, compose.Op{F: op}, true, true)
+	// run, with op called directly: the first attempt is the hot path.
+	var start time.Time
+	if p.maxElapsed > 0 {
+		start = p.clk.Now()
+	}
+	if p.budget != nil {
+		p.budget.deposit()
+	}
+	var err error
+	if p.attemptTimeout > 0 {
+		err = p.timedFunc(ctx, op)
+	} else {
+		err = op(ctx)
+	}
+	if err == nil {
+		if p.budget != nil {
+			p.budget.succeeded()
+		}
+		return nil
+	}
+	return p.retryFunc(ctx, op, err, start)
+}
+
+// retryFunc is retry for Do, kept out of line so that Do's first attempt
+// stays as lean as it was before ops came in two forms.
+//
+//go:noinline
+func (p *Policy) retryFunc(ctx context.Context, op func(context.Context) error, err error, start time.Time) error {
+	return p.retry(ctx, compose.Op{F: op}, err, start, true)
 }
 
 func (p *Policy) doSync(ctx context.Context, op compose.Op) error { return p.run(ctx, op, true, true) }
@@ -346,24 +375,16 @@ func (p *Policy) retry(ctx context.Context, op compose.Op, err error, start time
 		if p.budget != nil && bulwark.Classify(ctx, err) == bulwark.Failure {
 			p.budget.failed()
 		}
-		delay, reason := p.next(ctx, attempt, prev, err, now, start)
+		delay, cause, reason := p.next(ctx, attempt, prev, err, now, start)
 		if reason != nil {
-			return p.giveUp(ctx, reason, attempt, now.Sub(start), err)
+			return p.giveUp(ctx, reason, cause, attempt, now.Sub(start), err)
 		}
 		if p.obs != nil {
-			cause := "error"
-			if errors.Is(err, ErrAttemptTimeout) {
-				cause = "attempt_timeout"
-			} else if circuitOpen(err) {
-				cause = "circuit_open"
-			} else if _, ok := retryAfter(err); ok {
-				cause = "retry_after"
-			}
 			bulwark.ObserveContext(ctx, p.obs, bulwark.Event{Kind: bulwark.EventRetry, Component: bulwark.ComponentRetry,
 				Name: p.name, Attempt: attempt + 1, Delay: delay, Err: err, Reason: cause})
 		}
 		if serr := bulwark.Sleep(ctx, p.clk, delay); serr != nil {
-			return p.giveUp(ctx, serr, attempt, p.clk.Since(start), err)
+			return p.giveUp(ctx, serr, cause, attempt, p.clk.Since(start), err)
 		}
 		prev = delay
 		actx := context.WithValue(ctx, attemptKey{}, attempt+1)
@@ -383,20 +404,28 @@ func (p *Policy) retry(ctx context.Context, op compose.Op, err error, start time
 }
 
 // next decides whether to retry after attempt failed with err at now, and
-// how long to wait first. It returns a non-nil reason to give up.
-func (p *Policy) next(ctx context.Context, attempt int, prev time.Duration, err error, now, start time.Time) (time.Duration, error) {
+// how long to wait first. It returns a non-nil reason to give up, and the
+// cause of the retry or give-up for events: "error", "attempt_timeout",
+// "retry_after" or "circuit_open".
+func (p *Policy) next(ctx context.Context, attempt int, prev time.Duration, err error, now, start time.Time) (time.Duration, string, error) {
+	hint, asked, open := pushback(err)
+	cause := "error"
+	switch {
+	case errors.Is(err, ErrAttemptTimeout):
+		cause = "attempt_timeout"
+	case open:
+		cause = "circuit_open"
+	case asked:
+		cause = "retry_after"
+	}
 	if cerr := ctx.Err(); cerr != nil {
-		return 0, cerr
+		return 0, cause, cerr
 	}
-	if bulwark.IsPermanent(err) || (p.retryable != nil && !p.retryable(err)) {
-		return 0, ErrNotRetryable
-	}
-	open := circuitOpen(err)
-	if open && p.maxOpenWait == 0 {
-		return 0, ErrNotRetryable
+	if bulwark.IsPermanent(err) || (p.retryable != nil && !p.retryable(err)) || (open && p.maxOpenWait == 0) {
+		return 0, cause, ErrNotRetryable
 	}
 	if attempt >= p.maxAttempts {
-		return 0, ErrAttempts
+		return 0, cause, ErrAttempts
 	}
 	var d time.Duration
 	if p.delay != nil {
@@ -404,13 +433,13 @@ func (p *Policy) next(ctx context.Context, attempt int, prev time.Duration, err 
 	} else {
 		d = p.backoff.Delay(attempt, prev, p.rand())
 	}
-	if hint, ok := retryAfter(err); ok && hint > 0 {
+	if hint > 0 {
 		limit := p.maxRetryAfter
 		if open {
 			limit = p.maxOpenWait
 		}
 		if hint > limit {
-			return 0, ErrRetryAfter
+			return 0, cause, ErrRetryAfter
 		}
 		if p.retryAfterJitter > 0 {
 			hint += uniform(p.rand(), time.Duration(float64(hint)*p.retryAfterJitter))
@@ -419,26 +448,28 @@ func (p *Policy) next(ctx context.Context, attempt int, prev time.Duration, err 
 	}
 	wake := now.Add(d)
 	if dl, ok := ctx.Deadline(); ok && !wake.Before(dl) {
-		return 0, ErrDeadline
+		return 0, cause, ErrDeadline
 	}
 	if p.maxElapsed > 0 && wake.Sub(start) > p.maxElapsed {
-		return 0, ErrElapsed
+		return 0, cause, ErrElapsed
 	}
 	if p.budget != nil && !p.budget.withdraw() {
 		if p.obs != nil {
 			bulwark.ObserveContext(ctx, p.obs, bulwark.Event{Kind: bulwark.EventBudgetExhausted, Component: bulwark.ComponentRetry,
 				Name: p.name, Attempt: attempt + 1, Err: err})
 		}
-		return 0, ErrBudget
+		return 0, cause, ErrBudget
 	}
-	return d, nil
+	return d, cause, nil
 }
 
-func (p *Policy) giveUp(ctx context.Context, reason error, attempts int, elapsed time.Duration, err error) error {
+// giveUp ends a call; cause is next's, so that an open breaker's refusal
+// shows as "circuit_open" in the event rather than "not_retryable".
+func (p *Policy) giveUp(ctx context.Context, reason error, cause string, attempts int, elapsed time.Duration, err error) error {
 	if p.obs != nil {
 		code := reasonCode(reason)
-		if reason == ErrNotRetryable && circuitOpen(err) {
-			code = "circuit_open"
+		if reason == ErrNotRetryable && cause == "circuit_open" {
+			code = cause
 		}
 		bulwark.ObserveContext(ctx, p.obs, bulwark.Event{Kind: bulwark.EventGiveUp, Component: bulwark.ComponentRetry,
 			Name: p.name, Attempt: attempts, Err: err, Reason: code})
@@ -446,21 +477,17 @@ func (p *Policy) giveUp(ctx context.Context, reason error, attempts int, elapsed
 	return &GiveUpError{Reason: reason, Attempts: attempts, Elapsed: elapsed, Err: err}
 }
 
-// retryAfter returns the wait asked for by the first error in err's chain that
-// has a RetryAfter method.
-func retryAfter(err error) (time.Duration, bool) {
+// pushback returns the wait asked for by the first error in err's chain that
+// has a method RetryAfter() time.Duration, whether there is one, and whether
+// that error is an open circuit breaker's refusal: it also has a method
+// CircuitOpen() bool that returns true.
+func pushback(err error) (wait time.Duration, asked, open bool) {
 	var ra interface{ RetryAfter() time.Duration }
-	if errors.As(err, &ra) {
-		return ra.RetryAfter(), true
+	if !errors.As(err, &ra) {
+		return 0, false, false
 	}
-	return 0, false
-}
-
-// circuitOpen reports whether err is a circuit breaker's refusal: an error in
-// its chain has a method CircuitOpen() bool that returns true.
-func circuitOpen(err error) bool {
-	var co interface{ CircuitOpen() bool }
-	return errors.As(err, &co) && co.CircuitOpen()
+	co, ok := ra.(interface{ CircuitOpen() bool })
+	return ra.RetryAfter(), true, ok && co.CircuitOpen()
 }
 
 type attemptKey struct{}
@@ -473,6 +500,13 @@ func Attempt(ctx context.Context) int {
 		return n
 	}
 	return 1
+}
+
+// timedFunc is timed for Do.
+//
+//go:noinline
+func (p *Policy) timedFunc(ctx context.Context, op func(context.Context) error) error {
+	return p.timed(ctx, compose.Op{F: op})
 }
 
 // timed runs op under the attempt timeout.
