@@ -521,7 +521,7 @@ func TestPermitDoneTwice(t *testing.T) {
 	}
 	p.Done(context.Background(), errDown)
 	p.Done(context.Background(), errDown) // misuse
-	p.Record(bulwark.Failure)              // misuse
+	p.Record(bulwark.Failure)             // misuse
 	if st := b.State(); st != breaker.Closed {
 		t.Errorf("State() after one failed call reported three times = %v, want closed (one failure of two)", st)
 	}
