@@ -94,7 +94,7 @@ func quickStart(t *testing.T, clk bulwark.Clock) (bulwark.Policy, *breaker.Break
 	return bulwark.Compose(rp, cb), cb
 }
 
-type charge struct{ id string }
+type charge struct{ ID string }
 
 // waitsOnClock reports whether a timer is armed on clk before done holds a
 // result; it leaves that result in done.

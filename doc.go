@@ -2,7 +2,8 @@
 // the [Policy] interface that every guard satisfies, [Compose] and [Call] to
 // combine guards around an operation, the [Endpoint] that balancers and health
 // checkers talk about, the failure classification that retries and breakers
-// agree on ([Permanent], [Classify]), one event model for observability
+// agree on ([Permanent], [Classify], and [StatusError] for HTTP), one event
+// model for observability
 // ([Observer], [Event]) and an injectable [Clock].
 //
 // The capabilities live in sub-packages: consistenthash, balancer,
