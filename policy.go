@@ -113,7 +113,7 @@ type frame struct {
 	context.Context                             // the caller's
 	c               *chain                      // the chain this is a call of: the key under which Value finds the frame
 	op              func(context.Context) error // the operation, for Do
-	call            compose.Runner              // for Call: its *callFrame[T], which runs in place of op
+	call            runner                      // for Call: its *callFrame[T], which runs in place of op
 }
 
 // Value returns the frame for its chain, and defers to the caller's context
@@ -169,23 +169,29 @@ func (c *chain) run(f *frame, ctx context.Context, i int) error {
 // other Policy, two small objects.
 func Call[T any](ctx context.Context, p Policy, op func(context.Context) (T, error)) (T, error) {
 	var zero T
-	switch q := p.(type) {
-	case compose.Sync:
-		// The policy runs op on this goroutine and not after DoSync
-		// returns: the frame can stay on this stack.
-		f := syncFrame[T]{op: op}
-		r := (*syncFrame[T])(compose.NoEscape(unsafe.Pointer(&f)))
-		if err := compose.DoSync(q, ctx, compose.Op{R: r}); err != nil {
-			return zero, err
-		}
-		return f.out, nil
-	case *chain:
+	if q, ok := p.(*chain); ok {
 		cf := &callFrame[T]{op: op}
 		cf.frame = frame{Context: ctx, c: q, call: cf}
 		if err := q.run(&cf.frame, &cf.frame, 0); err != nil {
 			return zero, err
 		}
 		return cf.result(), nil
+	}
+	if _, ok := p.(compose.Sync); ok {
+		// The policy runs op on this goroutine and not after Do returns:
+		// the closure, and out, can stay on this stack.
+		var out T
+		run := func(ctx context.Context) error {
+			v, err := op(ctx)
+			if err == nil {
+				out = v
+			}
+			return err
+		}
+		if err := p.Do(ctx, compose.NoEscapeFunc(&run)); err != nil {
+			return zero, err
+		}
+		return out, nil
 	}
 	cf := &callFrame[T]{op: op}
 	if err := p.Do(ctx, cf.Run); err != nil {
@@ -194,18 +200,10 @@ func Call[T any](ctx context.Context, p Policy, op func(context.Context) (T, err
 	return cf.result(), nil
 }
 
-// syncFrame is Call's frame on its own stack, for a compose.Sync policy.
-type syncFrame[T any] struct {
-	op  func(context.Context) (T, error)
-	out T
-}
-
-func (f *syncFrame[T]) Run(ctx context.Context) error {
-	v, err := f.op(ctx)
-	if err == nil {
-		f.out = v
-	}
-	return err
+// runner is Call's operation: a generic function value would need a closure
+// (for its dictionary); an interface holding a pointer needs none.
+type runner interface {
+	Run(ctx context.Context) error
 }
 
 // callFrame is Call's frame on the heap, where attempts may run at once.

@@ -13,7 +13,10 @@ import (
 	"github.com/bulwark-go/bulwark/internal/compose"
 )
 
-var _ bulwark.Policy = (*Breaker)(nil)
+var (
+	_ bulwark.Policy = (*Breaker)(nil)
+	_ compose.Sync   = (*Breaker)(nil)
+)
 
 // Breaker is a circuit breaker. Closed, it lets calls through and watches
 // their outcomes; when a trip rule fires (see Config) it opens and refuses
@@ -35,7 +38,8 @@ var _ bulwark.Policy = (*Breaker)(nil)
 // A Breaker is safe for concurrent use by multiple goroutines. Use New; the
 // zero Breaker is not usable.
 type Breaker struct {
-	syncHook // bulwark.Call's closure-free path
+	//lint:ignore U1000 used through its method, which makes the type a compose.Sync
+	syncMarker // for bulwark.Call: Do runs op on the caller's goroutine only
 
 	cur atomic.Pointer[epoch] // the current generation
 	s   settings
@@ -109,14 +113,14 @@ func newBreaker(s settings) *Breaker {
 	b.base = s.clk.Now()
 	b.wall = s.clk == bulwark.WallClock()
 	b.cur.Store(b.closedEpoch(1, Closed, 0))
-	b.syncHook = compose.NewSyncHook(b.doOp)
 	return b
 }
 
-// syncHook makes a Breaker a compose.Sync: its Do runs op on the caller's
-// goroutine and never after it returns, so bulwark.Call can keep its frame on
-// its own stack.
-type syncHook = compose.SyncHook
+// syncMarker makes a Breaker a compose.Sync: its Do runs op on the caller's
+// goroutine and never after it returns, so bulwark.Call can keep its closure
+// on its own stack.
+//lint:ignore U1000 see the field
+type syncMarker = compose.SyncMarker
 
 func (b *Breaker) closedEpoch(gen uint64, st State, now int64) *epoch {
 	e := &epoch{gen: gen, state: st, pass: st == Closed || st == ForcedClosed, tok: gen << 32}
@@ -483,7 +487,7 @@ func (b *Breaker) Do(ctx context.Context, op func(context.Context) error) error 
 		}
 	}
 	if b.clocked {
-		return b.doTimed(ctx, tok, compose.Op{F: op})
+		return b.doTimed(ctx, tok, op)
 	}
 	finished := false
 	defer func() {
@@ -501,37 +505,7 @@ func (b *Breaker) Do(ctx context.Context, op func(context.Context) error) error 
 	return err
 }
 
-// doOp is Do for bulwark.Call, whose op comes as a compose.Op.
-func (b *Breaker) doOp(ctx context.Context, op compose.Op) error {
-	var tok uint64
-	if e := b.cur.Load(); e.pass { // Acquire, inlined
-		tok = e.tok
-	} else {
-		var err error
-		if tok, err = b.acquireSlow(ctx); err != nil {
-			return err
-		}
-	}
-	if b.clocked {
-		return b.doTimed(ctx, tok, op)
-	}
-	finished := false
-	defer func() {
-		if !finished { // op panicked (or called runtime.Goexit); the panic goes on
-			b.release(tok, bulwark.Failure, 0, -1, nil)
-		}
-	}()
-	err := op.Call(ctx)
-	finished = true
-	o := bulwark.Success
-	if err != nil || b.s.classify != nil {
-		o = b.classify(ctx, err)
-	}
-	b.release(tok, o, 0, -1, err)
-	return err
-}
-
-func (b *Breaker) doTimed(ctx context.Context, tok uint64, op compose.Op) error {
+func (b *Breaker) doTimed(ctx context.Context, tok uint64, op func(context.Context) error) error {
 	var start int64
 	if b.timed() {
 		start = b.now()
@@ -542,7 +516,7 @@ func (b *Breaker) doTimed(ctx context.Context, tok uint64, op compose.Op) error 
 			b.finish(tok, bulwark.Failure, start, nil)
 		}
 	}()
-	err := op.Call(ctx)
+	err := op(ctx)
 	finished = true
 	b.finish(tok, b.classify(ctx, err), start, err)
 	return err

@@ -13,7 +13,10 @@ import (
 	"github.com/bulwark-go/bulwark/internal/compose"
 )
 
-var _ bulwark.Policy = (*Hedge)(nil)
+var (
+	_ bulwark.Policy   = (*Hedge)(nil)
+	_ compose.Budgeted = (*Hedge)(nil)
+)
 
 // HedgeConfig configures a Hedge. The zero HedgeConfig is valid: a second
 // attempt after 100 ms when the first has not finished.

@@ -14,7 +14,11 @@ import (
 	"github.com/bulwark-go/bulwark/internal/compose"
 )
 
-var _ bulwark.Policy = (*Policy)(nil)
+var (
+	_ bulwark.Policy   = (*Policy)(nil)
+	_ compose.Sync     = (*Policy)(nil)
+	_ compose.Budgeted = (*Policy)(nil)
+)
 
 // Config configures a Policy. The zero Config is valid: 3 attempts, full
 // jitter from 100 ms doubling up to 10 s, every error retried except
@@ -197,6 +201,9 @@ func reasonCode(r error) string {
 // goroutines; the context comes with each call. Use New; the zero Policy is
 // not usable.
 type Policy struct {
+	//lint:ignore U1000 used through its method, which makes the type a compose.Sync
+	syncMarker // for bulwark.Call: Do runs op on the caller's goroutine only
+
 	name             string
 	maxAttempts      int
 	maxElapsed       time.Duration
@@ -213,7 +220,6 @@ type Policy struct {
 	obs              bulwark.Observer
 	rng              atomic.Uint64 // SplitMix64 state, advanced by golden per draw
 
-	syncHook   // bulwark.Call's closure-free path: Do runs op on the caller's goroutine only
 	budgetHook // bulwark.Compose's one deposit per logical request
 }
 
@@ -267,15 +273,15 @@ func New(cfg Config) (*Policy, error) {
 		seed = rand.Uint64()
 	}
 	p.rng.Store(seed)
-	p.syncHook = compose.NewSyncHook(p.doSync)
 	p.budgetHook = compose.NewBudgetHook(unsafe.Pointer(p.budget), p.doSpending)
 	return p, nil
 }
 
-// syncHook and budgetHook tie a Policy and a Hedge into bulwark.Call and
+// syncMarker and budgetHook tie a Policy and a Hedge into bulwark.Call and
 // bulwark.Compose without exported methods.
 type (
-	syncHook   = compose.SyncHook
+	//lint:ignore U1000 see the field
+	syncMarker = compose.SyncMarker
 	budgetHook = compose.BudgetHook
 )
 
@@ -295,7 +301,7 @@ func (p *Policy) rand() uint64 { return splitmix64(p.rng.Add(golden)) }
 // bulwark.Compose whose outer layer already counted the request into the same
 // Budget does not.
 func (p *Policy) Do(ctx context.Context, op func(context.Context) error) error {
-	// run, with op called directly: the first attempt is the hot path.
+	// run, spelled out: the first attempt is the hot path.
 	var start time.Time
 	if p.maxElapsed > 0 {
 		start = p.clk.Now()
@@ -305,7 +311,7 @@ func (p *Policy) Do(ctx context.Context, op func(context.Context) error) error {
 	}
 	var err error
 	if p.attemptTimeout > 0 {
-		err = p.timedFunc(ctx, op)
+		err = p.timed(ctx, op)
 	} else {
 		err = op(ctx)
 	}
@@ -315,33 +321,23 @@ func (p *Policy) Do(ctx context.Context, op func(context.Context) error) error {
 		}
 		return nil
 	}
-	return p.retryFunc(ctx, op, err, start)
+	return p.retry(ctx, op, err, start, true)
 }
-
-// retryFunc is retry for Do, kept out of line so that Do's first attempt
-// stays as lean as it was before ops came in two forms.
-//
-//go:noinline
-func (p *Policy) retryFunc(ctx context.Context, op func(context.Context) error, err error, start time.Time) error {
-	return p.retry(ctx, compose.Op{F: op}, err, start, true)
-}
-
-func (p *Policy) doSync(ctx context.Context, op compose.Op) error { return p.run(ctx, op, true, true) }
 
 func (p *Policy) doSpending(ctx context.Context, op func(context.Context) error) error {
-	return p.run(ctx, compose.Op{F: op}, false, true)
+	return p.run(ctx, op, false, true)
 }
 
 // do is Do for callers, such as Transport, that enforce the attempt timeout
 // themselves.
 func (p *Policy) do(ctx context.Context, op func(context.Context) error) error {
-	return p.run(ctx, compose.Op{F: op}, true, false)
+	return p.run(ctx, op, true, false)
 }
 
 // run is Do: deposit says whether to count the call into the Budget (not
 // when an outer layer of a bulwark.Compose does), and timeouts whether to
 // apply the attempt timeout.
-func (p *Policy) run(ctx context.Context, op compose.Op, deposit, timeouts bool) error {
+func (p *Policy) run(ctx context.Context, op func(context.Context) error, deposit, timeouts bool) error {
 	var start time.Time
 	if p.maxElapsed > 0 {
 		start = p.clk.Now()
@@ -353,7 +349,7 @@ func (p *Policy) run(ctx context.Context, op compose.Op, deposit, timeouts bool)
 	if timeouts && p.attemptTimeout > 0 {
 		err = p.timed(ctx, op)
 	} else {
-		err = op.Call(ctx)
+		err = op(ctx)
 	}
 	if err == nil {
 		if p.budget != nil {
@@ -365,7 +361,7 @@ func (p *Policy) run(ctx context.Context, op compose.Op, deposit, timeouts bool)
 }
 
 // retry is the slow path, entered after the first attempt failed with err.
-func (p *Policy) retry(ctx context.Context, op compose.Op, err error, start time.Time, timeouts bool) error {
+func (p *Policy) retry(ctx context.Context, op func(context.Context) error, err error, start time.Time, timeouts bool) error {
 	now := p.clk.Now()
 	if start.IsZero() {
 		start = now
@@ -391,7 +387,7 @@ func (p *Policy) retry(ctx context.Context, op compose.Op, err error, start time
 		if timeouts && p.attemptTimeout > 0 {
 			err = p.timed(actx, op)
 		} else {
-			err = op.Call(actx)
+			err = op(actx)
 		}
 		if err == nil {
 			if p.budget != nil {
@@ -502,17 +498,10 @@ func Attempt(ctx context.Context) int {
 	return 1
 }
 
-// timedFunc is timed for Do.
-//
-//go:noinline
-func (p *Policy) timedFunc(ctx context.Context, op func(context.Context) error) error {
-	return p.timed(ctx, compose.Op{F: op})
-}
-
 // timed runs op under the attempt timeout.
-func (p *Policy) timed(ctx context.Context, op compose.Op) error {
+func (p *Policy) timed(ctx context.Context, op func(context.Context) error) error {
 	actx, stop := p.attemptContext(ctx)
-	err := op.Call(actx)
+	err := op(actx)
 	timedOut := stop()
 	if err != nil && timedOut && ctx.Err() == nil {
 		return &timeoutError{err: err}

@@ -8,9 +8,9 @@
 //   - Budgets: Compose runs every layer that spends from a retry budget
 //     counted by an outer layer without depositing (see Budgeted), so that
 //     each budget counts a logical request once.
-//   - Op: an operation in a form that needs no closure. Call hands a policy
-//     that implements Sync a frame on its own stack, which is how Call over
-//     one policy allocates nothing.
+//   - Sync: a policy that runs op on the caller's goroutine only. Call hands
+//     it a closure that stays on Call's stack, which is how Call over one
+//     policy allocates nothing.
 package compose
 
 import (
@@ -56,60 +56,31 @@ func (h BudgetHook) doSpending(ctx context.Context, op func(context.Context) err
 	return h.fn(ctx, op)
 }
 
-// Sync is implemented, through an embedded SyncHook, by the policies that run
-// op only on the goroutine that called them, never after they return, and
-// never keep op.R anywhere but in their own stack frames: breaker.Breaker
-// and retry.Policy. For those, Call passes an op.R that points into its own
-// stack frame (see NoEscape). A policy that runs op on another goroutine, such as a
-// Hedge, must not implement Sync.
+// Sync is implemented, through an embedded SyncMarker, by the policies whose
+// Do runs op only on the goroutine that called it, never after it returns,
+// and never keeps op anywhere but in its own stack frames: breaker.Breaker
+// and retry.Policy. For those, Call passes a closure that lives in its own
+// stack frame (see NoEscapeFunc). A policy that runs op on another goroutine,
+// such as a Hedge, must not implement Sync.
 type Sync interface {
-	doSync(ctx context.Context, op Op) error
+	syncMarker()
 }
 
-// DoSync runs op under s.
-func DoSync(s Sync, ctx context.Context, op Op) error { return s.doSync(ctx, op) }
+// SyncMarker makes a policy a Sync: the policy embeds it, through an
+// unexported alias, as its first field (it takes no space).
+type SyncMarker struct{}
 
-// SyncHook makes a policy a Sync without an exported method: the policy
-// embeds it through an unexported alias and sets it in its constructor.
-type SyncHook struct {
-	fn func(context.Context, Op) error
-}
+func (SyncMarker) syncMarker() {}
 
-// NewSyncHook returns a SyncHook whose DoSync calls fn.
-func NewSyncHook(fn func(ctx context.Context, op Op) error) SyncHook { return SyncHook{fn: fn} }
-
-func (h SyncHook) doSync(ctx context.Context, op Op) error { return h.fn(ctx, op) }
-
-// Op is an operation: F when it is set, else R.
-type Op struct {
-	F func(context.Context) error
-	R Runner
-}
-
-// Runner is an operation as a method, for a caller that keeps the
-// operation's state in a frame: a generic function value would need a closure
-// (for its dictionary), an interface holding a pointer needs none.
-type Runner interface {
-	Run(ctx context.Context) error
-}
-
-// Call runs the operation.
-func (o Op) Call(ctx context.Context) error {
-	if o.F != nil {
-		return o.F(ctx)
-	}
-	return o.R.Run(ctx)
-}
-
-// NoEscape hides p from escape analysis, so that a frame on the caller's
-// stack whose address goes into an Op stays on the stack. It is sound only
-// for an Op given to a Sync policy, which uses it on the same goroutine and
-// not after it returns: the stack may move, but the runtime adjusts every
-// pointer that the goroutine's own frames hold into it. It is the runtime's
-// noescape, written so that checkptr (under -race) accepts it.
+// NoEscapeFunc returns *f, hiding it from escape analysis, so that a closure
+// on the caller's stack stays there when it is passed on. It is sound only
+// for a closure given to a Sync policy, which calls it on the same goroutine
+// and not after it returns: the stack may move meanwhile, but the runtime
+// adjusts every pointer into it that the goroutine's own frames hold. It is
+// the runtime's noescape, written so that checkptr (under -race) accepts it.
 //
 //go:nosplit
-func NoEscape(p unsafe.Pointer) unsafe.Pointer {
-	x := uintptr(p)
-	return *(*unsafe.Pointer)(unsafe.Pointer(&x))
+func NoEscapeFunc(f *func(context.Context) error) func(context.Context) error {
+	x := uintptr(unsafe.Pointer(f))
+	return **(**func(context.Context) error)(unsafe.Pointer(&x))
 }

@@ -22,18 +22,12 @@ func TestBudgetHook(t *testing.T) {
 	}
 }
 
-type frame struct{ n int }
-
-func (f *frame) Run(context.Context) error { f.n++; return nil }
-
-func TestOpCall(t *testing.T) {
-	var n int
-	if err := (Op{F: func(context.Context) error { n++; return nil }}).Call(context.Background()); err != nil || n != 1 {
-		t.Errorf("Op{F}.Call ran F %d times, want once", n)
+func TestNoEscapeFunc(t *testing.T) {
+	n := 0
+	f := func(context.Context) error { n++; return nil }
+	if err := NoEscapeFunc(&f)(context.Background()); err != nil || n != 1 {
+		t.Errorf("NoEscapeFunc(&f)() ran f %d times, want once", n)
 	}
-	f := frame{}
-	r := (*frame)(NoEscape(unsafe.Pointer(&f)))
-	if err := (Op{R: r}).Call(context.Background()); err != nil || f.n != 1 {
-		t.Errorf("Op{R}.Call ran R %d times, want once", f.n)
-	}
+	var s Sync = SyncMarker{}
+	s.syncMarker()
 }
