@@ -119,6 +119,7 @@ func newBreaker(s settings) *Breaker {
 // syncMarker makes a Breaker a compose.Sync: its Do runs op on the caller's
 // goroutine and never after it returns, so bulwark.Call can keep its closure
 // on its own stack.
+//
 //lint:ignore U1000 see the field
 type syncMarker = compose.SyncMarker
 
