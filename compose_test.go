@@ -271,3 +271,54 @@ func TestComposeNestedByHand(t *testing.T) {
 		t.Errorf("ran %v, want %v", got, want)
 	}
 }
+
+// Many goroutines through a composition of all three, with hedges firing and
+// attempts failing: the race detector and the values returned check it.
+func TestComposeConcurrentSafe(t *testing.T) {
+	budget, err := retry.NewBudget(retry.BudgetConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp, err := retry.New(retry.Config{MaxAttempts: 3, Budget: budget, Delay: func(int, time.Duration, error) time.Duration { return 0 }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := retry.NewHedge(retry.HedgeConfig{MaxAttempts: 2, Delay: 20 * time.Microsecond, Budget: budget})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb, err := breaker.New(breaker.Config{FailureRate: 0.9, WindowCalls: 1000, MinCalls: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []bulwark.Policy{bulwark.Compose(rp, h, cb), bulwark.Compose(h, rp, cb), bulwark.Compose(cb, rp)} {
+		var wg sync.WaitGroup
+		for g := range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range 200 {
+					want := g*1000 + i
+					got, err := bulwark.Call(context.Background(), p, func(ctx context.Context) (int, error) {
+						if i%3 == 0 && retry.Attempt(ctx) == 1 {
+							return 0, errDown
+						}
+						if i%5 == 0 {
+							runtime.Gosched() // let a hedge start now and then
+						}
+						return want, nil
+					})
+					if err != nil && !errors.Is(err, errDown) {
+						t.Errorf("Call = %v, want nil or the dependency's error", err)
+						return
+					}
+					if err == nil && got != want {
+						t.Errorf("Call = %d, want %d", got, want)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+	}
+}

@@ -476,7 +476,8 @@ func (b *Breaker) timed() bool { return b.s.slowDur > 0 || b.s.obs != nil }
 // Do runs op if the breaker admits it and records its outcome, classified by
 // Config.Classify. It returns op's error, or an *OpenError (wrapping ErrOpen)
 // without running op. If op panics, the call is recorded as a failure and
-// the panic goes on with its original value. Do satisfies bulwark.Policy.
+// the panic goes on with its original value. Do runs op on the goroutine that
+// called it. Do satisfies bulwark.Policy.
 func (b *Breaker) Do(ctx context.Context, op func(context.Context) error) error {
 	var tok uint64
 	if e := b.cur.Load(); e.pass { // Acquire, inlined

@@ -2,6 +2,7 @@ package retry
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/bits"
 	"sync"
@@ -179,23 +180,48 @@ func (h *Hedge) run(ctx context.Context, op func(context.Context) error, deposit
 	c := &hedgeCall{h: h, op: op, parent: ctx, begin: begin, delay: h.currentDelay()}
 	c.ctx.Context = ctx
 	c.timer = h.clk.AfterFunc(c.delay, c.fire)
+	finished := false
+	defer func() {
+		if !finished { // op panicked: end the call, and let the panic go on
+			c.firstDone(errPanicked)
+		}
+	}()
 	err := op(&c.ctx)
-	c.mu.Lock()
-	fired := c.fired
-	c.first = true
-	c.mu.Unlock()
-	if fired {
-		// Hedges run: the call is the coordinator's to finish.
-		c.results <- hedgeResult{err: err, attempt: 1}
+	finished = true
+	if c.firstDone(err) {
+		// Hedges ran: the coordinator has finished the call.
 		return <-c.verdict
 	}
-	c.timer.Stop()
-	c.ctx.release()
 	if err == nil {
 		h.won(begin)
 		return nil
 	}
 	return c.loop(1, 0, err, false)
+}
+
+// errPanicked is the result of a first attempt that panicked: it ends the
+// call, and the panic goes on once every hedge has returned.
+var errPanicked = bulwark.Permanent(errors.New("retry: hedged attempt panicked"))
+
+// firstDone hands over the first attempt's result, and reports whether a
+// coordinator had taken the call over (the hedge timer fired): then it has
+// the result and will send its verdict. Otherwise the timer is stopped, and
+// the call is the caller's to finish.
+func (c *hedgeCall) firstDone(err error) bool {
+	c.mu.Lock()
+	fired := c.fired
+	c.first = true
+	c.mu.Unlock()
+	if fired {
+		c.results <- hedgeResult{err: err, attempt: 1}
+		if err == errPanicked {
+			<-c.verdict // every hedge has returned
+		}
+		return true
+	}
+	c.timer.Stop()
+	c.ctx.release()
+	return false
 }
 
 // won counts a success.

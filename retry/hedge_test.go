@@ -400,3 +400,41 @@ func TestLazyCancel(t *testing.T) {
 		c.release()
 	})
 }
+
+// A first attempt that panics while a hedge runs ends the call: the hedge is
+// canceled and waited for, and the panic reaches the caller.
+func TestHedgeFirstAttemptPanics(t *testing.T) {
+	noLeak(t)
+	clk := bulwarktest.NewClock(time.Time{})
+	h := mustHedge(t, HedgeConfig{Delay: time.Second, Clock: clk})
+	hedgeStarted := make(chan struct{})
+	hedgeEnded := make(chan error, 1)
+	go func() {
+		_ = clk.BlockUntil(context.Background(), 1)
+		clk.Advance(time.Second)
+	}()
+	defer func() {
+		if r := recover(); r != "boom" {
+			t.Errorf("recovered %v, want the attempt's panic", r)
+		}
+		select {
+		case err := <-hedgeEnded:
+			if !errors.Is(err, context.Canceled) {
+				t.Errorf("hedge ended with %v, want context.Canceled", err)
+			}
+		default:
+			t.Error("the panic reached the caller before the hedge returned")
+		}
+	}()
+	_ = h.Do(context.Background(), func(ctx context.Context) error {
+		if Attempt(ctx) == 2 {
+			close(hedgeStarted)
+			<-ctx.Done()
+			hedgeEnded <- ctx.Err()
+			return ctx.Err()
+		}
+		<-hedgeStarted
+		panic("boom")
+	})
+	t.Error("Do returned, want a panic")
+}
