@@ -304,7 +304,7 @@ func TestComposeConcurrentSafe(t *testing.T) {
 							return 0, errDown
 						}
 						if i%5 == 0 {
-							runtime.Gosched() // let a hedge start now and then
+							time.Sleep(50 * time.Microsecond) // slower than the hedge delay: a hedge starts
 						}
 						return want, nil
 					})

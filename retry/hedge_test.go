@@ -171,7 +171,14 @@ func TestHedgeRespectsBudget(t *testing.T) {
 	// No ratio to speak of and a minimum of exactly one retry per window.
 	budget := mustBudget(t, BudgetConfig{Ratio: 1e-9, MinPerSecond: 0.1, Window: 10 * time.Second, Clock: clk})
 	rec := newRecorder()
-	h := mustHedge(t, HedgeConfig{MaxAttempts: 4, Delay: time.Second, Budget: budget, Clock: clk, Observer: rec})
+	refused := make(chan bulwark.Event, 1)
+	obs := bulwark.ObserverFunc(func(e bulwark.Event) {
+		rec.Observe(e)
+		if e.Kind == bulwark.EventBudgetExhausted {
+			refused <- e
+		}
+	})
+	h := mustHedge(t, HedgeConfig{MaxAttempts: 4, Delay: time.Second, Budget: budget, Clock: clk, Observer: obs})
 	started := make(chan int, 4)
 	release := make(chan struct{})
 	done := make(chan error, 1)
@@ -202,8 +209,11 @@ func TestHedgeRespectsBudget(t *testing.T) {
 			}
 		}
 	}
-	for clk.Timers() != 0 {
-		runtime.Gosched()
+	if e := <-refused; e.Attempt != 3 {
+		t.Errorf("budget refused attempt %d, want 3", e.Attempt)
+	}
+	if n := clk.Timers(); n != 0 {
+		t.Errorf("%d timers after the budget refused a hedge, want none", n)
 	}
 	close(release)
 	if err := <-done; err != nil {
