@@ -207,7 +207,7 @@ func TestCallFrameSurvivesStackMoves(t *testing.T) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					for i := range 50 {
+					for i := range 20 {
 						want := fmt.Sprint("value ", g, i)
 						attempt := 0
 						got, err := bulwark.Call(context.Background(), p, func(ctx context.Context) (string, error) {
