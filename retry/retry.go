@@ -92,7 +92,9 @@ type Config struct {
 
 	// Budget, if not nil, is the shared retry budget this policy spends
 	// from: each call deposits, each retry withdraws, and a retry that the
-	// budget refuses ends the call with ErrBudget.
+	// budget refuses ends the call with ErrBudget. In a bulwark.Compose, a
+	// layer whose Budget an outer layer deposits into does not deposit: a
+	// composed call counts once, however many layers spend from it.
 	Budget *Budget
 
 	// Clock is the time source. If nil, the wall clock.
