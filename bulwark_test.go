@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/bulwark-go/bulwark"
+	"github.com/bulwark-go/bulwark/internal/base"
 )
 
 // recorder is a Policy that records when it enters and leaves.
@@ -310,9 +311,9 @@ func TestObserveContext(t *testing.T) {
 	var plain []string
 	p := bulwark.ObserverFunc(func(e bulwark.Event) { plain = append(plain, e.Kind.String()) })
 
-	bulwark.ObserveContext(ctx, rec, bulwark.Event{Kind: bulwark.EventRetry})
-	bulwark.ObserveContext(ctx, p, bulwark.Event{Kind: bulwark.EventRetry})
-	bulwark.ObserveContext(ctx, bulwark.Observers(rec, p), bulwark.Event{Kind: bulwark.EventReplayed})
+	base.ObserveContext(ctx, rec, bulwark.Event{Kind: bulwark.EventRetry})
+	base.ObserveContext(ctx, p, bulwark.Event{Kind: bulwark.EventRetry})
+	base.ObserveContext(ctx, bulwark.Observers(rec, p), bulwark.Event{Kind: bulwark.EventReplayed})
 	rec.Observe(bulwark.Event{Kind: bulwark.EventGiveUp})
 
 	if got, want := strings.Join(rec.got, ","), "req-1:retry,req-1:replayed,plain:give_up"; got != want {
@@ -337,7 +338,7 @@ func TestSlogObserverLogsWithContext(t *testing.T) {
 	var buf strings.Builder
 	l := slog.New(ctxHandler{slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})})
 	ctx := context.WithValue(context.Background(), ctxKey{}, "req-7")
-	bulwark.ObserveContext(ctx, bulwark.SlogObserver(l), bulwark.Event{Kind: bulwark.EventGiveUp, Component: bulwark.ComponentRetry, Reason: "attempts"})
+	base.ObserveContext(ctx, bulwark.SlogObserver(l), bulwark.Event{Kind: bulwark.EventGiveUp, Component: bulwark.ComponentRetry, Reason: "attempts"})
 	if !strings.Contains(buf.String(), "request=req-7") {
 		t.Errorf("slog output %q lacks the context's request id", buf.String())
 	}

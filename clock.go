@@ -1,9 +1,6 @@
 package bulwark
 
-import (
-	"context"
-	"time"
-)
+import "time"
 
 // Clock is the time source of every time-based component. Each Config takes a
 // Clock where nil means the wall clock; tests pass the fake clock of package
@@ -38,15 +35,6 @@ type Timer interface {
 // any Config means.
 func WallClock() Clock { return wallClock{} }
 
-// ClockOrWall returns c, or WallClock() when c is nil; components call it once
-// in New.
-func ClockOrWall(c Clock) Clock {
-	if c == nil {
-		return wallClock{}
-	}
-	return c
-}
-
 type wallClock struct{}
 
 func (wallClock) Now() time.Time                  { return time.Now() }
@@ -61,20 +49,3 @@ type wallTimer struct{ t *time.Timer }
 func (w wallTimer) C() <-chan time.Time        { return w.t.C }
 func (w wallTimer) Stop() bool                 { return w.t.Stop() }
 func (w wallTimer) Reset(d time.Duration) bool { return w.t.Reset(d) }
-
-// Sleep waits for d on clk, or until ctx is done. It returns nil after a full
-// wait and ctx.Err() otherwise. A d of zero or less returns at once, with
-// ctx.Err().
-func Sleep(ctx context.Context, clk Clock, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := clk.NewTimer(d)
-	select {
-	case <-t.C():
-		return nil
-	case <-ctx.Done():
-		t.Stop()
-		return ctx.Err()
-	}
-}

@@ -48,10 +48,8 @@ type ContextObserver interface {
 	ObserveContext(ctx context.Context, e Event)
 }
 
-// ObserveContext passes e to o, with ctx when o is a ContextObserver. o must
-// not be nil: components check for a nil Observer first, so that no event is
-// built for nobody.
-func ObserveContext(ctx context.Context, o Observer, e Event) {
+// observeContext passes e to o, with ctx when o is a ContextObserver.
+func observeContext(ctx context.Context, o Observer, e Event) {
 	if co, ok := o.(ContextObserver); ok {
 		co.ObserveContext(ctx, e)
 		return
@@ -95,7 +93,7 @@ func (m multi) Observe(e Event) {
 
 func (m multi) ObserveContext(ctx context.Context, e Event) {
 	for _, o := range m {
-		ObserveContext(ctx, o, e)
+		observeContext(ctx, o, e)
 	}
 }
 

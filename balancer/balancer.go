@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/bulwark-go/bulwark"
+	"github.com/bulwark-go/bulwark/internal/base"
 )
 
 // Algorithm chooses among the eligible endpoints.
@@ -369,7 +370,7 @@ func New(cfg Config) (*Balancer, error) {
 	b := &Balancer{
 		name:       cfg.Name,
 		algo:       cfg.Algorithm,
-		clk:        bulwark.ClockOrWall(cfg.Clock),
+		clk:        base.ClockOrWall(cfg.Clock),
 		obs:        cfg.Observer,
 		newBreaker: cfg.Breaker,
 		zone:       cfg.Zone,

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/bulwark-go/bulwark"
+	"github.com/bulwark-go/bulwark/internal/base"
 	"github.com/bulwark-go/bulwark/internal/compose"
 )
 
@@ -667,7 +668,7 @@ func (b *Breaker) emit(v *events) {
 		}
 		e.Component, e.Name = bulwark.ComponentBreaker, b.s.name
 		if v.ctx != nil {
-			bulwark.ObserveContext(v.ctx, b.s.obs, *e)
+			base.ObserveContext(v.ctx, b.s.obs, *e)
 		} else {
 			b.s.obs.Observe(*e)
 		}

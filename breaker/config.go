@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/bulwark-go/bulwark"
+	"github.com/bulwark-go/bulwark/internal/base"
 )
 
 // Config configures a Breaker. The zero Config is valid: a breaker that opens
@@ -229,7 +230,7 @@ func (c Config) settings() (settings, error) {
 	}
 	s := settings{
 		name:              c.Name,
-		clk:               bulwark.ClockOrWall(c.Clock),
+		clk:               base.ClockOrWall(c.Clock),
 		obs:               c.Observer,
 		classify:          c.Classify,
 		tripOnPermanent:   c.TripOnPermanent,

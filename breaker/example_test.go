@@ -114,7 +114,7 @@ func Example_withRetry() {
 			var ra interface{ RetryAfter() time.Duration }
 			if errors.As(err, &ra) {
 				fmt.Println("waiting", ra.RetryAfter())
-				clk.Advance(ra.RetryAfter()) // bulwark.Sleep(ctx, clk, d) in a real policy
+				clk.Advance(ra.RetryAfter()) // a real policy would wait on its clock
 			}
 		}
 		return err

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bulwark-go/bulwark"
 	"github.com/bulwark-go/bulwark/bulwarktest"
+	"github.com/bulwark-go/bulwark/internal/base"
 )
 
 var start = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -96,7 +96,7 @@ func TestClockTimerCreatedWhileFiring(t *testing.T) {
 func TestSleepWithFakeClock(t *testing.T) {
 	c := bulwarktest.NewClock(start)
 	done := make(chan error, 1)
-	go func() { done <- bulwark.Sleep(context.Background(), c, 5*time.Second) }()
+	go func() { done <- base.Sleep(context.Background(), c, 5*time.Second) }()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := c.BlockUntil(ctx, 1); err != nil {
@@ -112,7 +112,7 @@ func TestSleepCanceled(t *testing.T) {
 	c := bulwarktest.NewClock(start)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := bulwark.Sleep(ctx, c, time.Hour); !errors.Is(err, context.Canceled) {
+	if err := base.Sleep(ctx, c, time.Hour); !errors.Is(err, context.Canceled) {
 		t.Errorf("Sleep(canceled) = %v, want context.Canceled", err)
 	}
 	if n := c.Timers(); n != 0 {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/bulwark-go/bulwark"
+	"github.com/bulwark-go/bulwark/internal/base"
 )
 
 // ErrInvalidConfig is wrapped by the error of New for a Config it cannot
@@ -108,7 +109,7 @@ func (f *Fallback[T]) Call(ctx context.Context, p bulwark.Policy, op func(contex
 		if ferr != nil {
 			e.Outcome = bulwark.Failure
 		}
-		bulwark.ObserveContext(ctx, f.obs, e)
+		base.ObserveContext(ctx, f.obs, e)
 	}
 	return fv, ferr
 }

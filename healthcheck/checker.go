@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/bulwark-go/bulwark"
+	"github.com/bulwark-go/bulwark/internal/base"
 )
 
 // Probe checks one endpoint once. It returns nil if ep is healthy. It must
@@ -156,7 +157,7 @@ func (c *Config) normalize() error {
 			*f.n = f.def
 		}
 	}
-	c.Clock = bulwark.ClockOrWall(c.Clock)
+	c.Clock = base.ClockOrWall(c.Clock)
 	return nil
 }
 

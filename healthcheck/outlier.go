@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/bulwark-go/bulwark"
+	"github.com/bulwark-go/bulwark/internal/base"
 )
 
 // Rules selects the ejection rules of an OutlierDetector; combine them with |.
@@ -229,7 +230,7 @@ func (c *OutlierConfig) normalize() error {
 	case k == 0:
 		c.SuccessRateStdevFactor = 1.9
 	}
-	c.Clock = bulwark.ClockOrWall(c.Clock)
+	c.Clock = base.ClockOrWall(c.Clock)
 	return nil
 }
 

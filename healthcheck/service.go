@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/bulwark-go/bulwark"
+	"github.com/bulwark-go/bulwark/internal/base"
 )
 
 var _ http.Handler = (*Service)(nil)
@@ -126,7 +127,7 @@ type checkResult struct {
 // ErrInvalidConfig for a check without Name or Run, with a duplicate Name or
 // one containing ':', or with a negative Timeout or TTL.
 func NewService(cfg ServiceConfig) (*Service, error) {
-	cfg.Clock = bulwark.ClockOrWall(cfg.Clock)
+	cfg.Clock = base.ClockOrWall(cfg.Clock)
 	s := &Service{cfg: cfg, clk: cfg.Clock, wall: cfg.Clock == bulwark.WallClock(), lastReady: "unknown"}
 	var err error
 	if s.ready, err = cachedChecks("Ready", cfg.Ready); err != nil {

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/bulwark-go/bulwark"
+	"github.com/bulwark-go/bulwark/internal/base"
 )
 
 // Errors returned by Do and answered by the middleware. Callers test with
@@ -199,7 +200,7 @@ func New(cfg Config) (*Engine, error) {
 		retryAfter: orDefault(cfg.RetryAfter, time.Second),
 		failOpen:   cfg.FailOpen,
 		cacheError: cfg.CacheError,
-		clock:      bulwark.ClockOrWall(cfg.Clock),
+		clock:      base.ClockOrWall(cfg.Clock),
 		obs:        cfg.Observer,
 		running:    make(map[string]chan struct{}),
 	}
@@ -349,13 +350,13 @@ func (e *Engine) do(ctx context.Context, key string, fp []byte, run runFunc) (va
 		}
 		if !bytes.Equal(rec.Fingerprint, fp) {
 			if e.obs != nil {
-				bulwark.ObserveContext(ctx, e.obs, e.event(bulwark.EventMismatch, key))
+				base.ObserveContext(ctx, e.obs, e.event(bulwark.EventMismatch, key))
 			}
 			return nil, false, fmt.Errorf("%w: key %q", ErrMismatch, key)
 		}
 		if rec.Completed {
 			if e.obs != nil {
-				bulwark.ObserveContext(ctx, e.obs, e.event(bulwark.EventReplayed, key))
+				base.ObserveContext(ctx, e.obs, e.event(bulwark.EventReplayed, key))
 			}
 			return rec.Value, false, nil
 		}
@@ -367,7 +368,7 @@ func (e *Engine) do(ctx context.Context, key string, fp []byte, run runFunc) (va
 			if e.obs != nil {
 				ev := e.event(bulwark.EventConflict, key)
 				ev.Reason = "in_flight"
-				bulwark.ObserveContext(ctx, e.obs, ev)
+				base.ObserveContext(ctx, e.obs, ev)
 			}
 			return nil, false, &InFlightError{Key: key, Retry: e.retryIn(now, rec.LeaseExpiry)}
 		}
@@ -418,9 +419,9 @@ func (e *Engine) runClaimed(ctx context.Context, key string, f *flight, run runF
 		if c.TakenOver {
 			ev.Reason = "taken_over"
 			tk := e.event(bulwark.EventLeaseTakeover, key)
-			bulwark.ObserveContext(ctx, e.obs, tk)
+			base.ObserveContext(ctx, e.obs, tk)
 		}
-		bulwark.ObserveContext(ctx, e.obs, ev)
+		base.ObserveContext(ctx, e.obs, ev)
 	}
 	l := e.startLease(ctx, key, c.Token, f.sent)
 	finished := false

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/bulwark-go/bulwark"
+	"github.com/bulwark-go/bulwark/internal/base"
 )
 
 // ErrLeaseLost is the cause with which the Engine ends the context of a run
@@ -265,6 +266,6 @@ func (e *Engine) loseLease(l *Lease, err error) {
 		if err != nil {
 			ev.Err = errors.Join(ErrLeaseLost, err)
 		}
-		bulwark.ObserveContext(l.ctx.Context, e.obs, ev)
+		base.ObserveContext(l.ctx.Context, e.obs, ev)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/bulwark-go/bulwark"
+	"github.com/bulwark-go/bulwark/internal/base"
 )
 
 var _ Store = (*MemoryStore)(nil)
@@ -123,7 +124,7 @@ func NewMemoryStore(cfg MemoryConfig) (*MemoryStore, error) {
 		cfg.JanitorInterval = time.Minute
 	}
 	s := &MemoryStore{
-		clock:    bulwark.ClockOrWall(cfg.Clock),
+		clock:    base.ClockOrWall(cfg.Clock),
 		seed:     maphash.MakeSeed(),
 		shards:   make([]memShard, cfg.Shards),
 		perShard: (cfg.MaxEntries + cfg.Shards - 1) / cfg.Shards,

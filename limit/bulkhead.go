@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/bulwark-go/bulwark"
+	"github.com/bulwark-go/bulwark/internal/base"
 )
 
 var _ bulwark.Policy = (*Bulkhead)(nil)
@@ -93,7 +94,7 @@ func NewBulkhead(cfg BulkheadConfig) (*Bulkhead, error) {
 		name:     cfg.Name,
 		maxQueue: cfg.MaxQueue,
 		maxWait:  cfg.MaxWait,
-		clk:      bulwark.ClockOrWall(cfg.Clock),
+		clk:      base.ClockOrWall(cfg.Clock),
 		obs:      cfg.Observer,
 	}
 	b.s.init(int64(cfg.Limit), cfg.Headroom, cfg.TenantShare)
@@ -168,7 +169,7 @@ func (b *Bulkhead) Acquire(ctx context.Context) (Permit, error) {
 func (b *Bulkhead) reject(ctx context.Context, r Reason, info callInfo, after time.Duration) error {
 	err := &RejectedError{Name: b.name, Reason: r, Criticality: info.crit, Tenant: info.tenant, retryAfter: after}
 	if b.obs != nil {
-		bulwark.ObserveContext(ctx, b.obs, bulwark.Event{Kind: bulwark.EventRejected, Component: bulwark.ComponentBulkhead, Name: b.name, Err: err, Reason: r.String()})
+		base.ObserveContext(ctx, b.obs, bulwark.Event{Kind: bulwark.EventRejected, Component: bulwark.ComponentBulkhead, Name: b.name, Err: err, Reason: r.String()})
 	}
 	return err
 }

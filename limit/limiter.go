@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/bulwark-go/bulwark"
+	"github.com/bulwark-go/bulwark/internal/base"
 )
 
 var _ bulwark.Policy = (*Limiter)(nil)
@@ -171,7 +172,7 @@ func New(cfg Config) (*Limiter, error) {
 	if err := checkShares(head, share); err != nil {
 		return nil, err
 	}
-	l := &Limiter{name: cfg.Name, clk: bulwark.ClockOrWall(cfg.Clock), obs: cfg.Observer}
+	l := &Limiter{name: cfg.Name, clk: base.ClockOrWall(cfg.Clock), obs: cfg.Observer}
 	l.wall = l.clk == bulwark.WallClock()
 	l.base = l.clk.Now()
 	l.s.init(int64(init), head, share)
@@ -264,7 +265,7 @@ func (l *Limiter) sample() int64 {
 func (l *Limiter) reject(ctx context.Context, r Reason, info callInfo) error {
 	err := &RejectedError{Name: l.name, Reason: r, Criticality: info.crit, Tenant: info.tenant, retryAfter: time.Duration(l.p50.Load())}
 	if l.obs != nil {
-		bulwark.ObserveContext(ctx, l.obs, bulwark.Event{Kind: bulwark.EventRejected, Component: bulwark.ComponentLimiter, Name: l.name, Err: err, Reason: r.String()})
+		base.ObserveContext(ctx, l.obs, bulwark.Event{Kind: bulwark.EventRejected, Component: bulwark.ComponentLimiter, Name: l.name, Err: err, Reason: r.String()})
 	}
 	return err
 }

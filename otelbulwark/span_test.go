@@ -93,8 +93,8 @@ func TestObserveContextAddsSpanEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, span := tp.Tracer("test").Start(context.Background(), "request")
-	bulwark.ObserveContext(ctx, o, bulwark.Event{Kind: bulwark.EventRetry, Component: bulwark.ComponentRetry, Name: "payments", Attempt: 2})
-	bulwark.ObserveContext(ctx, bulwark.Observers(o, bulwark.ObserverFunc(func(bulwark.Event) {})),
+	o.ObserveContext(ctx, bulwark.Event{Kind: bulwark.EventRetry, Component: bulwark.ComponentRetry, Name: "payments", Attempt: 2})
+	bulwark.Observers(o, bulwark.ObserverFunc(func(bulwark.Event) {})).(bulwark.ContextObserver).ObserveContext(ctx,
 		bulwark.Event{Kind: bulwark.EventReplayed, Component: bulwark.ComponentIdempotency, Name: "orders", Key: "k1"})
 	o.Observe(bulwark.Event{Kind: bulwark.EventGiveUp, Component: bulwark.ComponentRetry}) // no context: metrics only
 	span.End()

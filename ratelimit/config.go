@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/bulwark-go/bulwark"
+	"github.com/bulwark-go/bulwark/internal/base"
 )
 
 // ErrInvalidConfig is wrapped by the errors of New, NewGroup and Middleware
@@ -88,7 +89,7 @@ func (c Config) settings() (*settings, error) {
 		rate:    c.Rate,
 		burst:   c.Burst,
 		maxWait: int64(c.MaxWait),
-		clk:     bulwark.ClockOrWall(c.Clock),
+		clk:     base.ClockOrWall(c.Clock),
 		obs:     c.Observer,
 	}
 	if s.period == 0 {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/bulwark-go/bulwark"
+	"github.com/bulwark-go/bulwark/internal/base"
 )
 
 var _ bulwark.Policy = (*Limiter)(nil)
@@ -193,7 +194,7 @@ func (s *settings) wait(ctx context.Context, tat *atomic.Int64, key string, n in
 	case wait == 0:
 		return nil
 	}
-	if err := bulwark.Sleep(ctx, s.clk, time.Duration(wait)); err != nil {
+	if err := base.Sleep(ctx, s.clk, time.Duration(wait)); err != nil {
 		// Give the tokens back if nobody queued behind them; otherwise
 		// they are spent, so that the limit is never exceeded.
 		tat.CompareAndSwap(stored, stored-int64(n)*s.interval)
@@ -208,7 +209,7 @@ func (s *settings) reject(ctx context.Context, key string, wait time.Duration, r
 }
 
 func (s *settings) observe(ctx context.Context, err *LimitError) {
-	bulwark.ObserveContext(ctx, s.obs, bulwark.Event{
+	base.ObserveContext(ctx, s.obs, bulwark.Event{
 		Kind:      bulwark.EventRejected,
 		Component: Component,
 		Name:      s.name,

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/bulwark-go/bulwark"
+	"github.com/bulwark-go/bulwark/internal/base"
 )
 
 // BudgetConfig configures a Budget. The zero BudgetConfig is valid: retries
@@ -96,7 +97,7 @@ func NewBudget(cfg BudgetConfig) (*Budget, error) {
 		ratio:   cfg.Ratio,
 		minRate: cfg.MinPerSecond,
 		window:  cfg.Window.Seconds(),
-		clk:     bulwark.ClockOrWall(cfg.Clock),
+		clk:     base.ClockOrWall(cfg.Clock),
 	}
 	if b.ratio == 0 {
 		b.ratio = 0.2

@@ -11,6 +11,7 @@ import (
 	"unsafe"
 
 	"github.com/bulwark-go/bulwark"
+	"github.com/bulwark-go/bulwark/internal/base"
 	"github.com/bulwark-go/bulwark/internal/compose"
 )
 
@@ -111,7 +112,7 @@ func NewHedge(cfg HedgeConfig) (*Hedge, error) {
 		percentile: cfg.Percentile,
 		minDelay:   cfg.MinDelay,
 		budget:     cfg.Budget,
-		clk:        bulwark.ClockOrWall(cfg.Clock),
+		clk:        base.ClockOrWall(cfg.Clock),
 		obs:        cfg.Observer,
 	}
 	if h.max == 0 {
@@ -321,7 +322,7 @@ func (c *hedgeCall) loop(launched, running int, last error, tick bool) error {
 		}
 		if h.budget != nil && !h.budget.withdraw() {
 			if h.obs != nil {
-				bulwark.ObserveContext(ctx, h.obs, bulwark.Event{Kind: bulwark.EventBudgetExhausted, Component: bulwark.ComponentHedge,
+				base.ObserveContext(ctx, h.obs, bulwark.Event{Kind: bulwark.EventBudgetExhausted, Component: bulwark.ComponentHedge,
 					Name: h.name, Attempt: launched + 1})
 			}
 			reason = ErrBudget
@@ -330,7 +331,7 @@ func (c *hedgeCall) loop(launched, running int, last error, tick bool) error {
 		launched++
 		running++
 		if h.obs != nil {
-			bulwark.ObserveContext(ctx, h.obs, bulwark.Event{Kind: bulwark.EventHedge, Component: bulwark.ComponentHedge,
+			base.ObserveContext(ctx, h.obs, bulwark.Event{Kind: bulwark.EventHedge, Component: bulwark.ComponentHedge,
 				Name: h.name, Attempt: launched, Delay: delay})
 		}
 		actx := context.WithValue(&c.ctx, attemptKey{}, launched)
@@ -456,7 +457,7 @@ func (c *lazyCancel) release() {
 
 func (h *Hedge) giveUp(ctx context.Context, reason error, attempts int, elapsed time.Duration, err error) error {
 	if h.obs != nil {
-		bulwark.ObserveContext(ctx, h.obs, bulwark.Event{Kind: bulwark.EventGiveUp, Component: bulwark.ComponentHedge,
+		base.ObserveContext(ctx, h.obs, bulwark.Event{Kind: bulwark.EventGiveUp, Component: bulwark.ComponentHedge,
 			Name: h.name, Attempt: attempts, Err: err, Reason: reasonCode(reason)})
 	}
 	return &GiveUpError{Reason: reason, Attempts: attempts, Elapsed: elapsed, Err: err}

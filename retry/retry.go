@@ -11,6 +11,7 @@ import (
 	"unsafe"
 
 	"github.com/bulwark-go/bulwark"
+	"github.com/bulwark-go/bulwark/internal/base"
 	"github.com/bulwark-go/bulwark/internal/compose"
 )
 
@@ -260,7 +261,7 @@ func New(cfg Config) (*Policy, error) {
 		maxOpenWait:      cfg.MaxOpenWait,
 		retryAfterJitter: cfg.RetryAfterJitter,
 		budget:           cfg.Budget,
-		clk:              bulwark.ClockOrWall(cfg.Clock),
+		clk:              base.ClockOrWall(cfg.Clock),
 		obs:              cfg.Observer,
 	}
 	if p.maxAttempts == 0 {
@@ -378,10 +379,10 @@ func (p *Policy) retry(ctx context.Context, op func(context.Context) error, err 
 			return p.giveUp(ctx, reason, cause, attempt, now.Sub(start), err)
 		}
 		if p.obs != nil {
-			bulwark.ObserveContext(ctx, p.obs, bulwark.Event{Kind: bulwark.EventRetry, Component: bulwark.ComponentRetry,
+			base.ObserveContext(ctx, p.obs, bulwark.Event{Kind: bulwark.EventRetry, Component: bulwark.ComponentRetry,
 				Name: p.name, Attempt: attempt + 1, Delay: delay, Err: err, Reason: cause})
 		}
-		if serr := bulwark.Sleep(ctx, p.clk, delay); serr != nil {
+		if serr := base.Sleep(ctx, p.clk, delay); serr != nil {
 			return p.giveUp(ctx, serr, cause, attempt, p.clk.Since(start), err)
 		}
 		prev = delay
@@ -453,7 +454,7 @@ func (p *Policy) next(ctx context.Context, attempt int, prev time.Duration, err 
 	}
 	if p.budget != nil && !p.budget.withdraw() {
 		if p.obs != nil {
-			bulwark.ObserveContext(ctx, p.obs, bulwark.Event{Kind: bulwark.EventBudgetExhausted, Component: bulwark.ComponentRetry,
+			base.ObserveContext(ctx, p.obs, bulwark.Event{Kind: bulwark.EventBudgetExhausted, Component: bulwark.ComponentRetry,
 				Name: p.name, Attempt: attempt + 1, Err: err})
 		}
 		return 0, cause, ErrBudget
@@ -469,7 +470,7 @@ func (p *Policy) giveUp(ctx context.Context, reason error, cause string, attempt
 		if reason == ErrNotRetryable && cause == "circuit_open" {
 			code = cause
 		}
-		bulwark.ObserveContext(ctx, p.obs, bulwark.Event{Kind: bulwark.EventGiveUp, Component: bulwark.ComponentRetry,
+		base.ObserveContext(ctx, p.obs, bulwark.Event{Kind: bulwark.EventGiveUp, Component: bulwark.ComponentRetry,
 			Name: p.name, Attempt: attempts, Err: err, Reason: code})
 	}
 	return &GiveUpError{Reason: reason, Attempts: attempts, Elapsed: elapsed, Err: err}

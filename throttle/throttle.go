@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/bulwark-go/bulwark"
+	"github.com/bulwark-go/bulwark/internal/base"
 )
 
 var _ bulwark.Policy = (*Policy)(nil)
@@ -143,7 +144,7 @@ func New(cfg Config) (*Policy, error) {
 		maxP:     cfg.MaxProbability,
 		classify: cfg.Classify,
 		random:   cfg.Random,
-		clk:      bulwark.ClockOrWall(cfg.Clock),
+		clk:      base.ClockOrWall(cfg.Clock),
 		obs:      cfg.Observer,
 	}
 	if p.k == 0 {
@@ -192,7 +193,7 @@ func (p *Policy) Do(ctx context.Context, op func(context.Context) error) error {
 	b.requests.Add(1)
 	if pr := p.probability(req, acc); pr > 0 && p.random() < pr {
 		if p.obs != nil {
-			bulwark.ObserveContext(ctx, p.obs, bulwark.Event{
+			base.ObserveContext(ctx, p.obs, bulwark.Event{
 				Kind: bulwark.EventRejected, Component: Component, Name: p.name, Err: ErrThrottled, Reason: "throttled",
 			})
 		}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/bulwark-go/bulwark"
+	"github.com/bulwark-go/bulwark/internal/base"
 )
 
 var _ bulwark.Policy = (*Policy)(nil)
@@ -63,7 +64,7 @@ func New(cfg Config) (*Policy, error) {
 	if cfg.Timeout <= 0 {
 		return nil, fmt.Errorf("%w: Timeout %v, want > 0", ErrInvalidConfig, cfg.Timeout)
 	}
-	clk := bulwark.ClockOrWall(cfg.Clock)
+	clk := base.ClockOrWall(cfg.Clock)
 	return &Policy{name: cfg.Name, d: cfg.Timeout, clk: clk, wall: clk == bulwark.WallClock(), obs: cfg.Observer}, nil
 }
 
@@ -111,7 +112,7 @@ func (p *Policy) Do(ctx context.Context, op func(context.Context) error) error {
 		if fired {
 			e.Reason = "timeout"
 		}
-		bulwark.ObserveContext(ctx, p.obs, e)
+		base.ObserveContext(ctx, p.obs, e)
 	}
 	return err
 }

@@ -37,7 +37,7 @@ type Listing struct {
 
 // NewReadModel returns a read model of repo; call Refresh or Run to fill it.
 func NewReadModel(repo Repository, clk bulwark.Clock) *ReadModel {
-	return &ReadModel{repo: repo, clk: bulwark.ClockOrWall(clk), byCustomer: make(map[tenantCustomer]map[string]Order)}
+	return &ReadModel{repo: repo, clk: clockOrWall(clk), byCustomer: make(map[tenantCustomer]map[string]Order)}
 }
 
 // Refresh applies every change the repository has after the read model's
@@ -80,7 +80,7 @@ func (m *ReadModel) Refresh(ctx context.Context) error {
 func (m *ReadModel) Run(ctx context.Context, interval time.Duration) {
 	for {
 		_ = m.Refresh(ctx)
-		if bulwark.Sleep(ctx, m.clk, interval) != nil {
+		if sleep(ctx, m.clk, interval) != nil {
 			return
 		}
 	}

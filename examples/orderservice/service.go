@@ -162,7 +162,7 @@ func New(cfg Config) (*Service, error) {
 	case cfg.IdempotencyWait < 0:
 		cfg.IdempotencyWait = 0
 	}
-	s := &Service{cfg: cfg, repo: cfg.Repository, clk: bulwark.ClockOrWall(cfg.Clock), log: cfg.Logger}
+	s := &Service{cfg: cfg, repo: cfg.Repository, clk: clockOrWall(cfg.Clock), log: cfg.Logger}
 	if cfg.CompleteInTx != nil {
 		pg, ok := cfg.Repository.(*PostgresRepository)
 		if !ok {

@@ -122,7 +122,7 @@ func New(cfg Config) (*Store, error) {
 	s := &Store{
 		pool:     cfg.Pool,
 		test:     cfg.TestClock,
-		clock:    bulwark.ClockOrWall(cfg.TestClock),
+		clock:    clockOrWall(cfg.TestClock),
 		interval: cfg.ReapInterval,
 		batch:    cfg.ReapBatch,
 		obs:      cfg.Observer,
@@ -507,7 +507,7 @@ func (s *Store) RunReaper(ctx context.Context) error {
 				Reason:    "reap",
 			})
 		}
-		if err := bulwark.Sleep(ctx, s.clock, s.interval); err != nil {
+		if err := clockSleep(ctx, s.clock, s.interval); err != nil {
 			return err
 		}
 	}

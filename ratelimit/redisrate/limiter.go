@@ -260,7 +260,7 @@ func (l *Limiter) outage(ctx context.Context, key string, n int, err error, late
 		reason = "fail-open"
 	}
 	if l.obs != nil {
-		bulwark.ObserveContext(ctx, l.obs, bulwark.Event{
+		observeContext(ctx, l.obs, bulwark.Event{
 			Kind: bulwark.EventStoreError, Component: ratelimit.Component, Name: l.name, Key: key,
 			Err: err, Latency: latency, Reason: reason,
 		})
@@ -275,7 +275,7 @@ func (l *Limiter) outage(ctx context.Context, key string, n int, err error, late
 }
 
 func (l *Limiter) reject(ctx context.Context, key string, wait time.Duration, reason string) {
-	bulwark.ObserveContext(ctx, l.obs, bulwark.Event{
+	observeContext(ctx, l.obs, bulwark.Event{
 		Kind: bulwark.EventRejected, Component: ratelimit.Component, Name: l.name, Key: key, Delay: wait,
 		Err: &ratelimit.LimitError{Name: l.name, Key: key, Wait: wait, Reason: reason}, Reason: reason,
 	})
