@@ -41,12 +41,17 @@ func IsPermanent(err error) bool {
 	return errors.As(err, &p)
 }
 
-// Outcome is how a finished call counts for the health of its callee.
+// Outcome is how a finished call counts for the health of its callee. The
+// zero Outcome is OutcomeUnknown, so that an Event that is not about a call
+// (a state change, a pick) carries no outcome; a component given an Outcome
+// other than Success and Failure counts it for nothing, as Neutral.
 type Outcome uint8
 
 const (
+	// OutcomeUnknown: no outcome, the zero value.
+	OutcomeUnknown Outcome = iota
 	// Success: the callee did its job.
-	Success Outcome = iota
+	Success
 	// Failure: the callee failed, timed out, or could not be reached.
 	Failure
 	// Neutral: the result says nothing about the callee's health, such as a
@@ -54,9 +59,12 @@ const (
 	Neutral
 )
 
-// String returns "success", "failure" or "neutral".
+// String returns "success", "failure", "neutral" or, for the zero Outcome,
+// "unknown".
 func (o Outcome) String() string {
 	switch o {
+	case OutcomeUnknown:
+		return "unknown"
 	case Success:
 		return "success"
 	case Failure:

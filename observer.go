@@ -138,16 +138,17 @@ const (
 	// EventBudgetExhausted: a retry or hedge was not made because the budget
 	// was empty. Attempt.
 	EventBudgetExhausted
-	// EventPick: a balancer picked Endpoint. Reason names the algorithm.
+	// EventPick: a balancer picked Endpoint. Reason names the algorithm;
+	// Weight is how many picks a sampled event stands for.
 	EventPick
 	// EventEndpointAdded and EventEndpointRemoved: the endpoint set changed.
 	// Endpoint.
 	EventEndpointAdded
 	EventEndpointRemoved
 	// EventEjected: an outlier detector ejected Endpoint for Delay. Reason
-	// names the rule; Attempt counts the endpoint's ejections.
+	// names the rule; Count counts the endpoint's ejections.
 	EventEjected
-	// EventUnejected: Endpoint came back after its ejection time.
+	// EventUnejected: Endpoint came back after its ejection time. Count.
 	EventUnejected
 	// EventProbe: an active health check probed Endpoint. Latency, Err,
 	// Outcome.
@@ -169,7 +170,7 @@ const (
 	// as a second Done on one pick. Reason says how.
 	EventMisuse
 	// EventLimitChanged: an adaptive concurrency limiter moved its limit.
-	// Attempt is the new limit, Latency the no-load latency it measures
+	// Limit is the new limit, Latency the no-load latency it measures
 	// against, Reason why ("increase", "decrease", "drop", "probe", …).
 	EventLimitChanged
 	numEventKinds
@@ -217,7 +218,10 @@ type Event struct {
 	Name      string        // the instance's name from its Config, or a group key
 	Endpoint  Endpoint      // the endpoint concerned, if any
 	Key       string        // an idempotency key or other request key, if any
-	Attempt   int           // attempt number, 1 for the first; or a count, per Kind
+	Attempt   int           // attempt number, 1 for the first (retry, hedge, call); attempts made for EventGiveUp
+	Weight    int           // EventPick: the picks a sampled event stands for; 0 means 1
+	Count     int           // EventEjected, EventUnejected: the endpoint's ejections so far
+	Limit     int           // EventLimitChanged: the new limit
 	Latency   time.Duration // how long the call or probe took
 	Delay     time.Duration // a wait decided by the component: backoff, ejection time
 	Outcome   Outcome       // for EventCall and EventProbe
@@ -330,6 +334,15 @@ func (s slogObserver) ObserveContext(ctx context.Context, e Event) {
 	}
 	if e.Attempt != 0 {
 		attrs = append(attrs, slog.Int("attempt", e.Attempt))
+	}
+	if e.Weight != 0 {
+		attrs = append(attrs, slog.Int("weight", e.Weight))
+	}
+	if e.Count != 0 {
+		attrs = append(attrs, slog.Int("count", e.Count))
+	}
+	if e.Kind == EventLimitChanged {
+		attrs = append(attrs, slog.Int("limit", e.Limit))
 	}
 	if e.Latency != 0 {
 		attrs = append(attrs, slog.Duration("latency", e.Latency))

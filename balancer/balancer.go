@@ -233,8 +233,8 @@ type Config struct {
 	// a second Done on one pick. If nil, no events and no cost.
 	Observer bulwark.Observer
 	// PickSample is how many picks one EventPick stands for: each pick emits
-	// one with probability 1/PickSample, and its Attempt field is PickSample,
-	// so summing Attempt estimates the picks per endpoint. If zero, 1 (every
+	// one with probability 1/PickSample, and its Weight field is PickSample,
+	// so summing Weight estimates the picks per endpoint. If zero, 1 (every
 	// pick). It must not be negative.
 	PickSample int
 }

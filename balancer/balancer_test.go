@@ -36,7 +36,7 @@ func count(t testing.TB, lb *balancer.Balancer, key string, n int) map[string]in
 			t.Fatalf("Pick(%q): %v", key, err)
 		}
 		got[pk.Endpoint().Addr]++
-		pk.Done(balancer.Outcome{})
+		pk.Done(balancer.Result{})
 	}
 	return got
 }
@@ -167,7 +167,7 @@ func TestRoundRobinShareConcurrentSafe(t *testing.T) {
 							return
 						}
 						local[pk.Endpoint().Addr]++
-						pk.Done(balancer.Outcome{})
+						pk.Done(balancer.Result{})
 					}
 				})
 				mu.Lock()
@@ -231,14 +231,14 @@ func TestLeastRequestPrefersLessLoaded(t *testing.T) {
 					held = append(held, pk) // never finishes
 					continue
 				}
-				pk.Done(balancer.Outcome{Latency: time.Millisecond})
+				pk.Done(balancer.Result{Latency: time.Millisecond})
 			}
 			share := float64(picks[stuck]) / n
 			if share > tt.maxShare || share < tt.minShare {
 				t.Errorf("share of the endpoint with calls stuck = %.4f, want in [%v, %v]", share, tt.minShare, tt.maxShare)
 			}
 			for i := range held {
-				held[i].Done(balancer.Outcome{})
+				held[i].Done(balancer.Result{})
 			}
 		})
 	}
@@ -262,7 +262,7 @@ func TestLeastRequestWeighsLoadByWeight(t *testing.T) {
 			held = append(held, pk)
 			continue
 		}
-		pk.Done(balancer.Outcome{})
+		pk.Done(balancer.Result{})
 	}
 	// Now hold one more on a: a's load 51/1 beats b's 100/2, so b wins every
 	// mixed pair; a is picked only when both samples are a: 1/9.
@@ -270,13 +270,13 @@ func TestLeastRequestWeighsLoadByWeight(t *testing.T) {
 	for range 9000 {
 		pk, _ := lb.Pick("", nil)
 		got[pk.Endpoint().Addr]++
-		pk.Done(balancer.Outcome{})
+		pk.Done(balancer.Result{})
 	}
 	if share := float64(got["b"]) / 9000; share < 0.6 || share > 0.72 {
 		t.Errorf("share of b at equal load per weight = %.3f, want about 2/3", share)
 	}
 	for i := range held {
-		held[i].Done(balancer.Outcome{})
+		held[i].Done(balancer.Result{})
 	}
 }
 
@@ -304,7 +304,7 @@ func TestPeakEWMAReactsToLatency(t *testing.T) {
 				}
 			}
 			clk.Advance(10 * time.Millisecond)
-			pk.Done(balancer.Outcome{Latency: lat})
+			pk.Done(balancer.Result{Latency: lat})
 		}
 		return float64(picks) / float64(n/2)
 	}
@@ -491,7 +491,7 @@ func TestBreakerSeesOutcomesAndRefusals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pk.Done(balancer.Outcome{Err: errors.New("boom")})
+	pk.Done(balancer.Result{Err: errors.New("boom")})
 	if br.acquired.Load() != 1 || br.released.Load() != 1 || bulwark.Outcome(br.last.Load()) != bulwark.Failure {
 		t.Errorf("breaker acquired %d, released %d, last %v; want 1, 1, failure", br.acquired.Load(), br.released.Load(), bulwark.Outcome(br.last.Load()))
 	}
@@ -508,8 +508,8 @@ func TestDoneTwiceIsIgnoredAndReported(t *testing.T) {
 	rec := &recorder{}
 	lb := mustNew(t, balancer.Config{Algorithm: balancer.LeastRequest, Endpoints: endpoints(2), Observer: obs, Followers: []balancer.Follower{rec}})
 	pk, _ := lb.Pick("", nil)
-	pk.Done(balancer.Outcome{})
-	pk.Done(balancer.Outcome{})
+	pk.Done(balancer.Result{})
+	pk.Done(balancer.Result{})
 	misuse := obs.kinds(bulwark.EventMisuse)
 	if len(misuse) != 1 || misuse[0].Endpoint != pk.Endpoint() {
 		t.Errorf("misuse events = %+v, want one for %v", misuse, pk.Endpoint())
@@ -518,7 +518,7 @@ func TestDoneTwiceIsIgnoredAndReported(t *testing.T) {
 		t.Errorf("outcomes recorded = %d, want 1", rec.n.Load())
 	}
 	var zero balancer.Pick
-	zero.Done(balancer.Outcome{}) // does nothing
+	zero.Done(balancer.Result{}) // does nothing
 	if zero.Endpoint() != (bulwark.Endpoint{}) {
 		t.Errorf("zero Pick's Endpoint() = %v, want zero", zero.Endpoint())
 	}
@@ -544,14 +544,14 @@ func (r *recorder) Record(_ bulwark.Endpoint, o bulwark.Outcome, gateway bool) {
 func TestOutcomeClassification(t *testing.T) {
 	tests := []struct {
 		name    string
-		out     balancer.Outcome
+		out     balancer.Result
 		want    bulwark.Outcome
 		gateway bool
 	}{
-		{"success", balancer.Outcome{}, bulwark.Success, false},
-		{"failure", balancer.Outcome{Err: errors.New("reset")}, bulwark.Failure, false},
-		{"gateway", balancer.Outcome{Err: errors.New("refused"), Gateway: true}, bulwark.Failure, true},
-		{"canceled by the caller", balancer.Outcome{Err: fmt.Errorf("get: %w", contextCanceled)}, bulwark.Neutral, false},
+		{"success", balancer.Result{}, bulwark.Success, false},
+		{"failure", balancer.Result{Err: errors.New("reset")}, bulwark.Failure, false},
+		{"gateway", balancer.Result{Err: errors.New("refused"), Gateway: true}, bulwark.Failure, true},
+		{"canceled by the caller", balancer.Result{Err: fmt.Errorf("get: %w", contextCanceled)}, bulwark.Neutral, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -636,7 +636,7 @@ func TestUpdateKeepsState(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range held {
-		held[i].Done(balancer.Outcome{}) // on a removed endpoint: harmless
+		held[i].Done(balancer.Result{}) // on a removed endpoint: harmless
 	}
 	if got := count(t, lb, "", 10); got["c"] != 10 {
 		t.Errorf("picks after removing a and b = %v, want c only", got)
@@ -661,7 +661,7 @@ func TestPickEventsSampled(t *testing.T) {
 	if len(picks) < 800 || len(picks) > 1200 {
 		t.Errorf("EventPick count for 10000 picks sampled 1 in 10 = %d, want about 1000", len(picks))
 	}
-	if picks[0].Attempt != 10 || picks[0].Reason != "round_robin" || picks[0].Component != bulwark.ComponentBalancer {
+	if picks[0].Weight != 10 || picks[0].Reason != "round_robin" || picks[0].Component != bulwark.ComponentBalancer {
 		t.Errorf("EventPick = %+v, want Attempt 10, Reason round_robin", picks[0])
 	}
 }
@@ -697,7 +697,7 @@ func TestUpdateConcurrentSafe(t *testing.T) {
 						if !valid[pk.Endpoint().Addr] {
 							t.Errorf("Pick = %v, not in any set", pk.Endpoint())
 						}
-						pk.Done(balancer.Outcome{Latency: time.Millisecond})
+						pk.Done(balancer.Result{Latency: time.Millisecond})
 					}
 				})
 			}
@@ -732,12 +732,12 @@ func TestDoneReportsTheCall(t *testing.T) {
 	lb := mustNew(t, balancer.Config{Endpoints: []bulwark.Endpoint{{Addr: "a", Zone: "z"}}, Observer: obs})
 	boom := errors.New("boom")
 	outcomes := []struct {
-		o    balancer.Outcome
+		o    balancer.Result
 		want bulwark.Outcome
 	}{
-		{balancer.Outcome{Latency: 5 * time.Millisecond}, bulwark.Success},
-		{balancer.Outcome{Err: boom, Latency: time.Second, Gateway: true}, bulwark.Failure},
-		{balancer.Outcome{Err: canceled.Err()}, bulwark.Neutral},
+		{balancer.Result{Latency: 5 * time.Millisecond}, bulwark.Success},
+		{balancer.Result{Err: boom, Latency: time.Second, Gateway: true}, bulwark.Failure},
+		{balancer.Result{Err: canceled.Err()}, bulwark.Neutral},
 	}
 	for _, tt := range outcomes {
 		pk, err := lb.Pick("", nil)

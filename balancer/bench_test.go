@@ -54,7 +54,7 @@ func BenchmarkPick(b *testing.B) {
 	for _, a := range benchAlgorithms {
 		b.Run(a.name, func(b *testing.B) {
 			lb := newBench(b, a.algo)
-			out := balancer.Outcome{Latency: time.Millisecond}
+			out := balancer.Result{Latency: time.Millisecond}
 			b.ReportAllocs()
 			cpu := cpuTime()
 			i := 0
@@ -76,7 +76,7 @@ func BenchmarkPickParallel(b *testing.B) {
 	for _, a := range benchAlgorithms {
 		b.Run(a.name, func(b *testing.B) {
 			lb := newBench(b, a.algo)
-			out := balancer.Outcome{Latency: time.Millisecond}
+			out := balancer.Result{Latency: time.Millisecond}
 			b.ReportAllocs()
 			cpu := cpuTime()
 			b.RunParallel(func(pb *testing.PB) {
@@ -120,7 +120,7 @@ func BenchmarkPickJittered(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		pk.Done(balancer.Outcome{Latency: time.Millisecond + time.Duration(i%7)*100*time.Microsecond})
+		pk.Done(balancer.Result{Latency: time.Millisecond + time.Duration(i%7)*100*time.Microsecond})
 		i++
 	}
 	reportCPU(b, cpu)
@@ -145,7 +145,7 @@ func BenchmarkPickTried(b *testing.B) {
 			}
 			b.Run(name, func(b *testing.B) {
 				lb := newBench(b, a.algo)
-				out := balancer.Outcome{Latency: time.Millisecond}
+				out := balancer.Result{Latency: time.Millisecond}
 				tried := make([]balancer.Tried, keys)
 				rng := rand.New(rand.NewPCG(1, 2))
 				for k := range tried {
@@ -250,8 +250,8 @@ func BenchmarkDoneEjecting(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer lb.Close()
-			fail := balancer.Outcome{Err: errors.New("reset"), Latency: time.Millisecond}
-			ok := balancer.Outcome{Latency: time.Millisecond}
+			fail := balancer.Result{Err: errors.New("reset"), Latency: time.Millisecond}
+			ok := balancer.Result{Latency: time.Millisecond}
 			b.ReportAllocs()
 			cpu, own := cpuTime(), threadCPUTime()
 			i := 0

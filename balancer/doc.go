@@ -40,7 +40,7 @@
 //		if err != nil { return err }
 //		start := time.Now()
 //		err = send(ctx, pk.Endpoint())
-//		pk.Done(balancer.Outcome{Err: err, Latency: time.Since(start)})
+//		pk.Done(balancer.Result{Err: err, Latency: time.Since(start)})
 //		return err
 //	})
 //

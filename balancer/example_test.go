@@ -83,12 +83,12 @@ func Example_stickyRouting() {
 	}
 	pk, _ := lb.Pick("customer-42", nil)
 	owner := pk.Endpoint().Addr
-	pk.Done(balancer.Outcome{})
+	pk.Done(balancer.Result{})
 	same := true
 	for range 100 {
 		pk, _ := lb.Pick("customer-42", nil)
 		same = same && pk.Endpoint().Addr == owner
-		pk.Done(balancer.Outcome{})
+		pk.Done(balancer.Result{})
 	}
 	fmt.Println("customer-42 always on its owner:", same)
 
@@ -103,7 +103,7 @@ func Example_stickyRouting() {
 	}
 	fmt.Println("the owner holds", perEndpoint[owner], "of 8 calls in flight, on", len(perEndpoint), "endpoints in all")
 	for i := range held {
-		held[i].Done(balancer.Outcome{Latency: 3 * time.Millisecond})
+		held[i].Done(balancer.Result{Latency: 3 * time.Millisecond})
 	}
 	// Output:
 	// customer-42 always on its owner: true
@@ -147,7 +147,7 @@ func Example_zoneAware() {
 			if pk.Endpoint().Zone == "eu-1a" {
 				local++
 			}
-			pk.Done(balancer.Outcome{})
+			pk.Done(balancer.Result{})
 		}
 		return float64(local) / 10000
 	}
@@ -210,7 +210,7 @@ func Example_fleet() {
 				return []string{err.Error()}
 			}
 			seen[pk.Endpoint().Addr] = true
-			pk.Done(balancer.Outcome{})
+			pk.Done(balancer.Result{})
 		}
 		return slices.Sorted(maps.Keys(seen))
 	}
@@ -272,7 +272,7 @@ func Example_retry() {
 		if retry.Attempt(ctx) < 3 {
 			err = fmt.Errorf("%s: connection refused", ep.Addr) // the owners are down
 		}
-		pk.Done(balancer.Outcome{Err: err, Gateway: err != nil})
+		pk.Done(balancer.Result{Err: err, Gateway: err != nil})
 		fmt.Println("attempt", retry.Attempt(ctx), "on", ep.Addr)
 		return err
 	})

@@ -267,7 +267,7 @@ func TestRollingDeployNeverPanics(t *testing.T) {
 				t.Fatalf("%s: Pick = %v, want no failure", stage, err)
 			}
 			got[pk.Endpoint().Addr]++
-			pk.Done(balancer.Outcome{})
+			pk.Done(balancer.Result{})
 		}
 		return got
 	}

@@ -111,14 +111,14 @@ func FuzzBalancer(f *testing.F) {
 					t.Fatalf("Pick = %v (unhealthy %v, ejected %v) with %d of %d eligible", pk.Endpoint(), m.unhealthy, m.ejected, eligible, len(set))
 				}
 				if op%5 == 3 {
-					pk.Done(balancer.Outcome{})
+					pk.Done(balancer.Result{})
 				} else {
 					held = append(held, pk)
 				}
 			}
 		}
 		for i := range held {
-			held[i].Done(balancer.Outcome{})
+			held[i].Done(balancer.Result{})
 		}
 	})
 }

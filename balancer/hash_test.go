@@ -18,7 +18,7 @@ func owners(t *testing.T, lb *balancer.Balancer, keys []string) map[string]strin
 			t.Fatalf("Pick(%q): %v", k, err)
 		}
 		got[k] = pk.Endpoint().Addr
-		pk.Done(balancer.Outcome{})
+		pk.Done(balancer.Result{})
 	}
 	return got
 }
@@ -110,7 +110,7 @@ func TestConsistentHashBoundsLoad(t *testing.T) {
 		t.Errorf("hot key spread over %v, want all four endpoints", per)
 	}
 	for i := range held {
-		held[i].Done(balancer.Outcome{})
+		held[i].Done(balancer.Result{})
 	}
 	// With the load gone, the key is back on its owner.
 	got := owners(t, lb, []string{"hot", "hot", "hot"})

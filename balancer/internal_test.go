@@ -185,13 +185,13 @@ func TestDoneNeverRebuilds(t *testing.T) {
 			victim = pk
 			break
 		}
-		pk.Done(Outcome{})
+		pk.Done(Result{})
 	}
 
 	b.mu.Lock()
 	returned := make(chan struct{})
 	go func() {
-		victim.Done(Outcome{Err: errors.New("reset")})
+		victim.Done(Result{Err: errors.New("reset")})
 		close(returned)
 	}()
 	select {
@@ -206,7 +206,7 @@ func TestDoneNeverRebuilds(t *testing.T) {
 		if err == nil && pk.Endpoint().Addr == "a" {
 			pickedA++
 		}
-		pk.Done(Outcome{})
+		pk.Done(Result{})
 	}
 	rebuilt := len(b.snap.Load().primary.idx) != 4
 	b.mu.Unlock()

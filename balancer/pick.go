@@ -35,8 +35,8 @@ func (p *Pick) Endpoint() bulwark.Endpoint {
 	return p.e.ep
 }
 
-// Outcome is what the caller learned from a call to a picked endpoint.
-type Outcome struct {
+// Result is what the caller learned from a call to a picked endpoint.
+type Result struct {
 	// Err is the call's error, nil for a success. An error that wraps
 	// context.Canceled (the caller gave up) counts for nothing; any other
 	// error is a failure of the endpoint.
@@ -50,7 +50,7 @@ type Outcome struct {
 }
 
 // class returns how o counts for the endpoint's health.
-func (o Outcome) class() bulwark.Outcome {
+func (o Result) class() bulwark.Outcome {
 	switch {
 	case o.Err == nil:
 		return bulwark.Success
@@ -68,7 +68,7 @@ func (o Outcome) class() bulwark.Outcome {
 // blocks and never rebuilds the snapshot: when the outcome gets the endpoint
 // ejected, picks skip it at once and the balancer's own goroutine publishes
 // the change.
-func (p *Pick) Done(o Outcome) {
+func (p *Pick) Done(o Result) {
 	// The common case, small enough to inline: no latency to learn, no
 	// breaker or outlier detector to tell.
 	if p.kind == doneNothing && !p.done {
@@ -79,7 +79,7 @@ func (p *Pick) Done(o Outcome) {
 }
 
 // done2 is Done's general case.
-func (p *Pick) done2(o Outcome) {
+func (p *Pick) done2(o Result) {
 	e, b := p.e, p.b
 	if e == nil {
 		return
@@ -236,7 +236,7 @@ func (b *Balancer) pickEvent(e *entry) {
 	if b.sample == 1 || rand.Uint64N(b.sample) == 0 {
 		ev := b.event(bulwark.EventPick, e.ep)
 		ev.Reason = b.algo.String()
-		ev.Attempt = int(b.sample)
+		ev.Weight = int(b.sample)
 		b.obs.Observe(ev)
 	}
 }

@@ -80,7 +80,7 @@ func simulate(t *testing.T, sc simConfig) simResult {
 			clk.Set(c.at)
 			inflight[index[c.pk.Endpoint().Addr]]--
 			total--
-			c.pk.Done(balancer.Outcome{Latency: c.lat})
+			c.pk.Done(balancer.Result{Latency: c.lat})
 		}
 		clk.Set(now)
 		key := ""
@@ -245,7 +245,7 @@ func peakEWMAShare(t *testing.T, every time.Duration, slowness float64, n int, s
 		for len(pending) > 0 && !pending[0].at.After(now) {
 			c := heap.Pop(&pending).(completion)
 			clk.Set(c.at)
-			c.pk.Done(balancer.Outcome{Latency: c.lat})
+			c.pk.Done(balancer.Result{Latency: c.lat})
 		}
 		clk.Set(now)
 		pk, err := lb.Pick("", nil)
@@ -262,7 +262,7 @@ func peakEWMAShare(t *testing.T, every time.Duration, slowness float64, n int, s
 	}
 	for len(pending) > 0 {
 		c := heap.Pop(&pending).(completion)
-		c.pk.Done(balancer.Outcome{Latency: c.lat})
+		c.pk.Done(balancer.Result{Latency: c.lat})
 	}
 	return float64(first) / float64(n)
 }

@@ -208,7 +208,7 @@ func (a *attempts) attempt(ctx context.Context, rewind bool) (*http.Response, er
 				stop()
 				cancelSend()
 			}
-			pk.Done(Outcome{Err: context.Canceled}) // not the endpoint's fault
+			pk.Done(Result{Err: context.Canceled}) // not the endpoint's fault
 			return nil, bulwark.Permanent(fmt.Errorf("balancer: rewinding the body: %w", err))
 		}
 		out.Body = body
@@ -226,10 +226,10 @@ func (a *attempts) attempt(ctx context.Context, rewind bool) (*http.Response, er
 		if cancelSend != nil {
 			cancelSend()
 		}
-		pk.Done(Outcome{Err: err, Latency: latency, Gateway: isConnectError(err)})
+		pk.Done(Result{Err: err, Latency: latency, Gateway: isConnectError(err)})
 		return nil, fmt.Errorf("balancer: %s: %w", pk.e.ep.Addr, err)
 	}
-	o := Outcome{Latency: latency}
+	o := Result{Latency: latency}
 	switch code := resp.StatusCode; {
 	case code == http.StatusBadGateway || code == http.StatusServiceUnavailable || code == http.StatusGatewayTimeout:
 		o.Err, o.Gateway = errStatus, true

@@ -32,13 +32,13 @@ func TestPickSkipsTried(t *testing.T) {
 						t.Fatalf("Pick(%q) %d with %d tried = %s again", key, i+1, i, pk.Endpoint().Addr)
 					}
 					seen[pk.Endpoint().Addr] = true
-					pk.Done(balancer.Outcome{Err: errors.New("boom")})
+					pk.Done(balancer.Result{Err: errors.New("boom")})
 				}
 				pk, err := lb.Pick(key, &tried)
 				if err != nil {
 					t.Fatalf("Pick(%q) with every endpoint tried = %v, want one of them", key, err)
 				}
-				pk.Done(balancer.Outcome{})
+				pk.Done(balancer.Result{})
 			}
 		})
 	}
@@ -55,11 +55,11 @@ func TestPickSkipsTriedButNotForIneligible(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	first.Done(balancer.Outcome{})
+	first.Done(balancer.Result{})
 	second, _ := lb.Pick("", &tried)
-	second.Done(balancer.Outcome{})
+	second.Done(balancer.Result{})
 	third, _ := lb.Pick("", &tried)
-	third.Done(balancer.Outcome{})
+	third.Done(balancer.Result{})
 	if second.Endpoint() == first.Endpoint() || second.Endpoint() == eps[2] || third.Endpoint() == eps[2] {
 		t.Errorf("picks %v, %v, %v with %v down: want two distinct eligible ones, then a tried one",
 			first.Endpoint(), second.Endpoint(), third.Endpoint(), eps[2])
@@ -103,7 +103,7 @@ func TestRetryReachesTheKeysNextOwner(t *testing.T) {
 			if len(got) == 2 {
 				err = nil
 			}
-			pk.Done(balancer.Outcome{Err: err, Gateway: err != nil})
+			pk.Done(balancer.Result{Err: err, Gateway: err != nil})
 			return err
 		})
 		if err != nil || len(got) != 2 || got[0] != owner || got[1] != next {

@@ -323,8 +323,8 @@ func (b *Breaker) release(tok uint64, o bulwark.Outcome, latency time.Duration, 
 		b.releaseProbe(tok, o, latency)
 		return
 	}
-	if e.state != Closed || o == bulwark.Neutral {
-		return
+	if e.state != Closed || (o != bulwark.Success && o != bulwark.Failure) {
+		return // Neutral, or an unknown Outcome: counts for nothing
 	}
 	failed := o == bulwark.Failure
 	slow := b.s.slowDur > 0 && latency >= b.s.slowDur

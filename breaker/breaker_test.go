@@ -427,7 +427,7 @@ func TestObserverOutsideLock(t *testing.T) {
 	b, _ = newBreaker(t, breaker.Config{Name: "api", ConsecutiveFailures: 1, Observer: obs})
 	_ = b.Do(context.Background(), func(context.Context) error { return errors.New("x") })
 	_ = b.Do(context.Background(), func(context.Context) error { return nil })
-	want := "call:failure state_change:success rejected:success"
+	want := "call:failure state_change:unknown rejected:unknown"
 	if got := strings.Join(kinds, " "); got != want {
 		t.Errorf("events = %q, want %q", got, want)
 	}

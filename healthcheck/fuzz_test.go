@@ -106,9 +106,9 @@ func FuzzOutlierInvariants(f *testing.F) {
 				if n*100 > maxPct*total && !(always && n == 1) {
 					t.Fatalf("%d of %d hosts ejected, above %d %% (AlwaysEjectOne %v)", n, total, maxPct, always)
 				}
-				want := min(base*time.Duration(ev.Attempt), limit)
+				want := min(base*time.Duration(ev.Count), limit)
 				if ev.Delay < want || ev.Delay > want+jitter || ev.Delay > limit+jitter {
-					t.Fatalf("ejection %d of %s lasts %v, want within [%v, %v]", ev.Attempt, ev.Endpoint.Addr, ev.Delay, want, want+jitter)
+					t.Fatalf("ejection %d of %s lasts %v, want within [%v, %v]", ev.Count, ev.Endpoint.Addr, ev.Delay, want, want+jitter)
 				}
 			}
 			d.mu.Lock()

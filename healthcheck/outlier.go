@@ -545,7 +545,7 @@ func (d *OutlierDetector) ejectLocked(h *host, now time.Time, reason string) boo
 	if d.cfg.Observer != nil {
 		nt.observe = true
 		nt.event = bulwark.Event{Kind: bulwark.EventEjected, Component: bulwark.ComponentOutlier,
-			Name: d.cfg.Name, Endpoint: h.ep, Delay: dur, Reason: reason, Attempt: h.ejections}
+			Name: d.cfg.Name, Endpoint: h.ep, Delay: dur, Reason: reason, Count: h.ejections}
 	}
 	d.notes.queue = append(d.notes.queue, nt)
 	if d.started {
@@ -571,7 +571,7 @@ func (d *OutlierDetector) unejectLocked(h *host, reason string) {
 	if d.cfg.Observer != nil {
 		nt.observe = true
 		nt.event = bulwark.Event{Kind: bulwark.EventUnejected, Component: bulwark.ComponentOutlier,
-			Name: d.cfg.Name, Endpoint: h.ep, Reason: reason, Attempt: h.ejections}
+			Name: d.cfg.Name, Endpoint: h.ep, Reason: reason, Count: h.ejections}
 	}
 	d.notes.queue = append(d.notes.queue, nt)
 }

@@ -144,7 +144,7 @@ func TestOutlierEjectionEvent(t *testing.T) {
 	}
 	got := rec.eventsOf(bulwark.EventEjected)
 	want := []bulwark.Event{{Kind: bulwark.EventEjected, Component: bulwark.ComponentOutlier, Name: "users",
-		Endpoint: ep(1), Delay: 30 * time.Second, Reason: "consecutive_failures", Attempt: 1}}
+		Endpoint: ep(1), Delay: 30 * time.Second, Reason: "consecutive_failures", Count: 1}}
 	if !slices.Equal(got, want) {
 		t.Errorf("events = %+v, want %+v", got, want)
 	}
@@ -308,8 +308,8 @@ func TestOutlierEjectionTimeGrowsAndCaps(t *testing.T) {
 		if len(evs) != i+1 {
 			t.Fatalf("ejection %d: %d events, want %d", i+1, len(evs), i+1)
 		}
-		if e := evs[i]; e.Delay != w || e.Attempt != i+1 {
-			t.Errorf("ejection %d: Delay %v, Attempt %d; want %v, %d", i+1, e.Delay, e.Attempt, w, i+1)
+		if e := evs[i]; e.Delay != w || e.Count != i+1 {
+			t.Errorf("ejection %d: Delay %v, Count %d; want %v, %d", i+1, e.Delay, e.Count, w, i+1)
 		}
 		// Come back exactly at the end of the ejection time, not before.
 		clk.Advance(w - time.Millisecond)
@@ -328,8 +328,8 @@ func TestOutlierEjectionTimeGrowsAndCaps(t *testing.T) {
 	d.EvaluateAt(clk.Now())
 	d.Record(ep(1), bulwark.Failure, false)
 	evs := rec.eventsOf(bulwark.EventEjected)
-	if e := evs[len(evs)-1]; e.Attempt != 5 || e.Delay != 35*time.Second {
-		t.Errorf("after one good interval: Attempt %d, Delay %v; want 5, 35s", e.Attempt, e.Delay)
+	if e := evs[len(evs)-1]; e.Count != 5 || e.Delay != 35*time.Second {
+		t.Errorf("after one good interval: Count %d, Delay %v; want 5, 35s", e.Count, e.Delay)
 	}
 	if got := len(rec.eventsOf(bulwark.EventUnejected)); got != 5 {
 		t.Errorf("%d un-ejection events, want 5", got)

@@ -388,7 +388,7 @@ func (l *Limiter) update(now int64) {
 	l.mu.Unlock()
 	if changed && l.obs != nil {
 		l.obs.Observe(bulwark.Event{Kind: bulwark.EventLimitChanged, Component: bulwark.ComponentLimiter, Name: l.name,
-			Attempt: int(tokens), Latency: time.Duration(baseline), Reason: reason})
+			Limit: int(tokens), Latency: time.Duration(baseline), Reason: reason})
 	}
 }
 

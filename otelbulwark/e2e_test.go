@@ -80,7 +80,7 @@ func TestBalancerEndToEnd(t *testing.T) {
 		open = append(open, pk)
 	}
 	for _, pk := range open[:3] {
-		pk.Done(balancer.Outcome{Latency: 20 * time.Millisecond})
+		pk.Done(balancer.Result{Latency: 20 * time.Millisecond})
 	}
 	got := collect(t, r)
 	var picks, calls, inflight int64

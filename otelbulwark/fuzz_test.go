@@ -37,8 +37,8 @@ func FuzzObserve(f *testing.F) {
 				Endpoint:  eps[int(data[2])%len(eps)],
 				From:      states[int(data[3])%len(states)],
 				To:        states[int(data[3]/4)%len(states)],
-				Attempt:   int(data[3] % 4),
-				Outcome:   bulwark.Outcome(data[3] % 3),
+				Weight:    int(data[3] % 4),
+				Outcome:   bulwark.Outcome(data[3]%3 + 1),
 				Latency:   time.Duration(data[3]) * time.Millisecond,
 				Reason:    states[int(data[2])%len(states)],
 			}
@@ -53,8 +53,8 @@ func FuzzObserve(f *testing.F) {
 				}
 			case bulwark.EventPick:
 				if e.Component == "balancer" {
-					picks += int64(max(e.Attempt, 1))
-					sampled = sampled || e.Attempt > 1
+					picks += int64(max(e.Weight, 1))
+					sampled = sampled || e.Weight > 1
 					if !sampled {
 						inflight[e.Endpoint.Addr]++
 					}

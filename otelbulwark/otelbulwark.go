@@ -147,12 +147,12 @@ func (o *Observer) Observe(e bulwark.Event) {
 	case bulwark.EventBudgetExhausted:
 		o.count(ctx, f.budgetExhausted, shapeReason, &e)
 	case bulwark.EventPick:
-		// A sampled pick stands for Attempt picks; it cannot pair with the
+		// A sampled pick stands for Weight picks; it cannot pair with the
 		// calls it stands for, so once one is seen in flight stops.
 		if f.picks.Enabled(ctx) {
-			f.picks.Add(ctx, max(int64(e.Attempt), 1), o.attrs.get(shapeBase, &e).add...)
+			f.picks.Add(ctx, max(int64(e.Weight), 1), o.attrs.get(shapeBase, &e).add...)
 		}
-		if e.Attempt > 1 && fid == famBalancer && !o.sampled.Load() {
+		if e.Weight > 1 && fid == famBalancer && !o.sampled.Load() {
 			o.sampled.Store(true)
 		}
 		if f.inflight != nil && !o.sampled.Load() && f.inflight.Enabled(ctx) {

@@ -203,7 +203,8 @@ func (p *Policy) Do(ctx context.Context, op func(context.Context) error) error {
 	switch p.classify(ctx, err) {
 	case bulwark.Success:
 		b.accepts.Add(1)
-	case bulwark.Neutral:
+	case bulwark.Failure:
+	default: // Neutral, or an unknown Outcome: counts for nothing
 		b.requests.Add(-1)
 	}
 	return err

@@ -55,7 +55,7 @@ func (t *tally) Observe(e bulwark.Event) {
 		}
 	case bulwark.EventPick:
 		t.mu.Lock()
-		t.picks[e.Endpoint.Addr] += int64(max(e.Attempt, 1)) // Attempt is the sampling weight
+		t.picks[e.Endpoint.Addr] += int64(max(e.Weight, 1)) // Weight is the sampling weight
 		t.mu.Unlock()
 	case bulwark.EventStateChange:
 		t.mu.Lock()
