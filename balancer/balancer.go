@@ -81,6 +81,9 @@ var (
 	// refused. In the second case the error also wraps the last refusal, so
 	// errors.As finds the breaker's error and its RetryAfter.
 	ErrUnavailable = errors.New("balancer: no eligible endpoint")
+	// ErrInvalidConfig is wrapped by the error of New for a Config it
+	// refuses.
+	ErrInvalidConfig = errors.New("balancer: invalid config")
 )
 
 // Breaker is a per-endpoint circuit breaker as the balancer uses it;
@@ -385,34 +388,34 @@ func New(cfg Config) (*Balancer, error) {
 	}
 	b.pubDone = sync.NewCond(&b.pubMu)
 	if cfg.Algorithm >= numAlgorithms {
-		return nil, fmt.Errorf("balancer: unknown algorithm %d", uint8(cfg.Algorithm))
+		return nil, fmt.Errorf("%w: unknown algorithm %d", ErrInvalidConfig, uint8(cfg.Algorithm))
 	}
 	switch {
 	case cfg.MinLocalShare == 0:
 		b.minLocal = 0.7
 	case !(cfg.MinLocalShare > 0 && cfg.MinLocalShare <= 1):
-		return nil, fmt.Errorf("balancer: MinLocalShare %v not in (0, 1]", cfg.MinLocalShare)
+		return nil, fmt.Errorf("%w: MinLocalShare %v not in (0, 1]", ErrInvalidConfig, cfg.MinLocalShare)
 	}
 	switch {
 	case cfg.PanicThreshold == 0:
 		b.panicAt = 0.5
 	case math.IsNaN(cfg.PanicThreshold) || cfg.PanicThreshold > 1:
-		return nil, fmt.Errorf("balancer: PanicThreshold %v above 1", cfg.PanicThreshold)
+		return nil, fmt.Errorf("%w: PanicThreshold %v above 1", ErrInvalidConfig, cfg.PanicThreshold)
 	}
 	if cfg.SlowStart < 0 {
-		return nil, fmt.Errorf("balancer: negative SlowStart %v", cfg.SlowStart)
+		return nil, fmt.Errorf("%w: negative SlowStart %v", ErrInvalidConfig, cfg.SlowStart)
 	}
 	switch {
 	case cfg.ActiveRequestBias == 0:
 		b.bias = 1
 	case !(cfg.ActiveRequestBias > 0) || math.IsInf(cfg.ActiveRequestBias, 1):
-		return nil, fmt.Errorf("balancer: ActiveRequestBias %v is not a positive number", cfg.ActiveRequestBias)
+		return nil, fmt.Errorf("%w: ActiveRequestBias %v is not a positive number", ErrInvalidConfig, cfg.ActiveRequestBias)
 	}
 	switch {
 	case cfg.DecayTime == 0:
 		b.tau = float64(2 * time.Second)
 	case cfg.DecayTime < 0:
-		return nil, fmt.Errorf("balancer: negative DecayTime %v", cfg.DecayTime)
+		return nil, fmt.Errorf("%w: negative DecayTime %v", ErrInvalidConfig, cfg.DecayTime)
 	default:
 		b.tau = float64(cfg.DecayTime)
 	}
@@ -420,26 +423,26 @@ func New(cfg Config) (*Balancer, error) {
 	case cfg.LoadFactor == 0:
 		b.loadFactor = 1.25
 	case !(cfg.LoadFactor >= 1):
-		return nil, fmt.Errorf("balancer: LoadFactor %v below 1", cfg.LoadFactor)
+		return nil, fmt.Errorf("%w: LoadFactor %v below 1", ErrInvalidConfig, cfg.LoadFactor)
 	}
 	if cfg.VirtualNodes < 0 {
-		return nil, fmt.Errorf("balancer: negative VirtualNodes %d", cfg.VirtualNodes)
+		return nil, fmt.Errorf("%w: negative VirtualNodes %d", ErrInvalidConfig, cfg.VirtualNodes)
 	}
 	switch {
 	case cfg.PickSample == 0:
 		b.sample = 1
 	case cfg.PickSample < 0:
-		return nil, fmt.Errorf("balancer: negative PickSample %d", cfg.PickSample)
+		return nil, fmt.Errorf("%w: negative PickSample %d", ErrInvalidConfig, cfg.PickSample)
 	}
 	var judges []Judge
 	for i, f := range cfg.Followers {
 		if f == nil {
-			return nil, fmt.Errorf("balancer: follower %d is nil", i)
+			return nil, fmt.Errorf("%w: follower %d is nil", ErrInvalidConfig, i)
 		}
 		if reflect.TypeOf(f).Comparable() {
 			for _, g := range cfg.Followers[:i] {
 				if reflect.TypeOf(g).Comparable() && g == f {
-					return nil, fmt.Errorf("balancer: follower %d appears twice", i)
+					return nil, fmt.Errorf("%w: follower %d appears twice", ErrInvalidConfig, i)
 				}
 			}
 		}
@@ -451,7 +454,7 @@ func New(cfg Config) (*Balancer, error) {
 		}
 	}
 	if len(judges) > maxJudges {
-		return nil, fmt.Errorf("balancer: %d judges among Followers, more than %d", len(judges), maxJudges)
+		return nil, fmt.Errorf("%w: %d judges among Followers, more than %d", ErrInvalidConfig, len(judges), maxJudges)
 	}
 	b.followers = append([]Follower(nil), cfg.Followers...)
 	b.inflight = b.algo == LeastRequest || b.algo == PeakEWMA || b.algo == ConsistentHash

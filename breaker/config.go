@@ -2,7 +2,6 @@ package breaker
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"time"
@@ -293,12 +292,12 @@ func (c Config) settings() (settings, error) {
 }
 
 func configError(errs []error) error {
-	msg := "breaker: invalid Config: "
+	msg := ""
 	for i, e := range errs {
 		if i > 0 {
 			msg += "; "
 		}
 		msg += e.Error()
 	}
-	return errors.New(msg)
+	return fmt.Errorf("%w: %s", ErrInvalidConfig, msg)
 }

@@ -12,6 +12,10 @@ import (
 // taken. Test for it with errors.Is.
 var ErrOpen = errors.New("breaker: circuit open")
 
+// ErrInvalidConfig is wrapped by the error of New and NewGroup for a
+// configuration they refuse; the message names every bad field.
+var ErrInvalidConfig = errors.New("breaker: invalid config")
+
 // OpenError is the refusal of a call by a breaker. It wraps ErrOpen and tells
 // how long until the breaker lets a probe through, so that a retrying caller
 // can wait that long instead of spinning. Callers reach it with errors.As, or

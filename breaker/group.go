@@ -2,7 +2,6 @@ package breaker
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -80,7 +79,7 @@ func NewGroup(cfg GroupConfig) (*Group, error) {
 		errs = append(errs, fmt.Sprintf("negative IdleTimeout %v", cfg.IdleTimeout))
 	}
 	if len(errs) > 0 {
-		return nil, errors.New("breaker: invalid GroupConfig: " + strings.Join(errs, "; "))
+		return nil, fmt.Errorf("%w: GroupConfig: %s", ErrInvalidConfig, strings.Join(errs, "; "))
 	}
 	g := &Group{s: s, max: cfg.MaxKeys, idle: int64(cfg.IdleTimeout)}
 	if g.max == 0 {

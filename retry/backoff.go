@@ -1,7 +1,6 @@
 package retry
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"math/bits"
@@ -69,7 +68,7 @@ type Backoff struct {
 	Jitter Jitter
 }
 
-var errBackoff = errors.New("retry: invalid backoff")
+var errBackoff = fmt.Errorf("%w: Backoff", ErrInvalidConfig)
 
 // validate reports whether b can be used: no negative duration, Cap not below
 // Base, Multiplier zero or at least 1 (and finite), and a known Jitter. The

@@ -83,15 +83,15 @@ type Budget struct {
 func NewBudget(cfg BudgetConfig) (*Budget, error) {
 	switch {
 	case !(cfg.Ratio >= 0 && cfg.Ratio <= 1000):
-		return nil, fmt.Errorf("retry: budget Ratio %v, want within [0, 1000]", cfg.Ratio)
+		return nil, fmt.Errorf("%w: budget Ratio %v, want within [0, 1000]", ErrInvalidConfig, cfg.Ratio)
 	case math.IsNaN(cfg.MinPerSecond) || math.IsInf(cfg.MinPerSecond, 0):
-		return nil, fmt.Errorf("retry: budget MinPerSecond %v, want a finite value", cfg.MinPerSecond)
+		return nil, fmt.Errorf("%w: budget MinPerSecond %v, want a finite value", ErrInvalidConfig, cfg.MinPerSecond)
 	case cfg.Window < 0:
-		return nil, fmt.Errorf("retry: negative budget Window %v", cfg.Window)
+		return nil, fmt.Errorf("%w: negative budget Window %v", ErrInvalidConfig, cfg.Window)
 	case !(cfg.MaxTokens >= 0 && cfg.MaxTokens <= 1000):
-		return nil, fmt.Errorf("retry: budget MaxTokens %v, want 0 (off) or within (0, 1000]", cfg.MaxTokens)
+		return nil, fmt.Errorf("%w: budget MaxTokens %v, want 0 (off) or within (0, 1000]", ErrInvalidConfig, cfg.MaxTokens)
 	case !(cfg.TokenRatio >= 0) || math.IsInf(cfg.TokenRatio, 0):
-		return nil, fmt.Errorf("retry: budget TokenRatio %v, want a finite value >= 0", cfg.TokenRatio)
+		return nil, fmt.Errorf("%w: budget TokenRatio %v, want a finite value >= 0", ErrInvalidConfig, cfg.TokenRatio)
 	}
 	b := &Budget{
 		ratio:   cfg.Ratio,

@@ -97,13 +97,13 @@ type Hedge struct {
 func NewHedge(cfg HedgeConfig) (*Hedge, error) {
 	switch {
 	case cfg.MaxAttempts < 0:
-		return nil, fmt.Errorf("retry: hedge MaxAttempts %d, want 0 (default 2) or at least 1", cfg.MaxAttempts)
+		return nil, fmt.Errorf("%w: hedge MaxAttempts %d, want 0 (default 2) or at least 1", ErrInvalidConfig, cfg.MaxAttempts)
 	case cfg.Delay < 0:
-		return nil, fmt.Errorf("retry: negative hedge Delay %v", cfg.Delay)
+		return nil, fmt.Errorf("%w: negative hedge Delay %v", ErrInvalidConfig, cfg.Delay)
 	case cfg.MinDelay < 0:
-		return nil, fmt.Errorf("retry: negative hedge MinDelay %v", cfg.MinDelay)
+		return nil, fmt.Errorf("%w: negative hedge MinDelay %v", ErrInvalidConfig, cfg.MinDelay)
 	case !(cfg.Percentile >= 0 && cfg.Percentile < 1):
-		return nil, fmt.Errorf("retry: hedge Percentile %v, want within [0, 1)", cfg.Percentile)
+		return nil, fmt.Errorf("%w: hedge Percentile %v, want within [0, 1)", ErrInvalidConfig, cfg.Percentile)
 	}
 	h := &Hedge{
 		name:       cfg.Name,

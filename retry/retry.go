@@ -138,6 +138,10 @@ var (
 // context.DeadlineExceeded.
 var ErrAttemptTimeout = errors.New("retry: attempt timed out")
 
+// ErrInvalidConfig is wrapped by the error of New, NewBudget and NewHedge
+// for a configuration they refuse.
+var ErrInvalidConfig = errors.New("retry: invalid config")
+
 // GiveUpError is what Do returns when it stops without a success. Reason is
 // one of the Err… sentinels of this package, or ctx.Err() when the caller's
 // context ended the call; Err is the last error of op. Unwrap returns both, so
@@ -234,17 +238,17 @@ type Policy struct {
 func New(cfg Config) (*Policy, error) {
 	switch {
 	case cfg.MaxAttempts < 0:
-		return nil, fmt.Errorf("retry: MaxAttempts %d, want 0 (default %d) or at least 1", cfg.MaxAttempts, defaultMaxAttempts)
+		return nil, fmt.Errorf("%w: MaxAttempts %d, want 0 (default %d) or at least 1", ErrInvalidConfig, cfg.MaxAttempts, defaultMaxAttempts)
 	case cfg.MaxElapsed < 0:
-		return nil, fmt.Errorf("retry: negative MaxElapsed %v", cfg.MaxElapsed)
+		return nil, fmt.Errorf("%w: negative MaxElapsed %v", ErrInvalidConfig, cfg.MaxElapsed)
 	case cfg.AttemptTimeout < 0:
-		return nil, fmt.Errorf("retry: negative AttemptTimeout %v", cfg.AttemptTimeout)
+		return nil, fmt.Errorf("%w: negative AttemptTimeout %v", ErrInvalidConfig, cfg.AttemptTimeout)
 	case cfg.MaxRetryAfter < 0:
-		return nil, fmt.Errorf("retry: negative MaxRetryAfter %v", cfg.MaxRetryAfter)
+		return nil, fmt.Errorf("%w: negative MaxRetryAfter %v", ErrInvalidConfig, cfg.MaxRetryAfter)
 	case cfg.MaxOpenWait < 0:
-		return nil, fmt.Errorf("retry: negative MaxOpenWait %v", cfg.MaxOpenWait)
+		return nil, fmt.Errorf("%w: negative MaxOpenWait %v", ErrInvalidConfig, cfg.MaxOpenWait)
 	case !(cfg.RetryAfterJitter >= 0 && cfg.RetryAfterJitter <= 1):
-		return nil, fmt.Errorf("retry: RetryAfterJitter %v, want within [0, 1]", cfg.RetryAfterJitter)
+		return nil, fmt.Errorf("%w: RetryAfterJitter %v, want within [0, 1]", ErrInvalidConfig, cfg.RetryAfterJitter)
 	}
 	if err := cfg.Backoff.validate(); err != nil {
 		return nil, err
