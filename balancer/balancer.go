@@ -99,7 +99,7 @@ type Breaker interface {
 
 // Follower follows the balancer's endpoint set, so that the set is given in
 // one place: New and every Update call SetEndpoints with the whole new set.
-// *healthcheck.Checker, *healthcheck.OutlierDetector and *breaker.Group
+// *healthcheck.Checker, *outlier.Detector and *breaker.Group
 // satisfy it.
 //
 // The balancer calls SetEndpoints from New and Update, after it has taken
@@ -115,7 +115,7 @@ type Follower interface {
 
 // Judge is a Follower whose verdicts decide which endpoints may be picked,
 // such as an active health checker or an outlier detector;
-// *healthcheck.Checker and *healthcheck.OutlierDetector satisfy it. New binds
+// *healthcheck.Checker and *outlier.Detector satisfy it. New binds
 // each Judge of Config.Followers with Attach before its first SetEndpoints.
 //
 // The judge calls report(ep, healthy) whenever its verdict on a member ep
@@ -143,7 +143,7 @@ type Judge interface {
 }
 
 // Recorder receives the outcome of every call, for passive outlier detection;
-// *healthcheck.OutlierDetector satisfies it. A Follower that is also a
+// *outlier.Detector satisfies it. A Follower that is also a
 // Recorder is told of every call from Pick.Done: gateway marks a failure to
 // reach the endpoint (a connect error, or 502, 503 or 504 from the endpoint).
 // Record runs on the goroutine that calls Pick.Done and must not block.

@@ -11,7 +11,7 @@
 // up over a slow-start window.
 //
 // The Balancer owns the endpoint set. Its Followers — a *healthcheck.Checker,
-// a *healthcheck.OutlierDetector, a *breaker.Group — are given the set by New
+// a *outlier.Detector, a *breaker.Group — are given the set by New
 // and by every Update, so that a change of the fleet is one call, and the
 // judges among them report their verdicts back through a function that New
 // binds (Judge); nothing needs to be built before the balancer or wired to it
@@ -21,7 +21,7 @@
 // mode.
 //
 //	checker, _ := healthcheck.New(healthcheck.Config{Probe: probe, Interval: time.Second})
-//	detector, _ := healthcheck.NewOutlierDetector(healthcheck.OutlierConfig{})
+//	detector, _ := outlier.New(outlier.Config{})
 //	lb, err := balancer.New(balancer.Config{Algorithm: balancer.LeastRequest, Endpoints: eps,
 //		Followers: []balancer.Follower{checker, detector}})
 //	err = checker.Start(ctx)

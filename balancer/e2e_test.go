@@ -16,6 +16,7 @@ import (
 	"github.com/bulwark-go/bulwark/balancer"
 	"github.com/bulwark-go/bulwark/bulwarktest"
 	"github.com/bulwark-go/bulwark/healthcheck"
+	"github.com/bulwark-go/bulwark/outlier"
 	"github.com/bulwark-go/bulwark/retry"
 )
 
@@ -92,8 +93,8 @@ func TestEndToEndBackendKilled(t *testing.T) {
 	// The balancer owns the set; the detector and the checker follow it,
 	// and judge which endpoints can take calls.
 	listener := signalling{changes: make(chan string, 16)}
-	detector, err := healthcheck.NewOutlierDetector(healthcheck.OutlierConfig{
-		Rules: healthcheck.ConsecutiveGatewayFailures, AlwaysEjectOne: true, Clock: clk,
+	detector, err := outlier.New(outlier.Config{
+		Rules: outlier.RuleConsecutiveGatewayFailures, AlwaysEjectOne: true, Clock: clk,
 	})
 	if err != nil {
 		t.Fatal(err)

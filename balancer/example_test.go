@@ -17,6 +17,7 @@ import (
 	"github.com/bulwark-go/bulwark/balancer"
 	"github.com/bulwark-go/bulwark/bulwarktest"
 	"github.com/bulwark-go/bulwark/healthcheck"
+	"github.com/bulwark-go/bulwark/outlier"
 	"github.com/bulwark-go/bulwark/retry"
 )
 
@@ -190,7 +191,7 @@ func Example_fleet() {
 		fmt.Println(err)
 		return
 	}
-	detector, err := healthcheck.NewOutlierDetector(healthcheck.OutlierConfig{MaxEjectionPercent: 50, Clock: clk})
+	detector, err := outlier.New(outlier.Config{MaxEjectionPercent: 50, Clock: clk})
 	if err != nil {
 		fmt.Println(err)
 		return

@@ -13,6 +13,7 @@ import (
 	"github.com/bulwark-go/bulwark/balancer"
 	"github.com/bulwark-go/bulwark/bulwarktest"
 	"github.com/bulwark-go/bulwark/healthcheck"
+	"github.com/bulwark-go/bulwark/outlier"
 )
 
 // breakerGroup stands for *breaker.Group as a Follower: keyed by Addr, it
@@ -347,7 +348,7 @@ func TestReAddedEndpointStartsAfresh(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	detector, err := healthcheck.NewOutlierDetector(healthcheck.OutlierConfig{MaxEjectionPercent: 100, Clock: clk})
+	detector, err := outlier.New(outlier.Config{MaxEjectionPercent: 100, Clock: clk})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/alexliesenfeld/health"
-	"github.com/bulwark-go/bulwark/healthcheck"
+	"github.com/bulwark-go/bulwark/healthz"
 )
 
 // The service's own readiness endpoint, two dependency checks whose results
@@ -19,7 +19,7 @@ import (
 func pingOK(context.Context) error { return nil }
 
 func bulwarkReadyz(b *testing.B) http.Handler {
-	svc, err := healthcheck.NewService(healthcheck.ServiceConfig{Ready: []healthcheck.Check{
+	svc, err := healthz.New(healthz.Config{Ready: []healthz.Check{
 		{Name: "postgres", Run: pingOK, TTL: time.Second},
 		{Name: "redis", Run: pingOK, TTL: time.Second, Optional: true},
 	}})

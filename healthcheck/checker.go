@@ -164,6 +164,24 @@ func (c *Config) normalize() error {
 // ErrUnknownEndpoint is returned by Drain for an endpoint that is not checked.
 var ErrUnknownEndpoint = errors.New("healthcheck: unknown endpoint")
 
+// ErrInvalidConfig is wrapped by the errors of New, HTTP and TCP for a
+// configuration they cannot use.
+var ErrInvalidConfig = errors.New("healthcheck: invalid config")
+
+// ErrClosed is returned by Start and SetEndpoints after Close.
+var ErrClosed = errors.New("healthcheck: closed")
+
+// ErrAttached is returned by Attach when the Checker reports to a balancer
+// already.
+var ErrAttached = errors.New("healthcheck: already attached to a balancer")
+
+// ErrStarted is returned by a second Start.
+var ErrStarted = errors.New("healthcheck: already started")
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...)
+}
+
 // Checker probes a set of endpoints actively and keeps the State of each.
 // SetEndpoints gives it the set: among a balancer's Followers (it is a
 // balancer.Judge), the balancer does, and the Checker reports each endpoint's
@@ -199,13 +217,12 @@ type Checker struct {
 	armedAt  time.Time     // when the scheduler's timer fires
 	woken    bool          // a wake was sent and the scheduler has not parked since
 	inflight int           // targets handed to workers and not yet applied
-	idle     *sync.Cond    // on mu; broadcast when parked or inflight changes (tests)
+	idle     *sync.Cond    // on mu; broadcast when parked or inflight changes, and after each flush
 
 	wake     chan struct{} // buffered 1: queue[0] changed
 	jobs     chan job      // scheduler to workers
 	wg       sync.WaitGroup
 	lagHook  func(time.Duration) // if set (benchmarks), told each scheduling lag
-	idleHook bool                // set by tests before Start: broadcast idle after each flush
 	wallTime bool                // clk is the wall clock: use real deadlines
 }
 
@@ -586,15 +603,13 @@ func (c *Checker) probe(ctx context.Context, j job) {
 	c.flush()
 }
 
-// run calls the probe with its timeout, turning a panic into an error.
+// run calls the probe with its timeout. A panic in the probe is not
+// recovered: it crashes the program with the probe's stack, as a panic in a
+// call guarded by a breaker re-panics, rather than pass for an unhealthy
+// endpoint.
 func (c *Checker) run(parent context.Context, ep bulwark.Endpoint) (err error) {
-	ctx, cancel := withTimeout(parent, c.clk, c.wallTime, c.cfg.Timeout)
+	ctx, cancel := base.WithTimeout(parent, c.clk, c.wallTime, c.cfg.Timeout)
 	defer cancel()
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("healthcheck: probe of %s panicked: %v", ep.Addr, r)
-		}
-	}()
 	err = c.cfg.Probe(ctx, ep)
 	if err == nil && ctx.Err() != nil && parent.Err() == nil {
 		err = ctx.Err() // too late counts as failed
@@ -604,21 +619,6 @@ func (c *Checker) run(parent context.Context, ep bulwark.Endpoint) (err error) {
 		err = fmt.Errorf("healthcheck: probe timed out after %v: %w (%w)", c.cfg.Timeout, context.DeadlineExceeded, err)
 	}
 	return err
-}
-
-// withTimeout returns a context canceled after d on clk. With the wall clock
-// it carries a real deadline, so that dialers and HTTP clients see it; with
-// another clock, its cause after d is context.DeadlineExceeded.
-func withTimeout(parent context.Context, clk bulwark.Clock, wall bool, d time.Duration) (context.Context, context.CancelFunc) {
-	if wall {
-		return context.WithTimeout(parent, d)
-	}
-	ctx, cancel := context.WithCancelCause(parent)
-	t := clk.AfterFunc(d, func() { cancel(context.DeadlineExceeded) })
-	return ctx, func() {
-		t.Stop()
-		cancel(context.Canceled)
-	}
 }
 
 // setStateLocked changes t's state, reports it to the balancer and queues
@@ -649,11 +649,9 @@ func (c *Checker) noteLocked(e bulwark.Event) {
 
 func (c *Checker) flush() {
 	c.notes.flush(&c.mu, c.cfg.Listener, c.cfg.Observer)
-	if c.idleHook {
-		c.mu.Lock()
-		c.idle.Broadcast()
-		c.mu.Unlock()
-	}
+	c.mu.Lock()
+	c.idle.Broadcast() // what was queued has been delivered
+	c.mu.Unlock()
 }
 
 // pushLocked queues t for its next probe and wakes the scheduler if t is now

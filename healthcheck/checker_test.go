@@ -96,7 +96,6 @@ func newChecker(t *testing.T, cfg Config, eps ...bulwark.Endpoint) *fixture {
 	if err != nil {
 		t.Fatalf("New(%+v) = %v", cfg, err)
 	}
-	c.idleHook = true
 	add(t, c, eps...)
 	if err := c.Start(context.Background()); err != nil {
 		t.Fatalf("Start = %v", err)
@@ -425,19 +424,21 @@ func TestCheckerSlowProbeDoesNotDelayOthers(t *testing.T) {
 	}
 }
 
+// TestCheckerProbePanic: a panic in the probe is not turned into a failed
+// probe; it goes on up, with its value. (On a worker, it crashes the
+// program, so the test calls the worker's run directly.)
 func TestCheckerProbePanic(t *testing.T) {
-	f := newChecker(t, Config{Fall: 1, Probe: func(context.Context, bulwark.Endpoint) error { panic("boom") }}, ep(1))
-	if got := f.state(t, ep(1)); got != Unhealthy {
-		t.Errorf("State after a panicking probe = %v, want unhealthy", got)
+	c, err := New(Config{Interval: time.Second, Probe: func(context.Context, bulwark.Endpoint) error { panic("boom") }})
+	if err != nil {
+		t.Fatal(err)
 	}
-	probes := f.rec.eventsOf(bulwark.EventProbe)
-	if len(probes) != 1 || probes[0].Err == nil || probes[0].Outcome != bulwark.Failure {
-		t.Errorf("probe events = %+v, want one failure", probes)
-	}
-	f.step(t, time.Second) // the checker goes on
-	if got := len(f.rec.eventsOf(bulwark.EventProbe)); got != 2 {
-		t.Errorf("got %d probe events after another interval, want 2", got)
-	}
+	defer func() {
+		if r := recover(); r != "boom" {
+			t.Errorf("recovered %v, want the probe's panic \"boom\"", r)
+		}
+	}()
+	err = c.run(context.Background(), ep(1))
+	t.Errorf("run returned %v after a panicking probe, want the panic to go on", err)
 }
 
 func TestCheckerSetEndpointsWhileRunning(t *testing.T) {
@@ -721,7 +722,6 @@ func (r *reentrant) HealthChanged(ep bulwark.Endpoint, healthy bool) {
 	s, _ := r.c.State(ep)
 	r.got <- s
 }
-func (r *reentrant) EjectionChanged(bulwark.Endpoint, bool) {}
 
 func TestCheckerListenerOutsideLock(t *testing.T) {
 	clk := bulwarktest.NewClock(time.Time{})

@@ -30,10 +30,6 @@ func (r *recorder) HealthChanged(ep bulwark.Endpoint, healthy bool) {
 	r.add(fmt.Sprintf("health %s %v", ep.Addr, healthy))
 }
 
-func (r *recorder) EjectionChanged(ep bulwark.Endpoint, ejected bool) {
-	r.add(fmt.Sprintf("ejection %s %v", ep.Addr, ejected))
-}
-
 func (r *recorder) Observe(e bulwark.Event) {
 	r.mu.Lock()
 	r.events = append(r.events, e)

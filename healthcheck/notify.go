@@ -9,12 +9,11 @@ import (
 // notice is one change for a Listener and, when it carries an event, for an
 // Observer.
 type notice struct {
-	ep       bulwark.Endpoint
-	ejection bool // EjectionChanged rather than HealthChanged
-	on       bool // healthy, or ejected
-	listen   bool // call the Listener
-	event    bulwark.Event
-	observe  bool // pass event to the Observer
+	ep      bulwark.Endpoint
+	on      bool // healthy
+	listen  bool // call the Listener
+	event   bulwark.Event
+	observe bool // pass event to the Observer
 }
 
 // notifier delivers notices in the order they were queued, outside the
@@ -51,11 +50,7 @@ func (n *notifier) flush(mu *sync.Mutex, l Listener, obs bulwark.Observer) {
 		for i := range batch {
 			nt := &batch[i]
 			if nt.listen && l != nil {
-				if nt.ejection {
-					l.EjectionChanged(nt.ep, nt.on)
-				} else {
-					l.HealthChanged(nt.ep, nt.on)
-				}
+				l.HealthChanged(nt.ep, nt.on)
 			}
 			if nt.observe && obs != nil {
 				obs.Observe(nt.event)

@@ -164,8 +164,12 @@ type TCPConfig struct {
 
 // TCP returns a Probe that connects to the endpoint's Addr over TCP, writes
 // Send, waits for Expect, and closes the connection. Without Send and Expect
-// a successful connect passes.
-func TCP(cfg TCPConfig) Probe {
+// a successful connect passes. It returns an error wrapping ErrInvalidConfig
+// for an Expect longer than the 64 KiB it reads, which could never match.
+func TCP(cfg TCPConfig) (Probe, error) {
+	if len(cfg.Expect) > tcpReadLimit {
+		return nil, invalid("TCPConfig.Expect of %d bytes, longer than the %d it reads", len(cfg.Expect), tcpReadLimit)
+	}
 	cfg.Send = bytes.Clone(cfg.Send)
 	cfg.Expect = bytes.Clone(cfg.Expect)
 	dial := cfg.Dial
@@ -192,7 +196,7 @@ func TCP(cfg TCPConfig) Probe {
 		if len(cfg.Expect) == 0 {
 			return nil
 		}
-		const limit = 64 << 10
+		const limit = tcpReadLimit
 		buf := make([]byte, 0, 512)
 		for len(buf) < limit {
 			if len(buf) == cap(buf) {
@@ -208,8 +212,11 @@ func TCP(cfg TCPConfig) Probe {
 			}
 		}
 		return fmt.Errorf("healthcheck: tcp %s: %q not in the first %d bytes", ep.Addr, cfg.Expect, limit)
-	}
+	}, nil
 }
+
+// tcpReadLimit is how much of the answer a TCP probe reads for Expect.
+const tcpReadLimit = 64 << 10
 
 // ctxErr returns ctx's cause if ctx ended (the connection was closed for
 // it), and err otherwise.

@@ -195,7 +195,7 @@ func TestTCPProbe(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := TCP(tt.cfg)(context.Background(), tt.ep)
+			err := mustTCP(t, tt.cfg)(context.Background(), tt.ep)
 			switch {
 			case tt.wantErr == "" && err != nil:
 				t.Errorf("probe = %v, want nil", err)
@@ -207,7 +207,8 @@ func TestTCPProbe(t *testing.T) {
 	// A server that never answers: the probe ends with its ctx.
 	ctx, cancel := context.WithCancelCause(context.Background())
 	done := make(chan error)
-	go func() { done <- TCP(TCPConfig{Send: []byte("PING\n"), Expect: []byte("+PONG")})(ctx, addr(silent)) }()
+	probe := mustTCP(t, TCPConfig{Send: []byte("PING\n"), Expect: []byte("+PONG")})
+	go func() { done <- probe(ctx, addr(silent)) }()
 	<-accepted
 	cancel(context.DeadlineExceeded)
 	if err := <-done; !errors.Is(err, context.DeadlineExceeded) {
@@ -218,7 +219,7 @@ func TestTCPProbe(t *testing.T) {
 func TestCheckerTCPListenerGoesAway(t *testing.T) {
 	ln := tcpServer(t, func(net.Conn) {})
 	e := bulwark.Endpoint{Addr: ln.Addr().String()}
-	f := newChecker(t, Config{Rise: 1, Fall: 2, Timeout: 5 * time.Second, Probe: TCP(TCPConfig{})}, e)
+	f := newChecker(t, Config{Rise: 1, Fall: 2, Timeout: 5 * time.Second, Probe: mustTCP(t, TCPConfig{})}, e)
 	if got := f.state(t, e); got != Healthy {
 		t.Fatalf("State with the listener up = %v, want healthy", got)
 	}
@@ -290,4 +291,22 @@ func equalStrings(a, b []string) bool {
 		}
 	}
 	return true
+}
+
+func mustTCP(t *testing.T, cfg TCPConfig) Probe {
+	t.Helper()
+	p, err := TCP(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestTCPRefusesAnExpectItCannotRead(t *testing.T) {
+	if _, err := TCP(TCPConfig{Expect: make([]byte, 64<<10+1)}); !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("TCP with a 64 KiB + 1 Expect: err = %v, want ErrInvalidConfig", err)
+	}
+	if _, err := TCP(TCPConfig{Expect: make([]byte, 64<<10)}); err != nil {
+		t.Errorf("TCP with a 64 KiB Expect: %v", err)
+	}
 }

@@ -33,7 +33,7 @@ import (
 	"github.com/bulwark-go/bulwark"
 	"github.com/bulwark-go/bulwark/breaker"
 	"github.com/bulwark-go/bulwark/consistenthash"
-	"github.com/bulwark-go/bulwark/healthcheck"
+	"github.com/bulwark-go/bulwark/healthz"
 	"github.com/bulwark-go/bulwark/idempotency"
 	"github.com/bulwark-go/bulwark/retry"
 	"github.com/jackc/pgx/v5"
@@ -117,7 +117,7 @@ type Service struct {
 	payments   *paymentClient
 	breaker    *breaker.Breaker
 	callers    callers
-	health     *healthcheck.Service
+	health     *healthz.Service
 	handler    http.Handler
 	clk        bulwark.Clock
 	log        *slog.Logger
@@ -238,9 +238,9 @@ func New(cfg Config) (*Service, error) {
 	}
 
 	s.readModel = NewReadModel(s.repo, cfg.Clock)
-	s.health, err = healthcheck.NewService(healthcheck.ServiceConfig{
+	s.health, err = healthz.New(healthz.Config{
 		Name: cfg.Name, Clock: cfg.Clock, Observer: cfg.Observer,
-		Ready: []healthcheck.Check{{
+		Ready: []healthz.Check{{
 			Name: "repository", Type: "datastore", Timeout: time.Second,
 			Run: func(ctx context.Context) error { _, err := s.repo.Count(ctx); return err },
 		}, {

@@ -21,6 +21,8 @@ import (
 	"github.com/bulwark-go/bulwark/balancer"
 	"github.com/bulwark-go/bulwark/breaker"
 	"github.com/bulwark-go/bulwark/healthcheck"
+	"github.com/bulwark-go/bulwark/healthz"
+	"github.com/bulwark-go/bulwark/outlier"
 	"github.com/bulwark-go/bulwark/retry"
 )
 
@@ -85,9 +87,9 @@ type Proxy struct {
 	cfg      Config
 	lb       *balancer.Balancer
 	checker  *healthcheck.Checker
-	outliers *healthcheck.OutlierDetector
+	outliers *outlier.Detector
 	breakers *breaker.Group
-	health   *healthcheck.Service
+	health   *healthz.Service
 	rp       *httputil.ReverseProxy
 	base     *http.Transport // nil when cfg.Transport was given
 	mu       sync.Mutex      // guards inflight, draining and drained
@@ -147,9 +149,9 @@ func New(cfg Config) (*Proxy, error) {
 	// The balancer owns the fleet: the checker, the outlier detector and the
 	// breakers follow its membership, and the checker and detector report
 	// their verdicts to it.
-	p.outliers, err = healthcheck.NewOutlierDetector(healthcheck.OutlierConfig{
+	p.outliers, err = outlier.New(outlier.Config{
 		Name:     cfg.Name,
-		Rules:    healthcheck.ConsecutiveGatewayFailures | healthcheck.ConsecutiveFailures | healthcheck.FailurePercentage,
+		Rules:    outlier.RuleConsecutiveGatewayFailures | outlier.RuleConsecutiveFailures | outlier.RuleFailurePercentage,
 		Interval: 5 * time.Second, BaseEjectionTime: cfg.EjectionTime, MaxEjectionTime: max(2*time.Minute, cfg.EjectionTime),
 		EjectionJitter: time.Second, MaxEjectionPercent: 50, AlwaysEjectOne: true,
 		FailurePercentageMinimumHosts: 2, FailurePercentageRequestVolume: 20,
@@ -227,9 +229,9 @@ func New(cfg Config) (*Proxy, error) {
 		ErrorHandler: p.proxyError,
 	}
 
-	p.health, err = healthcheck.NewService(healthcheck.ServiceConfig{
+	p.health, err = healthz.New(healthz.Config{
 		Name: cfg.Name, Observer: cfg.Observer, Clock: cfg.Clock,
-		Ready: []healthcheck.Check{{
+		Ready: []healthz.Check{{
 			Name: "backends", TTL: 250 * time.Millisecond,
 			// Ready while the health checks know of a backend that can
 			// take traffic (or have not finished their first round).

@@ -46,3 +46,19 @@ func ObserveContext(ctx context.Context, o bulwark.Observer, e bulwark.Event) {
 	}
 	o.Observe(e)
 }
+
+// WithTimeout returns a context canceled after d on clk. With the wall clock
+// (wall true) it carries a real deadline, so that dialers and HTTP clients
+// see it; with another clock, its cause after d is
+// context.DeadlineExceeded.
+func WithTimeout(parent context.Context, clk bulwark.Clock, wall bool, d time.Duration) (context.Context, context.CancelFunc) {
+	if wall {
+		return context.WithTimeout(parent, d)
+	}
+	ctx, cancel := context.WithCancelCause(parent)
+	t := clk.AfterFunc(d, func() { cancel(context.DeadlineExceeded) })
+	return ctx, func() {
+		t.Stop()
+		cancel(context.Canceled)
+	}
+}

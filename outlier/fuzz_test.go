@@ -1,4 +1,4 @@
-package healthcheck
+package outlier
 
 import (
 	"testing"
@@ -8,7 +8,7 @@ import (
 	"github.com/bulwark-go/bulwark/bulwarktest"
 )
 
-// FuzzOutlierInvariants drives an OutlierDetector with any sequence of
+// FuzzOutlierInvariants drives an Detector with any sequence of
 // outcomes, evaluations, removals and clock moves, and checks after each step
 // that an ejection never takes the ejected share above MaxEjectionPercent
 // (but for the one AlwaysEjectOne allows), that ejection times follow
@@ -32,7 +32,7 @@ func FuzzOutlierInvariants(f *testing.F) {
 			ejected = map[string]bool{} // as the Listener was told
 			events  []bulwark.Event
 		)
-		cfg := OutlierConfig{
+		cfg := Config{
 			Rules:                          allRules,
 			Interval:                       10 * time.Second,
 			BaseEjectionTime:               base,
@@ -60,7 +60,7 @@ func FuzzOutlierInvariants(f *testing.F) {
 			}
 			ejected[e.Addr] = on
 		})
-		d, err := NewOutlierDetector(cfg)
+		d, err := New(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -128,5 +128,4 @@ func FuzzOutlierInvariants(f *testing.F) {
 // listenerFunc is a Listener of ejections only.
 type listenerFunc func(ep bulwark.Endpoint, ejected bool)
 
-func (f listenerFunc) HealthChanged(bulwark.Endpoint, bool)       {}
 func (f listenerFunc) EjectionChanged(e bulwark.Endpoint, b bool) { f(e, b) }

@@ -1,4 +1,4 @@
-package healthcheck
+package healthz
 
 import (
 	"context"
@@ -17,8 +17,16 @@ import (
 
 var _ http.Handler = (*Service)(nil)
 
+// ErrInvalidConfig is wrapped by the error of New for a Config it cannot
+// use.
+var ErrInvalidConfig = errors.New("healthz: invalid config")
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...)
+}
+
 // Check is one dependency of the service, checked for readiness (or for
-// liveness, in ServiceConfig.Live).
+// liveness, in Config.Live).
 type Check struct {
 	// Name names the check in the response, as its componentName. Required;
 	// it must be unique and must not contain ':'.
@@ -42,8 +50,8 @@ type Check struct {
 	Type string
 }
 
-// ServiceConfig configures a Service.
-type ServiceConfig struct {
+// Config configures a Service.
+type Config struct {
 	// Name identifies the service in events.
 	Name string
 	// ServiceID, Version, ReleaseID and Description fill the fields of the
@@ -81,10 +89,10 @@ type ServiceConfig struct {
 //
 // HEAD is answered like GET without a body; other methods get 405.
 //
-// Use NewService; the zero Service is not usable. A Service is safe for
+// Use New; the zero Service is not usable. A Service is safe for
 // concurrent use by multiple goroutines.
 type Service struct {
-	cfg   ServiceConfig // normalized; read-only after NewService
+	cfg   Config // normalized; read-only after New
 	clk   bulwark.Clock
 	wall  bool
 	ready *checkSet
@@ -123,10 +131,10 @@ type checkResult struct {
 	gen     uint64 // cachedCheck.gen when stored; 0 if not stored
 }
 
-// NewService returns a Service for cfg. It returns an error wrapping
+// New returns a Service for cfg. It returns an error wrapping
 // ErrInvalidConfig for a check without Name or Run, with a duplicate Name or
 // one containing ':', or with a negative Timeout or TTL.
-func NewService(cfg ServiceConfig) (*Service, error) {
+func New(cfg Config) (*Service, error) {
 	cfg.Clock = base.ClockOrWall(cfg.Clock)
 	s := &Service{cfg: cfg, clk: cfg.Clock, wall: cfg.Clock == bulwark.WallClock(), lastReady: "unknown"}
 	var err error
@@ -454,11 +462,11 @@ func (s *Service) result(ctx context.Context, c *cachedCheck) checkResult {
 
 func (s *Service) runCheck(parent context.Context, c *cachedCheck) (res checkResult) {
 	res.at = s.clk.Now()
-	ctx, cancel := withTimeout(parent, s.clk, s.wall, c.Timeout)
+	ctx, cancel := base.WithTimeout(parent, s.clk, s.wall, c.Timeout)
 	defer cancel()
 	defer func() {
 		if r := recover(); r != nil {
-			res.err = fmt.Errorf("healthcheck: check %q panicked: %v", c.Name, r)
+			res.err = fmt.Errorf("healthz: check %q panicked: %v", c.Name, r)
 		}
 		res.latency = s.clk.Since(res.at)
 	}()
@@ -477,7 +485,7 @@ func (s *Service) runCheck(parent context.Context, c *cachedCheck) (res checkRes
 func encode(resp response) []byte {
 	body, err := json.Marshal(resp)
 	if err != nil { // cannot happen: the response holds strings and numbers
-		return []byte(`{"status":"fail","output":"healthcheck: encoding the response failed"}` + "\n")
+		return []byte(`{"status":"fail","output":"healthz: encoding the response failed"}` + "\n")
 	}
 	return append(body, '\n')
 }

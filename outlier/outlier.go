@@ -1,4 +1,4 @@
-package healthcheck
+package outlier
 
 import (
 	"context"
@@ -15,33 +15,33 @@ import (
 	"github.com/bulwark-go/bulwark/internal/base"
 )
 
-// Rules selects the ejection rules of an OutlierDetector; combine them with |.
+// Rules selects the ejection rules of an Detector; combine them with |.
 type Rules uint8
 
 // The ejection rules, named as in Envoy's outlier detection.
 const (
-	// ConsecutiveFailures ejects an endpoint after
-	// OutlierConfig.ConsecutiveFailures failures in a row, at once, from
+	// RuleConsecutiveFailures ejects an endpoint after
+	// Config.ConsecutiveFailures failures in a row, at once, from
 	// Record; if MaxEjectionPercent refuses, the next as many failures in a
 	// row try again. Failures while ejected do not count.
-	ConsecutiveFailures Rules = 1 << iota
-	// ConsecutiveGatewayFailures ejects an endpoint after
-	// OutlierConfig.ConsecutiveGatewayFailures gateway failures (502, 503,
+	RuleConsecutiveFailures Rules = 1 << iota
+	// RuleConsecutiveGatewayFailures ejects an endpoint after
+	// Config.ConsecutiveGatewayFailures gateway failures (502, 503,
 	// 504 or a connection error) in a row, at once, from Record. Any other
 	// outcome breaks the run.
-	ConsecutiveGatewayFailures
-	// SuccessRate ejects, at each interval, the endpoints whose success rate
+	RuleConsecutiveGatewayFailures
+	// RuleSuccessRate ejects, at each interval, the endpoints whose success rate
 	// is below mean − SuccessRateStdevFactor × stdev of the endpoints that
 	// saw at least SuccessRateRequestVolume calls, when there are at least
 	// SuccessRateMinimumHosts of them.
-	SuccessRate
-	// FailurePercentage ejects, at each interval, the endpoints whose
+	RuleSuccessRate
+	// RuleFailurePercentage ejects, at each interval, the endpoints whose
 	// failure percentage is at least FailurePercentageThreshold among those
 	// that saw at least FailurePercentageRequestVolume calls, when there are
 	// at least FailurePercentageMinimumHosts of them.
-	FailurePercentage
+	RuleFailurePercentage
 
-	allRules = ConsecutiveFailures | ConsecutiveGatewayFailures | SuccessRate | FailurePercentage
+	allRules = RuleConsecutiveFailures | RuleConsecutiveGatewayFailures | RuleSuccessRate | RuleFailurePercentage
 )
 
 // Reasons of ejection events (Event.Reason).
@@ -52,16 +52,16 @@ const (
 	reasonFailurePct  = "failure_percentage"
 )
 
-// OutlierConfig configures an OutlierDetector. The zero value gives Envoy's
+// Config configures an Detector. The zero value gives Envoy's
 // defaults: consecutive-failure and success-rate ejection, evaluated every
 // 10 s, ejecting for 30 s × the number of ejections up to 300 s, and at most
 // 10 % of the endpoints at a time.
-type OutlierConfig struct {
+type Config struct {
 	// Name identifies the detector in events.
 	Name string
 
-	// Rules selects the ejection rules. If zero, ConsecutiveFailures |
-	// SuccessRate, the rules Envoy enforces by default.
+	// Rules selects the ejection rules. If zero, RuleConsecutiveFailures |
+	// RuleSuccessRate, the rules Envoy enforces by default.
 	Rules Rules
 
 	// Interval is the time between evaluations of the success-rate and
@@ -93,10 +93,10 @@ type OutlierConfig struct {
 	AlwaysEjectOne bool
 
 	// ConsecutiveFailures is the run of failures that ejects an endpoint
-	// under the ConsecutiveFailures rule. If zero, 5. Negative is an error.
+	// under the RuleConsecutiveFailures rule. If zero, 5. Negative is an error.
 	ConsecutiveFailures int
 	// ConsecutiveGatewayFailures is the run of gateway failures that ejects
-	// an endpoint under the ConsecutiveGatewayFailures rule. If zero, 5.
+	// an endpoint under the RuleConsecutiveGatewayFailures rule. If zero, 5.
 	// Negative is an error.
 	ConsecutiveGatewayFailures int
 
@@ -113,7 +113,7 @@ type OutlierConfig struct {
 	SuccessRateRequestVolume int
 
 	// FailurePercentageThreshold is the failure percentage at or above
-	// which the FailurePercentage rule ejects. If zero, 85. Outside
+	// which the RuleFailurePercentage rule ejects. If zero, 85. Outside
 	// [0, 100] is an error.
 	FailurePercentageThreshold int
 	// FailurePercentageMinimumHosts is the number of endpoints with enough
@@ -134,31 +134,54 @@ type OutlierConfig struct {
 	Clock bulwark.Clock
 }
 
-// ErrInvalidConfig is wrapped by the errors of New, NewOutlierDetector,
-// NewService, HTTP and TCP for a configuration they cannot use.
-var ErrInvalidConfig = errors.New("healthcheck: invalid config")
+// ErrInvalidConfig is wrapped by the error of New for a Config it cannot use.
+var ErrInvalidConfig = errors.New("outlier: invalid config")
 
-// ErrClosed is returned by Start after Close, and by a Checker's
-// SetEndpoints after Close.
-var ErrClosed = errors.New("healthcheck: closed")
+// ErrClosed is returned by Start after Close.
+var ErrClosed = errors.New("outlier: closed")
 
-// ErrAttached is returned by Attach when the Checker or OutlierDetector
-// reports to a balancer already.
-var ErrAttached = errors.New("healthcheck: already attached to a balancer")
+// ErrAttached is returned by Attach when the Detector reports to a balancer
+// already.
+var ErrAttached = errors.New("outlier: already attached to a balancer")
 
 // ErrStarted is returned by a second Start.
-var ErrStarted = errors.New("healthcheck: already started")
+var ErrStarted = errors.New("outlier: already started")
+
+// Listener is told of ejections as they happen, outside any lock, in order
+// for each endpoint, from one goroutine at a time; it must not block. A
+// Detector among a balancer's Followers reports to the balancer directly,
+// and needs a Listener only for the caller's own use.
+type Listener interface {
+	// EjectionChanged: ejected is true when ep is ejected, false when it
+	// comes back (or is removed while ejected).
+	EjectionChanged(ep bulwark.Endpoint, ejected bool)
+}
+
+// validate checks a new endpoint set: every endpoint valid, no Addr twice.
+func validate(eps []bulwark.Endpoint) error {
+	seen := make(map[string]struct{}, len(eps))
+	for _, ep := range eps {
+		if err := ep.Validate(); err != nil {
+			return fmt.Errorf("outlier: %w", err)
+		}
+		if _, dup := seen[ep.Addr]; dup {
+			return fmt.Errorf("outlier: %w %q: duplicate address", bulwark.ErrInvalidEndpoint, ep.Addr)
+		}
+		seen[ep.Addr] = struct{}{}
+	}
+	return nil
+}
 
 func invalid(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...)
 }
 
-func (c *OutlierConfig) normalize() error {
+func (c *Config) normalize() error {
 	if c.Rules&^allRules != 0 {
 		return invalid("unknown rules %#x", uint8(c.Rules&^allRules))
 	}
 	if c.Rules == 0 {
-		c.Rules = ConsecutiveFailures | SuccessRate
+		c.Rules = RuleConsecutiveFailures | RuleSuccessRate
 	}
 	durs := []struct {
 		name string
@@ -234,7 +257,7 @@ func (c *OutlierConfig) normalize() error {
 	return nil
 }
 
-// OutlierDetector ejects endpoints whose real calls fail, as Envoy's outlier
+// Detector ejects endpoints whose real calls fail, as Envoy's outlier
 // detection does. Callers feed it with Record, one call outcome at a time.
 // SetEndpoints gives it the set of endpoints: among a balancer's Followers
 // (it is a balancer.Judge and a balancer.Recorder), the balancer does, feeds
@@ -248,11 +271,11 @@ func (c *OutlierConfig) normalize() error {
 // whole interval the endpoint spends back in service, so a flapping endpoint
 // stays out longer and longer while a recovered one is forgiven.
 //
-// Use NewOutlierDetector; the zero OutlierDetector is not usable. An
-// OutlierDetector is safe for concurrent use by multiple goroutines; Record
+// Use New; the zero Detector is not usable. An
+// Detector is safe for concurrent use by multiple goroutines; Record
 // takes no lock.
-type OutlierDetector struct {
-	cfg      OutlierConfig // normalized; read-only after New
+type Detector struct {
+	cfg      Config // normalized; read-only after New
 	clk      bulwark.Clock
 	consec   uint32 // cfg.ConsecutiveFailures
 	consecGW uint32 // cfg.ConsecutiveGatewayFailures
@@ -275,8 +298,7 @@ type OutlierDetector struct {
 	cands    []candidate // scratch for evaluations
 	armedAt  time.Time   // when the run goroutine's timer fires
 	woken    bool        // a wake was sent and the run goroutine has not re-armed since
-	idle     *sync.Cond  // on mu; broadcast after each run of the goroutine, if idleHook
-	idleHook bool        // set by tests before Start
+	idle     *sync.Cond  // on mu; broadcast after each run of the goroutine
 }
 
 // host is the state of one endpoint.
@@ -289,7 +311,7 @@ type host struct {
 	consec   atomic.Uint32 // failures in a row
 	consecGW atomic.Uint32 // gateway failures in a row
 
-	// Guarded by OutlierDetector.mu.
+	// Guarded by Detector.mu.
 	lastSucc, lastFail uint64    // succ and fail at the previous evaluation
 	ejections          int       // multiplier of the ejection time
 	ejectedUntil       time.Time // zero when not ejected
@@ -302,14 +324,14 @@ type candidate struct {
 	rate float64 // success rate or failure percentage, in percent
 }
 
-// NewOutlierDetector returns a detector for cfg. It returns an error wrapping
+// New returns a detector for cfg. It returns an error wrapping
 // ErrInvalidConfig if cfg has a negative time or threshold, a percentage
 // outside [0, 100], MaxEjectionTime below BaseEjectionTime, or unknown Rules.
-func NewOutlierDetector(cfg OutlierConfig) (*OutlierDetector, error) {
+func New(cfg Config) (*Detector, error) {
 	if err := cfg.normalize(); err != nil {
 		return nil, err
 	}
-	d := &OutlierDetector{cfg: cfg, clk: cfg.Clock, wake: make(chan struct{}, 1), wall: cfg.Clock == bulwark.WallClock(),
+	d := &Detector{cfg: cfg, clk: cfg.Clock, wake: make(chan struct{}, 1), wall: cfg.Clock == bulwark.WallClock(),
 		consec: uint32(cfg.ConsecutiveFailures), consecGW: uint32(cfg.ConsecutiveGatewayFailures)}
 	d.idle = sync.NewCond(&d.mu)
 	m := map[string]*host{}
@@ -332,7 +354,7 @@ func NewOutlierDetector(cfg OutlierConfig) (*OutlierDetector, error) {
 // marks the endpoint, and rebuilds elsewhere), and the Listener and the
 // Observer on the caller's goroutine (or on the one already telling them of
 // an earlier change).
-func (d *OutlierDetector) Record(ep bulwark.Endpoint, o bulwark.Outcome, gateway bool) {
+func (d *Detector) Record(ep bulwark.Endpoint, o bulwark.Outcome, gateway bool) {
 	h := (*d.hosts.Load())[ep.Addr]
 	if h == nil {
 		if h = d.add(ep); h == nil {
@@ -361,16 +383,16 @@ func (d *OutlierDetector) Record(ep bulwark.Endpoint, o bulwark.Outcome, gateway
 		// that continues past a refused ejection (the cap was reached)
 		// tries again.
 		rules := d.cfg.Rules
-		if n%d.consec == 0 && rules&ConsecutiveFailures != 0 {
+		if n%d.consec == 0 && rules&RuleConsecutiveFailures != 0 {
 			d.ejectNow(h, reasonConsecutive)
-		} else if g != 0 && g%d.consecGW == 0 && rules&ConsecutiveGatewayFailures != 0 {
+		} else if g != 0 && g%d.consecGW == 0 && rules&RuleConsecutiveGatewayFailures != 0 {
 			d.ejectNow(h, reasonGateway)
 		}
 	}
 }
 
 // add adds ep, or returns the host another goroutine added meanwhile.
-func (d *OutlierDetector) add(ep bulwark.Endpoint) *host {
+func (d *Detector) add(ep bulwark.Endpoint) *host {
 	if ep.Addr == "" {
 		if obs := d.cfg.Observer; obs != nil {
 			obs.Observe(bulwark.Event{Kind: bulwark.EventMisuse, Component: bulwark.ComponentOutlier,
@@ -406,7 +428,7 @@ func (d *OutlierDetector) add(ep bulwark.Endpoint) *host {
 //
 // It returns an error wrapping bulwark.ErrInvalidEndpoint, with the members
 // unchanged, for an invalid endpoint or an Addr that appears twice.
-func (d *OutlierDetector) SetEndpoints(eps []bulwark.Endpoint) error {
+func (d *Detector) SetEndpoints(eps []bulwark.Endpoint) error {
 	if err := validate(eps); err != nil {
 		return err
 	}
@@ -445,7 +467,7 @@ func (d *OutlierDetector) SetEndpoints(eps []bulwark.Endpoint) error {
 // trimLocked brings back, soonest return first, the ejected members beyond
 // MaxEjectionPercent of the members: after the set shrank, the cap holds for
 // the current members too.
-func (d *OutlierDetector) trimLocked() {
+func (d *Detector) trimLocked() {
 	total := len(*d.hosts.Load())
 	allowed := d.cfg.MaxEjectionPercent * total / 100
 	if d.cfg.AlwaysEjectOne {
@@ -469,7 +491,7 @@ func (d *OutlierDetector) trimLocked() {
 // ejected already are reported at the next SetEndpoints. pending is false:
 // a new endpoint is in service until it is ejected. Attach returns
 // ErrAttached if the detector reports to a balancer already.
-func (d *OutlierDetector) Attach(report func(ep bulwark.Endpoint, healthy bool)) (pending bool, err error) {
+func (d *Detector) Attach(report func(ep bulwark.Endpoint, healthy bool)) (pending bool, err error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.report != nil {
@@ -483,7 +505,7 @@ func (d *OutlierDetector) Attach(report func(ep bulwark.Endpoint, healthy bool))
 }
 
 // Ejected reports whether ep (compared by Addr) is ejected now.
-func (d *OutlierDetector) Ejected(ep bulwark.Endpoint) bool {
+func (d *Detector) Ejected(ep bulwark.Endpoint) bool {
 	h := (*d.hosts.Load())[ep.Addr]
 	if h == nil {
 		return false
@@ -494,7 +516,7 @@ func (d *OutlierDetector) Ejected(ep bulwark.Endpoint) bool {
 }
 
 // ejectNow ejects h for a consecutive-failure rule, if the cap allows.
-func (d *OutlierDetector) ejectNow(h *host, reason string) {
+func (d *Detector) ejectNow(h *host, reason string) {
 	now := d.clk.Now()
 	d.mu.Lock()
 	d.ejectLocked(h, now, reason)
@@ -503,7 +525,7 @@ func (d *OutlierDetector) ejectNow(h *host, reason string) {
 }
 
 // canEjectLocked reports whether one more host may be ejected.
-func (d *OutlierDetector) canEjectLocked() bool {
+func (d *Detector) canEjectLocked() bool {
 	total := len(*d.hosts.Load())
 	if (d.ejected+1)*100 <= d.cfg.MaxEjectionPercent*total {
 		return true
@@ -512,7 +534,7 @@ func (d *OutlierDetector) canEjectLocked() bool {
 }
 
 // ejectionTime returns the ejection time of the n-th ejection, jitter aside.
-func (d *OutlierDetector) ejectionTime(n int) time.Duration {
+func (d *Detector) ejectionTime(n int) time.Duration {
 	base, limit := d.cfg.BaseEjectionTime, d.cfg.MaxEjectionTime
 	if n <= 0 {
 		return 0
@@ -525,7 +547,7 @@ func (d *OutlierDetector) ejectionTime(n int) time.Duration {
 
 // ejectLocked ejects h if it is in service and the cap allows; it reports
 // whether it did.
-func (d *OutlierDetector) ejectLocked(h *host, now time.Time, reason string) bool {
+func (d *Detector) ejectLocked(h *host, now time.Time, reason string) bool {
 	if h.removed || !h.ejectedUntil.IsZero() || !d.canEjectLocked() {
 		return false
 	}
@@ -541,7 +563,7 @@ func (d *OutlierDetector) ejectLocked(h *host, now time.Time, reason string) boo
 	if d.report != nil {
 		d.report(h.ep, false)
 	}
-	nt := notice{ep: h.ep, ejection: true, on: true, listen: d.cfg.Listener != nil}
+	nt := notice{ep: h.ep, on: true, listen: d.cfg.Listener != nil}
 	if d.cfg.Observer != nil {
 		nt.observe = true
 		nt.event = bulwark.Event{Kind: bulwark.EventEjected, Component: bulwark.ComponentOutlier,
@@ -558,7 +580,7 @@ func (d *OutlierDetector) ejectLocked(h *host, now time.Time, reason string) boo
 	return true
 }
 
-func (d *OutlierDetector) unejectLocked(h *host, reason string) {
+func (d *Detector) unejectLocked(h *host, reason string) {
 	h.returned = h.ejectedUntil
 	h.ejectedUntil = time.Time{}
 	h.consec.Store(0) // failures while out do not count against its return
@@ -567,7 +589,7 @@ func (d *OutlierDetector) unejectLocked(h *host, reason string) {
 	if d.report != nil && !h.removed {
 		d.report(h.ep, true)
 	}
-	nt := notice{ep: h.ep, ejection: true, on: false, listen: d.cfg.Listener != nil}
+	nt := notice{ep: h.ep, on: false, listen: d.cfg.Listener != nil}
 	if d.cfg.Observer != nil {
 		nt.observe = true
 		nt.event = bulwark.Event{Kind: bulwark.EventUnejected, Component: bulwark.ComponentOutlier,
@@ -576,14 +598,14 @@ func (d *OutlierDetector) unejectLocked(h *host, reason string) {
 	d.notes.queue = append(d.notes.queue, nt)
 }
 
-func (d *OutlierDetector) flush() {
+func (d *Detector) flush() {
 	d.notes.flush(&d.mu, d.cfg.Listener, d.cfg.Observer)
 }
 
 // returnExpiredLocked brings back the hosts whose ejection time ended at or
 // before now, and returns the earliest ejection end still ahead (zero if
 // none).
-func (d *OutlierDetector) returnExpiredLocked(now time.Time) time.Time {
+func (d *Detector) returnExpiredLocked(now time.Time) time.Time {
 	var next time.Time
 	if d.ejected == 0 {
 		return next
@@ -613,14 +635,14 @@ func (d *OutlierDetector) returnExpiredLocked(now time.Time) time.Time {
 // EvaluateAt is the explicit-time twin of the interval, for callers that
 // drive the detector themselves instead of calling Start; alongside Start,
 // it restarts the current interval.
-func (d *OutlierDetector) EvaluateAt(now time.Time) {
+func (d *Detector) EvaluateAt(now time.Time) {
 	d.mu.Lock()
 	d.evaluateLocked(now)
 	d.mu.Unlock()
 	d.flush()
 }
 
-func (d *OutlierDetector) evaluateLocked(now time.Time) {
+func (d *Detector) evaluateLocked(now time.Time) {
 	prev := d.lastEval
 	d.lastEval = now
 	d.returnExpiredLocked(now)
@@ -643,11 +665,11 @@ func (d *OutlierDetector) evaluateLocked(now time.Time) {
 			continue
 		}
 		rate := 100 * float64(ds) / float64(vol)
-		if cfg.Rules&SuccessRate != 0 && vol >= uint64(cfg.SuccessRateRequestVolume) {
+		if cfg.Rules&RuleSuccessRate != 0 && vol >= uint64(cfg.SuccessRateRequestVolume) {
 			srCands = append(srCands, candidate{h, rate})
 			sum += rate
 		}
-		if cfg.Rules&FailurePercentage != 0 && vol >= uint64(cfg.FailurePercentageRequestVolume) {
+		if cfg.Rules&RuleFailurePercentage != 0 && vol >= uint64(cfg.FailurePercentageRequestVolume) {
 			fpCands = append(fpCands, candidate{h, 100 - rate})
 		}
 	}
@@ -699,7 +721,7 @@ func (d *OutlierDetector) evaluateLocked(now time.Time) {
 // Start starts the goroutine that evaluates every Interval and brings
 // ejected endpoints back when their time ends, until ctx is done or Close is
 // called. It returns ErrStarted if called twice and ErrClosed after Close.
-func (d *OutlierDetector) Start(ctx context.Context) error {
+func (d *Detector) Start(ctx context.Context) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	switch {
@@ -723,7 +745,7 @@ func (d *OutlierDetector) Start(ctx context.Context) error {
 	return nil
 }
 
-func (d *OutlierDetector) run(ctx context.Context, timer bulwark.Timer) {
+func (d *Detector) run(ctx context.Context, timer bulwark.Timer) {
 	defer d.wg.Done()
 	defer timer.Stop()
 	for {
@@ -754,17 +776,15 @@ func (d *OutlierDetector) run(ctx context.Context, timer bulwark.Timer) {
 		d.woken = false
 		d.mu.Unlock()
 		d.flush()
-		if d.idleHook {
-			d.mu.Lock()
-			d.idle.Broadcast()
-			d.mu.Unlock()
-		}
+		d.mu.Lock()
+		d.idle.Broadcast()
+		d.mu.Unlock()
 	}
 }
 
 // Close stops the goroutine started by Start and waits for it to return.
 // Record and EvaluateAt keep working after Close. Close returns nil.
-func (d *OutlierDetector) Close() error {
+func (d *Detector) Close() error {
 	d.mu.Lock()
 	d.closed = true
 	cancel := d.cancel

@@ -1,4 +1,4 @@
-package healthcheck
+package healthz
 
 import (
 	"context"
@@ -17,13 +17,13 @@ import (
 	"github.com/bulwark-go/bulwark/bulwarktest"
 )
 
-func newService(t *testing.T, cfg ServiceConfig) (*Service, *bulwarktest.Clock) {
+func newService(t *testing.T, cfg Config) (*Service, *bulwarktest.Clock) {
 	t.Helper()
 	clk := bulwarktest.NewClock(time.Time{})
 	cfg.Clock = clk
-	s, err := NewService(cfg)
+	s, err := New(cfg)
 	if err != nil {
-		t.Fatalf("NewService = %v", err)
+		t.Fatalf("New = %v", err)
 	}
 	return s, clk
 }
@@ -66,7 +66,7 @@ func TestServiceReadiness(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s, _ := newService(t, ServiceConfig{Ready: tt.checks, ServiceID: "orders", Version: "1"})
+			s, _ := newService(t, Config{Ready: tt.checks, ServiceID: "orders", Version: "1"})
 			code, resp := get(t, s, "/readyz")
 			if code != tt.wantCode || resp.Status != tt.wantStatus {
 				t.Errorf("GET /readyz = %d %q, want %d %q", code, resp.Status, tt.wantCode, tt.wantStatus)
@@ -96,7 +96,7 @@ func TestServiceReadiness(t *testing.T) {
 
 func TestServiceCache(t *testing.T) {
 	var runs atomic.Int32
-	s, clk := newService(t, ServiceConfig{Ready: []Check{{Name: "db", TTL: 5 * time.Second,
+	s, clk := newService(t, Config{Ready: []Check{{Name: "db", TTL: 5 * time.Second,
 		Run: func(context.Context) error { runs.Add(1); return nil }}}})
 	get(t, s, "/readyz")
 	clk.Advance(5*time.Second - time.Millisecond)
@@ -113,7 +113,7 @@ func TestServiceCache(t *testing.T) {
 
 func TestServiceCheckTimeout(t *testing.T) {
 	started := make(chan struct{})
-	s, clk := newService(t, ServiceConfig{Ready: []Check{{Name: "db", Timeout: 3 * time.Second,
+	s, clk := newService(t, Config{Ready: []Check{{Name: "db", Timeout: 3 * time.Second,
 		Run: func(ctx context.Context) error {
 			close(started)
 			<-ctx.Done()
@@ -149,7 +149,7 @@ func TestServiceCheckTimeout(t *testing.T) {
 func TestServiceSharesOneRun(t *testing.T) {
 	var runs atomic.Int32
 	started, release := make(chan struct{}), make(chan struct{})
-	s, _ := newService(t, ServiceConfig{Ready: []Check{{Name: "db",
+	s, _ := newService(t, Config{Ready: []Check{{Name: "db",
 		Run: func(context.Context) error {
 			if runs.Add(1) == 1 {
 				close(started)
@@ -181,7 +181,7 @@ func TestServiceSharesOneRun(t *testing.T) {
 
 func TestServiceCanceledRequestIsNotCached(t *testing.T) {
 	var runs atomic.Int32
-	s, _ := newService(t, ServiceConfig{Ready: []Check{{Name: "db",
+	s, _ := newService(t, Config{Ready: []Check{{Name: "db",
 		Run: func(ctx context.Context) error { runs.Add(1); return ctx.Err() }}}})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -195,7 +195,7 @@ func TestServiceCanceledRequestIsNotCached(t *testing.T) {
 
 func TestServiceDrainFlipsReadinessBeforeShutdown(t *testing.T) {
 	rec := newRecorder()
-	s, err := NewService(ServiceConfig{Name: "orders", Ready: []Check{{Name: "db", Run: okCheck}}, Observer: rec})
+	s, err := New(Config{Name: "orders", Ready: []Check{{Name: "db", Run: okCheck}}, Observer: rec})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,7 +231,7 @@ func TestServiceDrainFlipsReadinessBeforeShutdown(t *testing.T) {
 }
 
 func TestServiceStartup(t *testing.T) {
-	s, _ := newService(t, ServiceConfig{Ready: []Check{{Name: "db", Run: downCheck}}})
+	s, _ := newService(t, Config{Ready: []Check{{Name: "db", Run: downCheck}}})
 	if code, _ := get(t, s, "/startupz"); code != 503 {
 		t.Errorf("GET /startupz before start = %d, want 503", code)
 	}
@@ -244,7 +244,7 @@ func TestServiceStartup(t *testing.T) {
 		t.Errorf("GET /startupz after MarkStarted = %d, want 200", code)
 	}
 
-	s2, _ := newService(t, ServiceConfig{Ready: []Check{{Name: "db", Run: okCheck}}})
+	s2, _ := newService(t, Config{Ready: []Check{{Name: "db", Run: okCheck}}})
 	get(t, s2, "/readyz")
 	if code, _ := get(t, s2, "/startupz"); code != 200 {
 		t.Errorf("GET /startupz after /readyz passed = %d, want 200", code)
@@ -252,18 +252,18 @@ func TestServiceStartup(t *testing.T) {
 }
 
 func TestServiceLiveness(t *testing.T) {
-	s, _ := newService(t, ServiceConfig{Ready: []Check{{Name: "db", Run: downCheck}}})
+	s, _ := newService(t, Config{Ready: []Check{{Name: "db", Run: downCheck}}})
 	if code, resp := get(t, s.Livez(), "/livez"); code != 200 || resp.Status != "pass" {
 		t.Errorf("GET /livez without Live checks = %d %q, want 200 pass", code, resp.Status)
 	}
-	s2, _ := newService(t, ServiceConfig{Live: []Check{{Name: "deadlock", Run: downCheck}}})
+	s2, _ := newService(t, Config{Live: []Check{{Name: "deadlock", Run: downCheck}}})
 	if code, resp := get(t, s2.Livez(), "/livez"); code != 503 || resp.Status != "fail" {
 		t.Errorf("GET /livez with a failing Live check = %d %q, want 503 fail", code, resp.Status)
 	}
 }
 
 func TestServiceRouting(t *testing.T) {
-	s, _ := newService(t, ServiceConfig{})
+	s, _ := newService(t, Config{})
 	tests := []struct {
 		method, path string
 		wantCode     int
@@ -289,19 +289,19 @@ func TestServiceRouting(t *testing.T) {
 func TestNewServiceErrors(t *testing.T) {
 	tests := []struct {
 		name string
-		cfg  ServiceConfig
+		cfg  Config
 	}{
-		{"no name", ServiceConfig{Ready: []Check{{Run: okCheck}}}},
-		{"colon in name", ServiceConfig{Ready: []Check{{Name: "db:main", Run: okCheck}}}},
-		{"duplicate", ServiceConfig{Ready: []Check{{Name: "db", Run: okCheck}, {Name: "db", Run: okCheck}}}},
-		{"no run", ServiceConfig{Live: []Check{{Name: "db"}}}},
-		{"negative timeout", ServiceConfig{Ready: []Check{{Name: "db", Run: okCheck, Timeout: -1}}}},
-		{"negative ttl", ServiceConfig{Ready: []Check{{Name: "db", Run: okCheck, TTL: -1}}}},
+		{"no name", Config{Ready: []Check{{Run: okCheck}}}},
+		{"colon in name", Config{Ready: []Check{{Name: "db:main", Run: okCheck}}}},
+		{"duplicate", Config{Ready: []Check{{Name: "db", Run: okCheck}, {Name: "db", Run: okCheck}}}},
+		{"no run", Config{Live: []Check{{Name: "db"}}}},
+		{"negative timeout", Config{Ready: []Check{{Name: "db", Run: okCheck, Timeout: -1}}}},
+		{"negative ttl", Config{Ready: []Check{{Name: "db", Run: okCheck, TTL: -1}}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if _, err := NewService(tt.cfg); !errors.Is(err, ErrInvalidConfig) {
-				t.Errorf("NewService(%s) = %v, want an error wrapping ErrInvalidConfig", tt.name, err)
+			if _, err := New(tt.cfg); !errors.Is(err, ErrInvalidConfig) {
+				t.Errorf("New(%s) = %v, want an error wrapping ErrInvalidConfig", tt.name, err)
 			}
 		})
 	}
@@ -309,7 +309,7 @@ func TestNewServiceErrors(t *testing.T) {
 
 func TestServiceConcurrentSafe(t *testing.T) {
 	var flip atomic.Bool
-	s, clk := newService(t, ServiceConfig{Ready: []Check{
+	s, clk := newService(t, Config{Ready: []Check{
 		{Name: "db", TTL: time.Millisecond, Run: func(context.Context) error {
 			if flip.Load() {
 				return errors.New("down")
@@ -344,7 +344,7 @@ func TestServiceConcurrentSafe(t *testing.T) {
 
 func TestServiceResultChangeAfterTTL(t *testing.T) {
 	var down atomic.Bool
-	s, clk := newService(t, ServiceConfig{Ready: []Check{{Name: "db", TTL: 5 * time.Second,
+	s, clk := newService(t, Config{Ready: []Check{{Name: "db", TTL: 5 * time.Second,
 		Run: func(context.Context) error {
 			if down.Load() {
 				return errors.New("down")

@@ -1,4 +1,4 @@
-package healthcheck
+package outlier
 
 import (
 	"context"
@@ -12,14 +12,14 @@ import (
 	"github.com/bulwark-go/bulwark/bulwarktest"
 )
 
-func newDetector(t *testing.T, cfg OutlierConfig) (*OutlierDetector, *recorder, *bulwarktest.Clock) {
+func newDetector(t *testing.T, cfg Config) (*Detector, *recorder, *bulwarktest.Clock) {
 	t.Helper()
 	clk := bulwarktest.NewClock(time.Time{})
 	rec := newRecorder()
 	cfg.Clock, cfg.Listener, cfg.Observer = clk, rec, rec
-	d, err := NewOutlierDetector(cfg)
+	d, err := New(cfg)
 	if err != nil {
-		t.Fatalf("NewOutlierDetector: %v", err)
+		t.Fatalf("New: %v", err)
 	}
 	return d, rec, clk
 }
@@ -27,22 +27,22 @@ func newDetector(t *testing.T, cfg OutlierConfig) (*OutlierDetector, *recorder, 
 func TestOutlierConsecutiveFailures(t *testing.T) {
 	tests := []struct {
 		name     string
-		cfg      OutlierConfig
+		cfg      Config
 		outcomes []bulwark.Outcome
 		gateway  bool
 		want     bool
 	}{
-		{"four failures stay", OutlierConfig{MaxEjectionPercent: 100}, fails(4), false, false},
-		{"five failures eject", OutlierConfig{MaxEjectionPercent: 100}, fails(5), false, true},
-		{"a success breaks the run", OutlierConfig{MaxEjectionPercent: 100},
+		{"four failures stay", Config{MaxEjectionPercent: 100}, fails(4), false, false},
+		{"five failures eject", Config{MaxEjectionPercent: 100}, fails(5), false, true},
+		{"a success breaks the run", Config{MaxEjectionPercent: 100},
 			append(append(fails(4), bulwark.Success), fails(4)...), false, false},
-		{"neutral does not break the run", OutlierConfig{MaxEjectionPercent: 100},
+		{"neutral does not break the run", Config{MaxEjectionPercent: 100},
 			append(append(fails(4), bulwark.Neutral), fails(1)...), false, true},
-		{"custom threshold", OutlierConfig{MaxEjectionPercent: 100, ConsecutiveFailures: 2}, fails(2), false, true},
-		{"rule disabled", OutlierConfig{MaxEjectionPercent: 100, Rules: SuccessRate}, fails(10), false, false},
-		{"gateway rule", OutlierConfig{MaxEjectionPercent: 100, Rules: ConsecutiveGatewayFailures,
+		{"custom threshold", Config{MaxEjectionPercent: 100, ConsecutiveFailures: 2}, fails(2), false, true},
+		{"rule disabled", Config{MaxEjectionPercent: 100, Rules: RuleSuccessRate}, fails(10), false, false},
+		{"gateway rule", Config{MaxEjectionPercent: 100, Rules: RuleConsecutiveGatewayFailures,
 			ConsecutiveGatewayFailures: 3}, fails(3), true, true},
-		{"gateway rule ignores plain failures", OutlierConfig{MaxEjectionPercent: 100, Rules: ConsecutiveGatewayFailures,
+		{"gateway rule ignores plain failures", Config{MaxEjectionPercent: 100, Rules: RuleConsecutiveGatewayFailures,
 			ConsecutiveGatewayFailures: 3}, fails(5), false, false},
 	}
 	for _, tt := range tests {
@@ -64,7 +64,7 @@ func TestOutlierConsecutiveFailures(t *testing.T) {
 }
 
 func TestOutlierGatewayRunBrokenByOtherFailure(t *testing.T) {
-	d, _, _ := newDetector(t, OutlierConfig{MaxEjectionPercent: 100, Rules: ConsecutiveGatewayFailures,
+	d, _, _ := newDetector(t, Config{MaxEjectionPercent: 100, Rules: RuleConsecutiveGatewayFailures,
 		ConsecutiveGatewayFailures: 3})
 	d.Record(ep(1), bulwark.Failure, true)
 	d.Record(ep(1), bulwark.Failure, true)
@@ -91,29 +91,29 @@ func fails(n int) []bulwark.Outcome {
 func TestNewOutlierDetectorErrors(t *testing.T) {
 	tests := []struct {
 		name string
-		cfg  OutlierConfig
+		cfg  Config
 	}{
-		{"negative interval", OutlierConfig{Interval: -time.Second}},
-		{"negative base", OutlierConfig{BaseEjectionTime: -1}},
-		{"negative jitter", OutlierConfig{EjectionJitter: -1}},
-		{"max below base", OutlierConfig{BaseEjectionTime: time.Minute, MaxEjectionTime: time.Second}},
-		{"negative max", OutlierConfig{MaxEjectionTime: -1}},
-		{"percent above 100", OutlierConfig{MaxEjectionPercent: 101}},
-		{"negative percent", OutlierConfig{MaxEjectionPercent: -1}},
-		{"failure percentage above 100", OutlierConfig{FailurePercentageThreshold: 150}},
-		{"negative consecutive", OutlierConfig{ConsecutiveFailures: -1}},
-		{"negative gateway", OutlierConfig{ConsecutiveGatewayFailures: -5}},
-		{"negative stdev factor", OutlierConfig{SuccessRateStdevFactor: -1}},
-		{"NaN stdev factor", OutlierConfig{SuccessRateStdevFactor: nan()}},
-		{"negative minimum hosts", OutlierConfig{SuccessRateMinimumHosts: -1}},
-		{"negative request volume", OutlierConfig{FailurePercentageRequestVolume: -1}},
-		{"unknown rule", OutlierConfig{Rules: 1 << 6}},
+		{"negative interval", Config{Interval: -time.Second}},
+		{"negative base", Config{BaseEjectionTime: -1}},
+		{"negative jitter", Config{EjectionJitter: -1}},
+		{"max below base", Config{BaseEjectionTime: time.Minute, MaxEjectionTime: time.Second}},
+		{"negative max", Config{MaxEjectionTime: -1}},
+		{"percent above 100", Config{MaxEjectionPercent: 101}},
+		{"negative percent", Config{MaxEjectionPercent: -1}},
+		{"failure percentage above 100", Config{FailurePercentageThreshold: 150}},
+		{"negative consecutive", Config{ConsecutiveFailures: -1}},
+		{"negative gateway", Config{ConsecutiveGatewayFailures: -5}},
+		{"negative stdev factor", Config{SuccessRateStdevFactor: -1}},
+		{"NaN stdev factor", Config{SuccessRateStdevFactor: nan()}},
+		{"negative minimum hosts", Config{SuccessRateMinimumHosts: -1}},
+		{"negative request volume", Config{FailurePercentageRequestVolume: -1}},
+		{"unknown rule", Config{Rules: 1 << 6}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d, err := NewOutlierDetector(tt.cfg)
+			d, err := New(tt.cfg)
 			if !errors.Is(err, ErrInvalidConfig) {
-				t.Errorf("NewOutlierDetector(%+v) = %v, %v; want an error wrapping ErrInvalidConfig", tt.cfg, d, err)
+				t.Errorf("New(%+v) = %v, %v; want an error wrapping ErrInvalidConfig", tt.cfg, d, err)
 			}
 		})
 	}
@@ -122,7 +122,7 @@ func TestNewOutlierDetectorErrors(t *testing.T) {
 func nan() float64 { z := 0.0; return z / z }
 
 func TestOutlierStartClose(t *testing.T) {
-	d, _, _ := newDetector(t, OutlierConfig{})
+	d, _, _ := newDetector(t, Config{})
 	if err := d.Start(context.Background()); err != nil {
 		t.Fatalf("Start = %v, want nil", err)
 	}
@@ -138,7 +138,7 @@ func TestOutlierStartClose(t *testing.T) {
 }
 
 func TestOutlierEjectionEvent(t *testing.T) {
-	d, rec, _ := newDetector(t, OutlierConfig{Name: "users", MaxEjectionPercent: 100})
+	d, rec, _ := newDetector(t, Config{Name: "users", MaxEjectionPercent: 100})
 	for range 5 {
 		d.Record(ep(1), bulwark.Failure, false)
 	}
@@ -152,7 +152,7 @@ func TestOutlierEjectionEvent(t *testing.T) {
 
 // waitIdle waits until the detector's goroutine has handled every wake and
 // timer due at the clock's current time.
-func (d *OutlierDetector) waitIdle(t *testing.T) {
+func (d *Detector) waitIdle(t *testing.T) {
 	t.Helper()
 	done := make(chan struct{})
 	go func() {
@@ -171,7 +171,7 @@ func (d *OutlierDetector) waitIdle(t *testing.T) {
 }
 
 // feed records, for each host i, ok[i] successes then bad[i] failures.
-func feed(d *OutlierDetector, ok, bad []int) {
+func feed(d *Detector, ok, bad []int) {
 	for i := range ok {
 		for range ok[i] {
 			d.Record(ep(i), bulwark.Success, false)
@@ -184,7 +184,7 @@ func feed(d *OutlierDetector, ok, bad []int) {
 	}
 }
 
-func ejectedSet(d *OutlierDetector, n int) []int {
+func ejectedSet(d *Detector, n int) []int {
 	var out []int
 	for i := range n {
 		if d.Ejected(ep(i)) {
@@ -199,25 +199,25 @@ func TestOutlierSuccessRate(t *testing.T) {
 	// successes).
 	tests := []struct {
 		name string
-		cfg  OutlierConfig
+		cfg  Config
 		ok   []int
 		bad  []int
 		want []int
 	}{
-		{"one outlier among six", OutlierConfig{},
+		{"one outlier among six", Config{},
 			[]int{100, 100, 100, 100, 100, 60}, []int{0, 1, 0, 1, 0, 20}, []int{5}},
 		// With 4 hosts no z-score reaches 1.9 (the largest is √3): k = 1.
-		{"too few hosts with volume", OutlierConfig{SuccessRateStdevFactor: 1},
+		{"too few hosts with volume", Config{SuccessRateStdevFactor: 1},
 			[]int{100, 100, 100, 60, 10}, []int{0, 1, 0, 20, 0}, nil},
-		{"minimum hosts lowered", OutlierConfig{SuccessRateStdevFactor: 1, SuccessRateMinimumHosts: 4},
+		{"minimum hosts lowered", Config{SuccessRateStdevFactor: 1, SuccessRateMinimumHosts: 4},
 			[]int{100, 100, 100, 60, 10}, []int{0, 1, 0, 20, 0}, []int{3}},
-		{"outlier below request volume", OutlierConfig{},
+		{"outlier below request volume", Config{},
 			[]int{100, 100, 100, 100, 100, 30}, []int{0, 1, 0, 1, 0, 20}, nil},
-		{"uniform fleet", OutlierConfig{},
+		{"uniform fleet", Config{},
 			[]int{90, 90, 90, 90, 90, 90}, []int{5, 5, 5, 5, 5, 5}, nil},
-		{"larger stdev factor spares it", OutlierConfig{SuccessRateStdevFactor: 3},
+		{"larger stdev factor spares it", Config{SuccessRateStdevFactor: 3},
 			[]int{100, 100, 100, 100, 100, 60}, []int{0, 1, 0, 1, 0, 20}, nil},
-		{"rule disabled", OutlierConfig{Rules: ConsecutiveFailures},
+		{"rule disabled", Config{Rules: RuleConsecutiveFailures},
 			[]int{100, 100, 100, 100, 100, 60}, []int{0, 1, 0, 1, 0, 20}, nil},
 	}
 	for _, tt := range tests {
@@ -246,26 +246,26 @@ func TestOutlierSuccessRate(t *testing.T) {
 func TestOutlierFailurePercentage(t *testing.T) {
 	tests := []struct {
 		name string
-		cfg  OutlierConfig
+		cfg  Config
 		ok   []int
 		bad  []int // 2*bad failures, bad more successes
 		want []int
 	}{
-		{"all succeed", OutlierConfig{},
+		{"all succeed", Config{},
 			[]int{50, 50, 50, 50, 0}, []int{0, 0, 0, 0, 0}, nil},
-		{"67 % failures, below 85", OutlierConfig{},
+		{"67 % failures, below 85", Config{},
 			[]int{50, 50, 50, 50, 0}, []int{0, 0, 0, 0, 45}, nil}, // 45 ok of 135
-		{"67 % failures, above 60", OutlierConfig{FailurePercentageThreshold: 60},
+		{"67 % failures, above 60", Config{FailurePercentageThreshold: 60},
 			[]int{50, 50, 50, 50, 0}, []int{0, 0, 0, 0, 45}, []int{4}},
-		{"too few hosts", OutlierConfig{FailurePercentageThreshold: 60},
+		{"too few hosts", Config{FailurePercentageThreshold: 60},
 			[]int{50, 50, 50, 0}, []int{0, 0, 0, 45}, nil},
-		{"below request volume", OutlierConfig{FailurePercentageThreshold: 60, FailurePercentageRequestVolume: 200},
+		{"below request volume", Config{FailurePercentageThreshold: 60, FailurePercentageRequestVolume: 200},
 			[]int{250, 250, 250, 250, 0}, []int{0, 0, 0, 0, 45}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tt.cfg.MaxEjectionPercent = 50
-			tt.cfg.Rules = FailurePercentage
+			tt.cfg.Rules = RuleFailurePercentage
 			d, rec, clk := newDetector(t, tt.cfg)
 			feed(d, tt.ok, tt.bad)
 			d.EvaluateAt(clk.Now().Add(10 * time.Second))
@@ -282,7 +282,7 @@ func TestOutlierFailurePercentage(t *testing.T) {
 }
 
 func TestOutlierFailurePercentageAllFailing(t *testing.T) {
-	d, _, clk := newDetector(t, OutlierConfig{Rules: FailurePercentage, MaxEjectionPercent: 50})
+	d, _, clk := newDetector(t, Config{Rules: RuleFailurePercentage, MaxEjectionPercent: 50})
 	for i := range 5 {
 		for range 60 {
 			if i == 4 {
@@ -299,7 +299,7 @@ func TestOutlierFailurePercentageAllFailing(t *testing.T) {
 }
 
 func TestOutlierEjectionTimeGrowsAndCaps(t *testing.T) {
-	d, rec, clk := newDetector(t, OutlierConfig{BaseEjectionTime: 10 * time.Second, MaxEjectionTime: 35 * time.Second,
+	d, rec, clk := newDetector(t, Config{BaseEjectionTime: 10 * time.Second, MaxEjectionTime: 35 * time.Second,
 		MaxEjectionPercent: 100, ConsecutiveFailures: 1})
 	want := []time.Duration{10 * time.Second, 20 * time.Second, 30 * time.Second, 35 * time.Second, 35 * time.Second}
 	for i, w := range want {
@@ -337,7 +337,7 @@ func TestOutlierEjectionTimeGrowsAndCaps(t *testing.T) {
 }
 
 func TestOutlierEjectionJitter(t *testing.T) {
-	d, rec, _ := newDetector(t, OutlierConfig{BaseEjectionTime: 10 * time.Second, EjectionJitter: time.Second,
+	d, rec, _ := newDetector(t, Config{BaseEjectionTime: 10 * time.Second, EjectionJitter: time.Second,
 		MaxEjectionPercent: 100, ConsecutiveFailures: 1})
 	for i := range 50 {
 		d.Record(ep(i), bulwark.Failure, false)
@@ -372,7 +372,7 @@ func TestOutlierMaxEjectionPercent(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d, _, _ := newDetector(t, OutlierConfig{MaxEjectionPercent: tt.pct, AlwaysEjectOne: tt.always})
+			d, _, _ := newDetector(t, Config{MaxEjectionPercent: tt.pct, AlwaysEjectOne: tt.always})
 			for i := range tt.hosts {
 				d.Record(ep(i), bulwark.Success, false)
 			}
@@ -390,8 +390,7 @@ func TestOutlierMaxEjectionPercent(t *testing.T) {
 }
 
 func TestOutlierUnejectionByStart(t *testing.T) {
-	d, rec, clk := newDetector(t, OutlierConfig{BaseEjectionTime: 25 * time.Second, MaxEjectionPercent: 100})
-	d.idleHook = true
+	d, rec, clk := newDetector(t, Config{BaseEjectionTime: 25 * time.Second, MaxEjectionPercent: 100})
 	if err := d.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -417,8 +416,7 @@ func TestOutlierUnejectionByStart(t *testing.T) {
 }
 
 func TestOutlierIntervalByStart(t *testing.T) {
-	d, _, clk := newDetector(t, OutlierConfig{Interval: 5 * time.Second, MaxEjectionPercent: 50})
-	d.idleHook = true
+	d, _, clk := newDetector(t, Config{Interval: 5 * time.Second, MaxEjectionPercent: 50})
 	if err := d.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -446,7 +444,7 @@ func eps(is ...int) []bulwark.Endpoint {
 }
 
 func TestOutlierSetEndpoints(t *testing.T) {
-	d, rec, _ := newDetector(t, OutlierConfig{MaxEjectionPercent: 100})
+	d, rec, _ := newDetector(t, Config{MaxEjectionPercent: 100})
 	for range 5 {
 		d.Record(ep(1), bulwark.Failure, false)
 	}
@@ -489,7 +487,7 @@ func TestOutlierSetEndpoints(t *testing.T) {
 }
 
 func TestOutlierRecordAllocs(t *testing.T) {
-	d, _, _ := newDetector(t, OutlierConfig{})
+	d, _, _ := newDetector(t, Config{})
 	d.Record(ep(1), bulwark.Success, false)
 	e := ep(1)
 	if n := testing.AllocsPerRun(1000, func() {
@@ -501,7 +499,7 @@ func TestOutlierRecordAllocs(t *testing.T) {
 }
 
 func TestOutlierConcurrentSafe(t *testing.T) {
-	d, _, clk := newDetector(t, OutlierConfig{MaxEjectionPercent: 30, ConsecutiveFailures: 3,
+	d, _, clk := newDetector(t, Config{MaxEjectionPercent: 30, ConsecutiveFailures: 3,
 		Rules: allRules, SuccessRateRequestVolume: 10, FailurePercentageRequestVolume: 10, Interval: time.Second})
 	if err := d.Start(context.Background()); err != nil {
 		t.Fatal(err)
@@ -548,7 +546,7 @@ func TestOutlierConcurrentSafe(t *testing.T) {
 }
 
 func TestOutlierConsecutiveRetriesAfterRefusal(t *testing.T) {
-	d, _, _ := newDetector(t, OutlierConfig{MaxEjectionPercent: 50})
+	d, _, _ := newDetector(t, Config{MaxEjectionPercent: 50})
 	for i := range 4 {
 		d.Record(ep(i), bulwark.Success, false)
 	}
@@ -576,11 +574,10 @@ func TestOutlierConsecutiveRetriesAfterRefusal(t *testing.T) {
 }
 
 type reentrantDetector struct {
-	d   *OutlierDetector
+	d   *Detector
 	got []bool
 }
 
-func (r *reentrantDetector) HealthChanged(bulwark.Endpoint, bool) {}
 func (r *reentrantDetector) EjectionChanged(ep bulwark.Endpoint, ejected bool) {
 	r.got = append(r.got, r.d.Ejected(ep))
 	r.d.Record(ep, bulwark.Success, false)
@@ -588,7 +585,7 @@ func (r *reentrantDetector) EjectionChanged(ep bulwark.Endpoint, ejected bool) {
 
 func TestOutlierListenerOutsideLock(t *testing.T) {
 	r := &reentrantDetector{}
-	d, err := NewOutlierDetector(OutlierConfig{MaxEjectionPercent: 100, Listener: r})
+	d, err := New(Config{MaxEjectionPercent: 100, Listener: r})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -614,7 +611,7 @@ func TestOutlierCapCountsCurrentMembers(t *testing.T) {
 		{"others ejected before", []int{0, 1, 2, 3, 4}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			d, _, _ := newDetector(t, OutlierConfig{MaxEjectionPercent: 50})
+			d, _, _ := newDetector(t, Config{MaxEjectionPercent: 50})
 			if err := d.SetEndpoints(ten); err != nil {
 				t.Fatal(err)
 			}
