@@ -154,10 +154,10 @@ func TestObserve(t *testing.T) {
 		{
 			name: "balancer sampled picks weighted, in flight stopped",
 			events: []bulwark.Event{
-				{Kind: bulwark.EventPick, Component: "balancer", Name: "orders", Endpoint: epA, Attempt: 1},
-				{Kind: bulwark.EventPick, Component: "balancer", Name: "orders", Endpoint: epB, Attempt: 10}, // sampled 1 in 10
+				{Kind: bulwark.EventPick, Component: "balancer", Name: "orders", Endpoint: epA, Weight: 1},
+				{Kind: bulwark.EventPick, Component: "balancer", Name: "orders", Endpoint: epB, Weight: 10}, // sampled 1 in 10
 				{Kind: bulwark.EventCall, Component: "balancer", Name: "orders", Endpoint: epA},
-				{Kind: bulwark.EventPick, Component: "balancer", Name: "orders", Endpoint: epA, Attempt: 1},
+				{Kind: bulwark.EventPick, Component: "balancer", Name: "orders", Endpoint: epA, Weight: 1},
 			},
 			want: []want{
 				{"bulwark.balancer.picks", bal, point{value: 2}},
@@ -171,8 +171,8 @@ func TestObserve(t *testing.T) {
 				{Kind: bulwark.EventProbe, Component: "healthcheck", Name: "orders", Endpoint: epA, Outcome: bulwark.Success, Latency: 5 * time.Millisecond},
 				{Kind: bulwark.EventProbe, Component: "healthcheck", Name: "orders", Endpoint: epA, Outcome: bulwark.Failure, Latency: time.Second, Err: errBoom},
 				{Kind: bulwark.EventStateChange, Component: "healthcheck", Name: "orders", Endpoint: epA, From: "healthy", To: "unhealthy"},
-				{Kind: bulwark.EventEjected, Component: "outlier", Name: "orders", Endpoint: epA, Delay: 30 * time.Second, Reason: "consecutive_5xx", Attempt: 1},
-				{Kind: bulwark.EventEjected, Component: "outlier", Name: "orders", Endpoint: epB, Delay: 30 * time.Second, Reason: "success_rate", Attempt: 1},
+				{Kind: bulwark.EventEjected, Component: "outlier", Name: "orders", Endpoint: epA, Delay: 30 * time.Second, Reason: "consecutive_5xx", Count: 1},
+				{Kind: bulwark.EventEjected, Component: "outlier", Name: "orders", Endpoint: epB, Delay: 30 * time.Second, Reason: "success_rate", Count: 1},
 				{Kind: bulwark.EventUnejected, Component: "outlier", Name: "orders", Endpoint: epB},
 			},
 			want: []want{
@@ -337,7 +337,7 @@ func everyKind() []bulwark.Event {
 		{Kind: bulwark.EventCall, Component: "balancer", Name: "orders", Endpoint: epA, Outcome: bulwark.Success, Latency: time.Millisecond},
 		{Kind: bulwark.EventEndpointAdded, Component: "balancer", Name: "orders", Endpoint: epA},
 		{Kind: bulwark.EventEndpointRemoved, Component: "balancer", Name: "orders", Endpoint: epA},
-		{Kind: bulwark.EventEjected, Component: "outlier", Name: "orders", Endpoint: epA, Delay: time.Second, Reason: "consecutive_5xx", Attempt: 1},
+		{Kind: bulwark.EventEjected, Component: "outlier", Name: "orders", Endpoint: epA, Delay: time.Second, Reason: "consecutive_5xx", Count: 1},
 		{Kind: bulwark.EventUnejected, Component: "outlier", Name: "orders", Endpoint: epA},
 		{Kind: bulwark.EventProbe, Component: "healthcheck", Name: "orders", Endpoint: epA, Outcome: bulwark.Success, Latency: time.Millisecond},
 		{Kind: bulwark.EventClaimed, Component: "idempotency", Name: "orders", Key: "k"},
@@ -361,7 +361,7 @@ func TestObserveWithView(t *testing.T) {
 	o, err := otelbulwark.New(otelbulwark.WithMeterProvider(mp))
 	require.NoError(t, err)
 	for _, ep := range []bulwark.Endpoint{epA, epB} {
-		o.Observe(bulwark.Event{Kind: bulwark.EventCall, Component: "balancer", Name: "orders", Endpoint: ep, Latency: time.Second})
+		o.Observe(bulwark.Event{Kind: bulwark.EventCall, Component: "balancer", Name: "orders", Endpoint: ep, Outcome: bulwark.Success, Latency: time.Second})
 	}
 	got := collect(t, reader)
 	want := map[string]point{"bulwark.component=balancer,bulwark.name=orders,bulwark.outcome=success": {count: 2, sum: 2}}
