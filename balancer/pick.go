@@ -47,11 +47,19 @@ type Result struct {
 	// Gateway marks a failure to reach the endpoint or a gateway error from
 	// it (a connect error, 502, 503, 504), for the outlier detector.
 	Gateway bool
+	// Outcome, if not zero (bulwark.OutcomeUnknown), is how the call counts
+	// for the endpoint's health, in place of the classification of Err
+	// above: a caller with its own classification (a breaker's Classify, a
+	// 404 that is the client's fault) sets it, as it would pass an Outcome
+	// to a breaker's Permit.Record.
+	Outcome bulwark.Outcome
 }
 
 // class returns how o counts for the endpoint's health.
 func (o Result) class() bulwark.Outcome {
 	switch {
+	case o.Outcome != bulwark.OutcomeUnknown:
+		return o.Outcome
 	case o.Err == nil:
 		return bulwark.Success
 	case errors.Is(o.Err, context.Canceled):

@@ -58,12 +58,13 @@ type Config struct {
 	// gives the same delays every time.
 	Seed uint64
 
-	// Retryable, if not nil, decides whether an error is worth another
-	// attempt. Whatever it says, errors marked with bulwark.Permanent and
-	// errors returned once ctx is done are never retried. If nil, every
-	// other error is retried. It is called from the goroutine that called
-	// Do and must not block.
-	Retryable func(err error) bool
+	// Retryable, if not nil, decides whether an attempt's error is worth
+	// another attempt; ctx is the call's context. Whatever it says, errors
+	// marked with bulwark.Permanent and errors returned once ctx is done are
+	// never retried. If nil, every other error is retried. It is called
+	// from the goroutine that called Do and must not block. Like every
+	// classification hook in bulwark, it takes the call's context and error.
+	Retryable func(ctx context.Context, err error) bool
 
 	// MaxRetryAfter bounds the wait that an error may ask for: any error in
 	// the chain (found with errors.As) that has a method RetryAfter()
@@ -217,7 +218,7 @@ type Policy struct {
 	attemptTimeout   time.Duration
 	backoff          Backoff
 	delay            func(int, time.Duration, error) time.Duration
-	retryable        func(error) bool
+	retryable        func(context.Context, error) bool
 	maxRetryAfter    time.Duration
 	maxOpenWait      time.Duration
 	retryAfterJitter float64
@@ -424,7 +425,7 @@ func (p *Policy) next(ctx context.Context, attempt int, prev time.Duration, err 
 	if cerr := ctx.Err(); cerr != nil {
 		return 0, cause, cerr
 	}
-	if bulwark.IsPermanent(err) || (p.retryable != nil && !p.retryable(err)) || (open && p.maxOpenWait == 0) {
+	if bulwark.IsPermanent(err) || (p.retryable != nil && !p.retryable(ctx, err)) || (open && p.maxOpenWait == 0) {
 		return 0, cause, ErrNotRetryable
 	}
 	if attempt >= p.maxAttempts {

@@ -157,7 +157,7 @@ func TestDoGivesUp(t *testing.T) {
 				}
 				return errFlaky
 			}, ErrNotRetryable, "not_retryable", 2, errBad, time.Second},
-		{"predicate", Config{MaxAttempts: 5, Backoff: base, Retryable: func(err error) bool { return !errors.Is(err, errBad) }}, bg,
+		{"predicate", Config{MaxAttempts: 5, Backoff: base, Retryable: func(_ context.Context, err error) bool { return !errors.Is(err, errBad) }}, bg,
 			func(int) error { return errBad }, ErrNotRetryable, "not_retryable", 1, errBad, 0},
 		{"retry-after above cap", Config{MaxAttempts: 5, Backoff: base, MaxRetryAfter: time.Minute}, bg,
 			func(int) error { return waitErr{2 * time.Minute} }, ErrRetryAfter, "retry_after", 1, waitErr{2 * time.Minute}, 0},
