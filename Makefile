@@ -14,7 +14,7 @@ STRESS_PKGS ?=
 STRESS_FLAGS ?=
 TEST_STEPS := fmt vet staticcheck tidy build-isolated unit
 
-.PHONY: test lint fmt vet staticcheck tidy build-isolated unit bench bench-peers cover tools release-check release-bump stress
+.PHONY: test lint fmt vet staticcheck tidy build-isolated unit bench bench-peers cover tools release-check release-bump stress api-count
 
 # Runs every step over every module, whatever fails, then lists every failure
 # (step, module, and for unit the failing tests and packages) and exits 1 if
@@ -88,6 +88,11 @@ release-bump:
 # Slow (an hour or more on two cores), so not part of make test or CI.
 stress:
 	cd tools && go run ./stress -count $(STRESS_COUNT) $(STRESS_FLAGS) $(STRESS_PKGS)
+
+# The number of exported names of each core package (BENCHMARKS.md, "API size").
+API_PKGS = . healthcheck outlier healthz balancer breaker retry consistenthash bulwarktest discovery limit ratelimit throttle timeout fallback idempotency
+api-count:
+	cd tools && go run ./apicount $(addprefix ../,$(API_PKGS))
 
 bench:
 	@set -e; for m in $(MODULES); do [ "$$m" = ./benchmarks ] && continue; \
