@@ -24,16 +24,33 @@ import (
 func main() {
 	for _, dir := range os.Args[1:] {
 		fset := token.NewFileSet()
-		pkgs, err := parser.ParseDir(fset, dir, func(fi os.FileInfo) bool { return !strings.HasSuffix(fi.Name(), "_test.go") }, parser.ParseComments)
+		entries, err := os.ReadDir(dir)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
-		for name, p := range pkgs {
-			if name == "main" {
+		var files []*ast.File
+		for _, e := range entries {
+			n := e.Name()
+			if e.IsDir() || !strings.HasSuffix(n, ".go") || strings.HasSuffix(n, "_test.go") {
 				continue
 			}
-			d := doc.New(p, dir, 0)
+			f, err := parser.ParseFile(fset, filepath.Join(dir, n), nil, parser.ParseComments)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				os.Exit(1)
+			}
+			files = append(files, f)
+		}
+		if len(files) == 0 || files[0].Name.Name == "main" {
+			continue
+		}
+		{
+			d, err := doc.NewFromFiles(fset, files, dir)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				os.Exit(1)
+			}
 			top, members := 0, 0
 			countValues := func(vs []*doc.Value) {
 				for _, v := range vs {
