@@ -177,6 +177,12 @@ func (b *Breaker) State() State {
 // latency. On refusal nothing is to be released, and the error is an
 // *OpenError wrapping ErrOpen. Acquire does not block and allocates nothing
 // unless it refuses (the refusal error) or causes a transition.
+//
+// Acquire and Release are the low-level form that a balancer uses through
+// its balancer.Breaker interface (package balancer does not import this
+// one, so it cannot name a Permit). In other code, use Do or Call, or
+// Allow where the call cannot be wrapped in a function: its Permit measures
+// the latency, applies Config.Classify and ignores a second Done.
 func (b *Breaker) Acquire() (token uint64, err error) {
 	if e := b.cur.Load(); e.pass {
 		return e.tok, nil
