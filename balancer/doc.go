@@ -51,4 +51,10 @@
 // snapshot behind an atomic pointer, with per-endpoint atomic counters and
 // verdicts, and is replaced as a whole by Update and after verdicts change;
 // Done never rebuilds it, even when its outcome gets the endpoint ejected.
+//
+// Conventions, as in every bulwark package: New never starts a goroutine,
+// and its errors wrap [ErrInvalidConfig]. The Balancer has no standing
+// background work: verdicts are published by a goroutine started on demand,
+// and slow start runs on a timer; Close stops both and waits. A caller with
+// its own classification of a call sets [Result].Outcome.
 package balancer

@@ -31,4 +31,10 @@
 // caller, count nowhere. The closed state's hot path takes no lock and does
 // not read the clock (unless a slow-call rule or an Observer needs the
 // latency); a time window is moved by a timer while calls come.
+//
+// Conventions, as in every bulwark package: New and NewGroup never start a
+// goroutine (a Breaker and a Group have no background work, so no Start or
+// Close), and their errors wrap [ErrInvalidConfig]. Config.Classify takes
+// the call's context and error, as every classification hook does. A panic
+// in a guarded call is recorded as a failure and goes on.
 package breaker

@@ -35,4 +35,9 @@
 // drawn from, only once a retry is needed. A Hedge runs its first attempt on
 // the caller's goroutine: a call that no hedge joins costs a timer, and no
 // goroutine, channel or context.
+//
+// Conventions, as in every bulwark package: New, NewBudget and NewHedge
+// never start a goroutine, and their errors wrap [ErrInvalidConfig].
+// Config.Retryable takes the call's context and error, as every
+// classification hook does.
 package retry
