@@ -9,7 +9,7 @@ import (
 	"github.com/bulwark-go/bulwark/outlier"
 )
 
-// An Detector fed with call outcomes ejects a backend after five
+// A Detector fed with call outcomes ejects a backend after five
 // failures in a row, and brings it back when its ejection time ends.
 func ExampleDetector() {
 	clk := bulwarktest.NewClock(time.Time{})

@@ -8,7 +8,7 @@ import (
 	"github.com/bulwark-go/bulwark/bulwarktest"
 )
 
-// FuzzOutlierInvariants drives an Detector with any sequence of
+// FuzzOutlierInvariants drives a Detector with any sequence of
 // outcomes, evaluations, removals and clock moves, and checks after each step
 // that an ejection never takes the ejected share above MaxEjectionPercent
 // (but for the one AlwaysEjectOne allows), that ejection times follow

@@ -15,7 +15,7 @@ import (
 	"github.com/bulwark-go/bulwark/internal/base"
 )
 
-// Rules selects the ejection rules of an Detector; combine them with |.
+// Rules selects the ejection rules of a Detector; combine them with |.
 type Rules uint8
 
 // The ejection rules, named as in Envoy's outlier detection.
@@ -52,7 +52,7 @@ const (
 	reasonFailurePct  = "failure_percentage"
 )
 
-// Config configures an Detector. The zero value gives Envoy's
+// Config configures a Detector. The zero value gives Envoy's
 // defaults: consecutive-failure and success-rate ejection, evaluated every
 // 10 s, ejecting for 30 s × the number of ejections up to 300 s, and at most
 // 10 % of the endpoints at a time.
