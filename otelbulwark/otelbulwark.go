@@ -40,8 +40,9 @@ var _ bulwark.ContextObserver = (*Observer)(nil)
 //
 // An Observer is safe for concurrent use by multiple goroutines. Observe runs
 // on the caller's goroutine and does no I/O; it takes a short internal lock
-// only for state changes, ejections, endpoint removals and the first sight of
-// an attribute combination. Use New; the zero Observer is not usable.
+// only for state changes, ejections, endpoint removals, the first sight of an
+// attribute combination and the first limit change of a component instance.
+// Use New; the zero Observer is not usable.
 type Observer struct {
 	fams    [numFamilies]family
 	attrs   attrCache
@@ -72,11 +73,11 @@ func WithMeterProvider(mp metric.MeterProvider) Option {
 
 // New returns an Observer that records events on a meter named ScopeName, at
 // Version and with the schema URL of the semantic conventions its attributes
-// follow, from the configured MeterProvider. It creates every instrument up front and
-// registers one callback for the state gauges, which stays registered for the
-// life of the MeterProvider: create one Observer per provider and share it
-// between components. The SDK exports only the instruments that received
-// measurements.
+// follow, from the configured MeterProvider. It creates every instrument up
+// front and registers two callbacks, one for the state gauges and one for the
+// limit gauges, which stay registered for the life of the MeterProvider:
+// create one Observer per provider and share it between components. The SDK
+// exports only the instruments that received measurements.
 //
 // The error, if any, joins the errors the MeterProvider returned while
 // creating instruments (an SDK reports invalid names or conflicting
