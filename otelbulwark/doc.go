@@ -178,8 +178,8 @@
 //     Observer sees one it stops updating in flight.
 //   - store.duration records Event.Latency of idempotency events that carry
 //     it, with bulwark.outcome "failure" for store_error and "success"
-//     otherwise.
-//
+//     otherwise, and of a rate limiter's store errors (the time Redis took
+//     not to answer).
 //   - The limit gauge holds, for each component instance, the limit its
 //     latest limit_changed event set (Event.Attempt), and the baseline gauge
 //     its Event.Latency once positive, unless the instance is registered
