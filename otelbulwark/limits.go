@@ -175,8 +175,9 @@ func (s *limitStore) observe(fams *[numFamilies]family) metric.Callback {
 			var b time.Duration
 			if r.baseline != nil {
 				b = r.baseline()
-			} else if en := events[k]; en != nil {
-				b = time.Duration(en.baseline.Load())
+			}
+			if en := events[k]; b <= 0 && en != nil {
+				b = time.Duration(en.baseline.Load()) // not measured yet, or not known to the source: the last reported
 			}
 			if b > 0 {
 				o.ObserveFloat64(f.baseline, b.Seconds(), opt)
@@ -205,8 +206,9 @@ func (s *limitStore) observe(fams *[numFamilies]family) metric.Callback {
 // bulwark.ComponentBulkhead), with the attributes bulwark.component and
 // bulwark.name set to component and name: <f>.limit (l.Limit()),
 // <f>.inflight (l.InFlight()) and, for a Limit with these methods, <f>.queued
-// (Queued) and <f>.baseline (Baseline, once positive). The SDK reads them at
-// each collection. Pass the component and name that l's own events carry
+// (Queued) and <f>.baseline (Baseline, once positive; the baseline of the
+// latest EventLimitChanged until then). The SDK reads them at each
+// collection. Pass the component and name that l's own events carry
 // (bulwark.ComponentLimiter and Config.Name for a *limit.Limiter), so that
 // its gauges, its adjustments and its rejections share their attributes:
 //
