@@ -142,7 +142,7 @@
 //     "forced-closed" for a breaker; "normal", "panic" for a balancer;
 //     "unknown", "healthy", "unhealthy", "draining" for a health checker's
 //     endpoints; "pass", "warn", "fail", "draining" for a service's own
-//     readiness.
+//     readiness; "unknown", "ok", "failing" for a discovery watcher.
 //   - bulwark.event.kind: the EventKind's String, for kinds this package does
 //     not know, and "endpoint_added" or "endpoint_removed" on endpoint
 //     changes.
