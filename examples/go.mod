@@ -35,6 +35,7 @@ require (
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/bulwark-go/bulwark/idempotency/pgstore v0.1.0
 	github.com/bulwark-go/bulwark/idempotency/redisstore v0.1.0
+	github.com/bulwark-go/bulwark/ratelimit/redisrate v0.1.0
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/go-logr/logr v1.4.4 // indirect
 	github.com/go-logr/stdr v1.2.2 // indirect
@@ -65,3 +66,5 @@ replace github.com/bulwark-go/bulwark/otelbulwark => ../otelbulwark
 replace github.com/bulwark-go/bulwark/idempotency/redisstore => ../idempotency/redisstore
 
 replace github.com/bulwark-go/bulwark/idempotency/pgstore => ../idempotency/pgstore
+
+replace github.com/bulwark-go/bulwark/ratelimit/redisrate => ../ratelimit/redisrate
