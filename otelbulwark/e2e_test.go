@@ -75,7 +75,7 @@ func TestBalancerEndToEnd(t *testing.T) {
 
 	var open []balancer.Pick
 	for range 4 {
-		pk, err := lb.Pick("")
+		pk, err := lb.Pick("", nil)
 		require.NoError(t, err)
 		open = append(open, pk)
 	}
