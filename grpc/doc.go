@@ -1,0 +1,2 @@
+// Package bulwarkgrpc brings bulwark to gRPC.
+package bulwarkgrpc
