@@ -176,6 +176,7 @@ type call struct {
 	hedged  bool
 
 	attempts atomic.Int32
+	tried    tried      // the endpoints tried, for the Builder's picker
 	mu       sync.Mutex // guards won
 	won      bool       // a hedged attempt has filled reply
 }
@@ -192,6 +193,9 @@ func (c *ClientInterceptor) Unary(ctx context.Context, method string, req, reply
 				k.policy, k.hedged = c.hedge, true
 			}
 		}
+	}
+	if k.policy != nil {
+		ctx = context.WithValue(ctx, triedKey{}, &k.tried)
 	}
 	if c.breakers != nil {
 		key := cc.Target()
