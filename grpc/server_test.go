@@ -10,6 +10,8 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -178,6 +180,17 @@ func TestIdempotentUnaryInFlight(t *testing.T) {
 	}
 }
 
+// countingCodec is the proto codec, counting the requests it decodes.
+type countingCodec struct {
+	encoding.CodecV2
+	decoded atomic.Int64
+}
+
+func (c *countingCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	c.decoded.Add(1)
+	return c.CodecV2.Unmarshal(data, v)
+}
+
 // The tap refuses a call over the concurrency limit before the request is
 // read, with ResourceExhausted; the slot comes back when the call ends.
 func TestTapShedsOverLimit(t *testing.T) {
@@ -185,17 +198,17 @@ func TestTapShedsOverLimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var decoded atomic.Int64
+	codec := &countingCodec{CodecV2: encoding.GetCodecV2("proto")}
+	decoded := &codec.decoded
 	si := newServerInterceptor(t, bulwarkgrpc.ServerConfig{Limiter: lim})
 	entered, release := make(chan struct{}), make(chan struct{})
 	srv := startServer(t, func(_ context.Context, _ string, in *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
-		decoded.Add(1)
 		if in.GetValue() == "hold" {
 			close(entered)
 			<-release
 		}
 		return in, nil
-	}, si.ServerOptions()...)
+	}, append(si.ServerOptions(), grpc.ForceServerCodecV2(codec))...)
 	cc := dial(t, srv.addr)
 	done := make(chan error, 1)
 	go func() {
@@ -208,7 +221,7 @@ func TestTapShedsOverLimit(t *testing.T) {
 		t.Errorf("call over the limit: code %v, want ResourceExhausted (%v)", got, err)
 	}
 	if got := decoded.Load(); got != 1 {
-		t.Errorf("handler saw %d calls, want 1: the refused call must not reach it", got)
+		t.Errorf("server decoded %d requests, want 1: the refused call must not be read", got)
 	}
 	close(release)
 	if err := <-done; err != nil {
