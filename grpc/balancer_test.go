@@ -93,7 +93,7 @@ func TestKilledServerUnderLoad(t *testing.T) {
 // A slow server gets under 5 % of Peak-EWMA picks.
 func TestSlowServerPeakEWMA(t *testing.T) {
 	slow := func(_ context.Context, _ string, in *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
-		time.Sleep(40 * time.Millisecond) // the fault: a server 40 ms slower than the others
+		time.Sleep(100 * time.Millisecond) // the fault: a server 100 ms slower than the others
 		return in, nil
 	}
 	servers := []*testServer{startServer(t, nil), startServer(t, slow), startServer(t, nil)}

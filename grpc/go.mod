@@ -6,6 +6,7 @@ replace github.com/bulwark-go/bulwark => ../
 
 require (
 	github.com/bulwark-go/bulwark v0.1.0
+	go.uber.org/goleak v1.3.0
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260817212433-ac3dfec99bb1
 	google.golang.org/grpc v1.85.0
 	google.golang.org/protobuf v1.36.12

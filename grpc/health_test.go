@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
@@ -35,8 +36,7 @@ func newHealthServer(t *testing.T, clk *bulwarktest.Clock, db *atomic.Bool) (*bu
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := startServer(t, nil)
-	healthpb.RegisterHealthServer(srv.srv, hs)
+	srv := startServerWith(t, nil, func(s *grpc.Server) { healthpb.RegisterHealthServer(s, hs) })
 	return hs, srv
 }
 

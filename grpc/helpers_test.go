@@ -28,6 +28,13 @@ type testServer struct {
 // 127.0.0.1, stopped at the end of the test.
 func startServer(t testing.TB, h echo.Handler, opts ...grpc.ServerOption) *testServer {
 	t.Helper()
+	return startServerWith(t, h, nil, opts...)
+}
+
+// startServerWith is startServer with setup, which registers more services
+// before the server starts.
+func startServerWith(t testing.TB, h echo.Handler, setup func(*grpc.Server), opts ...grpc.ServerOption) *testServer {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -50,6 +57,9 @@ func startServer(t testing.TB, h echo.Handler, opts ...grpc.ServerOption) *testS
 		}
 		return nil
 	})
+	if setup != nil {
+		setup(s.srv)
+	}
 	go func() { _ = s.srv.Serve(lis) }()
 	t.Cleanup(s.kill)
 	return s
