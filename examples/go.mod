@@ -4,6 +4,7 @@ go 1.26.0
 
 require (
 	github.com/bulwark-go/bulwark v0.1.0
+	github.com/bulwark-go/bulwark/grpc v0.1.0
 	github.com/bulwark-go/bulwark/otelbulwark v0.1.0
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/prometheus/client_golang v1.25.0
@@ -14,9 +15,14 @@ require (
 	go.opentelemetry.io/otel/sdk/metric v1.47.0
 	go.uber.org/goleak v1.3.0
 	go.yaml.in/yaml/v3 v3.0.6
+	google.golang.org/grpc v1.85.0
 )
 
-require go.uber.org/atomic v1.12.0 // indirect
+require (
+	go.uber.org/atomic v1.12.0 // indirect
+	golang.org/x/net v0.60.0 // indirect
+	google.golang.org/genproto/googleapis/rpc v0.0.0-20260817212433-ac3dfec99bb1 // indirect
+)
 
 require (
 	github.com/beorn7/perks v1.0.1 // indirect
@@ -42,12 +48,14 @@ require (
 	golang.org/x/sync v0.25.0 // indirect
 	golang.org/x/sys v0.48.0 // indirect
 	golang.org/x/text v0.42.0 // indirect
-	google.golang.org/protobuf v1.36.12 // indirect
+	google.golang.org/protobuf v1.36.12
 )
 
 replace github.com/bulwark-go/bulwark => ..
 
 replace github.com/bulwark-go/bulwark/otelbulwark => ../otelbulwark
+
+replace github.com/bulwark-go/bulwark/grpc => ../grpc
 
 replace github.com/bulwark-go/bulwark/idempotency/redisstore => ../idempotency/redisstore
 
