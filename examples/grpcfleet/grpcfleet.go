@@ -390,4 +390,3 @@ func dial(servers []*server) (*grpc.ClientConn, error) {
 func call(ctx context.Context, cc *grpc.ClientConn, method, in string) error {
 	return cc.Invoke(ctx, method, wrapperspb.String(in), new(wrapperspb.StringValue))
 }
-
