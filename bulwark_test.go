@@ -282,7 +282,7 @@ func TestSlogObserver(t *testing.T) {
 	})
 	out := buf.String()
 	for _, want := range []string{
-		`level=INFO msg="bulwark state_change" component=breaker name=payments from=closed to=open reason=failure_rate`,
+		`level=WARN msg="bulwark state_change" component=breaker name=payments from=closed to=open reason=failure_rate`,
 		`level=WARN msg="bulwark give_up" component=retry endpoint=h:1 zone=z attempt=3 reason=attempts error=boom`,
 	} {
 		if !strings.Contains(out, want) {

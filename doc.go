@@ -3,7 +3,8 @@
 // combine guards around an operation, the [Endpoint] that balancers and health
 // checkers talk about, the failure classification that retries and breakers
 // agree on ([Permanent], [Classify]), one event model for observability
-// ([Observer], [Event]) and an injectable [Clock].
+// ([Observer], [ContextObserver], [Event], with [SlogObserver] to log events)
+// and an injectable [Clock].
 //
 // The capabilities live in sub-packages: consistenthash, balancer,
 // healthcheck, retry, breaker and idempotency. They never import each other

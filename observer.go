@@ -10,17 +10,39 @@ import (
 // Observer receives the events of every bulwark component. Observe runs on the
 // goroutine of the component that emits the event, may run concurrently, is
 // never called with a component's lock held, and must not block. A nil
-// Observer in a Config means no events and no cost.
+// Observer in a Config means no events and no cost. [SlogObserver] logs
+// events; otelbulwark records them as OpenTelemetry metrics and span events;
+// [Observers] sends them to several; [ObserverFunc] adapts a function.
 type Observer interface {
 	Observe(Event)
 }
 
-// ContextObserver is an Observer that also uses the context of the call an
+// ContextObserver is an Observer that also takes the context of the call an
 // event belongs to: otelbulwark adds the event to the call's span, and
-// SlogObserver logs with the context, so that a handler can add its trace id.
-// Components that hold the call's context (retry, hedging, idempotency, a
-// breaker's Do and Call) pass it through ObserveContext; the others call
-// Observe.
+// SlogObserver logs with the context, so that a handler can add the call's
+// trace id.
+//
+// The guarantee is one-way. When a component holds the context of the call
+// an event belongs to, and passes it, the ctx given to ObserveContext is that
+// call's context. But a component passes a context only with the events it
+// emits while it holds the call's: an event that comes through Observe, or
+// through ObserveContext with a context that carries no call
+// (context.Background), may belong to a call all the same, so a
+// ContextObserver must handle both. Which events carry the call's context, in
+// this version:
+//   - retry.Policy and retry.Hedge pass it with every event: retries,
+//     give-ups, hedges and exhausted budgets.
+//   - The idempotency Engine passes it with the events of claiming a key
+//     (claimed, replayed, conflict, mismatch, lease_takeover) and with the
+//     loss of a running call's lease; other store errors and the HTTP
+//     middleware's refusals come through Observe.
+//   - A breaker's Do and Call pass it with what happens while the call is
+//     admitted: a rejection, and a state change that time caused (Acquire,
+//     which has no context, passes context.Background). The report of the
+//     call's outcome (EventCall) and a state change that the outcome causes
+//     (a trip) may come without it.
+//   - The balancer, health checks, outlier detection and discovery hold no
+//     call's context and always call Observe.
 type ContextObserver interface {
 	Observer
 	ObserveContext(ctx context.Context, e Event)
@@ -206,11 +228,45 @@ type Event struct {
 	Reason    string        // a short, low-cardinality cause
 }
 
-// SlogObserver returns an Observer that logs each event to l: at Warn level for
-// rejections, give-ups, ejections, store errors and misuse, at Info for state
-// changes, and at Debug for the rest. A nil l means slog.Default(). It is a
-// ContextObserver: events that come with a call's context are logged with
-// it, so a handler can add the call's trace id.
+// SlogObserver returns an Observer that logs each event to l, as one record
+// with the message "bulwark <kind>" and the event's fields as attributes.
+// Levels are chosen so that WARN means "look at this": something failed or
+// broke on this side or a dependency's, or code misuses an API. What is a
+// normal answer (a declined card, a refusal by an open breaker whose opening
+// was already logged) or the client's doing (a missing Idempotency-Key) is
+// not WARN. By kind and outcome:
+//
+//	kind                        level  when
+//	--------------------------  -----  ----------------------------------------------------------
+//	state_change                WARN   To is "open" (a breaker tripped), "panic" (a balancer),
+//	                                   "unhealthy" (an endpoint), "fail" (readiness), "failing"
+//	                                   (discovery)
+//	                            INFO   any other To: recoveries, half-open, draining, forced
+//	                                   states set by an operator
+//	give_up                     WARN   retries of retryable errors ran out (Reason "attempts",
+//	                                   "elapsed", "deadline", "budget", "retry_after", …)
+//	                            DEBUG  Reason "permanent" or "not_retryable" (the answer was no:
+//	                                   a declined card) or "canceled" (the caller gave up)
+//	budget_exhausted            WARN   a retry was not made (Component "retry")
+//	                            DEBUG  a hedge was not made (Component "hedge")
+//	ejected, store_error,       WARN   always
+//	misuse
+//	rejected                    INFO   Component "idempotency": the client's request was refused
+//	                                   (missing or invalid Idempotency-Key, body too large)
+//	                            DEBUG  any other component: one call refused by an open breaker
+//	                                   or a full limit, whose state change or metrics tell more
+//	mismatch                    INFO   a client reused an Idempotency-Key for another payload
+//	endpoint_added,             INFO   always
+//	endpoint_removed,
+//	unejected, lease_takeover
+//	call, retry, hedge, pick,   DEBUG  always: one per call or attempt
+//	probe, claimed, replayed,
+//	conflict
+//	kinds added after this one  INFO
+//
+// A nil l means slog.Default(). Events below l's level cost one Enabled call
+// and no allocation. It is a ContextObserver: events that come with a call's
+// context are logged with it, so a handler can add the call's trace id.
 func SlogObserver(l *slog.Logger) Observer {
 	if l == nil {
 		l = slog.Default()
@@ -220,16 +276,43 @@ func SlogObserver(l *slog.Logger) Observer {
 
 type slogObserver struct{ l *slog.Logger }
 
+// slogLevel is the level of e, as SlogObserver's table says.
+func slogLevel(e *Event) slog.Level {
+	switch e.Kind {
+	case EventStateChange:
+		switch e.To {
+		case "open", "panic", "unhealthy", "fail", "failing":
+			return slog.LevelWarn
+		}
+		return slog.LevelInfo
+	case EventGiveUp:
+		switch e.Reason {
+		case "permanent", "not_retryable", "canceled":
+			return slog.LevelDebug
+		}
+		return slog.LevelWarn
+	case EventBudgetExhausted:
+		if e.Component == ComponentHedge {
+			return slog.LevelDebug
+		}
+		return slog.LevelWarn
+	case EventEjected, EventStoreError, EventMisuse:
+		return slog.LevelWarn
+	case EventRejected:
+		if e.Component == ComponentIdempotency {
+			return slog.LevelInfo
+		}
+		return slog.LevelDebug
+	case EventCall, EventRetry, EventHedge, EventPick, EventProbe, EventClaimed, EventReplayed, EventConflict:
+		return slog.LevelDebug
+	}
+	return slog.LevelInfo
+}
+
 func (s slogObserver) Observe(e Event) { s.ObserveContext(context.Background(), e) }
 
 func (s slogObserver) ObserveContext(ctx context.Context, e Event) {
-	level := slog.LevelDebug
-	switch e.Kind {
-	case EventStateChange, EventEndpointAdded, EventEndpointRemoved, EventUnejected, EventLeaseTakeover:
-		level = slog.LevelInfo
-	case EventRejected, EventGiveUp, EventEjected, EventStoreError, EventMisuse, EventBudgetExhausted:
-		level = slog.LevelWarn
-	}
+	level := slogLevel(&e)
 	if !s.l.Enabled(ctx, level) {
 		return
 	}

@@ -22,6 +22,7 @@ func mustNew(t testing.TB, cfg balancer.Config) *balancer.Balancer {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
+	t.Cleanup(func() { lb.Close() })
 	return lb
 }
 
@@ -30,7 +31,7 @@ func count(t testing.TB, lb *balancer.Balancer, key string, n int) map[string]in
 	t.Helper()
 	got := map[string]int{}
 	for range n {
-		pk, err := lb.Pick(key)
+		pk, err := lb.Pick(key, nil)
 		if err != nil {
 			t.Fatalf("Pick(%q): %v", key, err)
 		}
@@ -98,7 +99,7 @@ func TestPickEmpty(t *testing.T) {
 	for _, a := range benchAlgorithms {
 		t.Run(a.name, func(t *testing.T) {
 			lb := mustNew(t, balancer.Config{Algorithm: a.algo})
-			if _, err := lb.Pick("k"); !errors.Is(err, balancer.ErrNoEndpoints) {
+			if _, err := lb.Pick("k", nil); !errors.Is(err, balancer.ErrNoEndpoints) {
 				t.Errorf("Pick on an empty set = %v, want ErrNoEndpoints", err)
 			}
 		})
@@ -141,6 +142,66 @@ func TestRoundRobinIsSmooth(t *testing.T) {
 	}
 }
 
+// TestRoundRobinShareConcurrentSafe checks RoundRobin's documented bound
+// under concurrency: however the picks of 16 goroutines interleave over the
+// 8 stripes, each endpoint's count is within 16 of its weighted share. (Picks
+// at random would stray by about 3·sqrt(n·p) = 110 for b.)
+func TestRoundRobinShareConcurrentSafe(t *testing.T) {
+	for _, eps := range [][]bulwark.Endpoint{
+		{{Addr: "a", Weight: 5}, {Addr: "b", Weight: 1}, {Addr: "c", Weight: 1}},
+		{{Addr: "a"}, {Addr: "b"}},
+	} {
+		lb := mustNew(t, balancer.Config{Endpoints: eps})
+		const goroutines, each = 16, 5000
+		var mu sync.Mutex
+		got := map[string]int{}
+		var wg sync.WaitGroup
+		for g := range goroutines {
+			wg.Go(func() {
+				local := map[string]int{}
+				deeper(g, func() { // stacks of different depths, at different addresses
+					for range each {
+						pk, err := lb.Pick("", nil)
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						local[pk.Endpoint().Addr]++
+						pk.Done(balancer.Outcome{})
+					}
+				})
+				mu.Lock()
+				for a, n := range local {
+					got[a] += n
+				}
+				mu.Unlock()
+			})
+		}
+		wg.Wait()
+		total := 0
+		for _, ep := range eps {
+			total += ep.EffectiveWeight()
+		}
+		for _, ep := range eps {
+			want := float64(goroutines*each*ep.EffectiveWeight()) / float64(total)
+			if d := math.Abs(float64(got[ep.Addr]) - want); d > 16 {
+				t.Errorf("weights %v: %s picked %d times of %d, want %.1f ± 16", eps, ep.Addr, got[ep.Addr], goroutines*each, want)
+			}
+		}
+	}
+}
+
+// deeper calls f with n more frames on the stack.
+func deeper(n int, f func()) {
+	if n == 0 {
+		f()
+		return
+	}
+	var pad [64]byte
+	deeper(n-1, f)
+	_ = pad
+}
+
 func TestLeastRequestPrefersLessLoaded(t *testing.T) {
 	tests := []struct {
 		name               string
@@ -161,7 +222,7 @@ func TestLeastRequestPrefersLessLoaded(t *testing.T) {
 			picks := map[string]int{}
 			const n = 20000
 			for range n {
-				pk, err := lb.Pick("")
+				pk, err := lb.Pick("", nil)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -191,7 +252,7 @@ func TestLeastRequestWeighsLoadByWeight(t *testing.T) {
 	var held []balancer.Pick
 	inflight := map[string]int{}
 	for inflight["a"] < 50 || inflight["b"] < 100 {
-		pk, err := lb.Pick("")
+		pk, err := lb.Pick("", nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -207,7 +268,7 @@ func TestLeastRequestWeighsLoadByWeight(t *testing.T) {
 	// mixed pair; a is picked only when both samples are a: 1/9.
 	got := map[string]int{}
 	for range 9000 {
-		pk, _ := lb.Pick("")
+		pk, _ := lb.Pick("", nil)
 		got[pk.Endpoint().Addr]++
 		pk.Done(balancer.Outcome{})
 	}
@@ -231,7 +292,7 @@ func TestPeakEWMAReactsToLatency(t *testing.T) {
 	run := func(n int, slowness time.Duration) float64 {
 		picks := 0
 		for i := range n {
-			pk, err := lb.Pick("")
+			pk, err := lb.Pick("", nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -300,9 +361,9 @@ func TestZonePreference(t *testing.T) {
 	for _, tt := range tests {
 		for _, a := range []balancer.Algorithm{balancer.RoundRobin, balancer.LeastRequest, balancer.Random} {
 			t.Run(tt.name+"/"+a.String(), func(t *testing.T) {
-				lb := mustNew(t, balancer.Config{Algorithm: a, Zone: "a", MinLocalShare: tt.minLocal, Endpoints: eps, PanicThreshold: -1})
+				lb, j := judged(t, balancer.Config{Algorithm: a, Zone: "a", MinLocalShare: tt.minLocal, Endpoints: eps, PanicThreshold: -1})
 				for _, addr := range tt.unhealthy {
-					lb.HealthChanged(bulwark.Endpoint{Addr: addr}, false)
+					j.set(bulwark.Endpoint{Addr: addr}, false)
 				}
 				const n = 40000
 				got := count(t, lb, "", n)
@@ -331,17 +392,17 @@ func TestZonePreference(t *testing.T) {
 func TestPanicMode(t *testing.T) {
 	obs := &events{}
 	eps := endpoints(4)
-	lb := mustNew(t, balancer.Config{Endpoints: eps, Observer: obs})
-	lb.HealthChanged(eps[0], false)
-	lb.EjectionChanged(eps[1], true)
+	lb, j := judged(t, balancer.Config{Endpoints: eps, Observer: obs})
+	j.set(eps[0], false)
+	j.set(eps[1], false)
 	if got := count(t, lb, "", 400); len(got) != 2 {
 		t.Fatalf("picks at half eligible = %v, want only the two eligible", got)
 	}
-	lb.HealthChanged(eps[2], false) // 1 of 4 eligible: below 50 %
+	j.set(eps[2], false) // 1 of 4 eligible: below 50 %
 	if got := count(t, lb, "", 400); len(got) != 4 {
 		t.Errorf("picks in panic mode = %v, want all four endpoints", got)
 	}
-	lb.HealthChanged(eps[2], true)
+	j.set(eps[2], true)
 	if got := count(t, lb, "", 400); len(got) != 2 {
 		t.Errorf("picks after panic = %v, want only the two eligible", got)
 	}
@@ -350,10 +411,10 @@ func TestPanicMode(t *testing.T) {
 		t.Errorf("state changes = %+v, want panic then normal", changes)
 	}
 
-	off := mustNew(t, balancer.Config{Endpoints: eps[:2], PanicThreshold: -1})
-	off.HealthChanged(eps[0], false)
-	off.EjectionChanged(eps[1], true)
-	if _, err := off.Pick(""); !errors.Is(err, balancer.ErrUnavailable) {
+	off, oj := judged(t, balancer.Config{Endpoints: eps[:2], PanicThreshold: -1})
+	oj.set(eps[0], false)
+	oj.set(eps[1], false)
+	if _, err := off.Pick("", nil); !errors.Is(err, balancer.ErrUnavailable) {
 		t.Errorf("Pick with none eligible and panic off = %v, want ErrUnavailable", err)
 	}
 }
@@ -392,24 +453,23 @@ func TestIneligibleNeverPicked(t *testing.T) {
 	bad := eps[2]
 	tests := []struct {
 		name string
-		make func(lb *balancer.Balancer, br *fakeBreaker)
+		make func(j *judge, br *fakeBreaker)
 	}{
-		{"unhealthy", func(lb *balancer.Balancer, _ *fakeBreaker) { lb.HealthChanged(bad, false) }},
-		{"ejected", func(lb *balancer.Balancer, _ *fakeBreaker) { lb.EjectionChanged(bad, true) }},
-		{"breaker open", func(_ *balancer.Balancer, br *fakeBreaker) { br.open.Store(true) }},
+		{"unhealthy", func(j *judge, _ *fakeBreaker) { j.set(bad, false) }},
+		{"breaker open", func(_ *judge, br *fakeBreaker) { br.open.Store(true) }},
 	}
 	for _, tt := range tests {
 		for _, a := range benchAlgorithms {
 			t.Run(tt.name+"/"+a.name, func(t *testing.T) {
 				br := &fakeBreaker{}
-				lb := mustNew(t, balancer.Config{Algorithm: a.algo, Endpoints: eps, Breaker: func(ep bulwark.Endpoint) balancer.Breaker {
+				lb, j := judged(t, balancer.Config{Algorithm: a.algo, Endpoints: eps, Breaker: func(ep bulwark.Endpoint) (balancer.Breaker, error) {
 					if ep.Addr == bad.Addr {
-						return br
+						return br, nil
 					}
-					return nil
+					return nil, nil
 				}})
 				before := count(t, lb, "", 2000)
-				tt.make(lb, br)
+				tt.make(j, br)
 				for i := range 2000 {
 					key := fmt.Sprint(i)
 					if got := count(t, lb, key, 1); got[bad.Addr] != 0 {
@@ -426,8 +486,8 @@ func TestIneligibleNeverPicked(t *testing.T) {
 
 func TestBreakerSeesOutcomesAndRefusals(t *testing.T) {
 	br := &fakeBreaker{}
-	lb := mustNew(t, balancer.Config{Endpoints: endpoints(1), Breaker: func(bulwark.Endpoint) balancer.Breaker { return br }})
-	pk, err := lb.Pick("")
+	lb := mustNew(t, balancer.Config{Endpoints: endpoints(1), Breaker: func(bulwark.Endpoint) (balancer.Breaker, error) { return br, nil }})
+	pk, err := lb.Pick("", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -436,7 +496,7 @@ func TestBreakerSeesOutcomesAndRefusals(t *testing.T) {
 		t.Errorf("breaker acquired %d, released %d, last %v; want 1, 1, failure", br.acquired.Load(), br.released.Load(), bulwark.Outcome(br.last.Load()))
 	}
 	br.open.Store(true)
-	_, err = lb.Pick("")
+	_, err = lb.Pick("", nil)
 	var ra interface{ RetryAfter() time.Duration }
 	if !errors.Is(err, balancer.ErrUnavailable) || !errors.As(err, &ra) || ra.RetryAfter() != 3*time.Second {
 		t.Errorf("Pick with every breaker open = %v, want ErrUnavailable wrapping the breaker's RetryAfter", err)
@@ -446,8 +506,8 @@ func TestBreakerSeesOutcomesAndRefusals(t *testing.T) {
 func TestDoneTwiceIsIgnoredAndReported(t *testing.T) {
 	obs := &events{}
 	rec := &recorder{}
-	lb := mustNew(t, balancer.Config{Algorithm: balancer.LeastRequest, Endpoints: endpoints(2), Observer: obs, Outliers: rec})
-	pk, _ := lb.Pick("")
+	lb := mustNew(t, balancer.Config{Algorithm: balancer.LeastRequest, Endpoints: endpoints(2), Observer: obs, Followers: []balancer.Follower{rec}})
+	pk, _ := lb.Pick("", nil)
 	pk.Done(balancer.Outcome{})
 	pk.Done(balancer.Outcome{})
 	misuse := obs.kinds(bulwark.EventMisuse)
@@ -470,6 +530,8 @@ type recorder struct {
 	gateway []bool
 	out     []bulwark.Outcome
 }
+
+func (r *recorder) SetEndpoints([]bulwark.Endpoint) error { return nil }
 
 func (r *recorder) Record(_ bulwark.Endpoint, o bulwark.Outcome, gateway bool) {
 	r.n.Add(1)
@@ -494,8 +556,8 @@ func TestOutcomeClassification(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			rec := &recorder{}
-			lb := mustNew(t, balancer.Config{Endpoints: endpoints(1), Outliers: rec})
-			pk, _ := lb.Pick("")
+			lb := mustNew(t, balancer.Config{Endpoints: endpoints(1), Followers: []balancer.Follower{rec}})
+			pk, _ := lb.Pick("", nil)
 			pk.Done(tt.out)
 			if rec.out[0] != tt.want || rec.gateway[0] != tt.gateway {
 				t.Errorf("Done(%+v) recorded %v, %v, want %v, %v", tt.out, rec.out[0], rec.gateway[0], tt.want, tt.gateway)
@@ -509,7 +571,7 @@ func TestSlowStartRamp(t *testing.T) {
 	for _, a := range []balancer.Algorithm{balancer.RoundRobin, balancer.LeastRequest, balancer.Random} {
 		t.Run(a.String(), func(t *testing.T) {
 			eps := []bulwark.Endpoint{{Addr: "a"}, {Addr: "b"}}
-			lb := mustNew(t, balancer.Config{Algorithm: a, Endpoints: eps, SlowStart: 20 * time.Second, Clock: clk})
+			lb, j := judged(t, balancer.Config{Algorithm: a, Endpoints: eps, SlowStart: 20 * time.Second, Clock: clk})
 			if got := count(t, lb, "", 1000); got["a"] < 450 || got["b"] < 450 {
 				t.Errorf("initial set %v, want no slow start", got)
 			}
@@ -541,8 +603,8 @@ func TestSlowStartRamp(t *testing.T) {
 			}
 
 			// Back from ejection: the ramp starts again.
-			lb.EjectionChanged(bulwark.Endpoint{Addr: "new"}, true)
-			lb.EjectionChanged(bulwark.Endpoint{Addr: "new"}, false)
+			j.set(bulwark.Endpoint{Addr: "new"}, false)
+			j.set(bulwark.Endpoint{Addr: "new"}, true)
 			got := count(t, lb, "", 60000)
 			if share := float64(got["new"]) / 60000; math.Abs(share-0.05/2.05) > 0.01 {
 				t.Errorf("share just back from ejection = %.4f, want %.4f", share, 0.05/2.05)
@@ -554,11 +616,11 @@ func TestSlowStartRamp(t *testing.T) {
 
 func TestUpdateKeepsState(t *testing.T) {
 	obs := &events{}
-	lb := mustNew(t, balancer.Config{Algorithm: balancer.LeastRequest, Endpoints: []bulwark.Endpoint{{Addr: "a"}, {Addr: "b"}}, Observer: obs})
-	lb.HealthChanged(bulwark.Endpoint{Addr: "b"}, false)
+	lb, j := judged(t, balancer.Config{Algorithm: balancer.LeastRequest, Endpoints: []bulwark.Endpoint{{Addr: "a"}, {Addr: "b"}}, Observer: obs})
+	j.set(bulwark.Endpoint{Addr: "b"}, false)
 	var held []balancer.Pick
 	for range 10 {
-		pk, _ := lb.Pick("")
+		pk, _ := lb.Pick("", nil)
 		held = append(held, pk) // all on a
 	}
 	if err := lb.Update([]bulwark.Endpoint{{Addr: "a", Weight: 1}, {Addr: "b"}, {Addr: "c"}}); err != nil {
@@ -615,8 +677,8 @@ func TestUpdateConcurrentSafe(t *testing.T) {
 	for _, a := range benchAlgorithms {
 		t.Run(a.name, func(t *testing.T) {
 			clk := bulwarktest.NewClock(time.Time{})
-			lb := mustNew(t, balancer.Config{Algorithm: a.algo, Endpoints: sets[0], SlowStart: time.Second, Clock: clk,
-				Breaker: func(bulwark.Endpoint) balancer.Breaker { return &fakeBreaker{} }})
+			lb, j := judged(t, balancer.Config{Algorithm: a.algo, Endpoints: sets[0], SlowStart: time.Second, Clock: clk,
+				Breaker: func(bulwark.Endpoint) (balancer.Breaker, error) { return &fakeBreaker{}, nil }})
 			var wg sync.WaitGroup
 			stop := make(chan struct{})
 			for g := range 4 {
@@ -627,7 +689,7 @@ func TestUpdateConcurrentSafe(t *testing.T) {
 							return
 						default:
 						}
-						pk, err := lb.Pick(fmt.Sprint(g, i))
+						pk, err := lb.Pick(fmt.Sprint(g, i), nil)
 						if err != nil {
 							t.Errorf("Pick: %v", err)
 							return
@@ -644,8 +706,7 @@ func TestUpdateConcurrentSafe(t *testing.T) {
 					t.Fatal(err)
 				}
 				ep := sets[i%len(sets)][0]
-				lb.HealthChanged(ep, i%2 == 0)
-				lb.EjectionChanged(ep, i%3 == 0)
+				j.report(ep, i%2 == 0) // not settled: picks read the verdict
 				clk.Advance(100 * time.Millisecond)
 			}
 			close(stop)
@@ -679,7 +740,7 @@ func TestDoneReportsTheCall(t *testing.T) {
 		{balancer.Outcome{Err: canceled.Err()}, bulwark.Neutral},
 	}
 	for _, tt := range outcomes {
-		pk, err := lb.Pick("")
+		pk, err := lb.Pick("", nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -19,9 +19,9 @@ import (
 	"github.com/bulwark-go/bulwark/retry"
 )
 
-// signalling passes health changes on to the balancer and tells the test.
+// signalling tells the test of the checker's health changes, which the
+// checker reports to the balancer before it tells its Listener.
 type signalling struct {
-	lb      *balancer.Balancer
 	changes chan string
 }
 
@@ -44,7 +44,6 @@ func (s *signalling) waitFor(t *testing.T, want ...string) {
 }
 
 func (s *signalling) HealthChanged(ep bulwark.Endpoint, healthy bool) {
-	s.lb.HealthChanged(ep, healthy)
 	if healthy {
 		s.changes <- "healthy " + ep.Addr
 	} else {
@@ -52,10 +51,7 @@ func (s *signalling) HealthChanged(ep bulwark.Endpoint, healthy bool) {
 	}
 }
 
-func (s *signalling) EjectionChanged(ep bulwark.Endpoint, ejected bool) {
-	s.lb.EjectionChanged(ep, ejected)
-
-}
+func (s *signalling) EjectionChanged(bulwark.Endpoint, bool) {}
 
 // countingTransport counts the attempts per host.
 type countingTransport struct {
@@ -93,18 +89,16 @@ func TestEndToEndBackendKilled(t *testing.T) {
 		eps = append(eps, bulwark.Endpoint{Addr: u.Host, Zone: "z"})
 	}
 	clk := bulwarktest.NewClock(time.Time{})
-	// The balancer feeds the outlier detector, which tells the balancer.
+	// The balancer owns the set; the detector and the checker follow it,
+	// and judge which endpoints can take calls.
 	listener := signalling{changes: make(chan string, 16)}
 	detector, err := healthcheck.NewOutlierDetector(healthcheck.OutlierConfig{
-		Rules: healthcheck.ConsecutiveGatewayFailures, AlwaysEjectOne: true, Listener: &listener, Clock: clk,
+		Rules: healthcheck.ConsecutiveGatewayFailures, AlwaysEjectOne: true, Clock: clk,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer detector.Close()
-	lb := mustNew(t, balancer.Config{Algorithm: balancer.LeastRequest, Endpoints: eps, Clock: clk, Outliers: detector})
-	listener.lb = lb
-
 	probeTransport := &http.Transport{}
 	defer probeTransport.CloseIdleConnections()
 	probe, err := healthcheck.HTTP(healthcheck.HTTPConfig{Path: "/health", Transport: probeTransport})
@@ -112,15 +106,12 @@ func TestEndToEndBackendKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	const interval = 5 * time.Second
-	hc, err := healthcheck.New(healthcheck.Config{Probe: probe, Interval: interval, Fall: 1, FastStart: true, Listener: &listener, Clock: clk})
+	hc, err := healthcheck.New(healthcheck.Config{Probe: probe, Interval: interval, Fall: 1, Listener: &listener, Clock: clk})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, ep := range eps {
-		if err := hc.Add(ep); err != nil {
-			t.Fatal(err)
-		}
-	}
+	lb := mustNew(t, balancer.Config{Algorithm: balancer.LeastRequest, Endpoints: eps, Clock: clk,
+		Followers: []balancer.Follower{hc, detector}})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	if err := hc.Start(ctx); err != nil {

@@ -1,16 +1,22 @@
 package balancer_test
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"time"
 
 	"github.com/bulwark-go/bulwark"
 	"github.com/bulwark-go/bulwark/balancer"
+	"github.com/bulwark-go/bulwark/bulwarktest"
+	"github.com/bulwark-go/bulwark/healthcheck"
 	"github.com/bulwark-go/bulwark/retry"
 )
 
@@ -75,12 +81,12 @@ func Example_stickyRouting() {
 		fmt.Println(err)
 		return
 	}
-	pk, _ := lb.Pick("customer-42")
+	pk, _ := lb.Pick("customer-42", nil)
 	owner := pk.Endpoint().Addr
 	pk.Done(balancer.Outcome{})
 	same := true
 	for range 100 {
-		pk, _ := lb.Pick("customer-42")
+		pk, _ := lb.Pick("customer-42", nil)
 		same = same && pk.Endpoint().Addr == owner
 		pk.Done(balancer.Outcome{})
 	}
@@ -91,7 +97,7 @@ func Example_stickyRouting() {
 	var held []balancer.Pick
 	perEndpoint := map[string]int{}
 	for range 8 {
-		pk, _ := lb.Pick("customer-42")
+		pk, _ := lb.Pick("customer-42", nil)
 		held = append(held, pk)
 		perEndpoint[pk.Endpoint().Addr]++
 	}
@@ -104,6 +110,19 @@ func Example_stickyRouting() {
 	// the owner holds 3 of 8 calls in flight, on 3 endpoints in all
 }
 
+// orchestrator is a balancer.Judge that passes on the readiness an
+// orchestrator publishes, as any source of health can: here, set by hand.
+type orchestrator struct {
+	report func(bulwark.Endpoint, bool)
+}
+
+func (o *orchestrator) Attach(report func(bulwark.Endpoint, bool)) (pending bool, err error) {
+	o.report = report
+	return false, nil // an endpoint is ready until told otherwise
+}
+
+func (o *orchestrator) SetEndpoints([]bulwark.Endpoint) error { return nil }
+
 // Zone-aware picking: a client in eu-1a stays in its zone while at least 70 %
 // of the zone's weight is eligible, and spills the rest over in proportion
 // when less is.
@@ -113,15 +132,18 @@ func Example_zoneAware() {
 		{Addr: "b-1:80", Zone: "eu-1b"}, {Addr: "b-2:80", Zone: "eu-1b"}, {Addr: "b-3:80", Zone: "eu-1b"},
 		{Addr: "c-1:80", Zone: "eu-1c"}, {Addr: "c-2:80", Zone: "eu-1c"}, {Addr: "c-3:80", Zone: "eu-1c"},
 	}
-	lb, err := balancer.New(balancer.Config{Algorithm: balancer.LeastRequest, Zone: "eu-1a", Endpoints: eps})
+	readiness := &orchestrator{}
+	lb, err := balancer.New(balancer.Config{Algorithm: balancer.LeastRequest, Zone: "eu-1a", Endpoints: eps,
+		Followers: []balancer.Follower{readiness}})
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
+	defer lb.Close()
 	localShare := func() float64 {
 		local := 0
 		for range 10000 {
-			pk, _ := lb.Pick("")
+			pk, _ := lb.Pick("", nil)
 			if pk.Endpoint().Zone == "eu-1a" {
 				local++
 			}
@@ -129,14 +151,135 @@ func Example_zoneAware() {
 		}
 		return float64(local) / 10000
 	}
-	fmt.Printf("all healthy: %.0f %% local\n", 100*localShare())
+	fmt.Printf("all ready: %.0f %% local\n", 100*localShare())
 
-	// Two of the three local endpoints fail their health checks: a third of
-	// the zone is left, so 1/3 ÷ 0.7 ≈ 48 % of the picks stay local.
-	lb.HealthChanged(eps[0], false)
-	lb.HealthChanged(eps[1], false)
+	// Two of the three local endpoints are not ready: a third of the zone
+	// is left, so 1/3 ÷ 0.7 ≈ 48 % of the picks stay local.
+	readiness.report(eps[0], false)
+	readiness.report(eps[1], false)
 	fmt.Printf("one local endpoint left: about %.0f %% local\n", 10*math.Round(10*localShare()))
 	// Output:
-	// all healthy: 100 % local
+	// all ready: 100 % local
 	// one local endpoint left: about 50 % local
+}
+
+// The fleet in one place: the balancer owns the endpoint set, and an active
+// checker and an outlier detector follow it and judge which endpoints can
+// take calls; no forwarder sits between them. A change of the fleet is one
+// Update. (Add a *breaker.Group to Followers, and have Breaker return its
+// breakers, for per-endpoint breakers that follow the set too.)
+func Example_fleet() {
+	clk := bulwarktest.NewClock(time.Time{})
+	probed := make(chan string, 16)
+	checker, err := healthcheck.New(healthcheck.Config{
+		Interval: 5 * time.Second,
+		Probe: func(_ context.Context, ep bulwark.Endpoint) error {
+			if ep.Addr == "10.0.0.3:80" {
+				return errors.New("connection refused")
+			}
+			return nil
+		},
+		Observer: bulwark.ObserverFunc(func(e bulwark.Event) {
+			if e.Kind == bulwark.EventProbe {
+				probed <- e.Endpoint.Addr
+			}
+		}),
+		Clock: clk,
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	detector, err := healthcheck.NewOutlierDetector(healthcheck.OutlierConfig{MaxEjectionPercent: 50, Clock: clk})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	eps := []bulwark.Endpoint{{Addr: "10.0.0.1:80"}, {Addr: "10.0.0.2:80"}, {Addr: "10.0.0.3:80"}}
+	lb, err := balancer.New(balancer.Config{Endpoints: eps, Followers: []balancer.Follower{checker, detector}, Clock: clk})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer lb.Close()
+	picked := func() []string {
+		seen := map[string]bool{}
+		for range 30 {
+			pk, err := lb.Pick("", nil)
+			if err != nil {
+				return []string{err.Error()}
+			}
+			seen[pk.Endpoint().Addr] = true
+			pk.Done(balancer.Outcome{})
+		}
+		return slices.Sorted(maps.Keys(seen))
+	}
+
+	// Before the first probes, every endpoint is pending: the picks go to
+	// them all rather than failing, and no panic is declared.
+	fmt.Println("before the first probes:", picked())
+	if err := checker.Start(context.Background()); err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer checker.Close()
+	for range eps {
+		<-probed
+	}
+	fmt.Println("after them:", picked())
+
+	// The fleet changes: one call, which the checker and the detector
+	// follow. The new endpoint takes calls once its first probe passes.
+	if err := lb.Update([]bulwark.Endpoint{eps[0], eps[1], {Addr: "10.0.0.4:80"}}); err != nil {
+		fmt.Println(err)
+		return
+	}
+	<-probed
+	fmt.Println("after the update:", picked())
+	_, checked := checker.State(eps[2])
+	fmt.Println("10.0.0.3:80 still checked:", checked)
+	// Output:
+	// before the first probes: [10.0.0.1:80 10.0.0.2:80 10.0.0.3:80]
+	// after them: [10.0.0.1:80 10.0.0.2:80]
+	// after the update: [10.0.0.1:80 10.0.0.2:80 10.0.0.4:80]
+	// 10.0.0.3:80 still checked: false
+}
+
+// A retry loop of any transport: one Tried for the call, given to each Pick,
+// sends each retry to an endpoint not tried yet; with ConsistentHash, to the
+// key's next owner on the ring.
+func Example_retry() {
+	lb, err := balancer.New(balancer.Config{Algorithm: balancer.ConsistentHash, Endpoints: []bulwark.Endpoint{
+		{Addr: "orders-0:8080"}, {Addr: "orders-1:8080"}, {Addr: "orders-2:8080"}, {Addr: "orders-3:8080"},
+	}})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	policy, err := retry.New(retry.Config{MaxAttempts: 3, Delay: func(int, time.Duration, error) time.Duration { return 0 }})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	var tried balancer.Tried
+	err = policy.Do(context.Background(), func(ctx context.Context) error {
+		pk, err := lb.Pick("customer-42", &tried)
+		if err != nil {
+			return err
+		}
+		ep := pk.Endpoint()
+		err = nil
+		if retry.Attempt(ctx) < 3 {
+			err = fmt.Errorf("%s: connection refused", ep.Addr) // the owners are down
+		}
+		pk.Done(balancer.Outcome{Err: err, Gateway: err != nil})
+		fmt.Println("attempt", retry.Attempt(ctx), "on", ep.Addr)
+		return err
+	})
+	fmt.Println("error:", err)
+	// Output:
+	// attempt 1 on orders-1:8080
+	// attempt 2 on orders-2:8080
+	// attempt 3 on orders-0:8080
+	// error: <nil>
 }

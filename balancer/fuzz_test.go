@@ -31,10 +31,14 @@ func FuzzBalancer(f *testing.F) {
 		for i := range candidates {
 			candidates[i] = bulwark.Endpoint{Addr: fmt.Sprintf("10.0.0.%d:80", i), Zone: fmt.Sprintf("z%d", i%3), Weight: i % 4}
 		}
-		lb, err := balancer.New(balancer.Config{Algorithm: algo, Zone: zone})
+		// Two judges: a checker's verdicts and an outlier detector's.
+		health, ejection := &judge{}, &judge{}
+		lb, err := balancer.New(balancer.Config{Algorithm: algo, Zone: zone, Followers: []balancer.Follower{health, ejection}})
 		if err != nil {
 			t.Fatal(err)
 		}
+		defer lb.Close()
+		health.lb, ejection.lb = lb, lb
 		type model struct{ unhealthy, ejected bool }
 		set := map[string]*model{}
 		var held []balancer.Pick
@@ -71,18 +75,18 @@ func FuzzBalancer(f *testing.F) {
 				b := next()
 				ep := candidates[b%8]
 				if op%5 == 1 {
-					lb.HealthChanged(ep, b&8 == 0)
+					health.set(ep, b&8 == 0)
 					if m := set[ep.Addr]; m != nil {
 						m.unhealthy = b&8 != 0
 					}
 				} else {
-					lb.EjectionChanged(ep, b&8 != 0)
+					ejection.set(ep, b&8 == 0)
 					if m := set[ep.Addr]; m != nil {
 						m.ejected = b&8 != 0
 					}
 				}
 			case 3, 4: // pick, and finish at once or later
-				pk, err := lb.Pick(fmt.Sprint(next()))
+				pk, err := lb.Pick(fmt.Sprint(next()), nil)
 				eligible := 0
 				for _, m := range set {
 					if !m.unhealthy && !m.ejected {

@@ -38,12 +38,25 @@ func newHashIndex(set []bulwark.Endpoint, vnodes int) (*hashIndex, error) {
 }
 
 // pickHash walks key's owners on the ring and takes the first that is in p,
-// not avoided, under its bound of LoadFactor × its weighted share of the
+// not tried, under its bound of LoadFactor × its weighted share of the
 // requests in flight, and admitted by its breaker. If every eligible owner is
 // over its bound, it takes the first of them; if none is eligible, it falls
 // back as pickSlow does.
-func (b *Balancer) pickHash(s *snapshot, p *pool, key string, avoid []*state) (Pick, error) {
-	own := s.hash.ring.Owners(key)
+//
+// When every owner before the one it takes was tried, the walk is kept in
+// tried, and a retry of the key goes on from there: it skips the same owners
+// as a walk from the start would, for the same reason, without the hashing
+// and the steps.
+func (b *Balancer) pickHash(s *snapshot, p *pool, key string, tried *Tried, stale bool) (Pick, error) {
+	var walk consistenthash.Owners
+	own := &walk
+	resumed := tried != nil && tried.ring == s.hash && tried.n > 0 && tried.key == key
+	if resumed {
+		own = &tried.own
+	} else {
+		walk = s.hash.ring.Owners(key)
+	}
+	clean := true // every owner walked so far was tried
 	// With m calls in flight counting this one, an endpoint of weight w in a
 	// pool of weight W may hold at most ⌈c·m·w/W⌉ of them. An idle endpoint
 	// is always under its bound, so m is summed only for a busy one.
@@ -57,7 +70,11 @@ func (b *Balancer) pickHash(s *snapshot, p *pool, key string, avoid []*state) (P
 		}
 		i := s.hash.toEntry[ni]
 		e := &s.entries[i]
+		if tried != nil && tried.has(e.st) {
+			continue
+		}
 		if !member(p.kind, e) {
+			clean = false
 			continue
 		}
 		load := e.st.inflight.Load()
@@ -74,22 +91,36 @@ func (b *Balancer) pickHash(s *snapshot, p *pool, key string, avoid []*state) (P
 			if over < 0 {
 				over = i
 			}
+			clean = false
 			continue
 		}
-		pk, err := b.admit(e, avoid)
+		pk, err := b.admit(e, nil, stale) // not tried: checked above
 		if err == nil {
+			if tried != nil {
+				tried.add(e.st)
+				switch {
+				case !clean:
+					tried.ring = nil
+				case !resumed:
+					tried.ring, tried.key, tried.own = s.hash, key, walk
+				}
+			}
 			return pk, nil
 		}
-		if err != errAvoided {
+		clean = false
+		if err != errPassed {
 			lastErr = err
 		}
+	}
+	if tried != nil {
+		tried.ring = nil
 	}
 	if over >= 0 {
-		if pk, err := b.admit(&s.entries[over], avoid); err == nil {
+		if pk, err := b.admit(&s.entries[over], tried, stale); err == nil {
 			return pk, nil
-		} else if err != errAvoided {
+		} else if err != errPassed {
 			lastErr = err
 		}
 	}
-	return b.scan(s, p, avoid, lastErr)
+	return b.scan(s, p, tried, stale, lastErr)
 }

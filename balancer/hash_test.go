@@ -13,7 +13,7 @@ func owners(t *testing.T, lb *balancer.Balancer, keys []string) map[string]strin
 	t.Helper()
 	got := map[string]string{}
 	for _, k := range keys {
-		pk, err := lb.Pick(k)
+		pk, err := lb.Pick(k, nil)
 		if err != nil {
 			t.Fatalf("Pick(%q): %v", k, err)
 		}
@@ -25,7 +25,7 @@ func owners(t *testing.T, lb *balancer.Balancer, keys []string) map[string]strin
 
 func TestConsistentHashIsSticky(t *testing.T) {
 	eps := endpoints(10)
-	lb := mustNew(t, balancer.Config{Algorithm: balancer.ConsistentHash, Endpoints: eps})
+	lb, j := judged(t, balancer.Config{Algorithm: balancer.ConsistentHash, Endpoints: eps})
 	keys := make([]string, 5000)
 	for i := range keys {
 		keys[i] = fmt.Sprintf("customer-%d", i)
@@ -47,7 +47,7 @@ func TestConsistentHashIsSticky(t *testing.T) {
 	// The owner of some keys becomes unhealthy: those keys go to their next
 	// owner, the same one every time, and no other key moves.
 	down := eps[4]
-	lb.HealthChanged(down, false)
+	j.set(down, false)
 	moved := owners(t, lb, keys)
 	if again := owners(t, lb, keys); fmt.Sprint(again) != fmt.Sprint(moved) {
 		t.Errorf("fallback owners are not stable")
@@ -60,7 +60,7 @@ func TestConsistentHashIsSticky(t *testing.T) {
 			t.Errorf("Pick(%q) moved from %s to %s, though its owner is healthy", k, first[k], moved[k])
 		}
 	}
-	lb.HealthChanged(down, true)
+	j.set(down, true)
 	if back := owners(t, lb, keys); fmt.Sprint(back) != fmt.Sprint(first) {
 		t.Errorf("owners after recovery differ from the original owners")
 	}
@@ -92,7 +92,7 @@ func TestConsistentHashBoundsLoad(t *testing.T) {
 	var held []balancer.Pick
 	per := map[string]int{}
 	for i := range 100 {
-		pk, err := lb.Pick("hot")
+		pk, err := lb.Pick("hot", nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -10,6 +10,7 @@ import (
 	"unsafe"
 
 	"github.com/bulwark-go/bulwark"
+	"github.com/bulwark-go/bulwark/consistenthash"
 )
 
 // Pick is one endpoint chosen by Balancer.Pick, to be reported back with Done
@@ -60,10 +61,13 @@ func (o Outcome) class() bulwark.Outcome {
 }
 
 // Done reports the outcome of the call made on the pick: it ends the call's
-// in-flight count, feeds the latency estimate, the Outliers recorder and the
-// endpoint's breaker. Call it exactly once per pick; a second call on the same
-// Pick is ignored and reported to the Observer as EventMisuse. Done on a zero
-// Pick does nothing. Done never blocks.
+// in-flight count, feeds the latency estimate, the followers that are
+// Recorders (an outlier detector) and the endpoint's breaker. Call it exactly
+// once per pick; a second call on the same Pick is ignored and reported to
+// the Observer as EventMisuse. Done on a zero Pick does nothing. Done never
+// blocks and never rebuilds the snapshot: when the outcome gets the endpoint
+// ejected, picks skip it at once and the balancer's own goroutine publishes
+// the change.
 func (p *Pick) Done(o Outcome) {
 	// The common case, small enough to inline: no latency to learn, no
 	// breaker or outlier detector to tell.
@@ -108,16 +112,61 @@ func (p *Pick) done2(o Outcome) {
 	if b.algo == PeakEWMA && o.Latency > 0 {
 		b.observe(st, o.Latency)
 	}
-	if st.breaker == nil && b.outliers == nil {
+	if st.breaker == nil && len(b.recorders) == 0 {
 		return
 	}
 	c := o.class()
 	if st.breaker != nil {
 		st.breaker.Release(p.token, c, o.Latency)
 	}
-	if b.outliers != nil {
-		b.outliers.Record(e.ep, c, o.Gateway)
+	for _, r := range b.recorders {
+		r.Record(e.ep, c, o.Gateway)
 	}
+}
+
+// Tried is the set of endpoints that one call has tried so far, so that its
+// retries go elsewhere: pass the same Tried to each Pick of the call, which
+// skips the endpoints in it while another can take the call, and adds the
+// endpoint it picks. It remembers the last eight picks.
+//
+// With ConsistentHash, a Tried also remembers where the walk of the key's
+// owners on the ring stopped, so that a retry of the same key goes on from
+// there rather than hashing the key and walking past the tried owners again.
+//
+// The zero Tried is empty and ready to use; it is a value of a few hundred
+// bytes that lives with the call, and allocates nothing. A Tried is not safe
+// for concurrent use: hedged attempts that pick at once must take turns.
+type Tried struct {
+	n  int
+	st [triedCap]*state
+
+	// ConsistentHash: the walk of key's owners on ring, stopped after the
+	// last pick, every owner before it tried; valid while ring is the
+	// snapshot's.
+	ring *hashIndex
+	key  string
+	own  consistenthash.Owners
+}
+
+const triedCap = 8
+
+// has reports whether st is in t.
+func (t *Tried) has(st *state) bool {
+	n := t.n
+	if n > triedCap {
+		n = triedCap
+	}
+	for i := 0; i < n; i++ {
+		if t.st[i] == st {
+			return true
+		}
+	}
+	return false
+}
+
+func (t *Tried) add(st *state) {
+	t.st[t.n%triedCap] = st
+	t.n++
 }
 
 // Pick chooses an endpoint for one call and never blocks. key matters only to
@@ -125,15 +174,16 @@ func (p *Pick) done2(o Outcome) {
 // eligible and not overloaded; other algorithms ignore it. The caller must
 // call Done on the result once the call is over.
 //
+// tried, if not nil, holds the endpoints that the call tried already: Pick
+// passes over them while another endpoint can take the call (for
+// ConsistentHash, the key goes to its next owner on the ring), and adds the
+// endpoint it picks, so that a retry with the same Tried moves on.
+//
 // Pick returns ErrNoEndpoints when the set is empty, and ErrUnavailable when
-// no endpoint is eligible (with panic mode off) or every eligible endpoint's
-// breaker refused the call; then the error also wraps the breaker's.
-func (b *Balancer) Pick(key string) (Pick, error) {
-	return b.pick(key, nil)
-}
-
-// pick picks, avoiding the endpoints of avoid while others can take the call.
-func (b *Balancer) pick(key string, avoid []*state) (Pick, error) {
+// no endpoint can take the call: none is eligible or pending, with panic
+// mode off, or every breaker refused the call; then the error also wraps the
+// breaker's.
+func (b *Balancer) Pick(key string, tried *Tried) (Pick, error) {
 	s := b.snap.Load()
 	if len(s.entries) == 0 {
 		return Pick{}, ErrNoEndpoints
@@ -145,13 +195,16 @@ func (b *Balancer) pick(key string, avoid []*state) (Pick, error) {
 	if s.split && rand.Uint64() >= s.pLocal {
 		p = s.other
 	}
+	// A verdict reported since s was built is read from the endpoint's
+	// state until the next snapshot; panic mode ignores verdicts.
+	stale := b.gen.Load() != s.gen && p.kind != poolPanic
 	if b.algo == ConsistentHash {
-		return b.pickHash(s, p, key, avoid)
+		return b.pickHash(s, p, key, tried, stale)
 	}
 	i := b.choose(s, p)
 	e := &s.entries[i]
-	if e.st.breaker != nil || avoid != nil {
-		return b.pickSlow(s, p, i, avoid)
+	if e.st.breaker != nil || (stale && e.st.verdict.Load()&downBits != 0) || (tried != nil && tried.has(e.st)) {
+		return b.pickSlow(s, p, i, tried, stale)
 	}
 	var at int64
 	if b.inflight {
@@ -159,6 +212,9 @@ func (b *Balancer) pick(key string, avoid []*state) (Pick, error) {
 	}
 	if b.obs != nil {
 		b.pickEvent(e)
+	}
+	if tried != nil {
+		tried.add(e.st)
 	}
 	return Pick{e: e, b: b, at: at, kind: e.done}, nil
 }
@@ -245,13 +301,18 @@ func stripeHint() uint64 {
 // the pools in order.
 const maxTries = 3
 
-// errAvoided is admit's refusal of an endpoint that was already tried.
-var errAvoided = errors.New("balancer: endpoint already tried")
+// errPassed is admit's refusal of an endpoint that was already tried, or
+// that a judge found unhealthy since the snapshot was built.
+var errPassed = errors.New("balancer: endpoint passed over")
 
-// admit returns the pick of e unless e is in avoid or its breaker refuses.
-func (b *Balancer) admit(e *entry, avoid []*state) (Pick, error) {
-	if avoid != nil && avoided(e.st, avoid) {
-		return Pick{}, errAvoided
+// admit returns the pick of e unless e is in tried, is found down by a
+// verdict newer than the snapshot (when stale), or its breaker refuses.
+func (b *Balancer) admit(e *entry, tried *Tried, stale bool) (Pick, error) {
+	if tried != nil && tried.has(e.st) {
+		return Pick{}, errPassed
+	}
+	if stale && e.st.verdict.Load()&downBits != 0 {
+		return Pick{}, errPassed
 	}
 	var token uint64
 	if e.st.breaker != nil {
@@ -268,38 +329,43 @@ func (b *Balancer) admit(e *entry, avoid []*state) (Pick, error) {
 	if b.obs != nil {
 		b.pickEvent(e)
 	}
+	if tried != nil {
+		tried.add(e.st)
+	}
 	return Pick{e: e, b: b, token: token, at: at, kind: e.done}, nil
 }
 
-// pickSlow handles breakers and avoided endpoints: it tries the algorithm's
-// choice first, then a few more choices, then scans.
-func (b *Balancer) pickSlow(s *snapshot, p *pool, first int32, avoid []*state) (Pick, error) {
+// pickSlow handles breakers, tried endpoints and fresh verdicts: it tries the
+// algorithm's choice first, then a few more choices, then scans.
+func (b *Balancer) pickSlow(s *snapshot, p *pool, first int32, tried *Tried, stale bool) (Pick, error) {
 	var lastErr error
 	i := first
 	for try := 0; try < maxTries; try++ {
 		if try > 0 {
 			i = b.choose(s, p)
 		}
-		pk, err := b.admit(&s.entries[i], avoid)
+		pk, err := b.admit(&s.entries[i], tried, stale)
 		if err == nil {
 			return pk, nil
 		}
-		if err != errAvoided {
+		if err != errPassed {
 			lastErr = err
 		}
 	}
-	return b.scan(s, p, avoid, lastErr)
+	return b.scan(s, p, tried, stale, lastErr)
 }
 
 // scan tries every endpoint of p, then of the other zone's pool, each from a
-// random start; then, if avoid ruled some out, it starts over allowing them.
-// It returns ErrUnavailable, wrapping lastErr (a breaker's refusal) if any,
-// when every endpoint refused.
-func (b *Balancer) scan(s *snapshot, p *pool, avoid []*state, lastErr error) (Pick, error) {
+// random start. If tried or fresh verdicts ruled some out, it starts over
+// allowing the tried endpoints, then the ones found down. It returns
+// ErrUnavailable, wrapping lastErr (a breaker's refusal) if any, when every
+// endpoint refused.
+func (b *Balancer) scan(s *snapshot, p *pool, tried *Tried, stale bool, lastErr error) (Pick, error) {
 	pools := [2]*pool{p, s.other}
 	if p == s.other {
 		pools[1] = s.primary
 	}
+	passed := false
 	for _, q := range pools {
 		if q == nil {
 			continue
@@ -307,31 +373,30 @@ func (b *Balancer) scan(s *snapshot, p *pool, avoid []*state, lastErr error) (Pi
 		n := len(q.idx)
 		start := rand.IntN(n)
 		for k := range n {
-			pk, err := b.admit(&s.entries[q.idx[(start+k)%n]], avoid)
+			pk, err := b.admit(&s.entries[q.idx[(start+k)%n]], tried, stale)
 			if err == nil {
 				return pk, nil
 			}
-			if err != errAvoided {
+			if err == errPassed {
+				passed = true
+			} else {
 				lastErr = err
 			}
 		}
 	}
-	if avoid != nil {
-		return b.scan(s, p, nil, lastErr)
+	switch {
+	case passed && tried != nil && tried.n > 0:
+		// Only tried endpoints (or down ones) are left: a retry goes to
+		// one of them rather than nowhere. It is not added to tried twice.
+		pk, err := b.scan(s, p, nil, stale, lastErr)
+		return pk, err
+	case passed && stale:
+		return b.scan(s, p, nil, false, lastErr)
 	}
 	if lastErr != nil {
 		return Pick{}, fmt.Errorf("%w: %w", ErrUnavailable, lastErr)
 	}
 	return Pick{}, ErrUnavailable
-}
-
-func avoided(st *state, avoid []*state) bool {
-	for _, a := range avoid {
-		if a == st {
-			return true
-		}
-	}
-	return false
 }
 
 // penalty is the PeakEWMA cost of an endpoint with requests in flight but no
@@ -375,9 +440,15 @@ func (b *Balancer) ewmaLoad(e *entry, now int64) float64 {
 // coarseGrain is how far the coarse clock must move before it is written.
 const coarseGrain = int64(time.Millisecond)
 
-// observe folds one latency into st's PeakEWMA estimate: a slower one replaces
-// it (the peak), a faster one moves it by the weight that the time since the
-// last observation earns, 1 - e^(-dt/DecayTime).
+// Peak-EWMA's two bounds on one observation: a slower one raises the
+// estimate at most peakStep-fold, and a faster one moves it by at least
+// minWeight of the way.
+const (
+	peakStep  = 1.5
+	minWeight = 1.0 / 8
+)
+
+// observe folds one latency into st's PeakEWMA estimate; see observeAt.
 //
 // Time comes from the balancer's coarse clock, so that most calls read no
 // clock: one observation in eight, at random, reads the real clock and
@@ -394,18 +465,42 @@ func (b *Balancer) observe(st *state, latency time.Duration) {
 	b.observeAt(st, latency, now)
 }
 
-// observeAt folds latency into st's estimate at now. An observation that
-// changes nothing, as a faster one within the same stamp unit (its weight is
-// zero) or a peak equal to the estimate, writes nothing.
+// observeAt folds latency into st's estimate at now. With E the estimate, dt
+// the time since its last observation and w = e^(-dt/DecayTime), picks see
+// E·w, the estimate decayed towards zero (ewmaLoad). An observation rtt:
+//
+//   - sets E to rtt if there was none;
+//   - if it is at least E·w, raises or lowers E to it, the peak, but to no
+//     more than peakStep·E: an endpoint that comes back after a while is
+//     measured afresh, an endpoint that turns slow loses the next
+//     comparison at once, and one slow call among fast ones cannot lock an
+//     equal endpoint out for long, as an unbounded peak does (a peak of k
+//     times the others' estimate keeps an endpoint from every pick for
+//     DecayTime·ln k);
+//   - if it is faster, moves E towards it by max(1 - w, minWeight) of the
+//     way, so that a busy endpoint forgets a peak within a dozen calls.
+//
+// An observation that changes nothing, such as one equal to the estimate in
+// the same stamp unit, writes nothing.
 func (b *Balancer) observeAt(st *state, latency time.Duration, now int64) {
 	rtt := float64(latency)
 	for {
 		old := st.ewma.Load()
 		cost := float64(math.Float32frombits(uint32(old >> 32)))
 		next := rtt
-		if rtt < cost {
-			w := decay(elapsed(old, now) / b.tau)
-			next = cost*w + rtt*(1-w)
+		if cost > 0 {
+			w := 1.0
+			if dt := elapsed(old, now); dt > 0 {
+				w = decay(dt / b.tau)
+			}
+			if rtt >= cost*w {
+				if top := peakStep * cost; rtt > top {
+					next = top
+				}
+			} else {
+				a := max(1-w, minWeight)
+				next = cost*(1-a) + rtt*a
+			}
 		}
 		word := uint64(math.Float32bits(float32(next)))<<32 | uint64(uint32(now>>stampShift))
 		if word == old || st.ewma.CompareAndSwap(old, word) {

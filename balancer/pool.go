@@ -12,10 +12,11 @@ import (
 type poolKind uint8
 
 const (
-	poolAll    poolKind = iota // every eligible endpoint, no zone preference
-	poolLocal                  // eligible endpoints of the caller's zone
-	poolRemote                 // eligible endpoints of other zones
-	poolPanic                  // every endpoint, in panic mode
+	poolAll     poolKind = iota // every eligible endpoint, no zone preference
+	poolLocal                   // eligible endpoints of the caller's zone
+	poolRemote                  // eligible endpoints of other zones
+	poolPending                 // every pending endpoint, when none is eligible
+	poolPanic                   // every endpoint, in panic mode
 	numPoolKinds
 )
 
@@ -24,7 +25,8 @@ type entry struct {
 	ep       bulwark.Endpoint
 	st       *state
 	w        uint64 // effective weight: EffectiveWeight × slow-start step (of rampSteps)
-	eligible bool   // healthy and not ejected
+	eligible bool   // every judge finds it healthy
+	pending  bool   // no judge finds it unhealthy, but one has yet to pronounce
 	local    bool   // in the caller's zone
 	done     doneKind
 }
@@ -47,6 +49,7 @@ type snapshot struct {
 	split   bool       // picks go to primary with probability pLocal/2^64, else other
 	pLocal  uint64     // with split
 	hash    *hashIndex // ConsistentHash only
+	gen     uint64     // Balancer.gen before the verdicts were read
 }
 
 // pool is a set of entries that one pick chooses among.
@@ -59,7 +62,7 @@ type pool struct {
 	alias   []int32  // alias method: else take idx[alias[k]]
 	sched   []int32  // smooth weighted round robin: entry indices, one period; nil to sample
 	magic   uint64   // fastmod multiplier for len(sched)
-	off     [numStripes]uint32
+	off     [numStripes]uint64
 }
 
 // member reports whether e belongs in a pool of kind k.
@@ -71,20 +74,32 @@ func member(k poolKind, e *entry) bool {
 		return e.eligible && e.local
 	case poolRemote:
 		return e.eligible && !e.local
+	case poolPending:
+		return e.pending
 	}
 	return true
 }
 
 // buildLocked makes the snapshot of the current set at now (ns since base),
-// ending slow starts that are over. It returns the delay until the next
-// slow-start step, or 0 when no endpoint is ramping.
+// starting the slow start of endpoints that became eligible and ending those
+// that are over. It returns the delay until the next slow-start step, or 0
+// when no endpoint is ramping.
 func (b *Balancer) buildLocked(now int64) (*snapshot, int64) {
 	s := &snapshot{entries: make([]entry, len(b.set)), hash: b.hashIdx}
 	var next int64
-	eligible := 0
+	eligible, pending := 0, 0
 	var localW, localEligW uint64
 	for i, ep := range b.set {
 		st := b.states[ep.Addr]
+		v := st.verdict.Load()
+		elig := v == 0
+		if elig && !st.eligible {
+			if b.slowStart > 0 && !st.fullStart {
+				st.rampStart = now
+			}
+			st.fullStart = false
+		}
+		st.eligible = elig
 		k := uint64(rampSteps)
 		if st.rampStart >= 0 {
 			el := now - st.rampStart
@@ -113,7 +128,8 @@ func (b *Balancer) buildLocked(now int64) (*snapshot, int64) {
 			ep:       ep,
 			st:       st,
 			w:        uint64(ep.EffectiveWeight()) * k,
-			eligible: !st.unhealthy && !st.ejected,
+			eligible: elig,
+			pending:  v&downBits == 0 && v&pendingBits != 0,
 			local:    b.zone != "" && ep.Zone == b.zone,
 		}
 		switch {
@@ -124,10 +140,13 @@ func (b *Balancer) buildLocked(now int64) (*snapshot, int64) {
 			e.done = doneNothing
 		}
 		s.entries[i] = e
-		if e.eligible {
+		switch {
+		case e.eligible:
 			eligible++
+		case e.pending:
+			pending++
 		}
-		if e.local {
+		if e.local && !e.pending {
 			localW += uint64(ep.EffectiveWeight())
 			if e.eligible {
 				localEligW += uint64(ep.EffectiveWeight())
@@ -135,11 +154,14 @@ func (b *Balancer) buildLocked(now int64) (*snapshot, int64) {
 		}
 	}
 	n := len(s.entries)
-	s.panic = n > 0 && b.panicAt > 0 && float64(eligible) < b.panicAt*float64(n)
+	judged := n - pending
+	s.panic = judged > 0 && b.panicAt > 0 && float64(eligible) < b.panicAt*float64(judged)
 	switch {
 	case n == 0:
 	case s.panic:
 		s.primary = b.newPool(s, poolPanic)
+	case eligible == 0:
+		s.primary = b.newPool(s, poolPending) // nil if none is pending either
 	case b.zone == "":
 		s.primary = b.newPool(s, poolAll)
 	default:
@@ -227,7 +249,7 @@ func (p *pool) buildSchedule(s *snapshot) {
 	}
 	p.magic = math.MaxUint64/total + 1
 	for k := range p.off {
-		p.off[k] = uint32(uint64(k) * total / numStripes)
+		p.off[k] = uint64(k) * total / numStripes
 	}
 }
 
@@ -308,9 +330,10 @@ func (p *pool) sample2() (int32, int32) {
 }
 
 // next returns the entry index at position n of stripe sn's walk through the
-// schedule.
-func (p *pool) next(n uint32, sn uint64) int32 {
-	pos := uint64(n + p.off[sn&(numStripes-1)])
+// schedule: the walk of each stripe starts at its own offset, and goes
+// through the schedule in order, one position per pick.
+func (p *pool) next(n uint64, sn uint64) int32 {
+	pos := n + p.off[sn&(numStripes-1)]
 	hi, _ := bits.Mul64(p.magic*pos, uint64(len(p.sched)))
 	return p.sched[hi]
 }

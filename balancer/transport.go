@@ -136,7 +136,7 @@ type attempts struct {
 
 	mu    sync.Mutex     // guards the fields below
 	n     int            // attempts started
-	tried []*state       // endpoints tried
+	tried Tried          // endpoints tried
 	last  *http.Response // the response to return: a success, or the latest retryable status; body open
 	won   bool           // last is a success
 	// unsent is set when the last attempt of a request that cannot be
@@ -197,10 +197,7 @@ func rewindable(req *http.Request) bool {
 func (a *attempts) attempt(ctx context.Context, rewind bool) (*http.Response, error) {
 	t, req := a.t, a.req
 	a.mu.Lock()
-	pk, err := t.Balancer.pick(a.key, a.tried)
-	if err == nil {
-		a.tried = append(a.tried, pk.e.st) // before sending: a hedged attempt avoids it too
-	}
+	pk, err := t.Balancer.Pick(a.key, &a.tried) // adds to tried before sending: a hedged attempt avoids it too
 	a.mu.Unlock()
 	if err != nil {
 		if !rewind {

@@ -183,7 +183,7 @@ func TestTransportConnectErrorRetried(t *testing.T) {
 	deadAddr := dead.addr()
 	dead.srv.Close()
 	rec := &recorder{}
-	lb := mustNew(t, balancer.Config{Endpoints: []bulwark.Endpoint{{Addr: deadAddr}, {Addr: good.addr()}}, Outliers: rec})
+	lb := mustNew(t, balancer.Config{Endpoints: []bulwark.Endpoint{{Addr: deadAddr}, {Addr: good.addr()}}, Followers: []balancer.Follower{rec}})
 	client := &http.Client{Transport: &balancer.Transport{Balancer: lb, Policy: &attempts{n: 2}}}
 	for range 20 {
 		resp, err := client.Get("http://svc/")

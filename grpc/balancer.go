@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -181,7 +182,7 @@ func (b *Builder) coreConfig(cfg *lbConfig) balancer.Config {
 		Algorithm:         cfg.algo,
 		Zone:              b.zone,
 		MinLocalShare:     cfg.MinLocalShare,
-		PanicThreshold:    cfg.PanicThreshold,
+		PanicThreshold:    panicThreshold(cfg.PanicThreshold),
 		SlowStart:         time.Duration(cfg.SlowStart),
 		ActiveRequestBias: cfg.ActiveRequestBias,
 		DecayTime:         time.Duration(cfg.DecayTime),
@@ -190,6 +191,15 @@ func (b *Builder) coreConfig(cfg *lbConfig) balancer.Config {
 		Clock:             b.clk,
 		Observer:          b.obs,
 	}
+}
+
+// panicThreshold is the balancer's PanicThreshold for the JSON's value:
+// off unless set, since an endpoint that is not READY cannot take a call.
+func panicThreshold(v float64) float64 {
+	if v == 0 {
+		return -1
+	}
+	return v
 }
 
 // Build returns the balancer of one connection.
@@ -209,10 +219,52 @@ type lb struct {
 	mu       sync.Mutex // guards the fields below
 	cfg      *lbConfig
 	core     *balancer.Balancer
+	judge    *connectivityJudge
 	detector *healthcheck.OutlierDetector
 	eps      map[string]bulwark.Endpoint // the resolver's endpoints, by Addr
 	ready    map[string]bool             // endpoints whose child is READY
 	closed   bool
+}
+
+// connectivityJudge is the balancer.Judge of grpc-go's connectivity: an
+// endpoint is healthy while its pick_first child is READY, and pending until
+// it first is, so that the endpoints of a new connection start at full
+// weight as they connect.
+type connectivityJudge struct {
+	mu      sync.Mutex // guards report's calls, so that none comes after SetEndpoints dropped its endpoint
+	members map[string]bool
+	report  func(bulwark.Endpoint, bool)
+}
+
+var _ balancer.Judge = (*connectivityJudge)(nil)
+
+func (j *connectivityJudge) Attach(report func(bulwark.Endpoint, bool)) (bool, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.report != nil {
+		return false, errors.New("bulwarkgrpc: judge attached twice")
+	}
+	j.report = report
+	return true, nil
+}
+
+func (j *connectivityJudge) SetEndpoints(eps []bulwark.Endpoint) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.members = make(map[string]bool, len(eps))
+	for _, ep := range eps {
+		j.members[ep.Addr] = true
+	}
+	return nil
+}
+
+// set reports ep's connectivity.
+func (j *connectivityJudge) set(ep bulwark.Endpoint, ready bool) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.members[ep.Addr] && j.report != nil {
+		j.report(ep, ready)
+	}
 }
 
 // SetEndpoint returns ep with the zone and weight that the bulwark balancer
@@ -273,10 +325,8 @@ func (l *lb) UpdateClientConnState(ccs gbalancer.ClientConnState) error {
 				delete(l.ready, addr)
 			}
 		}
-		for _, ep := range eps {
-			if !l.ready[ep.Addr] {
-				l.core.HealthChanged(ep, false)
-			}
+		for addr := range l.ready {
+			l.judge.set(byAddr[addr], true) // an endpoint that stays keeps its verdict; a new one is pending
 		}
 	}
 	l.mu.Unlock()
@@ -289,35 +339,43 @@ func (l *lb) UpdateClientConnState(ccs gbalancer.ClientConnState) error {
 }
 
 // rebuildLocked makes a new bulwark balancer for cfg; the endpoints' states
-// start afresh.
+// start afresh, the READY ones healthy.
 func (l *lb) rebuildLocked(cfg *lbConfig) error {
 	cc := l.b.coreConfig(cfg)
-	var rec *lateRecorder
+	judge := &connectivityJudge{}
+	cc.Followers = []balancer.Follower{judge}
+	var det *healthcheck.OutlierDetector
 	if l.b.outliers != nil {
-		rec = &lateRecorder{}
-		cc.Outliers = rec
+		oc := *l.b.outliers
+		oc.Clock, oc.Observer = l.b.clk, l.b.obs
+		d, err := healthcheck.NewOutlierDetector(oc)
+		if err != nil {
+			return fmt.Errorf("bulwarkgrpc: %w", err)
+		}
+		det = d
+		cc.Followers = append(cc.Followers, det)
 	}
 	core, err := balancer.New(cc)
 	if err != nil {
 		return fmt.Errorf("bulwarkgrpc: %w", err)
 	}
-	var det *healthcheck.OutlierDetector
-	if rec != nil {
-		oc := *l.b.outliers
-		oc.Listener, oc.Clock, oc.Observer = core, l.b.clk, l.b.obs
-		if det, err = healthcheck.NewOutlierDetector(oc); err != nil {
-			return fmt.Errorf("bulwarkgrpc: %w", err)
-		}
-		rec.d.Store(det)
-	}
-	if l.detector != nil {
-		_ = l.detector.Close()
-	}
-	l.cfg, l.core, l.detector = cfg, core, det
+	l.closeCoreLocked()
+	l.cfg, l.core, l.judge, l.detector = cfg, core, judge, det
 	if det != nil {
 		_ = det.Start(context.Background())
 	}
 	return nil
+}
+
+// closeCoreLocked stops the background work of the current bulwark balancer
+// and outlier detector.
+func (l *lb) closeCoreLocked() {
+	if l.detector != nil {
+		_ = l.detector.Close()
+	}
+	if l.core != nil {
+		_ = l.core.Close()
+	}
 }
 
 func (l *lb) ResolverError(err error) { l.child.ResolverError(err) }
@@ -330,11 +388,8 @@ func (l *lb) Close() {
 	l.child.Close()
 	l.mu.Lock()
 	l.closed = true
-	det := l.detector
+	l.closeCoreLocked()
 	l.mu.Unlock()
-	if det != nil {
-		_ = det.Close()
-	}
 }
 
 // UpdateState receives the state of the endpointsharding child: the
@@ -365,7 +420,7 @@ func (l *lb) UpdateState(state gbalancer.State) {
 			} else {
 				delete(l.ready, ep.Addr)
 			}
-			l.core.HealthChanged(ep, isReady)
+			l.judge.set(ep, isReady)
 		}
 		if isReady {
 			pickers[ep.Addr] = ch.State.Picker
@@ -406,16 +461,24 @@ func (p *picker) Pick(info gbalancer.PickInfo) (gbalancer.PickResult, error) {
 		}
 	}
 	tr, _ := info.Ctx.Value(triedKey{}).(*tried)
+	if tr == nil {
+		// A Tried of this pick's own skips the endpoints that are not READY.
+		tr = triedPool.Get().(*tried)
+		defer func() {
+			tr.t = balancer.Tried{}
+			triedPool.Put(tr)
+		}()
+	}
 	for range maxPicks {
-		pk, err := p.core.Pick(key)
+		tr.mu.Lock()
+		pk, err := p.core.Pick(key, &tr.t)
+		tr.mu.Unlock()
 		if err != nil {
 			break
 		}
-		addr := pk.Endpoint().Addr
-		child := p.pickers[addr]
-		if child == nil || (tr != nil && tr.has(addr)) {
-			// Not READY (panic mode picks among all), or already tried by
-			// this call while others may not be.
+		child := p.pickers[pk.Endpoint().Addr]
+		if child == nil {
+			// Not READY, as in panic mode, which picks among all.
 			pk.Done(balancer.Outcome{Err: context.Canceled})
 			continue
 		}
@@ -423,9 +486,6 @@ func (p *picker) Pick(info gbalancer.PickInfo) (gbalancer.PickResult, error) {
 		if err != nil {
 			pk.Done(balancer.Outcome{Err: context.Canceled})
 			return res, err
-		}
-		if tr != nil {
-			tr.add(addr)
 		}
 		d := donePool.Get().(*done)
 		d.pick, d.start, d.clk, d.ctx, d.inner, d.pool = pk, p.clk.Now(), p.clk, info.Ctx, res.Done, &donePool
@@ -473,41 +533,15 @@ func (d *done) finish(info gbalancer.DoneInfo) {
 	}
 }
 
-// tried is the set of endpoints that a call's attempts went to, kept by the
-// client interceptor in the call's context, so that a retry goes elsewhere
-// where it can.
+// tried is the balancer.Tried of a call, kept by the client interceptor in
+// the call's context, so that a retry goes to an endpoint not tried yet where
+// one is READY. Hedged attempts pick concurrently: they take turns.
 type tried struct {
-	mu    sync.Mutex
-	addrs []string
+	mu sync.Mutex // guards t
+	t  balancer.Tried
 }
 
 type triedKey struct{}
 
-func (t *tried) has(addr string) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for _, a := range t.addrs {
-		if a == addr {
-			return true
-		}
-	}
-	return false
-}
+var triedPool = sync.Pool{New: func() any { return new(tried) }}
 
-func (t *tried) add(addr string) {
-	t.mu.Lock()
-	t.addrs = append(t.addrs, addr)
-	t.mu.Unlock()
-}
-
-// lateRecorder passes outcomes to an outlier detector made after the
-// balancer it listens to.
-type lateRecorder struct {
-	d atomic.Pointer[healthcheck.OutlierDetector]
-}
-
-func (r *lateRecorder) Record(ep bulwark.Endpoint, o bulwark.Outcome, gateway bool) {
-	if d := r.d.Load(); d != nil {
-		d.Record(ep, o, gateway)
-	}
-}

@@ -88,10 +88,12 @@ func BenchmarkChecker10kEndpoints(b *testing.B) {
 			}
 		}
 	}
-	for i := range n {
-		if err := c.Add(bulwark.Endpoint{Addr: fmt.Sprintf("10.%d.%d.%d:80", i/65536, i/256%256, i%256)}); err != nil {
-			b.Fatal(err)
-		}
+	eps := make([]bulwark.Endpoint, n)
+	for i := range eps {
+		eps[i] = bulwark.Endpoint{Addr: fmt.Sprintf("10.%d.%d.%d:80", i/65536, i/256%256, i%256)}
+	}
+	if err := c.SetEndpoints(eps); err != nil {
+		b.Fatal(err)
 	}
 	before := runtime.NumGoroutine()
 	b.ReportAllocs()

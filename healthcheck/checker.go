@@ -24,12 +24,16 @@ type State uint8
 
 // The states of an endpoint.
 const (
-	// Unknown: no probe has finished yet.
+	// Unknown: no probe has finished yet. A balancer that the Checker
+	// reports to neither picks such an endpoint (unless none is eligible) nor
+	// counts it as failing: it is pending.
 	Unknown State = iota
-	// Healthy: Rise probes in a row succeeded.
+	// Healthy: the first probe succeeded, or Rise probes in a row did since
+	// the endpoint was Unhealthy.
 	Healthy
-	// Unhealthy: Fall probes in a row failed, or the first one did, or the
-	// endpoint has not yet had Rise successes in a row.
+	// Unhealthy: the first probe failed, or Fall probes in a row did while
+	// the endpoint was Healthy, and it has not had Rise successes in a row
+	// since.
 	Unhealthy
 	// Draining: Drain was called; the endpoint takes no new traffic and is
 	// not probed any more.
@@ -73,9 +77,9 @@ type Config struct {
 	// error.
 	EdgeInterval time.Duration
 	// InitialJitter is the largest random delay before the first probe of
-	// an endpoint, from Start or from Add when running; it spreads the
-	// probes of endpoints added together. If zero, the first probe is
-	// immediate. Negative is an error.
+	// an endpoint, from Start or from the SetEndpoints that added it; it
+	// spreads the probes of endpoints added together. If zero, the first
+	// probe is immediate. Negative is an error.
 	InitialJitter time.Duration
 	// IntervalJitter is the largest random time added to each interval, so
 	// that endpoints probed together drift apart. If zero, none. Negative
@@ -85,22 +89,20 @@ type Config struct {
 	// and the probe counts as failed. If zero, 1 s. Negative is an error.
 	Timeout time.Duration
 
-	// Rise is the number of successes in a row that make an endpoint
-	// Healthy. If zero, 2. Negative is an error.
+	// Rise is the number of successes in a row that make an Unhealthy
+	// endpoint Healthy. A new endpoint needs one: its first probe makes it
+	// Healthy or Unhealthy, as in Envoy. If zero, 2. Negative is an error.
 	Rise int
 	// Fall is the number of failures in a row that make a Healthy endpoint
 	// Unhealthy. If zero, 3. Negative is an error.
 	Fall int
-	// FastStart makes a new endpoint Healthy on its first success, as
-	// Envoy does, instead of after Rise successes. A new endpoint's first
-	// failure always makes it Unhealthy.
-	FastStart bool
 
 	// Workers is the number of probes that may run at once. If zero, 64.
 	// Negative is an error.
 	Workers int
 
-	// Listener, if not nil, is told of health changes.
+	// Listener, if not nil, is told of health changes. A Checker among a
+	// balancer's Followers needs none: it reports to the balancer.
 	Listener Listener
 	// Observer, if not nil, receives EventProbe for each probe,
 	// EventStateChange for each change of state, and EventEndpointAdded and
@@ -158,21 +160,23 @@ func (c *Config) normalize() error {
 	return nil
 }
 
-// ErrDuplicate is returned by Add for an endpoint that is already checked.
-var ErrDuplicate = errors.New("healthcheck: duplicate endpoint")
-
 // ErrUnknownEndpoint is returned by Drain for an endpoint that is not checked.
 var ErrUnknownEndpoint = errors.New("healthcheck: unknown endpoint")
 
 // Checker probes a set of endpoints actively and keeps the State of each.
+// SetEndpoints gives it the set: among a balancer's Followers (it is a
+// balancer.Judge), the balancer does, and the Checker reports each endpoint's
+// health to it; standalone, the caller does, and a Listener hears of the
+// changes.
 //
 // One scheduler goroutine keeps the endpoints in a heap ordered by the time
 // of their next probe and hands due probes to a pool of Workers goroutines;
 // no lock is held while a probe runs, and an endpoint has at most one probe
 // in flight. A probe that panics counts as a failure. Each result is applied
-// under a short lock; state changes go to the Listener and the Observer
-// afterwards, outside the lock, in order and from one goroutine at a time (a
-// worker, or the caller of Add, Remove or Drain).
+// under a short lock, and reported to the attached balancer under it; state
+// changes go to the Listener and the Observer afterwards, outside the lock,
+// in order and from one goroutine at a time (a worker, or the caller of
+// SetEndpoints or Drain).
 //
 // Use New; the zero Checker is not usable. A Checker is safe for concurrent
 // use by multiple goroutines.
@@ -181,9 +185,11 @@ type Checker struct {
 	clk bulwark.Clock
 
 	mu       sync.Mutex         // guards the fields below and every target
-	targets  map[string]*target // by Addr
+	targets  map[string]*target // by Addr; replaced by SetEndpoints
 	queue    targetHeap         // targets waiting for their next probe
 	notes    notifier
+	report   func(bulwark.Endpoint, bool) // the attached balancer's; nil if none
+	synced   bool                         // SetEndpoints ran since Attach
 	started  bool
 	closed   bool
 	cancel   context.CancelFunc
@@ -240,12 +246,19 @@ func New(cfg Config) (*Checker, error) {
 	return c, nil
 }
 
-// Add starts checking ep, compared by Addr, in state Unknown. Its first probe
-// is after a random delay of up to InitialJitter from now, or from Start. It
-// returns an error wrapping bulwark.ErrInvalidEndpoint for an invalid ep,
-// ErrDuplicate for an endpoint already checked, and ErrClosed after Close.
-func (c *Checker) Add(ep bulwark.Endpoint) error {
-	if err := ep.Validate(); err != nil {
+// SetEndpoints makes eps the set of endpoints to check, compared by Addr.
+// An endpoint new to the set starts Unknown, and its first probe is after a
+// random delay of up to InitialJitter from now, or from Start. One that
+// stays keeps its state, schedule and Rise and Fall counts, and takes its
+// new Zone and Weight. One that leaves is forgotten: a probe of it in flight
+// is left to finish and its result dropped, and if it was Healthy, the
+// Listener is told it is not. An endpoint that comes back starts afresh.
+//
+// It returns an error wrapping bulwark.ErrInvalidEndpoint, with the set
+// unchanged, for an invalid endpoint or an Addr that appears twice, and
+// ErrClosed after Close.
+func (c *Checker) SetEndpoints(eps []bulwark.Endpoint) error {
+	if err := validate(eps); err != nil {
 		return err
 	}
 	c.mu.Lock()
@@ -253,47 +266,82 @@ func (c *Checker) Add(ep bulwark.Endpoint) error {
 		c.mu.Unlock()
 		return ErrClosed
 	}
-	if _, ok := c.targets[ep.Addr]; ok {
-		c.mu.Unlock()
-		return fmt.Errorf("%w: %s", ErrDuplicate, ep.Addr)
+	targets := make(map[string]*target, len(eps))
+	now := c.clk.Now()
+	for _, ep := range eps {
+		t := c.targets[ep.Addr]
+		if t == nil {
+			t = &target{ep: ep, index: -1}
+			if c.started {
+				t.due = now.Add(c.jitter(c.cfg.InitialJitter))
+				c.pushLocked(t)
+			}
+			c.noteLocked(bulwark.Event{Kind: bulwark.EventEndpointAdded, Endpoint: ep})
+		} else {
+			t.ep = ep
+			if c.report != nil && !c.synced && t.state != Unknown {
+				// Judged before the balancer attached: tell it.
+				c.report(ep, t.state == Healthy)
+			}
+		}
+		targets[ep.Addr] = t
 	}
-	t := &target{ep: ep, index: -1}
-	c.targets[ep.Addr] = t
-	if c.started {
-		t.due = c.clk.Now().Add(c.jitter(c.cfg.InitialJitter))
-		c.pushLocked(t)
+	for addr, t := range c.targets {
+		if _, ok := targets[addr]; ok {
+			continue
+		}
+		t.removed = true
+		c.removeFromQueueLocked(t)
+		if t.state == Healthy && c.cfg.Listener != nil {
+			c.notes.queue = append(c.notes.queue, notice{ep: t.ep, listen: true})
+		}
+		c.noteLocked(bulwark.Event{Kind: bulwark.EventEndpointRemoved, Endpoint: t.ep})
 	}
-	c.noteLocked(bulwark.Event{Kind: bulwark.EventEndpointAdded, Endpoint: ep})
+	c.targets = targets
+	c.synced = true
 	c.mu.Unlock()
 	c.flush()
 	return nil
 }
 
-// Remove stops checking ep, compared by Addr; a probe in flight is left to
-// finish and its result dropped. If ep was Healthy, the Listener is told it
-// is not. Remove reports whether ep was checked.
-func (c *Checker) Remove(ep bulwark.Endpoint) bool {
-	c.mu.Lock()
-	t, ok := c.targets[ep.Addr]
-	if !ok {
-		c.mu.Unlock()
-		return false
+// validate checks a set of endpoints: each valid, no Addr twice.
+func validate(eps []bulwark.Endpoint) error {
+	seen := make(map[string]struct{}, len(eps))
+	for _, ep := range eps {
+		if err := ep.Validate(); err != nil {
+			return fmt.Errorf("healthcheck: %w", err)
+		}
+		if _, dup := seen[ep.Addr]; dup {
+			return fmt.Errorf("healthcheck: %w %q: duplicate address", bulwark.ErrInvalidEndpoint, ep.Addr)
+		}
+		seen[ep.Addr] = struct{}{}
 	}
-	delete(c.targets, ep.Addr)
-	t.removed = true
-	c.removeFromQueueLocked(t)
-	if t.state == Healthy {
-		c.notes.queue = append(c.notes.queue, notice{ep: t.ep, listen: c.cfg.Listener != nil})
-	}
-	c.noteLocked(bulwark.Event{Kind: bulwark.EventEndpointRemoved, Endpoint: t.ep})
-	c.mu.Unlock()
-	c.flush()
-	return true
+	return nil
 }
 
-// Drain puts ep, compared by Addr, in state Draining: the Listener is told it
-// is not healthy and it is not probed any more, until Remove. It returns
-// ErrUnknownEndpoint if ep is not checked.
+// Attach binds the Checker to a balancer, as a balancer.Judge: New of
+// package balancer calls it for a Checker among its Followers. From then on
+// the Checker calls report, under its lock, with the first verdict on each
+// endpoint and each change between Healthy and not (Unhealthy or Draining);
+// endpoints it already judged are reported at the next SetEndpoints. pending is true: an endpoint waits for
+// its first probe before the balancer picks it. Attach returns ErrAttached
+// if the Checker reports to a balancer already.
+func (c *Checker) Attach(report func(ep bulwark.Endpoint, healthy bool)) (pending bool, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.report != nil {
+		return false, ErrAttached
+	}
+	if report == nil {
+		return false, invalid("Attach with a nil report")
+	}
+	c.report, c.synced = report, false
+	return true, nil
+}
+
+// Drain puts ep, compared by Addr, in state Draining: the Listener (or the
+// balancer) is told it is not healthy and it is not probed any more, until
+// it leaves the set. It returns ErrUnknownEndpoint if ep is not checked.
 func (c *Checker) Drain(ep bulwark.Endpoint) error {
 	c.mu.Lock()
 	t, ok := c.targets[ep.Addr]
@@ -323,7 +371,8 @@ func (c *Checker) State(ep bulwark.Endpoint) (State, bool) {
 
 // Start starts the scheduler and the workers, which run until ctx is done or
 // Close is called. It returns ErrStarted if called twice and ErrClosed after
-// Close.
+// Close. Endpoints set before Start get their first probe after up to
+// InitialJitter from Start.
 func (c *Checker) Start(ctx context.Context) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -495,12 +544,8 @@ func (c *Checker) probe(ctx context.Context, j job) {
 	to := from
 	switch from {
 	case Unknown:
-		switch {
-		case err != nil:
-			to = Unhealthy
-		case t.successes >= c.cfg.Rise || c.cfg.FastStart:
-			to = Healthy
-		default:
+		to = Healthy
+		if err != nil {
 			to = Unhealthy
 		}
 	case Healthy:
@@ -575,11 +620,15 @@ func withTimeout(parent context.Context, clk bulwark.Clock, wall bool, d time.Du
 	}
 }
 
-// setStateLocked changes t's state and queues the notices.
+// setStateLocked changes t's state, reports it to the balancer and queues
+// the notices.
 func (c *Checker) setStateLocked(t *target, to State, reason string) {
 	from := t.state
 	t.state = to
 	t.edge = true
+	if c.report != nil && (from == Healthy || to == Healthy || from == Unknown) {
+		c.report(t.ep, to == Healthy)
+	}
 	if c.cfg.Listener != nil {
 		c.notes.queue = append(c.notes.queue, notice{ep: t.ep, on: to == Healthy, listen: true})
 	}

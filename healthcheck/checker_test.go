@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -97,11 +97,7 @@ func newChecker(t *testing.T, cfg Config, eps ...bulwark.Endpoint) *fixture {
 		t.Fatalf("New(%+v) = %v", cfg, err)
 	}
 	c.idleHook = true
-	for _, e := range eps {
-		if err := c.Add(e); err != nil {
-			t.Fatalf("Add(%v) = %v", e, err)
-		}
-	}
+	add(t, c, eps...)
 	if err := c.Start(context.Background()); err != nil {
 		t.Fatalf("Start = %v", err)
 	}
@@ -117,6 +113,40 @@ func (f *fixture) step(t *testing.T, d time.Duration) {
 	f.c.waitIdle(t)
 }
 
+// add adds eps to c's set, as a standalone caller of SetEndpoints does.
+func add(t testing.TB, c *Checker, eps ...bulwark.Endpoint) {
+	t.Helper()
+	if err := c.SetEndpoints(append(members(c), eps...)); err != nil {
+		t.Fatalf("SetEndpoints(+%v) = %v", eps, err)
+	}
+}
+
+// remove takes eps out of c's set.
+func remove(t testing.TB, c *Checker, eps ...bulwark.Endpoint) {
+	t.Helper()
+	var keep []bulwark.Endpoint
+	for _, m := range members(c) {
+		if !slices.ContainsFunc(eps, func(e bulwark.Endpoint) bool { return e.Addr == m.Addr }) {
+			keep = append(keep, m)
+		}
+	}
+	if err := c.SetEndpoints(keep); err != nil {
+		t.Fatalf("SetEndpoints(-%v) = %v", eps, err)
+	}
+}
+
+// members returns c's set, sorted by Addr.
+func members(c *Checker) []bulwark.Endpoint {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var eps []bulwark.Endpoint
+	for _, t := range c.targets {
+		eps = append(eps, t.ep)
+	}
+	slices.SortFunc(eps, func(a, b bulwark.Endpoint) int { return strings.Compare(a.Addr, b.Addr) })
+	return eps
+}
+
 func (f *fixture) state(t *testing.T, e bulwark.Endpoint) State {
 	t.Helper()
 	s, ok := f.c.State(e)
@@ -129,33 +159,32 @@ func (f *fixture) state(t *testing.T, e bulwark.Endpoint) State {
 func TestCheckerRiseFall(t *testing.T) {
 	const ok, ko = true, false
 	tests := []struct {
-		name      string
-		rise      int
-		fall      int
-		fastStart bool
-		results   []bool  // probe results, the first at Start, then one per Interval
-		want      []State // the state after each
+		name    string
+		rise    int
+		fall    int
+		results []bool  // probe results, the first at Start, then one per Interval
+		want    []State // the state after each
 	}{
-		{"new endpoint needs rise successes", 2, 3, false,
-			[]bool{ok, ok, ok}, []State{Unhealthy, Healthy, Healthy}},
-		{"fast start", 3, 3, true,
+		{"a new endpoint is healthy after its first success", 2, 3,
+			[]bool{ok, ok, ok}, []State{Healthy, Healthy, Healthy}},
+		{"whatever rise", 5, 3,
 			[]bool{ok}, []State{Healthy}},
-		{"fast start first failure", 2, 3, true,
+		{"first failure, then rise successes", 2, 3,
 			[]bool{ko, ok, ok}, []State{Unhealthy, Unhealthy, Healthy}},
-		{"first failure is unhealthy", 2, 3, false,
+		{"first failure is unhealthy", 2, 3,
 			[]bool{ko}, []State{Unhealthy}},
-		{"fall after three failures", 1, 3, false,
+		{"fall after three failures", 2, 3,
 			[]bool{ok, ko, ko, ko}, []State{Healthy, Healthy, Healthy, Unhealthy}},
-		{"a success resets the fall count", 1, 3, false,
+		{"a success resets the fall count", 1, 3,
 			[]bool{ok, ko, ko, ok, ko, ko, ko}, []State{Healthy, Healthy, Healthy, Healthy, Healthy, Healthy, Unhealthy}},
-		{"rise after unhealthy", 3, 1, false,
+		{"rise after unhealthy", 3, 1,
 			[]bool{ko, ok, ok, ko, ok, ok, ok}, []State{Unhealthy, Unhealthy, Unhealthy, Unhealthy, Unhealthy, Unhealthy, Healthy}},
-		{"rise and fall of one", 1, 1, false,
+		{"rise and fall of one", 1, 1,
 			[]bool{ok, ko, ok}, []State{Healthy, Unhealthy, Healthy}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := newChecker(t, Config{Rise: tt.rise, Fall: tt.fall, FastStart: tt.fastStart, Interval: time.Second,
+			f := newChecker(t, Config{Rise: tt.rise, Fall: tt.fall, Interval: time.Second,
 				Probe: func(context.Context, bulwark.Endpoint) error { return nil }})
 			var i atomic.Int32
 			f.c.cfg.Probe = func(context.Context, bulwark.Endpoint) error {
@@ -164,9 +193,7 @@ func TestCheckerRiseFall(t *testing.T) {
 				}
 				return errDown
 			}
-			if err := f.c.Add(ep(1)); err != nil {
-				t.Fatal(err)
-			}
+			add(t, f.c, ep(1))
 			f.c.waitIdle(t)
 			for n := range tt.results {
 				if n > 0 {
@@ -267,8 +294,11 @@ func TestCheckerIntervals(t *testing.T) {
 			true, []time.Duration{time.Second, time.Second, time.Second}, ""},
 		{"unhealthy defaults to interval", Config{Interval: 3 * time.Second, Fall: 1},
 			true, []time.Duration{3 * time.Second, 3 * time.Second}, ""},
-		{"edge interval after a change and while rising", Config{Interval: 10 * time.Second, EdgeInterval: time.Second, Rise: 3},
-			false, []time.Duration{time.Second, time.Second, time.Second, 10 * time.Second}, "unknown>unhealthy, rising, rising, healthy>edge, then interval"},
+		{"edge interval after a change", Config{Interval: 10 * time.Second, EdgeInterval: time.Second, Rise: 3},
+			false, []time.Duration{time.Second, 10 * time.Second}, "unknown>healthy>edge, then interval"},
+		{"edge interval while rising", Config{Interval: 10 * time.Second, EdgeInterval: time.Second, Rise: 3},
+			true, []time.Duration{time.Second, time.Second, time.Second, time.Second, 10 * time.Second},
+			"unknown>unhealthy>edge, rising, rising, unhealthy>healthy>edge, then interval"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -276,9 +306,17 @@ func TestCheckerIntervals(t *testing.T) {
 			if tt.down {
 				f.s.set(ep(1).Addr, errDown)
 			}
-			if err := f.c.Add(ep(1)); err != nil {
-				t.Fatal(err)
+			if tt.cfg.EdgeInterval > 0 && tt.down { // down for the first probe only
+				var n atomic.Int32
+				f.c.cfg.Probe = func(ctx context.Context, e bulwark.Endpoint) error {
+					err := f.s.probe(ctx, e)
+					if n.Add(1) > 1 {
+						return nil
+					}
+					return err
+				}
 			}
+			add(t, f.c, ep(1))
 			f.c.waitIdle(t)
 			for f.clk.Since(f.s.probes(ep(1).Addr)[0]) < 40*time.Second {
 				f.step(t, 250*time.Millisecond)
@@ -305,9 +343,7 @@ func TestCheckerProbeTimeout(t *testing.T) {
 			causes <- context.Cause(ctx)
 			return ctx.Err()
 		}})
-	if err := f.c.Add(ep(1)); err != nil {
-		t.Fatal(err)
-	}
+	add(t, f.c, ep(1))
 	<-started
 	f.clk.Advance(2*time.Second - time.Millisecond)
 	select {
@@ -338,9 +374,7 @@ func TestCheckerLateSuccessIsFailure(t *testing.T) {
 			<-release
 			return nil
 		}})
-	if err := f.c.Add(ep(1)); err != nil {
-		t.Fatal(err)
-	}
+	add(t, f.c, ep(1))
 	<-started
 	f.clk.Advance(time.Second)
 	close(release)
@@ -368,9 +402,7 @@ func TestCheckerSlowProbeDoesNotDelayOthers(t *testing.T) {
 		return nil
 	}
 	for _, e := range []bulwark.Endpoint{slow, ep(1), ep(2), ep(3)} {
-		if err := f.c.Add(e); err != nil {
-			t.Fatal(err)
-		}
+		add(t, f.c, e)
 	}
 	// The slow probe keeps one worker all along; the other endpoints still
 	// get their probe at every interval, on the other worker.
@@ -408,51 +440,62 @@ func TestCheckerProbePanic(t *testing.T) {
 	}
 }
 
-func TestCheckerAddRemoveWhileRunning(t *testing.T) {
+func TestCheckerSetEndpointsWhileRunning(t *testing.T) {
 	f := newChecker(t, Config{Rise: 1, InitialJitter: 0}, ep(1))
-	if err := f.c.Add(ep(2)); err != nil {
-		t.Fatalf("Add(%q) while running = %v", ep(2).Addr, err)
+	add(t, f.c, ep(2))
+	for _, tt := range []struct {
+		name string
+		eps  []bulwark.Endpoint
+	}{
+		{"duplicate", []bulwark.Endpoint{ep(1), ep(2), {Addr: ep(2).Addr, Zone: "b"}}},
+		{"empty address", []bulwark.Endpoint{ep(1), {}}},
+	} {
+		if err := f.c.SetEndpoints(tt.eps); !errors.Is(err, bulwark.ErrInvalidEndpoint) {
+			t.Errorf("SetEndpoints(%s) = %v, want ErrInvalidEndpoint", tt.name, err)
+		}
 	}
-	if err := f.c.Add(bulwark.Endpoint{Addr: ep(2).Addr, Zone: "b"}); !errors.Is(err, ErrDuplicate) {
-		t.Errorf("Add(duplicate %q) = %v, want ErrDuplicate", ep(2).Addr, err)
-	}
-	if err := f.c.Add(bulwark.Endpoint{}); !errors.Is(err, bulwark.ErrInvalidEndpoint) {
-		t.Errorf("Add(empty) = %v, want ErrInvalidEndpoint", err)
+	if got := members(f.c); len(got) != 2 {
+		t.Errorf("members after refused sets = %v, want the two set before", got)
 	}
 	f.c.waitIdle(t)
 	if got := f.state(t, ep(2)); got != Healthy {
-		t.Errorf("State(%q) after Add while running = %v, want healthy", ep(2).Addr, got)
+		t.Errorf("State(%q) after it joined while running = %v, want healthy", ep(2).Addr, got)
 	}
-	if !f.c.Remove(ep(1)) {
-		t.Fatalf("Remove(%q) = false, want true", ep(1).Addr)
+	// A member that stays takes its new zone and weight, and keeps its state.
+	moved := bulwark.Endpoint{Addr: ep(2).Addr, Zone: "b", Weight: 3}
+	if err := f.c.SetEndpoints([]bulwark.Endpoint{ep(1), moved}); err != nil {
+		t.Fatal(err)
 	}
-	if f.c.Remove(ep(1)) {
-		t.Errorf("second Remove(%q) = true, want false", ep(1).Addr)
+	if got := members(f.c); got[1] != moved || f.state(t, moved) != Healthy {
+		t.Errorf("member after a new zone and weight = %v (%v), want %v, healthy", got[1], f.state(t, moved), moved)
 	}
+	remove(t, f.c, ep(1))
 	if _, ok := f.c.State(ep(1)); ok {
-		t.Errorf("State(%q) after Remove: still checked", ep(1).Addr)
+		t.Errorf("State(%q) after it left: still checked", ep(1).Addr)
 	}
 	before := len(f.s.probes(ep(1).Addr))
 	for range 3 {
 		f.step(t, time.Second)
 	}
 	if got := len(f.s.probes(ep(1).Addr)); got != before {
-		t.Errorf("%q probed %d times after Remove, want 0", ep(1).Addr, got-before)
+		t.Errorf("%q probed %d times after it left, want 0", ep(1).Addr, got-before)
 	}
 	if got := len(f.s.probes(ep(2).Addr)); got != 4 {
 		t.Errorf("%q probed %d times, want 4", ep(2).Addr, got)
 	}
 	lines := f.rec.lines()
 	if !slices.Contains(lines, "health 10.0.0.1:80 false") {
-		t.Errorf("Listener got %q, want HealthChanged(%q, false) on Remove", lines, ep(1).Addr)
+		t.Errorf("Listener got %q, want HealthChanged(%q, false) when it left", lines, ep(1).Addr)
 	}
-	// Re-adding starts afresh.
-	if err := f.c.Add(ep(1)); err != nil {
-		t.Fatalf("Add(%q) after Remove = %v", ep(1).Addr, err)
+	// Coming back starts afresh.
+	f.s.set(ep(1).Addr, errDown)
+	add(t, f.c, ep(1))
+	if got := f.state(t, ep(1)); got != Unknown {
+		t.Errorf("State(%q) back in the set = %v, want unknown", ep(1).Addr, got)
 	}
 	f.c.waitIdle(t)
-	if got := f.state(t, ep(1)); got != Healthy {
-		t.Errorf("State(%q) after re-Add = %v, want healthy", ep(1).Addr, got)
+	if got := f.state(t, ep(1)); got != Unhealthy {
+		t.Errorf("State(%q) after its first probe back failed = %v, want unhealthy", ep(1).Addr, got)
 	}
 }
 
@@ -464,11 +507,9 @@ func TestCheckerRemoveDuringProbe(t *testing.T) {
 		<-release
 		return nil
 	}})
-	if err := f.c.Add(ep(1)); err != nil {
-		t.Fatal(err)
-	}
+	add(t, f.c, ep(1))
 	<-started
-	f.c.Remove(ep(1))
+	remove(t, f.c, ep(1))
 	close(release)
 	f.c.waitIdle(t)
 	if got := f.rec.lines(); len(got) != 0 {
@@ -545,8 +586,8 @@ func TestCheckerStartClose(t *testing.T) {
 	if err := c.Start(context.Background()); !errors.Is(err, ErrClosed) {
 		t.Errorf("Start after Close = %v, want ErrClosed", err)
 	}
-	if err := c.Add(ep(1)); !errors.Is(err, ErrClosed) {
-		t.Errorf("Add after Close = %v, want ErrClosed", err)
+	if err := c.SetEndpoints([]bulwark.Endpoint{ep(1)}); !errors.Is(err, ErrClosed) {
+		t.Errorf("SetEndpoints after Close = %v, want ErrClosed", err)
 	}
 }
 
@@ -557,9 +598,7 @@ func TestCheckerCloseCancelsProbes(t *testing.T) {
 		<-ctx.Done()
 		return ctx.Err()
 	}})
-	if err := f.c.Add(ep(1)); err != nil {
-		t.Fatal(err)
-	}
+	add(t, f.c, ep(1))
 	<-started
 	if err := f.c.Close(); err != nil { // returns only once the probe has
 		t.Errorf("Close = %v", err)
@@ -599,14 +638,18 @@ func TestCheckerConcurrentSafe(t *testing.T) {
 				e := bulwark.Endpoint{Addr: fmt.Sprintf("10.%d.%d.1:80", g, i%20)}
 				switch i % 4 {
 				case 0, 1:
-					_ = f.c.Add(e)
+					set := []bulwark.Endpoint{e}
+					if i%8 == 1 {
+						set = append(set, bulwark.Endpoint{Addr: fmt.Sprintf("10.%d.%d.2:80", g, i%20)})
+					}
+					_ = f.c.SetEndpoints(set)
 				case 2:
 					f.c.State(e)
 					if i%8 == 2 {
 						_ = f.c.Drain(e)
 					}
 				case 3:
-					f.c.Remove(e)
+					_ = f.c.SetEndpoints(nil)
 				}
 			}
 		}()
@@ -618,33 +661,52 @@ func TestCheckerConcurrentSafe(t *testing.T) {
 	}
 }
 
-func TestCheckerBoundedGoroutines(t *testing.T) {
+func TestCheckerBoundedWorkers(t *testing.T) {
+	// 500 endpoints whose probes block: Workers of them run at once, each
+	// on a worker, and the rest wait for a worker to be free; no goroutine
+	// is started per endpoint. running is the number of probes in flight;
+	// peak, the most at any time.
+	const workers = 8
+	var mu sync.Mutex
+	running, peak, done := 0, 0, 0
+	eightIn := make(chan struct{})
 	release := make(chan struct{})
-	var started atomic.Int32
-	f := newChecker(t, Config{Workers: 8, Timeout: time.Hour, Probe: func(ctx context.Context, _ bulwark.Endpoint) error {
-		started.Add(1)
+	f := newChecker(t, Config{Workers: workers, Timeout: time.Hour, Probe: func(ctx context.Context, _ bulwark.Endpoint) error {
+		mu.Lock()
+		running++
+		peak = max(peak, running)
+		if running == workers && done == 0 {
+			close(eightIn)
+		}
+		mu.Unlock()
 		<-release
+		mu.Lock()
+		running--
+		done++
+		mu.Unlock()
 		return nil
 	}})
-	before := runtime.NumGoroutine()
+	var eps []bulwark.Endpoint
 	for i := range 500 {
-		if err := f.c.Add(bulwark.Endpoint{Addr: fmt.Sprintf("10.1.%d.%d:80", i/250, i%250)}); err != nil {
-			t.Fatal(err)
-		}
+		eps = append(eps, bulwark.Endpoint{Addr: fmt.Sprintf("10.1.%d.%d:80", i/250, i%250)})
 	}
-	for started.Load() < 8 {
-		runtime.Gosched()
+	if err := f.c.SetEndpoints(eps); err != nil {
+		t.Fatal(err)
 	}
-	if got := runtime.NumGoroutine() - before; got > 0 {
-		t.Errorf("500 endpoints with blocked probes added %d goroutines to the 9 of Start, want none", got)
+	<-eightIn // every worker holds a probe
+	// Let the probes end one at a time: with a probe per goroutine rather
+	// than per worker, hundreds would be blocked at once meanwhile.
+	for range len(eps) {
+		release <- struct{}{}
 	}
-	if got := started.Load(); got != 8 {
-		t.Errorf("%d probes running at once, want Workers = 8", got)
-	}
-	close(release)
 	f.c.waitIdle(t)
-	if got := started.Load(); got != 500 {
-		t.Errorf("%d probes after the workers were freed, want 500", got)
+	mu.Lock()
+	defer mu.Unlock()
+	if peak != workers {
+		t.Errorf("at most %d probes ran at once, want Workers = %d", peak, workers)
+	}
+	if done != 500 {
+		t.Errorf("%d probes after the workers were freed, want 500", done)
 	}
 }
 
@@ -671,7 +733,7 @@ func TestCheckerListenerOutsideLock(t *testing.T) {
 	}
 	r.c = c
 	defer c.Close()
-	if err := c.Add(ep(1)); err != nil {
+	if err := c.SetEndpoints([]bulwark.Endpoint{ep(1)}); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.Start(context.Background()); err != nil {
@@ -680,6 +742,8 @@ func TestCheckerListenerOutsideLock(t *testing.T) {
 	if s := <-r.got; s != Healthy {
 		t.Errorf("State from inside HealthChanged = %v, want healthy", s)
 	}
-	c.Remove(ep(1)) // HealthChanged(false) on the caller's goroutine
+	if err := c.SetEndpoints(nil); err != nil { // HealthChanged(false) on the caller's goroutine
+		t.Fatal(err)
+	}
 	<-r.got
 }

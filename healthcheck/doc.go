@@ -13,16 +13,22 @@
 // failures, success rate and failure percentage, with ejection times that grow
 // with each ejection and a cap on the share of ejected hosts.
 //
-// Both push their changes to a [Listener], such as a balancer:
+// Both are balancer.Judges: among the Followers of a balancer, they follow
+// its endpoint set (SetEndpoints) and report their verdicts to it, and the
+// detector is fed every call's outcome from Pick.Done. A new endpoint takes
+// traffic after its first passing probe:
 //
 //	hc, err := healthcheck.New(healthcheck.Config{
 //		Interval: time.Second,
 //		Probe:    probe, // from healthcheck.HTTP(...)
-//		Listener: lb,
 //	})
-//	err = hc.Add(bulwark.Endpoint{Addr: "10.0.0.1:8080"})
+//	od, err := healthcheck.NewOutlierDetector(healthcheck.OutlierConfig{})
+//	lb, err := balancer.New(balancer.Config{Endpoints: eps, Followers: []balancer.Follower{hc, od}})
 //	err = hc.Start(ctx)
 //	defer hc.Close()
+//
+// Standalone, the caller gives each its endpoints with SetEndpoints, and a
+// [Listener] hears of the changes.
 //
 // A [Service] serves the service's own /livez, /readyz and /startupz as
 // Kubernetes expects, with application/health+json bodies

@@ -78,9 +78,8 @@ func Example_httpBackends() {
 		Interval:          10 * time.Second,
 		UnhealthyInterval: 2 * time.Second, // look again soon at a failing backend
 		Timeout:           time.Second,
-		Rise:              2, // two successes in a row to come back
+		Rise:              2, // two successes in a row to come back; a new backend needs one
 		Fall:              3,
-		FastStart:         true, // a new backend may serve after its first success
 		Listener:          l,
 		Observer: bulwark.ObserverFunc(func(e bulwark.Event) {
 			if e.Kind == bulwark.EventProbe && l.names[e.Endpoint.Addr] == "c" {
@@ -93,11 +92,9 @@ func Example_httpBackends() {
 		fmt.Println(err)
 		return
 	}
-	for _, ep := range eps {
-		if err := hc.Add(ep); err != nil {
-			fmt.Println(err)
-			return
-		}
+	if err := hc.SetEndpoints(eps); err != nil {
+		fmt.Println(err)
+		return
 	}
 	if err := hc.Start(context.Background()); err != nil {
 		fmt.Println(err)

@@ -78,8 +78,16 @@ func FuzzOutlierInvariants(f *testing.F) {
 				clk.Advance(time.Duration(op>>6+1) * 4 * time.Second)
 				d.EvaluateAt(clk.Now())
 			case 7:
-				if op>>6 == 3 {
-					d.Remove(e)
+				if op>>6 == 3 { // every host but e, as members
+					var set []bulwark.Endpoint
+					for i := range int(hosts) {
+						if ep(i) != e {
+							set = append(set, ep(i))
+						}
+					}
+					if err := d.SetEndpoints(set); err != nil {
+						t.Fatal(err)
+					}
 				} else {
 					d.Record(e, bulwark.Neutral, false)
 				}

@@ -2,7 +2,6 @@ package healthcheck
 
 import (
 	"fmt"
-	"runtime"
 	"sync"
 
 	"github.com/bulwark-go/bulwark"
@@ -60,5 +59,3 @@ func (r *recorder) eventsOf(k bulwark.EventKind) []bulwark.Event {
 }
 
 func ep(i int) bulwark.Endpoint { return bulwark.Endpoint{Addr: fmt.Sprintf("10.0.0.%d:80", i)} }
-
-func runtimeGosched() { runtime.Gosched() }

@@ -80,7 +80,9 @@ type OutlierConfig struct {
 	EjectionJitter time.Duration
 	// MaxEjectionPercent is the largest share of the endpoints, in percent,
 	// that may be ejected at once; an ejection that would exceed it does not
-	// happen. If zero, 10. Outside [0, 100] is an error.
+	// happen. The share is of the current members, those of the last
+	// SetEndpoints (or, before any, of the endpoints Record has seen). If
+	// zero, 10. Outside [0, 100] is an error.
 	MaxEjectionPercent int
 	// AlwaysEjectOne allows one ejection even when MaxEjectionPercent of the
 	// fleet is less than one endpoint (Envoy's always_eject_one_host). With
@@ -122,7 +124,8 @@ type OutlierConfig struct {
 	// zero, 50. Negative is an error.
 	FailurePercentageRequestVolume int
 
-	// Listener, if not nil, is told of ejections and returns.
+	// Listener, if not nil, is told of ejections and returns. A detector
+	// among a balancer's Followers needs none: it reports to the balancer.
 	Listener Listener
 	// Observer, if not nil, receives EventEjected and EventUnejected.
 	Observer bulwark.Observer
@@ -134,8 +137,13 @@ type OutlierConfig struct {
 // NewService, HTTP and TCP for a configuration they cannot use.
 var ErrInvalidConfig = errors.New("healthcheck: invalid config")
 
-// ErrClosed is returned by Start after Close, and by Add after Close.
+// ErrClosed is returned by Start after Close, and by a Checker's
+// SetEndpoints after Close.
 var ErrClosed = errors.New("healthcheck: closed")
+
+// ErrAttached is returned by Attach when the Checker or OutlierDetector
+// reports to a balancer already.
+var ErrAttached = errors.New("healthcheck: already attached to a balancer")
 
 // ErrStarted is returned by a second Start.
 var ErrStarted = errors.New("healthcheck: already started")
@@ -226,8 +234,12 @@ func (c *OutlierConfig) normalize() error {
 }
 
 // OutlierDetector ejects endpoints whose real calls fail, as Envoy's outlier
-// detection does. Callers feed it with Record, one call outcome at a time;
-// unknown endpoints are added on their first Record. Consecutive-failure rules
+// detection does. Callers feed it with Record, one call outcome at a time.
+// SetEndpoints gives it the set of endpoints: among a balancer's Followers
+// (it is a balancer.Judge and a balancer.Recorder), the balancer does, feeds
+// it from Pick.Done, and hears of its ejections; standalone, the caller
+// may, or else endpoints are added on their first Record and never
+// forgotten. Consecutive-failure rules
 // eject at once from Record; success-rate and failure-percentage rules run at
 // each interval, in the goroutine that Start starts, or when the caller calls
 // EvaluateAt. An ejection lasts BaseEjectionTime × the endpoint's number of
@@ -247,9 +259,12 @@ type OutlierDetector struct {
 
 	hosts atomic.Pointer[map[string]*host] // copy on write under mu; read by Record without lock
 
-	mu       sync.Mutex // guards the fields below and the unexported state of every host
-	ejected  int        // number of ejected hosts
-	lastEval time.Time  // time of the previous evaluation
+	mu       sync.Mutex                   // guards the fields below and the unexported state of every host
+	members  bool                         // SetEndpoints was called: Record adds no endpoint
+	report   func(bulwark.Endpoint, bool) // the attached balancer's; nil if none
+	synced   bool                         // SetEndpoints ran since Attach
+	ejected  int                          // number of ejected hosts
+	lastEval time.Time                    // time of the previous evaluation
 	notes    notifier
 	started  bool
 	closed   bool
@@ -304,14 +319,18 @@ func NewOutlierDetector(cfg OutlierConfig) (*OutlierDetector, error) {
 
 // Record counts one call outcome of ep: Success, Failure, or Neutral (which
 // is ignored). gateway marks a failure as a gateway failure (502, 503, 504 or
-// a connection error). An endpoint seen for the first time is added (which
-// copies the endpoint map, O(endpoints)); ep.Addr identifies it. An empty
-// Addr is ignored and reported to the Observer as EventMisuse.
+// a connection error); ep.Addr identifies the endpoint. An endpoint that is
+// not a member is ignored once SetEndpoints was called (the late outcome of
+// a call to a removed endpoint, say); before that, an endpoint seen for the
+// first time is added (which copies the endpoint map, O(endpoints)). An
+// empty Addr is ignored and reported to the Observer as EventMisuse.
 //
 // Record takes no lock and does not allocate for a known endpoint. A failure
 // that completes a run of consecutive failures ejects ep before Record
-// returns, and the Listener and the Observer are told on the caller's
-// goroutine (or on the one already telling them of an earlier change).
+// returns: the attached balancer is told under the detector's lock (it only
+// marks the endpoint, and rebuilds elsewhere), and the Listener and the
+// Observer on the caller's goroutine (or on the one already telling them of
+// an earlier change).
 func (d *OutlierDetector) Record(ep bulwark.Endpoint, o bulwark.Outcome, gateway bool) {
 	h := (*d.hosts.Load())[ep.Addr]
 	if h == nil {
@@ -361,7 +380,7 @@ func (d *OutlierDetector) add(ep bulwark.Endpoint) *host {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	old := *d.hosts.Load()
-	if h := old[ep.Addr]; h != nil {
+	if h := old[ep.Addr]; h != nil || d.members {
 		return h
 	}
 	m := make(map[string]*host, len(old)+1)
@@ -374,30 +393,92 @@ func (d *OutlierDetector) add(ep bulwark.Endpoint) *host {
 	return h
 }
 
-// Remove forgets ep (compared by Addr). If ep was ejected, the Listener is
-// told it is not any more. It reports whether ep was known.
-func (d *OutlierDetector) Remove(ep bulwark.Endpoint) bool {
+// SetEndpoints makes eps the detector's members, compared by Addr: from
+// then on Record ignores other endpoints, and MaxEjectionPercent is a share
+// of eps. A member that stays keeps its counts and ejection, and takes its
+// new Zone and Weight; a new one starts afresh, in service; one that leaves
+// is forgotten, and if it was ejected, the Listener is told it is not any
+// more (the balancer, which removed it, is not). An endpoint that comes back
+// starts afresh. If the set shrank so that more members are ejected than
+// MaxEjectionPercent of it allows, those whose ejection ends soonest come
+// back now (Event.Reason "cap").
+//
+// It returns an error wrapping bulwark.ErrInvalidEndpoint, with the members
+// unchanged, for an invalid endpoint or an Addr that appears twice.
+func (d *OutlierDetector) SetEndpoints(eps []bulwark.Endpoint) error {
+	if err := validate(eps); err != nil {
+		return err
+	}
 	d.mu.Lock()
 	old := *d.hosts.Load()
-	h := old[ep.Addr]
-	if h == nil {
-		d.mu.Unlock()
-		return false
+	m := make(map[string]*host, len(eps))
+	for _, ep := range eps {
+		h := old[ep.Addr]
+		if h == nil {
+			h = &host{ep: ep}
+		} else {
+			h.ep = ep
+			if d.report != nil && !d.synced && !h.ejectedUntil.IsZero() {
+				d.report(ep, false) // ejected before the balancer attached
+			}
+		}
+		m[ep.Addr] = h
 	}
-	m := make(map[string]*host, len(old))
-	for k, v := range old {
-		if k != ep.Addr {
-			m[k] = v
+	for addr, h := range old {
+		if _, ok := m[addr]; ok {
+			continue
+		}
+		h.removed = true
+		if !h.ejectedUntil.IsZero() {
+			d.unejectLocked(h, "removed")
 		}
 	}
 	d.hosts.Store(&m)
-	h.removed = true
-	if !h.ejectedUntil.IsZero() {
-		d.unejectLocked(h, "removed")
-	}
+	d.members, d.synced = true, true
+	d.trimLocked()
 	d.mu.Unlock()
 	d.flush()
-	return true
+	return nil
+}
+
+// trimLocked brings back, soonest return first, the ejected members beyond
+// MaxEjectionPercent of the members: after the set shrank, the cap holds for
+// the current members too.
+func (d *OutlierDetector) trimLocked() {
+	total := len(*d.hosts.Load())
+	allowed := d.cfg.MaxEjectionPercent * total / 100
+	if d.cfg.AlwaysEjectOne {
+		allowed = max(allowed, 1)
+	}
+	for d.ejected > allowed {
+		var first *host
+		for _, h := range *d.hosts.Load() {
+			if !h.ejectedUntil.IsZero() && (first == nil || h.ejectedUntil.Before(first.ejectedUntil)) {
+				first = h
+			}
+		}
+		d.unejectLocked(first, "cap")
+	}
+}
+
+// Attach binds the detector to a balancer, as a balancer.Judge: New of
+// package balancer calls it for a detector among its Followers. From then
+// on the detector calls report, under its lock, with each ejection
+// (healthy false) and return (healthy true) of a member; endpoints it
+// ejected already are reported at the next SetEndpoints. pending is false:
+// a new endpoint is in service until it is ejected. Attach returns
+// ErrAttached if the detector reports to a balancer already.
+func (d *OutlierDetector) Attach(report func(ep bulwark.Endpoint, healthy bool)) (pending bool, err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.report != nil {
+		return false, ErrAttached
+	}
+	if report == nil {
+		return false, invalid("Attach with a nil report")
+	}
+	d.report, d.synced = report, false
+	return false, nil
 }
 
 // Ejected reports whether ep (compared by Addr) is ejected now.
@@ -456,6 +537,9 @@ func (d *OutlierDetector) ejectLocked(h *host, now time.Time, reason string) boo
 	d.ejected++
 	h.consec.Store(0)
 	h.consecGW.Store(0)
+	if d.report != nil {
+		d.report(h.ep, false)
+	}
 	nt := notice{ep: h.ep, ejection: true, on: true, listen: d.cfg.Listener != nil}
 	if d.cfg.Observer != nil {
 		nt.observe = true
@@ -479,6 +563,9 @@ func (d *OutlierDetector) unejectLocked(h *host, reason string) {
 	h.consec.Store(0) // failures while out do not count against its return
 	h.consecGW.Store(0)
 	d.ejected--
+	if d.report != nil && !h.removed {
+		d.report(h.ep, true)
+	}
 	nt := notice{ep: h.ep, ejection: true, on: false, listen: d.cfg.Listener != nil}
 	if d.cfg.Observer != nil {
 		nt.observe = true

@@ -436,29 +436,55 @@ func TestOutlierIntervalByStart(t *testing.T) {
 	}
 }
 
-func TestOutlierRemove(t *testing.T) {
+// eps returns ep(i) for each i.
+func eps(is ...int) []bulwark.Endpoint {
+	var out []bulwark.Endpoint
+	for _, i := range is {
+		out = append(out, ep(i))
+	}
+	return out
+}
+
+func TestOutlierSetEndpoints(t *testing.T) {
 	d, rec, _ := newDetector(t, OutlierConfig{MaxEjectionPercent: 100})
 	for range 5 {
 		d.Record(ep(1), bulwark.Failure, false)
 	}
-	if !d.Remove(ep(1)) {
-		t.Fatal("Remove(known) = false")
+	if !d.Ejected(ep(1)) {
+		t.Fatal("not ejected after 5 failures")
 	}
-	if d.Remove(ep(1)) {
-		t.Error("second Remove = true")
+	if err := d.SetEndpoints(eps(2, 3)); err != nil {
+		t.Fatal(err)
 	}
 	if d.Ejected(ep(1)) {
-		t.Error("Ejected after Remove")
+		t.Error("Ejected after it left the set")
 	}
 	if got, want := rec.lines(), []string{"ejection 10.0.0.1:80 true", "ejection 10.0.0.1:80 false"}; !slices.Equal(got, want) {
 		t.Errorf("Listener got %q, want %q", got, want)
 	}
-	// Added again by the next Record, with a clean slate.
+	// Only members count now.
+	for range 5 {
+		d.Record(ep(1), bulwark.Failure, false)
+		d.Record(ep(9), bulwark.Failure, false)
+	}
+	if d.Ejected(ep(1)) || d.Ejected(ep(9)) {
+		t.Error("a non-member was ejected")
+	}
+	if n := len(*d.hosts.Load()); n != 2 {
+		t.Errorf("detector tracks %d endpoints, want the 2 members", n)
+	}
+	// Back in the set, with a clean slate.
+	if err := d.SetEndpoints(eps(1, 2, 3)); err != nil {
+		t.Fatal(err)
+	}
 	for range 4 {
 		d.Record(ep(1), bulwark.Failure, false)
 	}
 	if d.Ejected(ep(1)) {
-		t.Error("ejected after 4 failures on re-adding")
+		t.Error("ejected after 4 failures since it came back")
+	}
+	if err := d.SetEndpoints([]bulwark.Endpoint{ep(1), ep(1)}); !errors.Is(err, bulwark.ErrInvalidEndpoint) {
+		t.Errorf("SetEndpoints(duplicate) = %v, want ErrInvalidEndpoint", err)
 	}
 }
 
@@ -491,7 +517,8 @@ func TestOutlierConcurrentSafe(t *testing.T) {
 				case g == 0 && i%100 == 0:
 					clk.Advance(300 * time.Millisecond)
 				case g == 1 && i%150 == 0:
-					d.Remove(e)
+					set := eps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19)
+					_ = d.SetEndpoints(slices.Delete(set, i%20, i%20+1))
 				case g == 2 && i%50 == 0:
 					d.EvaluateAt(clk.Now())
 				case (i+g)%3 == 0:
@@ -533,8 +560,9 @@ func TestOutlierConsecutiveRetriesAfterRefusal(t *testing.T) {
 	if d.Ejected(ep(2)) {
 		t.Fatal("third of four hosts ejected with a 50 % cap")
 	}
-	d.Remove(ep(0))
-	d.Record(ep(4), bulwark.Success, false) // 1 of 4 ejected now
+	if err := d.SetEndpoints(eps(1, 2, 3, 4)); err != nil { // 1 of 4 ejected now
+		t.Fatal(err)
+	}
 	for range 4 {
 		d.Record(ep(2), bulwark.Failure, false)
 	}
@@ -570,5 +598,50 @@ func TestOutlierListenerOutsideLock(t *testing.T) {
 	}
 	if !slices.Equal(r.got, []bool{true}) {
 		t.Errorf("Ejected from inside EjectionChanged = %v, want [true]", r.got)
+	}
+}
+
+// TestOutlierCapCountsCurrentMembers: ten endpoints scaled down to two, with
+// a 50 % cap: faults on both live ones eject one of them, not both.
+func TestOutlierCapCountsCurrentMembers(t *testing.T) {
+	ten := eps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9)
+	for _, tt := range []struct {
+		name  string
+		fault []int // failing before the scale-down
+	}{
+		{"healthy before", nil},
+		{"the two survivors ejected before", []int{8, 9}},
+		{"others ejected before", []int{0, 1, 2, 3, 4}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			d, _, _ := newDetector(t, OutlierConfig{MaxEjectionPercent: 50})
+			if err := d.SetEndpoints(ten); err != nil {
+				t.Fatal(err)
+			}
+			for _, i := range tt.fault {
+				for range 5 {
+					d.Record(ep(i), bulwark.Failure, true)
+				}
+			}
+			if got, want := len(ejectedSet(d, 10)), len(tt.fault); got != want {
+				t.Fatalf("%d of 10 ejected before the scale-down, want %d", got, want)
+			}
+			if err := d.SetEndpoints(eps(8, 9)); err != nil {
+				t.Fatal(err)
+			}
+			if got := len(ejectedSet(d, 10)); got > 1 {
+				t.Errorf("%d of the 2 members ejected right after the scale-down, want at most 1 (50 %%)", got)
+			}
+			for range 10 {
+				d.Record(ep(8), bulwark.Failure, true)
+				d.Record(ep(9), bulwark.Failure, true)
+			}
+			if got := ejectedSet(d, 10); len(got) != 1 {
+				t.Errorf("ejected after faults on both members = %v, want exactly 1 of 2 (50 %%)", got)
+			}
+			if d.ejected != 1 {
+				t.Errorf("ejection count = %d, want 1", d.ejected)
+			}
+		})
 	}
 }

@@ -256,7 +256,7 @@ func TestCheckerHTTPBackends(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := bulwark.Endpoint{Addr: strings.TrimPrefix(srv.URL, "http://")}
-	f := newChecker(t, Config{Rise: 2, Fall: 1, FastStart: true, Probe: p}, e)
+	f := newChecker(t, Config{Rise: 2, Fall: 1, Probe: p}, e)
 	if got := f.state(t, e); got != Healthy {
 		t.Fatalf("State = %v, want healthy", got)
 	}

@@ -148,9 +148,15 @@ func TestServiceCheckTimeout(t *testing.T) {
 
 func TestServiceSharesOneRun(t *testing.T) {
 	var runs atomic.Int32
-	release := make(chan struct{})
+	started, release := make(chan struct{}), make(chan struct{})
 	s, _ := newService(t, ServiceConfig{Ready: []Check{{Name: "db",
-		Run: func(context.Context) error { runs.Add(1); <-release; return nil }}}})
+		Run: func(context.Context) error {
+			if runs.Add(1) == 1 {
+				close(started)
+			}
+			<-release
+			return nil
+		}}}})
 	var wg sync.WaitGroup
 	codes := make([]int, 8)
 	for i := range codes {
@@ -160,9 +166,7 @@ func TestServiceSharesOneRun(t *testing.T) {
 			codes[i], _ = get(t, s, "/readyz")
 		}()
 	}
-	for runs.Load() == 0 {
-		runtimeGosched()
-	}
+	<-started
 	close(release)
 	wg.Wait()
 	if got := runs.Load(); got != 1 {

@@ -366,16 +366,33 @@ func TestDoTakesOverDeadWorker(t *testing.T) {
 	}
 }
 
-// A run that outlasts its lease loses the key to a duplicate; its own result
-// is then refused and reported, and the duplicate's result stands.
+// A run that cannot renew its lease (its instance is cut off from the
+// store) has its context ended with ErrLeaseLost before the lease ends, and
+// loses the key to a duplicate; its own late result is then refused and
+// reported, and the duplicate's result stands.
 func TestDoFencedRunReported(t *testing.T) {
 	clk := fakeClock()
 	st := newStore(t, clk)
 	obs := &events{}
-	e := newEngine(t, st, clk, idempotency.Config{Lease: time.Minute, Observer: obs})
-	op, started, release := blockingOp(1)
-	first := make(chan int, 1)
-	go func() { v, _ := idempotency.Do(context.Background(), e, "k", nil, op); first <- v }()
+	cut := &faultyStore{Store: st}
+	cut.failExtend.Store(&errOutage)
+	e := newEngine(t, cut, clk, idempotency.Config{Lease: time.Minute, Observer: obs})
+	started, release := make(chan struct{}), make(chan struct{})
+	first := make(chan error, 1)
+	var cause error
+	go func() {
+		v, err := idempotency.Do(context.Background(), e, "k", nil, func(ctx context.Context) (int, error) {
+			close(started)
+			<-ctx.Done()
+			cause = context.Cause(ctx)
+			<-release
+			return 1, nil // finishes anyway, late
+		})
+		if v != 1 {
+			err = fmt.Errorf("slow run's own result = %d, %v; want 1", v, err)
+		}
+		first <- err
+	}()
 	<-started
 	clk.Advance(time.Minute)
 	other := newEngine(t, st, clk, idempotency.Config{})
@@ -383,11 +400,15 @@ func TestDoFencedRunReported(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 2, v)
 	close(release)
-	if got := <-first; got != 1 {
-		t.Errorf("slow run's own result = %d, want 1", got)
+	require.NoError(t, <-first)
+	if !errors.Is(cause, idempotency.ErrLeaseLost) {
+		t.Errorf("context.Cause of the cut-off run = %v, want ErrLeaseLost", cause)
 	}
 	if n := obs.count(bulwark.EventStoreError, "fenced"); n != 1 {
 		t.Errorf("%d fenced store-error events, want 1", n)
+	}
+	if n := obs.count(bulwark.EventStoreError, "lease_lost"); n != 1 {
+		t.Errorf("%d lease-lost store-error events, want 1", n)
 	}
 	if v, _ := idempotency.Do(t.Context(), other, "k", nil, func(context.Context) (int, error) { return 3, nil }); v != 2 {
 		t.Errorf("replay = %d, want the new owner's 2", v)

@@ -50,6 +50,18 @@ func (o *events) Observe(e bulwark.Event) {
 	o.mu.Unlock()
 }
 
+// has reports whether an event satisfies f.
+func (o *events) has(f func(bulwark.Event) bool) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, e := range o.all {
+		if f(e) {
+			return true
+		}
+	}
+	return false
+}
+
 // count returns how many events of kind were seen, with the reason if it is
 // not empty.
 func (o *events) count(kind bulwark.EventKind, reason string) int {
@@ -75,6 +87,10 @@ type faultyStore struct {
 	idempotency.Store
 	failClaim    atomic.Bool
 	failComplete atomic.Bool
+	failExtend   atomic.Pointer[error] // if set, Extend returns this error
+	extended     chan error            // if not nil, receives what each Extend returns
+	completes    atomic.Int64
+	releases     atomic.Int64
 	claims       atomic.Int64
 	inClaim      atomic.Int64
 	maxInClaim   atomic.Int64
@@ -105,7 +121,26 @@ func (s *faultyStore) Claim(ctx context.Context, key string, fp []byte, lease ti
 	return s.Store.Claim(ctx, key, fp, lease)
 }
 
+func (s *faultyStore) Extend(ctx context.Context, key string, token uint64, lease time.Duration) error {
+	var err error
+	if p := s.failExtend.Load(); p != nil {
+		err = *p
+	} else {
+		err = s.Store.Extend(ctx, key, token, lease)
+	}
+	if s.extended != nil {
+		s.extended <- err
+	}
+	return err
+}
+
+func (s *faultyStore) Release(ctx context.Context, key string, token uint64) error {
+	s.releases.Add(1)
+	return s.Store.Release(ctx, key, token)
+}
+
 func (s *faultyStore) Complete(ctx context.Context, key string, token uint64, value []byte, retention time.Duration) error {
+	s.completes.Add(1)
 	if s.failComplete.Load() {
 		return errOutage
 	}

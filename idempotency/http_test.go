@@ -398,14 +398,14 @@ func TestMiddlewareConcurrentSafe(t *testing.T) {
 	}
 }
 
-// A handler that dies after its key was claimed (its process crashed) holds
-// the key only until the lease ends; another instance then takes it over,
-// and the dead one's late completion is refused.
+// A handler whose instance can no longer renew its lease (cut off from the
+// store, or dead) holds the key only until the lease ends; another instance
+// then takes it over, and the cut-off one's late completion is refused.
 func TestMiddlewareTakeover(t *testing.T) {
 	clk := fakeClock()
 	st := newStore(t, clk)
 	obs := &events{}
-	newInstance := func(h http.Handler) http.Handler {
+	newInstance := func(st idempotency.Store, h http.Handler) http.Handler {
 		e := newEngine(t, st, clk, idempotency.Config{Lease: 10 * time.Second, Observer: obs})
 		mw, err := idempotency.Middleware(idempotency.HTTPConfig{Engine: e})
 		require.NoError(t, err)
@@ -413,7 +413,10 @@ func TestMiddlewareTakeover(t *testing.T) {
 	}
 	stuck := &orders{block: make(chan struct{}), start: make(chan struct{}), body: "from the dead instance"}
 	healthy := &orders{body: "from the live instance"}
-	a, b := newInstance(stuck), newInstance(healthy)
+	// The stuck instance is cut off from the store: it cannot renew.
+	cut := &faultyStore{Store: st}
+	cut.failExtend.Store(&errOutage)
+	a, b := newInstance(cut, stuck), newInstance(st, healthy)
 	serve := func(h http.Handler) *httptest.ResponseRecorder {
 		r := httptest.NewRequest("POST", "/orders", strings.NewReader("x"))
 		r.Header.Set("Idempotency-Key", "k")

@@ -111,8 +111,9 @@ func (c *leaseCtx) Value(key any) any {
 // renewer keeps the leases of an Engine's runs. Runs register in a list; one
 // timer, armed when a run registers while it is idle, ticks every sixth of
 // the lease while runs remain, and renews each run whose lease was granted a
-// third of a lease ago or more. A short run therefore costs a lock, two list
-// operations and no timer of its own.
+// third of a lease ago or more, all at once, on the timer's goroutine. A
+// short run therefore costs a lock, two list operations and no timer or
+// goroutine of its own.
 type renewer struct {
 	mu    sync.Mutex
 	head  *Lease        // guarded by mu; the running leases
@@ -168,14 +169,12 @@ func (e *Engine) endLease(l *Lease) (lost bool) {
 		l.next.prev = l.prev
 	}
 	l.prev, l.next = nil, nil
-	stop, renewing, lost := l.stopRenewal, l.renewing, l.lost
+	stop, lost := l.stopRenewal, l.lost
 	r.mu.Unlock()
 	if stop != nil {
 		stop()
 	}
-	if renewing {
-		l.renewals.Wait()
-	}
+	l.renewals.Wait()
 	return lost
 }
 
@@ -212,9 +211,19 @@ func (e *Engine) tick() {
 	for _, l := range lost {
 		e.loseLease(l, nil)
 	}
-	for _, l := range due {
-		go e.extend(l)
+	// Renew concurrently, and return when every renewal has: the timer
+	// runs tick on a goroutine of its own (the wall clock's) or on the
+	// goroutine that moves a test's clock, which then knows the renewals
+	// done. The timer is already re-armed, so a hung renewal delays no
+	// later tick.
+	var wg sync.WaitGroup
+	for _, l := range due[min(1, len(due)):] {
+		wg.Go(func() { e.extend(l) })
 	}
+	if len(due) > 0 {
+		e.extend(due[0])
+	}
+	wg.Wait()
 }
 
 // extend renews l once, for the tick that found it due.

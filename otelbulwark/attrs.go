@@ -2,28 +2,55 @@ package otelbulwark
 
 import (
 	"maps"
+	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 
 	"github.com/bulwark-go/bulwark"
 )
 
-// The attribute keys of every metric. Empty values are left out.
+// The attribute keys of every metric: OpenTelemetry semantic conventions
+// where one fits (the endpoint, its zone, the class of error), and names in
+// the bulwark namespace for the rest. Empty values are left out.
 const (
-	keyComponent = attribute.Key("component")
-	keyName      = attribute.Key("name")
-	keyEndpoint  = attribute.Key("endpoint")
-	keyZone      = attribute.Key("zone")
-	keyOutcome   = attribute.Key("outcome")
-	keyReason    = attribute.Key("reason")
-	keyFrom      = attribute.Key("from")
-	keyTo        = attribute.Key("to")
-	keyState     = attribute.Key("state")
-	keyKind      = attribute.Key("kind")
+	keyComponent = attribute.Key("bulwark.component")
+	keyName      = attribute.Key("bulwark.name")
+	keyAddress   = semconv.ServerAddressKey         // the endpoint's host
+	keyPort      = semconv.ServerPortKey            // the endpoint's port, when it has one
+	keyZone      = semconv.CloudAvailabilityZoneKey // the endpoint's zone
+	keyOutcome   = attribute.Key("bulwark.outcome")
+	keyReason    = attribute.Key("bulwark.reason")
+	keyPrevState = attribute.Key("bulwark.previous_state")
+	keyState     = attribute.Key("bulwark.state")
+	keyKind      = attribute.Key("bulwark.event.kind")
+	keyErrorType = semconv.ErrorTypeKey
 )
+
+// The error.type values of a give-up.
+const (
+	errorTypePermanent = "permanent" // no retry could have fixed the last error
+	errorTypeCanceled  = "canceled"  // the caller gave up
+	errorTypeTransient = "transient" // retryable errors that the retries did not fix
+)
+
+// giveUpErrorType classifies the Reason of an EventGiveUp: "permanent" for the
+// reasons that say the last error was not retryable, "canceled" when the
+// caller canceled, and "transient" for the limits (attempts, elapsed,
+// deadline, budget, retry_after) that stopped retries of retryable errors.
+func giveUpErrorType(reason string) string {
+	switch reason {
+	case "permanent", "not_retryable":
+		return errorTypePermanent
+	case "canceled":
+		return errorTypeCanceled
+	}
+	return errorTypeTransient
+}
 
 // shape says which Event fields make up the attributes of a measurement.
 type shape uint8
@@ -33,7 +60,8 @@ const (
 	shapeBase                    // + endpoint, zone
 	shapeOutcome                 // + outcome
 	shapeReason                  // + reason
-	shapeTransition              // + from, to, reason
+	shapeGiveUp                  // + reason, error.type
+	shapeTransition              // + previous state, state, reason
 	shapeKind                    // + kind, reason
 	shapeStore                   // component, name, outcome
 )
@@ -92,7 +120,7 @@ func keyOf(s shape, e *bulwark.Event) attrKey {
 	switch s {
 	case shapeOutcome:
 		k.outcome = e.Outcome
-	case shapeReason:
+	case shapeReason, shapeGiveUp:
 		k.a = e.Reason
 	case shapeTransition:
 		k.a, k.b, k.c = e.From, e.To, e.Reason
@@ -138,7 +166,7 @@ func newEntry(set attribute.Set) *attrEntry {
 
 // attributes lists the key's attributes, leaving out empty ones.
 func (k attrKey) attributes() []attribute.KeyValue {
-	kv := make([]attribute.KeyValue, 0, 7)
+	kv := make([]attribute.KeyValue, 0, 8)
 	add := func(key attribute.Key, v string) {
 		if v != "" {
 			kv = append(kv, key.String(v))
@@ -146,20 +174,45 @@ func (k attrKey) attributes() []attribute.KeyValue {
 	}
 	add(keyComponent, k.component)
 	add(keyName, k.name)
-	add(keyEndpoint, k.addr)
+	if k.addr != "" {
+		host, port, ok := splitAddr(k.addr)
+		add(keyAddress, host)
+		if ok {
+			kv = append(kv, keyPort.Int(port))
+		}
+	}
 	add(keyZone, k.zone)
 	switch k.shape {
 	case shapeOutcome, shapeStore:
 		add(keyOutcome, k.outcome.String())
 	case shapeReason:
 		add(keyReason, k.a)
+	case shapeGiveUp:
+		add(keyReason, k.a)
+		add(keyErrorType, giveUpErrorType(k.a))
 	case shapeTransition:
-		add(keyFrom, k.a)
-		add(keyTo, k.b)
+		add(keyPrevState, k.a)
+		add(keyState, k.b)
 		add(keyReason, k.c)
 	case shapeKind:
 		add(keyKind, k.kind.String())
 		add(keyReason, k.a)
 	}
 	return kv
+}
+
+// splitAddr splits an Endpoint.Addr into server.address and server.port, as
+// the semantic conventions want them: "10.0.0.1:8080" into "10.0.0.1" and
+// 8080, "[::1]:80" into "::1" and 80. An address without a numeric port is
+// returned whole, with ok false.
+func splitAddr(addr string) (host string, port int, ok bool) {
+	h, p, err := net.SplitHostPort(addr)
+	if err != nil || h == "" {
+		return addr, 0, false
+	}
+	n, err := strconv.Atoi(p)
+	if err != nil || n < 0 || n > 65535 {
+		return addr, 0, false
+	}
+	return h, n, true
 }

@@ -20,8 +20,8 @@ func TestAttrCacheBounded(t *testing.T) {
 		e := bulwark.Event{Component: "breaker", Name: "b", Reason: "r" + strconv.Itoa(i)}
 		a := c.get(shapeReason, &e)
 		got := metric.NewAddConfig(a.add).Attributes()
-		want := attribute.NewSet(attribute.String("component", "breaker"), attribute.String("name", "b"),
-			attribute.String("reason", "r"+strconv.Itoa(i)))
+		want := attribute.NewSet(attribute.String("bulwark.component", "breaker"), attribute.String("bulwark.name", "b"),
+			attribute.String("bulwark.reason", "r"+strconv.Itoa(i)))
 		if !got.Equals(&want) {
 			t.Fatalf("get(reason %d) = %v, want %v", i, got.ToSlice(), want.ToSlice())
 		}

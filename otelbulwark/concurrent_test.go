@@ -67,7 +67,7 @@ func TestObserveConcurrentSafe(t *testing.T) {
 	for _, name := range []string{"b0", "b1"} {
 		ones := 0
 		for attrs, p := range got["bulwark.breaker.state"] {
-			if p.value == 1 && sortAttrs(attrs) == attrs && containsAttr(attrs, "name="+name) {
+			if p.value == 1 && sortAttrs(attrs) == attrs && containsAttr(attrs, "bulwark.name="+name) {
 				ones++
 			}
 		}

@@ -7,9 +7,14 @@
 //	if err != nil { … }
 //	cb, err := breaker.New(breaker.Config{Name: "payments", Observer: obs})
 //
-// One Observer serves every component: pass it, or bulwark.Observers(obs,
-// other), in each Config. With no SDK installed an event costs a few
-// nanoseconds and no allocation (BenchmarkObserver/noSDK).
+// [New] returns an [*Observer], a [bulwark.ContextObserver]. One Observer
+// serves every component: pass it, or [bulwark.Observers](obs, other), in
+// each Config. With no SDK installed an event costs a few nanoseconds and no
+// allocation (BenchmarkObserver/noSDK); with an SDK, an event allocates
+// nothing once its combination of attributes has been seen (state changes,
+// ejections and endpoint removals aside: they update the gauges under a
+// lock). [WithMeterProvider]
+// picks the provider; [AddSpanEvent] puts an event on a span by hand.
 //
 // # Metrics
 //
@@ -18,8 +23,8 @@
 // that each name they use is exported. Each component belongs to a family
 // that gives the metric-name prefix: breaker (bulwark.breaker), retry and
 // hedge (bulwark.retry), balancer (bulwark.balancer), healthcheck and outlier
-// (bulwark.healthcheck), idempotency (bulwark.idempotency); the component
-// attribute tells the members of a family apart, and a component this package
+// (bulwark.healthcheck), idempotency (bulwark.idempotency); the
+// bulwark.component attribute tells the members of a family apart, and a component this package
 // does not know gets the bare "bulwark" prefix. Every family has every
 // instrument below, so that no event is dropped, but an SDK exports only the
 // ones that received measurements; the Prometheus column names those the
@@ -28,63 +33,88 @@
 // _seconds_bucket, _seconds_sum and _seconds_count; a unit in braces adds
 // nothing).
 //
-//	event kind        instrument (type, unit)                  Prometheus name                                  attributes
-//	----------------  ---------------------------------------  -----------------------------------------------  ---------------------------------------------
-//	call              <f>.calls (counter)                      bulwark_breaker_calls_total                      component name endpoint zone outcome
-//	call              <f>.call.duration (histogram, s)         bulwark_breaker_call_duration_seconds_bucket     component name endpoint zone outcome
-//	rejected          <f>.rejections (counter)                 bulwark_breaker_rejections_total,                component name endpoint zone reason
+//	event kind        instrument (type, unit)                  Prometheus name                                   attributes beyond the base
+//	----------------  ---------------------------------------  ------------------------------------------------  ---------------------------------------------
+//	call              <f>.calls (counter)                      bulwark_breaker_calls_total                       bulwark.outcome
+//	call              <f>.call.duration (histogram, s)         bulwark_breaker_call_duration_seconds_bucket      bulwark.outcome
+//	rejected          <f>.rejections (counter)                 bulwark_breaker_rejections_total,                 bulwark.reason
 //	                                                           bulwark_idempotency_rejections_total
-//	state_change      <f>.transitions (counter)                bulwark_breaker_transitions_total,               component name endpoint zone from to reason
+//	state_change      <f>.transitions (counter)                bulwark_breaker_transitions_total,                bulwark.previous_state bulwark.state bulwark.reason
 //	                                                           bulwark_balancer_transitions_total,
 //	                                                           bulwark_healthcheck_transitions_total
-//	state_change      <f>.state (gauge, 1 or 0)                bulwark_breaker_state, bulwark_balancer_state,   component name endpoint zone state
+//	state_change      <f>.state (gauge, 1 or 0)                bulwark_breaker_state, bulwark_balancer_state,    bulwark.state
 //	                                                           bulwark_healthcheck_state
-//	retry             <f>.retries (counter)                    bulwark_retry_retries_total                      component name endpoint zone reason
-//	retry             <f>.backoff (histogram, s)               bulwark_retry_backoff_seconds_bucket             component name endpoint zone reason
-//	give_up           <f>.giveups (counter)                    bulwark_retry_giveups_total                      component name endpoint zone reason
-//	hedge             <f>.hedges (counter)                     bulwark_retry_hedges_total                       component name endpoint zone reason
-//	budget_exhausted  <f>.budget_exhausted (counter)           bulwark_retry_budget_exhausted_total             component name endpoint zone reason
-//	pick              <f>.picks (counter)                      bulwark_balancer_picks_total                     component name endpoint zone
-//	pick, call        bulwark.balancer.inflight (up-down)      bulwark_balancer_inflight                        component name endpoint zone
-//	endpoint_added,   <f>.endpoints (up-down)                  bulwark_balancer_endpoints                       component name
+//	retry             <f>.retries (counter)                    bulwark_retry_retries_total                       bulwark.reason
+//	retry             <f>.backoff (histogram, s)               bulwark_retry_backoff_seconds_bucket              bulwark.reason
+//	give_up           <f>.giveups (counter)                    bulwark_retry_giveups_total                       bulwark.reason error.type
+//	hedge             <f>.hedges (counter)                     bulwark_retry_hedges_total                        bulwark.reason
+//	budget_exhausted  <f>.budget_exhausted (counter)           bulwark_retry_budget_exhausted_total              bulwark.reason
+//	pick              <f>.picks (counter)                      bulwark_balancer_picks_total                      —
+//	pick, call        bulwark.balancer.inflight (up-down)      bulwark_balancer_inflight                         —
+//	endpoint_added,   <f>.endpoints (up-down)                  bulwark_balancer_endpoints                        — (no endpoint attributes)
 //	endpoint_removed
-//	ejected           <f>.ejections (counter)                  bulwark_healthcheck_ejections_total              component name endpoint zone reason
-//	ejected,          <f>.ejected (gauge, 1 or 0)              bulwark_healthcheck_ejected                      component name endpoint zone
+//	ejected           <f>.ejections (counter)                  bulwark_healthcheck_ejections_total               bulwark.reason
+//	ejected,          <f>.ejected (gauge, 1 or 0)              bulwark_healthcheck_ejected                       —
 //	unejected
-//	probe             <f>.probes (counter)                     bulwark_healthcheck_probes_total                 component name endpoint zone outcome
-//	probe             <f>.probe.duration (histogram, s)        bulwark_healthcheck_probe_duration_seconds_bucket component name endpoint zone outcome
-//	claimed           <f>.claims (counter)                     bulwark_idempotency_claims_total                 component name endpoint zone reason
-//	replayed          <f>.replays (counter)                    bulwark_idempotency_replays_total                component name endpoint zone reason
-//	conflict          <f>.conflicts (counter)                  bulwark_idempotency_conflicts_total              component name endpoint zone reason
-//	mismatch          <f>.mismatches (counter)                 bulwark_idempotency_mismatches_total             component name endpoint zone reason
-//	lease_takeover    <f>.lease_takeovers (counter)            bulwark_idempotency_lease_takeovers_total        component name endpoint zone reason
-//	store_error       <f>.store_errors (counter)               bulwark_idempotency_store_errors_total           component name endpoint zone reason
-//	idempotency kinds <f>.store.duration (histogram, s)        bulwark_idempotency_store_duration_seconds_bucket component name outcome
-//	misuse            <f>.misuses (counter)                    bulwark_balancer_misuses_total, …                component name endpoint zone reason
-//	(unknown kind)    <f>.events (counter)                     bulwark_<family>_events_total                    component name endpoint zone kind reason
+//	probe             <f>.probes (counter)                     bulwark_healthcheck_probes_total                  bulwark.outcome
+//	probe             <f>.probe.duration (histogram, s)        bulwark_healthcheck_probe_duration_seconds_bucket bulwark.outcome
+//	claimed           <f>.claims (counter)                     bulwark_idempotency_claims_total                  bulwark.reason
+//	replayed          <f>.replays (counter)                    bulwark_idempotency_replays_total                 bulwark.reason
+//	conflict          <f>.conflicts (counter)                  bulwark_idempotency_conflicts_total               bulwark.reason
+//	mismatch          <f>.mismatches (counter)                 bulwark_idempotency_mismatches_total              bulwark.reason
+//	lease_takeover    <f>.lease_takeovers (counter)            bulwark_idempotency_lease_takeovers_total         bulwark.reason
+//	store_error       <f>.store_errors (counter)               bulwark_idempotency_store_errors_total            bulwark.reason
+//	idempotency kinds <f>.store.duration (histogram, s)        bulwark_idempotency_store_duration_seconds_bucket bulwark.outcome (no endpoint attributes)
+//	misuse            <f>.misuses (counter)                    bulwark_balancer_misuses_total, …                 bulwark.reason
+//	(unknown kind)    <f>.events (counter)                     bulwark_<family>_events_total                     bulwark.event.kind bulwark.reason
 //
-// The attributes:
-//   - component: Event.Component ("breaker", "retry", "hedge", "balancer",
-//     "healthcheck", "outlier", "idempotency", or the user's own).
-//   - name: Event.Name, the instance's name from its Config.
-//   - endpoint and zone: Event.Endpoint.Addr and .Zone.
-//   - outcome: "success", "failure" or "neutral" (Event.Outcome).
-//   - reason: Event.Reason, a short cause ("open", "retry_after",
+// The attributes follow the OpenTelemetry semantic conventions where one
+// fits (the endpoint, its zone, the class of error) and are in the bulwark
+// namespace otherwise. The Prometheus exporter renders the dots as
+// underscores: server_address, bulwark_name, error_type, …. Every measurement
+// has the base attributes:
+//   - bulwark.component: Event.Component ("breaker", "retry", "hedge",
+//     "balancer", "healthcheck", "outlier", "idempotency", or the user's own).
+//   - bulwark.name: Event.Name, the instance's name from its Config.
+//   - server.address, server.port and cloud.availability_zone, for events
+//     about an endpoint: Event.Endpoint.Addr split into host and port
+//     ("10.0.0.1:8080" gives "10.0.0.1" and 8080; an address without a
+//     numeric port goes whole into server.address, with no server.port), and
+//     Event.Endpoint.Zone.
+//
+// And, per instrument as the table says:
+//   - bulwark.outcome: "success", "failure" or "neutral" (Event.Outcome).
+//   - bulwark.reason: Event.Reason, a short cause ("open", "retry_after",
 //     "attempts", "consecutive_failures", "fail-open", …).
-//   - from, to and state: the states of EventStateChange: "closed", "open",
-//     "half-open", "forced-open", "forced-closed" for a breaker; "normal",
-//     "panic" for a balancer; "unknown", "healthy", "unhealthy", "draining"
-//     for a health checker's endpoints; "pass", "warn", "fail", "draining"
-//     for a service's own readiness.
-//   - kind: the EventKind's String, for kinds this package does not know.
+//   - error.type, on give-ups only: "permanent" when the last error was not
+//     retryable (Reason "permanent" or "not_retryable": a declined card, a
+//     4xx), "canceled" when the caller canceled (Reason "canceled"), and
+//     "transient" otherwise: retryable errors that the retries did not fix
+//     before a limit (attempts, elapsed, deadline, budget, retry_after)
+//     stopped them. The give-up alert of examples/deploy leaves out
+//     "permanent" and "canceled": a permanent give-up is the dependency's
+//     answer, not its failure.
+//   - bulwark.previous_state and bulwark.state: the states of
+//     EventStateChange (From and To; on the state gauge, the state the
+//     series is about): "closed", "open", "half-open", "forced-open",
+//     "forced-closed" for a breaker; "normal", "panic" for a balancer;
+//     "unknown", "healthy", "unhealthy", "draining" for a health checker's
+//     endpoints; "pass", "warn", "fail", "draining" for a service's own
+//     readiness.
+//   - bulwark.event.kind: the EventKind's String, for kinds this package does
+//     not know.
 //
 // Attributes with an empty value are left out. None carries a per-request
 // value: idempotency keys, errors and attempt numbers go to spans, never to
-// metrics. Two attributes can still grow with the deployment: endpoint costs
-// one series per endpoint, and name is the group key for keyed breaker
-// groups, so one series per host or tenant. Where those are unbounded, drop
-// the attribute with an SDK View (an attribute filter); a View also changes
-// the default histogram buckets (0.5 ms to 10 s).
+// metrics. Two attributes can still grow with the deployment: the endpoint
+// attributes cost one series per endpoint, and bulwark.name is the group key
+// for keyed breaker groups, so one series per host or tenant. Where those are
+// unbounded, drop the attribute with an SDK View (an attribute filter); a
+// View also changes the default histogram buckets (0.5 ms to 10 s).
+//
+// The meter is named [ScopeName], at [Version], with the schema URL of the
+// semantic conventions the attributes follow; the Prometheus exporter
+// renders the first two as the otel_scope_name and otel_scope_version labels.
 //
 // How the values are derived:
 //   - The state gauges hold the last-known state of each component instance
@@ -93,17 +123,19 @@
 //     changed state has no series; a dashboard reads that as its initial
 //     state. An endpoint's gauges go away when its component reports
 //     endpoint_removed.
-//   - A balancer's sampled pick (Attempt > 1, see balancer.Config.PickSample)
-//     adds Attempt to picks. In flight is picks minus calls of component
-//     "balancer", so it is meaningful only when every pick and every finished
-//     call is reported: once the Observer sees a sampled pick, it stops
-//     updating in flight. The balancer package reports picks but not
-//     finished calls: the code that calls Pick.Done reports the call (an
-//     EventCall with Component "balancer", the balancer's Name, the Endpoint,
-//     Outcome and Latency) to feed in flight and call.duration, the latency
-//     histogram per endpoint.
+//   - The balancer ([github.com/bulwark-go/bulwark/balancer]) reports each
+//     pick (EventPick, sampled per its Config.PickSample) and, from Pick.Done, each finished call (an
+//     EventCall with Component "balancer", the Endpoint, Outcome and
+//     Latency). In flight is picks minus calls of component "balancer", and
+//     call.duration of the balancer family is the latency histogram per
+//     endpoint. Nothing needs to be reported by hand: an EventCall for a
+//     balancer emitted by the caller as well would count each call twice and
+//     drive in flight below zero. A sampled pick (Attempt > 1) adds Attempt
+//     to picks but cannot pair with the calls it stands for, so once the
+//     Observer sees one it stops updating in flight.
 //   - store.duration records Event.Latency of idempotency events that carry
-//     it, with outcome "failure" for store_error and "success" otherwise.
+//     it, with bulwark.outcome "failure" for store_error and "success"
+//     otherwise.
 //
 // The state and ejected gauges are kept only while their family's
 // transitions (respectively ejections) counter is enabled, so that without an
@@ -111,7 +143,14 @@
 //
 // # Spans
 //
-// An Event carries no context, so an Observer cannot know which request an
-// event belongs to. AddSpanEvent adds an event to the span of a context the
-// caller has; see its documentation for the pattern.
+// A [bulwark.Event] has no context field, but the components that hold the
+// context of the call an event belongs to pass it along: *Observer is a
+// [bulwark.ContextObserver], and its [Observer.ObserveContext] records the
+// metrics and adds the event to the span in that context (see
+// [AddSpanEvent] for which kinds, and with which attributes). Retries,
+// give-ups, hedges, exhausted budgets and replays thus appear on the span of
+// the request they happened to, with no wiring. Events that come through
+// Observe, without a context (see [bulwark.ContextObserver] for which), are
+// recorded as metrics only; code that holds both the event and the context
+// can call AddSpanEvent itself.
 package otelbulwark

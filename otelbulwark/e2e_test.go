@@ -7,6 +7,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/bulwark-go/bulwark"
+	"github.com/bulwark-go/bulwark/balancer"
 	"github.com/bulwark-go/bulwark/breaker"
 	"github.com/bulwark-go/bulwark/bulwarktest"
 )
@@ -32,15 +34,15 @@ func TestBreakerEndToEnd(t *testing.T) {
 	require.NoError(t, cb.Do(ctx, ok), "Do of the half-open probe")
 
 	got := collect(t, r)
-	const brk = "component=breaker,name=payments"
+	const brk = "bulwark.component=breaker,bulwark.name=payments"
 	want := []want{
-		{"bulwark.breaker.calls", brk + ",outcome=failure", point{value: 3}},
-		{"bulwark.breaker.calls", brk + ",outcome=success", point{value: 1}},
-		{"bulwark.breaker.call.duration", brk + ",outcome=failure", point{count: 3, sum: 0.6}},
-		{"bulwark.breaker.rejections", brk + ",reason=open", point{value: 1}},
-		{"bulwark.breaker.state", brk + ",state=closed", point{value: 1}},
-		{"bulwark.breaker.state", brk + ",state=open", point{value: 0}},
-		{"bulwark.breaker.state", brk + ",state=half-open", point{value: 0}},
+		{"bulwark.breaker.calls", brk + ",bulwark.outcome=failure", point{value: 3}},
+		{"bulwark.breaker.calls", brk + ",bulwark.outcome=success", point{value: 1}},
+		{"bulwark.breaker.call.duration", brk + ",bulwark.outcome=failure", point{count: 3, sum: 0.6}},
+		{"bulwark.breaker.rejections", brk + ",bulwark.reason=open", point{value: 1}},
+		{"bulwark.breaker.state", brk + ",bulwark.state=closed", point{value: 1}},
+		{"bulwark.breaker.state", brk + ",bulwark.state=open", point{value: 0}},
+		{"bulwark.breaker.state", brk + ",bulwark.state=half-open", point{value: 0}},
 	}
 	for _, w := range want {
 		p, ok := got[w.metric][sortAttrs(w.attrs)]
@@ -55,9 +57,54 @@ func TestBreakerEndToEnd(t *testing.T) {
 	var transitions []string
 	for attrs, p := range got["bulwark.breaker.transitions"] {
 		for range p.value {
-			transitions = append(transitions, attrValue(attrs, "from")+"→"+attrValue(attrs, "to"))
+			transitions = append(transitions, attrValue(attrs, "bulwark.previous_state")+"→"+attrValue(attrs, "bulwark.state"))
 		}
 	}
 	require.ElementsMatch(t, []string{"closed→open", "open→half-open", "half-open→closed"}, transitions,
 		"transitions recorded: %v", got["bulwark.breaker.transitions"])
+}
+
+// TestBalancerEndToEnd checks what the package documentation promises about
+// the balancer: it reports its picks and, from Pick.Done, its finished calls,
+// so in flight and the per-endpoint latency need no EventCall from the caller.
+func TestBalancerEndToEnd(t *testing.T) {
+	o, r := newObserver(t)
+	lb, err := balancer.New(balancer.Config{Name: "orders", Observer: o,
+		Endpoints: []bulwark.Endpoint{{Addr: "10.0.0.1:80", Zone: "a"}, {Addr: "10.0.0.2:80", Zone: "b"}}})
+	require.NoError(t, err)
+
+	var open []balancer.Pick
+	for range 4 {
+		pk, err := lb.Pick("")
+		require.NoError(t, err)
+		open = append(open, pk)
+	}
+	for _, pk := range open[:3] {
+		pk.Done(balancer.Outcome{Latency: 20 * time.Millisecond})
+	}
+	got := collect(t, r)
+	var picks, calls, inflight int64
+	var latencies uint64
+	for _, p := range got["bulwark.balancer.picks"] {
+		picks += p.value
+	}
+	for _, p := range got["bulwark.balancer.calls"] {
+		calls += p.value
+	}
+	for attrs, p := range got["bulwark.balancer.inflight"] {
+		if p.value < 0 {
+			t.Errorf("bulwark.balancer.inflight{%s} = %d, want >= 0", attrs, p.value)
+		}
+		inflight += p.value
+	}
+	for attrs, p := range got["bulwark.balancer.call.duration"] {
+		if attrValue(attrs, "server.address") == "" || attrValue(attrs, "server.port") != "80" {
+			t.Errorf("bulwark.balancer.call.duration{%s} has no endpoint attributes", attrs)
+		}
+		latencies += p.count
+	}
+	if picks != 4 || calls != 3 || inflight != 1 || latencies != 3 {
+		t.Errorf("after 4 picks and 3 Done: picks = %d, calls = %d, in flight = %d, latencies recorded = %d; want 4, 3, 1, 3",
+			picks, calls, inflight, latencies)
+	}
 }

@@ -37,6 +37,12 @@ func Example() {
 		From: "closed", To: "open", Reason: "consecutive_failures"})
 	obs.Observe(bulwark.Event{Kind: bulwark.EventRejected, Component: bulwark.ComponentBreaker, Name: "payments",
 		Reason: "open"})
+	// A retry policy gives up: once on a declined card (not retryable), once
+	// after its last attempt failed. error.type tells them apart for alerts.
+	obs.Observe(bulwark.Event{Kind: bulwark.EventGiveUp, Component: bulwark.ComponentRetry, Name: "payments",
+		Attempt: 1, Reason: "not_retryable", Err: bulwark.Permanent(errors.New("card declined"))})
+	obs.Observe(bulwark.Event{Kind: bulwark.EventGiveUp, Component: bulwark.ComponentRetry, Name: "payments",
+		Attempt: 3, Reason: "attempts", Err: errors.New("503 Service Unavailable")})
 
 	var rm metricdata.ResourceMetrics
 	if err := reader.Collect(context.Background(), &rm); err != nil {
@@ -72,31 +78,29 @@ func Example() {
 		fmt.Println(l)
 	}
 	// Output:
-	// bulwark.breaker.call.duration{component=breaker,name=payments,outcome=failure} count=1 sum=2s
-	// bulwark.breaker.calls{component=breaker,name=payments,outcome=failure} = 1
-	// bulwark.breaker.rejections{component=breaker,name=payments,reason=open} = 1
-	// bulwark.breaker.state{component=breaker,name=payments,state=closed} = 0
-	// bulwark.breaker.state{component=breaker,name=payments,state=open} = 1
-	// bulwark.breaker.transitions{component=breaker,from=closed,name=payments,reason=consecutive_failures,to=open} = 1
+	// bulwark.breaker.call.duration{bulwark.component=breaker,bulwark.name=payments,bulwark.outcome=failure} count=1 sum=2s
+	// bulwark.breaker.calls{bulwark.component=breaker,bulwark.name=payments,bulwark.outcome=failure} = 1
+	// bulwark.breaker.rejections{bulwark.component=breaker,bulwark.name=payments,bulwark.reason=open} = 1
+	// bulwark.breaker.state{bulwark.component=breaker,bulwark.name=payments,bulwark.state=closed} = 0
+	// bulwark.breaker.state{bulwark.component=breaker,bulwark.name=payments,bulwark.state=open} = 1
+	// bulwark.breaker.transitions{bulwark.component=breaker,bulwark.name=payments,bulwark.previous_state=closed,bulwark.reason=consecutive_failures,bulwark.state=open} = 1
+	// bulwark.retry.giveups{bulwark.component=retry,bulwark.name=payments,bulwark.reason=attempts,error.type=transient} = 1
+	// bulwark.retry.giveups{bulwark.component=retry,bulwark.name=payments,bulwark.reason=not_retryable,error.type=permanent} = 1
 }
 
-// An Event carries no context, so span events need the caller's: a component
-// built for one request can be given an Observer that adds its events to that
-// request's span, beside the shared metrics Observer.
-func ExampleAddSpanEvent() {
+// A component that holds the context of the call an event belongs to passes
+// it with the event, and the Observer adds the event to that call's span:
+// here, what a retry policy does for a request.
+func ExampleObserver_ObserveContext() {
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
 	defer tp.Shutdown(context.Background())
-	metrics, _ := otelbulwark.New() // the global MeterProvider
+	obs, _ := otelbulwark.New() // the global MeterProvider
 
 	ctx, span := tp.Tracer("orders").Start(context.Background(), "POST /orders")
-	obs := bulwark.Observers(metrics, bulwark.ObserverFunc(func(e bulwark.Event) {
-		otelbulwark.AddSpanEvent(ctx, e)
-	}))
-	// A retry policy built with obs for this request emits:
-	obs.Observe(bulwark.Event{Kind: bulwark.EventRetry, Component: bulwark.ComponentRetry, Name: "payments",
+	obs.ObserveContext(ctx, bulwark.Event{Kind: bulwark.EventRetry, Component: bulwark.ComponentRetry, Name: "payments",
 		Attempt: 2, Delay: 100 * time.Millisecond, Reason: "error", Err: errors.New("503 Service Unavailable")})
-	obs.Observe(bulwark.Event{Kind: bulwark.EventCall, Component: bulwark.ComponentRetry, Name: "payments"}) // not a span event
+	obs.ObserveContext(ctx, bulwark.Event{Kind: bulwark.EventCall, Component: bulwark.ComponentBreaker, Name: "payments"}) // metrics only
 	span.End()
 
 	for _, e := range rec.Ended()[0].Events() {
@@ -112,5 +116,38 @@ func ExampleAddSpanEvent() {
 	//   bulwark.attempt=2
 	//   bulwark.delay=0.1
 	//   bulwark.reason=error
-	//   error.message=503 Service Unavailable
+	//   exception.message=503 Service Unavailable
+}
+
+// Events that come without a context (see bulwark.ContextObserver) can still
+// go on a request's span from code that has both: here, an Observer built
+// for one request, beside the shared metrics Observer, for a component made
+// for that request.
+func ExampleAddSpanEvent() {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	defer tp.Shutdown(context.Background())
+	metrics, _ := otelbulwark.New() // the global MeterProvider
+
+	ctx, span := tp.Tracer("orders").Start(context.Background(), "POST /orders")
+	obs := bulwark.Observers(metrics, bulwark.ObserverFunc(func(e bulwark.Event) {
+		otelbulwark.AddSpanEvent(ctx, e)
+	}))
+	// A component built with obs reports, without a context:
+	obs.Observe(bulwark.Event{Kind: bulwark.EventRejected, Component: bulwark.ComponentBreaker, Name: "payments",
+		Reason: "open", Err: errors.New("breaker: circuit open")})
+	span.End()
+
+	for _, e := range rec.Ended()[0].Events() {
+		fmt.Println(e.Name)
+		for _, kv := range e.Attributes {
+			fmt.Printf("  %s=%s\n", kv.Key, kv.Value.String())
+		}
+	}
+	// Output:
+	// bulwark.rejected
+	//   bulwark.component=breaker
+	//   bulwark.name=payments
+	//   bulwark.reason=open
+	//   exception.message=breaker: circuit open
 }

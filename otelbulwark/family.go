@@ -137,7 +137,7 @@ func (f *family) init(m metric.Meter, id familyID) error {
 	f.state = b.gauge("state", "{state}", "1 for the current state of each component or endpoint, 0 for states it has left.")
 	f.retries = b.counter("retries", "{retry}", "Attempts scheduled after a failed one, by reason.")
 	f.backoff = b.seconds("backoff", "Delay before each retry.")
-	f.giveUps = b.counter("giveups", "{call}", "Retrying calls given up, by reason.")
+	f.giveUps = b.counter("giveups", "{call}", "Retrying calls given up, by reason and error.type.")
 	f.hedges = b.counter("hedges", "{attempt}", "Hedged attempts started.")
 	f.budgetExhausted = b.counter("budget_exhausted", "{attempt}", "Retries or hedges not made because the budget was empty.")
 	f.picks = b.counter("picks", "{pick}", "Endpoints picked.")

@@ -14,6 +14,7 @@ import (
 // exactly one state on its state gauge.
 func FuzzObserve(f *testing.F) {
 	f.Add([]byte{8, 3, 0, 0, 1, 3, 0, 0})
+	f.Add([]byte{1, 3, 0, 0}) // a call with no pick, on an endpoint with no address
 	f.Add([]byte{3, 0, 1, 1, 3, 0, 1, 2, 3, 0, 1, 0, 9, 3, 2, 0, 10, 3, 2, 0})
 	f.Add([]byte{8, 3, 1, 5, 8, 3, 1, 0, 1, 3, 1, 0, 12, 4, 2, 0, 13, 4, 2, 0, 10, 4, 2, 0})
 	f.Add([]byte{3, 4, 3, 1, 3, 4, 3, 2, 10, 4, 3, 0, 3, 4, 3, 0})
@@ -79,11 +80,11 @@ func FuzzObserve(f *testing.F) {
 		}
 		gotInflight := map[string]int64{}
 		for attrs, p := range got["bulwark.balancer.inflight"] {
-			gotInflight[attrValue(attrs, "endpoint")] += p.value
+			gotInflight[endpointOf(attrs)] += p.value
 		}
 		for ep, want := range inflight {
 			if gotInflight[ep] != want {
-				t.Errorf("bulwark.balancer.inflight{endpoint=%q} = %d, want %d", ep, gotInflight[ep], want)
+				t.Errorf("bulwark.balancer.inflight{endpoint %q} = %d, want %d", ep, gotInflight[ep], want)
 			}
 		}
 		for metric, pts := range got {
@@ -92,7 +93,7 @@ func FuzzObserve(f *testing.F) {
 			}
 			ones := map[string]int{}
 			for attrs, p := range pts {
-				group := withoutAttr(attrs, "state")
+				group := withoutAttr(attrs, "bulwark.state")
 				if p.value != 0 && p.value != 1 {
 					t.Errorf("%s{%s} = %d, want 0 or 1", metric, attrs, p.value)
 				}
@@ -121,6 +122,15 @@ func familyName(component string) string {
 		return "bulwark.idempotency"
 	}
 	return "bulwark"
+}
+
+// endpointOf rebuilds the Endpoint.Addr that server.address and server.port
+// came from.
+func endpointOf(attrs string) string {
+	if port := attrValue(attrs, "server.port"); port != "" {
+		return attrValue(attrs, "server.address") + ":" + port
+	}
+	return attrValue(attrs, "server.address")
 }
 
 func attrValue(attrs, key string) string {

@@ -7,6 +7,7 @@ import (
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/metric"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 
 	"github.com/bulwark-go/bulwark"
 )
@@ -14,6 +15,13 @@ import (
 // ScopeName is the instrumentation scope of the meter the Observer creates. The
 // OpenTelemetry Prometheus exporter renders it as the otel_scope_name label.
 const ScopeName = "github.com/bulwark-go/bulwark/otelbulwark"
+
+// Version is the version of this module, without the leading "v": the
+// instrumentation scope version of the meter the Observer creates, which the
+// OpenTelemetry Prometheus exporter renders as the otel_scope_version label.
+// It is bumped with every release (see CONTRIBUTING.md); the release check
+// fails when it differs from the version the module is installed at.
+const Version = "0.1.0"
 
 // latencyBoundaries are the default histogram buckets, in seconds, from half
 // a millisecond to ten seconds. A View in the application's SDK overrides them.
@@ -61,8 +69,9 @@ func WithMeterProvider(mp metric.MeterProvider) Option {
 	return optionFunc(func(c *config) { c.mp = mp })
 }
 
-// New returns an Observer that records events on a meter named ScopeName from
-// the configured MeterProvider. It creates every instrument up front and
+// New returns an Observer that records events on a meter named ScopeName, at
+// Version and with the schema URL of the semantic conventions its attributes
+// follow, from the configured MeterProvider. It creates every instrument up front and
 // registers one callback for the state gauges, which stays registered for the
 // life of the MeterProvider: create one Observer per provider and share it
 // between components. The SDK exports only the instruments that received
@@ -82,7 +91,8 @@ func New(opts ...Option) (*Observer, error) {
 	if cfg.mp == nil {
 		cfg.mp = otel.GetMeterProvider()
 	}
-	meter := cfg.mp.Meter(ScopeName)
+	meter := cfg.mp.Meter(ScopeName, metric.WithInstrumentationVersion(Version),
+		metric.WithSchemaURL(semconv.SchemaURL))
 	o := &Observer{}
 	o.attrs.init()
 	o.gauges.init()
@@ -99,8 +109,9 @@ func New(opts ...Option) (*Observer, error) {
 }
 
 // ObserveContext records e as Observe does and adds it to the span in ctx,
-// as AddSpanEvent does: components that hold the call's context call it
-// through bulwark.ObserveContext.
+// as AddSpanEvent does. Components call it, in place of Observe, for the
+// events they emit with the context of the call the event belongs to (see
+// bulwark.ContextObserver).
 func (o *Observer) ObserveContext(ctx context.Context, e bulwark.Event) {
 	o.Observe(e)
 	AddSpanEvent(ctx, e)
@@ -130,7 +141,7 @@ func (o *Observer) Observe(e bulwark.Event) {
 	case bulwark.EventRetry:
 		o.measure(ctx, f.retries, f.backoff, shapeReason, &e, e.Delay.Seconds())
 	case bulwark.EventGiveUp:
-		o.count(ctx, f.giveUps, shapeReason, &e)
+		o.count(ctx, f.giveUps, shapeGiveUp, &e)
 	case bulwark.EventHedge:
 		o.count(ctx, f.hedges, shapeReason, &e)
 	case bulwark.EventBudgetExhausted:
@@ -211,7 +222,7 @@ func (o *Observer) measure(ctx context.Context, c metric.Int64Counter, h metric.
 
 // store counts an idempotency event on c and, when the event carries the
 // latency of the store operation, records it on the store.duration histogram
-// with outcome "failure" for a store error and "success" otherwise.
+// with bulwark.outcome "failure" for a store error and "success" otherwise.
 func (o *Observer) store(ctx context.Context, f *family, c metric.Int64Counter, e *bulwark.Event) {
 	o.count(ctx, c, shapeReason, e)
 	if e.Latency > 0 && f.storeDuration.Enabled(ctx) {

@@ -3,13 +3,17 @@ package otelbulwark_test
 import (
 	"context"
 	"errors"
+	"regexp"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/sdk/instrumentation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 
 	"github.com/bulwark-go/bulwark"
 	"github.com/bulwark-go/bulwark/otelbulwark"
@@ -30,11 +34,11 @@ type want struct {
 
 func TestObserve(t *testing.T) {
 	const (
-		brk = "component=breaker,name=payments"
-		ret = "component=retry,name=payments"
-		bal = "component=balancer,endpoint=10.0.0.1:80,name=orders,zone=a"
-		hc  = "component=healthcheck,endpoint=10.0.0.1:80,name=orders,zone=a"
-		idm = "component=idempotency,name=orders"
+		brk = "bulwark.component=breaker,bulwark.name=payments"
+		ret = "bulwark.component=retry,bulwark.name=payments"
+		bal = "bulwark.component=balancer,server.address=10.0.0.1,server.port=80,bulwark.name=orders,cloud.availability_zone=a"
+		hc  = "bulwark.component=healthcheck,server.address=10.0.0.1,server.port=80,bulwark.name=orders,cloud.availability_zone=a"
+		idm = "bulwark.component=idempotency,bulwark.name=orders"
 	)
 	tests := []struct {
 		name   string
@@ -49,10 +53,10 @@ func TestObserve(t *testing.T) {
 				{Kind: bulwark.EventCall, Component: "breaker", Name: "payments", Outcome: bulwark.Failure, Latency: time.Second, Err: errBoom},
 			},
 			want: []want{
-				{"bulwark.breaker.calls", brk + ",outcome=success", point{value: 2}},
-				{"bulwark.breaker.calls", brk + ",outcome=failure", point{value: 1}},
-				{"bulwark.breaker.call.duration", brk + ",outcome=success", point{count: 2, sum: 0.4}},
-				{"bulwark.breaker.call.duration", brk + ",outcome=failure", point{count: 1, sum: 1}},
+				{"bulwark.breaker.calls", brk + ",bulwark.outcome=success", point{value: 2}},
+				{"bulwark.breaker.calls", brk + ",bulwark.outcome=failure", point{value: 1}},
+				{"bulwark.breaker.call.duration", brk + ",bulwark.outcome=success", point{count: 2, sum: 0.4}},
+				{"bulwark.breaker.call.duration", brk + ",bulwark.outcome=failure", point{count: 1, sum: 1}},
 			},
 		},
 		{
@@ -64,12 +68,12 @@ func TestObserve(t *testing.T) {
 				{Kind: bulwark.EventStateChange, Component: "breaker", Name: "payments", From: "open", To: "half-open"},
 			},
 			want: []want{
-				{"bulwark.breaker.rejections", brk + ",reason=open", point{value: 2}},
-				{"bulwark.breaker.transitions", brk + ",from=closed,reason=failure_rate,to=open", point{value: 1}},
-				{"bulwark.breaker.transitions", brk + ",from=open,to=half-open", point{value: 1}},
-				{"bulwark.breaker.state", brk + ",state=closed", point{value: 0}},
-				{"bulwark.breaker.state", brk + ",state=open", point{value: 0}},
-				{"bulwark.breaker.state", brk + ",state=half-open", point{value: 1}},
+				{"bulwark.breaker.rejections", brk + ",bulwark.reason=open", point{value: 2}},
+				{"bulwark.breaker.transitions", brk + ",bulwark.previous_state=closed,bulwark.reason=failure_rate,bulwark.state=open", point{value: 1}},
+				{"bulwark.breaker.transitions", brk + ",bulwark.previous_state=open,bulwark.state=half-open", point{value: 1}},
+				{"bulwark.breaker.state", brk + ",bulwark.state=closed", point{value: 0}},
+				{"bulwark.breaker.state", brk + ",bulwark.state=open", point{value: 0}},
+				{"bulwark.breaker.state", brk + ",bulwark.state=half-open", point{value: 1}},
 			},
 		},
 		{
@@ -83,13 +87,44 @@ func TestObserve(t *testing.T) {
 				{Kind: bulwark.EventCall, Component: "retry", Name: "payments", Attempt: 1, Outcome: bulwark.Failure, Latency: time.Millisecond},
 			},
 			want: []want{
-				{"bulwark.retry.retries", ret + ",reason=error", point{value: 1}},
-				{"bulwark.retry.retries", ret + ",reason=retry_after", point{value: 1}},
-				{"bulwark.retry.backoff", ret + ",reason=error", point{count: 1, sum: 0.1}},
-				{"bulwark.retry.giveups", ret + ",reason=attempts", point{value: 1}},
+				{"bulwark.retry.retries", ret + ",bulwark.reason=error", point{value: 1}},
+				{"bulwark.retry.retries", ret + ",bulwark.reason=retry_after", point{value: 1}},
+				{"bulwark.retry.backoff", ret + ",bulwark.reason=error", point{count: 1, sum: 0.1}},
+				{"bulwark.retry.giveups", ret + ",bulwark.reason=attempts,error.type=transient", point{value: 1}},
 				{"bulwark.retry.budget_exhausted", ret, point{value: 1}},
-				{"bulwark.retry.hedges", "component=hedge,name=payments", point{value: 1}},
-				{"bulwark.retry.calls", ret + ",outcome=failure", point{value: 1}},
+				{"bulwark.retry.hedges", "bulwark.component=hedge,bulwark.name=payments", point{value: 1}},
+				{"bulwark.retry.calls", ret + ",bulwark.outcome=failure", point{value: 1}},
+			},
+		},
+		{
+			name: "give-ups by error.type: permanent and canceled apart from transient",
+			events: []bulwark.Event{
+				{Kind: bulwark.EventGiveUp, Component: "retry", Name: "payments", Attempt: 1, Reason: "not_retryable", Err: bulwark.Permanent(errBoom)},
+				{Kind: bulwark.EventGiveUp, Component: "retry", Name: "payments", Attempt: 1, Reason: "not_retryable", Err: bulwark.Permanent(errBoom)},
+				{Kind: bulwark.EventGiveUp, Component: "retry", Name: "payments", Attempt: 1, Reason: "permanent", Err: bulwark.Permanent(errBoom)},
+				{Kind: bulwark.EventGiveUp, Component: "retry", Name: "payments", Attempt: 2, Reason: "canceled", Err: context.Canceled},
+				{Kind: bulwark.EventGiveUp, Component: "retry", Name: "payments", Attempt: 2, Reason: "deadline", Err: context.DeadlineExceeded},
+				{Kind: bulwark.EventGiveUp, Component: "hedge", Name: "payments", Attempt: 2, Reason: "budget", Err: errBoom},
+			},
+			want: []want{
+				{"bulwark.retry.giveups", ret + ",bulwark.reason=not_retryable,error.type=permanent", point{value: 2}},
+				{"bulwark.retry.giveups", ret + ",bulwark.reason=permanent,error.type=permanent", point{value: 1}},
+				{"bulwark.retry.giveups", ret + ",bulwark.reason=canceled,error.type=canceled", point{value: 1}},
+				{"bulwark.retry.giveups", ret + ",bulwark.reason=deadline,error.type=transient", point{value: 1}},
+				{"bulwark.retry.giveups", "bulwark.component=hedge,bulwark.name=payments,bulwark.reason=budget,error.type=transient", point{value: 1}},
+			},
+		},
+		{
+			name: "endpoint addresses split into server.address and server.port",
+			events: []bulwark.Event{
+				{Kind: bulwark.EventPick, Component: "balancer", Name: "orders", Endpoint: bulwark.Endpoint{Addr: "[::1]:8080"}},
+				{Kind: bulwark.EventPick, Component: "balancer", Name: "orders", Endpoint: bulwark.Endpoint{Addr: "orders.internal", Zone: "eu-west-1a"}},
+				{Kind: bulwark.EventPick, Component: "balancer", Name: "orders", Endpoint: bulwark.Endpoint{Addr: "orders.internal:http"}},
+			},
+			want: []want{
+				{"bulwark.balancer.picks", "bulwark.component=balancer,bulwark.name=orders,server.address=::1,server.port=8080", point{value: 1}},
+				{"bulwark.balancer.picks", "bulwark.component=balancer,bulwark.name=orders,cloud.availability_zone=eu-west-1a,server.address=orders.internal", point{value: 1}},
+				{"bulwark.balancer.picks", "bulwark.component=balancer,bulwark.name=orders,server.address=orders.internal:http", point{value: 1}},
 			},
 		},
 		{
@@ -107,13 +142,13 @@ func TestObserve(t *testing.T) {
 			},
 			want: []want{
 				{"bulwark.balancer.picks", bal, point{value: 2}},
-				{"bulwark.balancer.picks", "component=balancer,endpoint=10.0.0.2:80,name=orders,zone=b", point{value: 1}},
+				{"bulwark.balancer.picks", "bulwark.component=balancer,server.address=10.0.0.2,server.port=80,bulwark.name=orders,cloud.availability_zone=b", point{value: 1}},
 				{"bulwark.balancer.inflight", bal, point{value: 1}},
-				{"bulwark.balancer.inflight", "component=balancer,endpoint=10.0.0.2:80,name=orders,zone=b", point{value: 0}},
-				{"bulwark.balancer.call.duration", bal + ",outcome=success", point{count: 1, sum: 0.02}},
-				{"bulwark.balancer.state", "component=balancer,name=orders,state=panic", point{value: 1}},
-				{"bulwark.balancer.state", "component=balancer,name=orders,state=normal", point{value: 0}},
-				{"bulwark.balancer.endpoints", "component=balancer,name=orders", point{value: 1}},
+				{"bulwark.balancer.inflight", "bulwark.component=balancer,server.address=10.0.0.2,server.port=80,bulwark.name=orders,cloud.availability_zone=b", point{value: 0}},
+				{"bulwark.balancer.call.duration", bal + ",bulwark.outcome=success", point{count: 1, sum: 0.02}},
+				{"bulwark.balancer.state", "bulwark.component=balancer,bulwark.name=orders,bulwark.state=panic", point{value: 1}},
+				{"bulwark.balancer.state", "bulwark.component=balancer,bulwark.name=orders,bulwark.state=normal", point{value: 0}},
+				{"bulwark.balancer.endpoints", "bulwark.component=balancer,bulwark.name=orders", point{value: 1}},
 			},
 		},
 		{
@@ -126,7 +161,7 @@ func TestObserve(t *testing.T) {
 			},
 			want: []want{
 				{"bulwark.balancer.picks", bal, point{value: 2}},
-				{"bulwark.balancer.picks", "component=balancer,endpoint=10.0.0.2:80,name=orders,zone=b", point{value: 10}},
+				{"bulwark.balancer.picks", "bulwark.component=balancer,server.address=10.0.0.2,server.port=80,bulwark.name=orders,cloud.availability_zone=b", point{value: 10}},
 				{"bulwark.balancer.inflight", bal, point{value: 1}}, // as it was when the sampled pick came
 			},
 		},
@@ -141,14 +176,14 @@ func TestObserve(t *testing.T) {
 				{Kind: bulwark.EventUnejected, Component: "outlier", Name: "orders", Endpoint: epB},
 			},
 			want: []want{
-				{"bulwark.healthcheck.probes", hc + ",outcome=success", point{value: 1}},
-				{"bulwark.healthcheck.probes", hc + ",outcome=failure", point{value: 1}},
-				{"bulwark.healthcheck.probe.duration", hc + ",outcome=failure", point{count: 1, sum: 1}},
-				{"bulwark.healthcheck.state", hc + ",state=unhealthy", point{value: 1}},
-				{"bulwark.healthcheck.state", hc + ",state=healthy", point{value: 0}},
-				{"bulwark.healthcheck.ejections", "component=outlier,endpoint=10.0.0.1:80,name=orders,reason=consecutive_5xx,zone=a", point{value: 1}},
-				{"bulwark.healthcheck.ejected", "component=outlier,endpoint=10.0.0.1:80,name=orders,zone=a", point{value: 1}},
-				{"bulwark.healthcheck.ejected", "component=outlier,endpoint=10.0.0.2:80,name=orders,zone=b", point{value: 0}},
+				{"bulwark.healthcheck.probes", hc + ",bulwark.outcome=success", point{value: 1}},
+				{"bulwark.healthcheck.probes", hc + ",bulwark.outcome=failure", point{value: 1}},
+				{"bulwark.healthcheck.probe.duration", hc + ",bulwark.outcome=failure", point{count: 1, sum: 1}},
+				{"bulwark.healthcheck.state", hc + ",bulwark.state=unhealthy", point{value: 1}},
+				{"bulwark.healthcheck.state", hc + ",bulwark.state=healthy", point{value: 0}},
+				{"bulwark.healthcheck.ejections", "bulwark.component=outlier,server.address=10.0.0.1,server.port=80,bulwark.name=orders,bulwark.reason=consecutive_5xx,cloud.availability_zone=a", point{value: 1}},
+				{"bulwark.healthcheck.ejected", "bulwark.component=outlier,server.address=10.0.0.1,server.port=80,bulwark.name=orders,cloud.availability_zone=a", point{value: 1}},
+				{"bulwark.healthcheck.ejected", "bulwark.component=outlier,server.address=10.0.0.2,server.port=80,bulwark.name=orders,cloud.availability_zone=b", point{value: 0}},
 			},
 		},
 		{
@@ -168,9 +203,9 @@ func TestObserve(t *testing.T) {
 				{"bulwark.idempotency.conflicts", idm, point{value: 1}},
 				{"bulwark.idempotency.mismatches", idm, point{value: 1}},
 				{"bulwark.idempotency.lease_takeovers", idm, point{value: 1}},
-				{"bulwark.idempotency.store_errors", idm + ",reason=fail-open", point{value: 1}},
-				{"bulwark.idempotency.store.duration", idm + ",outcome=failure", point{count: 1, sum: 0.05}},
-				{"bulwark.idempotency.store.duration", idm + ",outcome=success", point{count: 1, sum: 0.002}},
+				{"bulwark.idempotency.store_errors", idm + ",bulwark.reason=fail-open", point{value: 1}},
+				{"bulwark.idempotency.store.duration", idm + ",bulwark.outcome=failure", point{count: 1, sum: 0.05}},
+				{"bulwark.idempotency.store.duration", idm + ",bulwark.outcome=success", point{count: 1, sum: 0.002}},
 			},
 		},
 		{
@@ -181,9 +216,9 @@ func TestObserve(t *testing.T) {
 				{Kind: bulwark.EventMisuse, Component: "balancer", Name: "orders", Reason: "double_done"},
 			},
 			want: []want{
-				{"bulwark.calls", "component=mycache,outcome=neutral", point{value: 1}},
-				{"bulwark.breaker.events", brk + ",kind=event(200)", point{value: 1}},
-				{"bulwark.balancer.misuses", "component=balancer,name=orders,reason=double_done", point{value: 1}},
+				{"bulwark.calls", "bulwark.component=mycache,bulwark.outcome=neutral", point{value: 1}},
+				{"bulwark.breaker.events", brk + ",bulwark.event.kind=event(200)", point{value: 1}},
+				{"bulwark.balancer.misuses", "bulwark.component=balancer,bulwark.name=orders,bulwark.reason=double_done", point{value: 1}},
 			},
 		},
 	}
@@ -221,9 +256,10 @@ func TestObserveForgetsRemovedEndpoints(t *testing.T) {
 	o.Observe(bulwark.Event{Kind: bulwark.EventEndpointRemoved, Component: "outlier", Name: "orders", Endpoint: epA})
 
 	got := collect(t, r)
+	const b = "bulwark.component=healthcheck,bulwark.name=orders,cloud.availability_zone=b,server.address=10.0.0.2,server.port=80"
 	want := map[string]point{
-		"component=healthcheck,endpoint=10.0.0.2:80,name=orders,state=healthy,zone=b": {value: 1},
-		"component=healthcheck,endpoint=10.0.0.2:80,name=orders,state=unknown,zone=b": {value: 0},
+		sortAttrs(b + ",bulwark.state=healthy"): {value: 1},
+		sortAttrs(b + ",bulwark.state=unknown"): {value: 0},
 	}
 	require.Equal(t, want, got["bulwark.healthcheck.state"], "bulwark.healthcheck.state after removing %s", epA.Addr)
 	require.Empty(t, got["bulwark.healthcheck.ejected"], "bulwark.healthcheck.ejected after removing %s", epA.Addr)
@@ -257,6 +293,24 @@ func TestObserveSDKAllocs(t *testing.T) {
 		if n := testing.AllocsPerRun(100, func() { o.Observe(e) }); n != 0 {
 			t.Errorf("Observe(%v) with the SDK: %v allocs, want 0", e.Kind, n)
 		}
+	}
+}
+
+// TestScope checks that the meter carries the module's name and version and
+// the schema of the semantic conventions its attributes follow.
+func TestScope(t *testing.T) {
+	o, r := newObserver(t)
+	o.Observe(bulwark.Event{Kind: bulwark.EventCall, Component: "breaker", Name: "payments"})
+	var rm metricdata.ResourceMetrics
+	require.NoError(t, r.Collect(context.Background(), &rm))
+	require.Len(t, rm.ScopeMetrics, 1)
+	got := rm.ScopeMetrics[0].Scope
+	want := instrumentation.Scope{Name: otelbulwark.ScopeName, Version: otelbulwark.Version, SchemaURL: semconv.SchemaURL}
+	if got != want {
+		t.Errorf("scope = %+v, want %+v", got, want)
+	}
+	if !regexp.MustCompile(`^\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?$`).MatchString(otelbulwark.Version) {
+		t.Errorf("Version = %q, want a semantic version without the leading v", otelbulwark.Version)
 	}
 }
 
@@ -301,7 +355,7 @@ func everyKind() []bulwark.Event {
 func TestObserveWithView(t *testing.T) {
 	reader := sdkmetric.NewManualReader()
 	view := sdkmetric.NewView(sdkmetric.Instrument{Name: "bulwark.balancer.call.duration"},
-		sdkmetric.Stream{AttributeFilter: attribute.NewDenyKeysFilter("endpoint", "zone")})
+		sdkmetric.Stream{AttributeFilter: attribute.NewDenyKeysFilter("server.address", "server.port", "cloud.availability_zone")})
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader), sdkmetric.WithView(view))
 	t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
 	o, err := otelbulwark.New(otelbulwark.WithMeterProvider(mp))
@@ -310,7 +364,7 @@ func TestObserveWithView(t *testing.T) {
 		o.Observe(bulwark.Event{Kind: bulwark.EventCall, Component: "balancer", Name: "orders", Endpoint: ep, Latency: time.Second})
 	}
 	got := collect(t, reader)
-	want := map[string]point{"component=balancer,name=orders,outcome=success": {count: 2, sum: 2}}
+	want := map[string]point{"bulwark.component=balancer,bulwark.name=orders,bulwark.outcome=success": {count: 2, sum: 2}}
 	require.Equal(t, want, got["bulwark.balancer.call.duration"], "bulwark.balancer.call.duration with endpoint filtered out")
 	require.Len(t, got["bulwark.balancer.calls"], 2, "bulwark.balancer.calls keeps its endpoints")
 }

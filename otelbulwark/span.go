@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"go.opentelemetry.io/otel/attribute"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/bulwark-go/bulwark"
@@ -16,18 +17,17 @@ import (
 // conflicts, mismatches, lease takeovers, store errors and misuse. Calls,
 // picks, probes, state changes and endpoint changes are ignored: they are
 // spans of their own, or not about one request. The event's attributes are
-// bulwark.component, bulwark.name and, where set, bulwark.endpoint,
-// bulwark.zone, bulwark.attempt, bulwark.delay (seconds), bulwark.reason,
-// bulwark.key and error.message.
+// bulwark.component, bulwark.name and, where set, server.address,
+// server.port and cloud.availability_zone (the endpoint, split as the
+// metrics split it), bulwark.attempt, bulwark.delay (seconds),
+// bulwark.reason, bulwark.key, error.type (give-ups, as in the metrics) and
+// exception.message (the error's text).
 //
-// An Event carries no context, but the components that hold the call's
-// context (retry, hedging, idempotency, a breaker's Do and Call) pass it to a
-// bulwark.ContextObserver, and *Observer is one: its ObserveContext records the
-// metrics and calls AddSpanEvent, so retries, give-ups, hedges, rejections and
-// replays appear on the span of the request they happened to without any
-// wiring. Call AddSpanEvent yourself for events that come without a context
-// (a rejection by Breaker.Acquire), from the code that has both. AddSpanEvent is safe for concurrent use; it allocates
-// only when the span is recording.
+// [Observer.ObserveContext] calls AddSpanEvent with the context that a
+// component passes along with an event (see [bulwark.ContextObserver]), so
+// code needs to call it only for events that come without one, from a place
+// that has both the event and the request's context. AddSpanEvent is safe for
+// concurrent use; it allocates only when the span is recording.
 func AddSpanEvent(ctx context.Context, e bulwark.Event) {
 	if !spanWorthy(e.Kind) {
 		return
@@ -36,7 +36,7 @@ func AddSpanEvent(ctx context.Context, e bulwark.Event) {
 	if !span.IsRecording() {
 		return
 	}
-	attrs := make([]attribute.KeyValue, 0, 9)
+	attrs := make([]attribute.KeyValue, 0, 11)
 	add := func(k, v string) {
 		if v != "" {
 			attrs = append(attrs, attribute.String(k, v))
@@ -44,8 +44,14 @@ func AddSpanEvent(ctx context.Context, e bulwark.Event) {
 	}
 	add("bulwark.component", e.Component)
 	add("bulwark.name", e.Name)
-	add("bulwark.endpoint", e.Endpoint.Addr)
-	add("bulwark.zone", e.Endpoint.Zone)
+	if e.Endpoint.Addr != "" {
+		host, port, ok := splitAddr(e.Endpoint.Addr)
+		attrs = append(attrs, keyAddress.String(host))
+		if ok {
+			attrs = append(attrs, keyPort.Int(port))
+		}
+	}
+	add(string(keyZone), e.Endpoint.Zone)
 	if e.Attempt != 0 {
 		attrs = append(attrs, attribute.Int("bulwark.attempt", e.Attempt))
 	}
@@ -54,8 +60,11 @@ func AddSpanEvent(ctx context.Context, e bulwark.Event) {
 	}
 	add("bulwark.reason", e.Reason)
 	add("bulwark.key", e.Key)
+	if e.Kind == bulwark.EventGiveUp {
+		attrs = append(attrs, keyErrorType.String(giveUpErrorType(e.Reason)))
+	}
 	if e.Err != nil {
-		add("error.message", e.Err.Error())
+		add(string(semconv.ExceptionMessageKey), e.Err.Error())
 	}
 	span.AddEvent("bulwark."+e.Kind.String(), trace.WithAttributes(attrs...))
 }

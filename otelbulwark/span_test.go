@@ -28,6 +28,7 @@ func TestAddSpanEvent(t *testing.T) {
 		{Kind: bulwark.EventRejected, Component: "breaker", Name: "payments", Reason: "open", Err: errBoom},
 		{Kind: bulwark.EventReplayed, Component: "idempotency", Name: "orders", Key: "key-1"},
 		{Kind: bulwark.EventStateChange, Component: "breaker", Name: "payments", From: "closed", To: "open"}, // ignored
+		{Kind: bulwark.EventGiveUp, Component: "retry", Name: "payments", Endpoint: epA, Attempt: 1, Reason: "not_retryable", Err: errBoom},
 	}
 	for _, e := range events {
 		otelbulwark.AddSpanEvent(ctx, e)
@@ -44,15 +45,22 @@ func TestAddSpanEvent(t *testing.T) {
 		{"bulwark.retry", []attribute.KeyValue{
 			attribute.String("bulwark.component", "retry"), attribute.String("bulwark.name", "payments"),
 			attribute.Int("bulwark.attempt", 2), attribute.Float64("bulwark.delay", 0.25),
-			attribute.String("bulwark.reason", "error"), attribute.String("error.message", "boom"),
+			attribute.String("bulwark.reason", "error"), attribute.String("exception.message", "boom"),
 		}},
 		{"bulwark.rejected", []attribute.KeyValue{
 			attribute.String("bulwark.component", "breaker"), attribute.String("bulwark.name", "payments"),
-			attribute.String("bulwark.reason", "open"), attribute.String("error.message", "boom"),
+			attribute.String("bulwark.reason", "open"), attribute.String("exception.message", "boom"),
 		}},
 		{"bulwark.replayed", []attribute.KeyValue{
 			attribute.String("bulwark.component", "idempotency"), attribute.String("bulwark.name", "orders"),
 			attribute.String("bulwark.key", "key-1"),
+		}},
+		{"bulwark.give_up", []attribute.KeyValue{
+			attribute.String("bulwark.component", "retry"), attribute.String("bulwark.name", "payments"),
+			attribute.String("server.address", "10.0.0.1"), attribute.Int("server.port", 80),
+			attribute.String("cloud.availability_zone", "a"), attribute.Int("bulwark.attempt", 1),
+			attribute.String("bulwark.reason", "not_retryable"), attribute.String("error.type", "permanent"),
+			attribute.String("exception.message", "boom"),
 		}},
 	}
 	require.Len(t, got, len(tests), "span events")

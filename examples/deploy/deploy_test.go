@@ -71,8 +71,9 @@ type panel struct {
 	Title   string  `json:"title"`
 	Panels  []panel `json:"panels"` // of a collapsed row
 	Targets []struct {
-		RefID string `json:"refId"`
-		Expr  string `json:"expr"`
+		RefID        string `json:"refId"`
+		Expr         string `json:"expr"`
+		LegendFormat string `json:"legendFormat"`
 	} `json:"targets"`
 }
 
@@ -133,6 +134,17 @@ func (d dashboard) exprs() []string {
 	for _, v := range d.Templating.List {
 		if v.Type == "query" {
 			out = append(out, v.Definition)
+		}
+	}
+	return out
+}
+
+// legends returns the legend format of every panel target, by its expr.
+func (d dashboard) legends() map[string]string {
+	out := map[string]string{}
+	for _, p := range d.queryPanels() {
+		for _, tg := range p.Targets {
+			out[tg.Expr] = tg.LegendFormat
 		}
 	}
 	return out
@@ -228,7 +240,7 @@ func TestAlerts(t *testing.T) {
 		"BulwarkBreakerOpen", "BulwarkRetryBudgetExhausted", "BulwarkBalancerPanicMode", "BulwarkNoHealthyEndpoints",
 		"BulwarkEndpointEjectionRate", "BulwarkIdempotencyStoreErrors",
 		"BulwarkIdempotencyConflictSpike", "BulwarkIdempotencyMismatchSpike",
-		"BulwarkHighErrorRate", "BulwarkLatencySLOBurn",
+		"BulwarkHighErrorRate", "BulwarkLatencySLOBurn", "BulwarkRetryGiveUps",
 	} {
 		if !seen[want] {
 			t.Errorf("alert %s is missing from %s", want, alertsFile)
@@ -335,8 +347,7 @@ func TestRunbooks(t *testing.T) {
 
 // everyKind is one event of every kind the components emit, with the fields
 // and the state, reason and outcome values they use. The balancer's EventCall
-// is reported by the code that calls Pick.Done (the proxy), not by the
-// balancer package itself; see otelbulwark's documentation.
+// is the one its Pick.Done reports.
 func everyKind() []bulwark.Event {
 	ep := bulwark.Endpoint{Addr: "10.0.0.1:8080", Zone: "eu-west-1a"}
 	boom := errors.New("upstream 503")
@@ -350,6 +361,7 @@ func everyKind() []bulwark.Event {
 		// retry and hedge
 		{Kind: bulwark.EventRetry, Component: bulwark.ComponentRetry, Name: "payments", Attempt: 2, Delay: 120 * time.Millisecond, Err: boom, Reason: "error"},
 		{Kind: bulwark.EventGiveUp, Component: bulwark.ComponentRetry, Name: "payments", Attempt: 3, Err: boom, Reason: "attempts"},
+		{Kind: bulwark.EventGiveUp, Component: bulwark.ComponentRetry, Name: "payments", Attempt: 1, Err: bulwark.Permanent(errors.New("card declined")), Reason: "not_retryable"},
 		{Kind: bulwark.EventBudgetExhausted, Component: bulwark.ComponentRetry, Name: "payments", Attempt: 2, Err: boom},
 		{Kind: bulwark.EventHedge, Component: bulwark.ComponentHedge, Name: "catalog", Attempt: 2, Delay: 50 * time.Millisecond},
 		// balancer
@@ -447,7 +459,14 @@ var (
 	labelValues = regexp.MustCompile(`label_values\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*)`)
 	selector    = regexp.MustCompile(`\b(bulwark_[a-zA-Z0-9_]+)\{([^}]*)\}`)
 	matcher     = regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)`)
+	braces      = regexp.MustCompile(`\{[^}]*\}`)
+	grouping    = regexp.MustCompile(`\b(?:by|without|on|ignoring)\s*\(([^)]*)\)`)
+	legendLabel = regexp.MustCompile(`\{\{\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\}\}`)
+	labelsRef   = regexp.MustCompile(`\$labels\.([a-zA-Z_][a-zA-Z0-9_]*)`)
 )
+
+// scrapeLabels are the labels the scrape adds, and le of histogram buckets.
+var scrapeLabels = map[string]bool{"job": true, "instance": true, "le": true}
 
 // TestMetricsExported is the contract test between otelbulwark and the
 // dashboard and alerts: every metric they name, and every label they match
@@ -463,29 +482,45 @@ func checkMetricsExported(t *testing.T, exported map[string]*seriesInfo, source 
 	d := readDashboard(t)
 	r := readRules(t)
 
-	type use struct{ where, expr string }
+	// A use is one expression, and the labels its results are shown or
+	// annotated with: a panel's legend, an alert's annotations.
+	type use struct{ where, expr, shown string }
 	var uses []use
+	legends := d.legends()
 	for _, e := range d.exprs() {
-		uses = append(uses, use{dashboardFile, e})
+		uses = append(uses, use{dashboardFile, e, legends[e]})
 	}
 	for _, g := range r.Groups {
 		for _, rule := range g.Rules {
-			uses = append(uses, use{alertsFile + " " + rule.Alert, rule.Expr})
+			var shown strings.Builder
+			for _, a := range rule.Annotations {
+				shown.WriteString(a + " ")
+			}
+			uses = append(uses, use{alertsFile + " " + rule.Alert, rule.Expr, shown.String()})
 		}
 	}
 	names := 0
 	for _, u := range uses {
-		found := metricName.FindAllString(u.expr, -1)
+		// Metric names, once label matchers and grouping clauses are out of
+		// the way: label names start with bulwark_ too.
+		bare := grouping.ReplaceAllString(braces.ReplaceAllString(u.expr, "{}"), "")
+		found := metricName.FindAllString(bare, -1)
 		for _, m := range labelValues.FindAllStringSubmatch(u.expr, -1) {
 			found = append(found, m[1])
 		}
 		if len(found) == 0 {
 			t.Errorf("%s: query names no metric: %s", u.where, u.expr)
 		}
+		// labels is every label that some metric of the expression has.
+		labels := map[string]bool{}
 		for _, name := range found {
 			names++
 			if exported[name] == nil {
 				t.Errorf("%s: metric %s is not exported by %s (query %s)", u.where, name, source, u.expr)
+				continue
+			}
+			for l := range exported[name].labels {
+				labels[l] = true
 			}
 		}
 		for _, m := range selector.FindAllStringSubmatch(u.expr, -1) {
@@ -494,9 +529,31 @@ func checkMetricsExported(t *testing.T, exported map[string]*seriesInfo, source 
 				continue // reported above
 			}
 			for _, lm := range matcher.FindAllStringSubmatch(m[2], -1) {
-				if l := lm[1]; l != "job" && l != "instance" && !info.labels[l] {
+				if l := lm[1]; !scrapeLabels[l] && !info.labels[l] {
 					t.Errorf("%s: %s has no label %q in %s (query %s)", u.where, m[1], l, source, u.expr)
 				}
+			}
+		}
+		// Labels named in by (…), on (…), ignoring (…) and without (…), in a
+		// legend and in annotations must exist too: a wrong one does not make
+		// the query fail, it silently merges the series or shows nothing.
+		var refs []string
+		for _, m := range grouping.FindAllStringSubmatch(u.expr, -1) {
+			for _, l := range strings.Split(m[1], ",") {
+				if l = strings.TrimSpace(l); l != "" {
+					refs = append(refs, l)
+				}
+			}
+		}
+		for _, m := range legendLabel.FindAllStringSubmatch(u.shown, -1) {
+			refs = append(refs, m[1])
+		}
+		for _, m := range labelsRef.FindAllStringSubmatch(u.shown, -1) {
+			refs = append(refs, m[1])
+		}
+		for _, l := range refs {
+			if !scrapeLabels[l] && !labels[l] {
+				t.Errorf("%s: label %q is on none of the metrics %v in %s (query %s)", u.where, l, found, source, u.expr)
 			}
 		}
 	}
@@ -509,6 +566,9 @@ func checkMetricsExported(t *testing.T, exported map[string]*seriesInfo, source 
 func TestPromtool(t *testing.T) {
 	promtool, err := exec.LookPath("promtool")
 	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("promtool is not installed, and CI=true: .ci/run installs it (Debian package prometheus)")
+		}
 		t.Skip("promtool is not installed (Debian package prometheus; .ci/run installs it)")
 	}
 	run := func(args ...string) {

@@ -77,14 +77,17 @@ func TestServicesExportDashboardMetrics(t *testing.T) {
 	budget, err := retry.NewBudget(retry.BudgetConfig{Ratio: 0.01, MinPerSecond: 0.01})
 	require.NoError(t, err)
 
+	const apiKey = "deploy-test-key-0123456789"
+	apiKeys := map[string]string{apiKey: "acme"}
 	// Three instances; the third answers slowly, so that hedged reads fire.
 	var slowDelay atomic.Int64
 	slowDelay.Store(int64(30 * time.Millisecond))
 	var instances []*httptest.Server
 	for _, name := range []string{"orders-a", "orders-b", "orders-slow"} {
 		svc, err := orderservice.New(orderservice.Config{
-			Name: name, Repository: repo, Partitions: 4, IdempotencyStore: store, IdempotencyWait: -1,
+			Name: name, Repository: repo, Partitions: 4, IdempotencyStore: store, IdempotencyWait: -1, APIKeys: apiKeys,
 			PaymentURL: paySrv.URL, PaymentBudget: budget, Observer: ordersTel.Observer, Logger: quiet,
+			PaymentClient: &http.Client{Timeout: 2 * time.Second, Transport: ordersTel.Transport(nil)},
 		})
 		require.NoError(t, err)
 		svc.Start(ctx)
@@ -130,6 +133,10 @@ func TestServicesExportDashboardMetrics(t *testing.T) {
 		t.Helper()
 		req, err := http.NewRequest(method, url, bytes.NewReader(body))
 		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer "+apiKey)
+		if body != nil {
+			req.Header.Set("Content-Type", "application/json")
+		}
 		if key != "" {
 			req.Header.Set("Idempotency-Key", key)
 		}
@@ -147,6 +154,8 @@ func TestServicesExportDashboardMetrics(t *testing.T) {
 	createdID := func(key string) string {
 		req, _ := http.NewRequest(http.MethodPost, a+"/orders", bytes.NewReader(order("1")))
 		req.Header.Set("Idempotency-Key", key)
+		req.Header.Set("Authorization", "Bearer "+apiKey)
+		req.Header.Set("Content-Type", "application/json")
 		resp, err := client.Do(req)
 		require.NoError(t, err)
 		defer resp.Body.Close()

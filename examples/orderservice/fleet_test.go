@@ -14,8 +14,9 @@ import (
 )
 
 // TestFleetDuplicateStorm runs two service instances that share PostgreSQL
-// (orders) and an idempotency store (Redis or PostgreSQL), and sends the same
-// duplicate storm through both: exactly one order per key must be stored.
+// (orders) and an idempotency store (Redis, or PostgreSQL with the keys
+// completed in the orders' transactions), and sends the same duplicate storm
+// through both: exactly one order per key must be stored.
 func TestFleetDuplicateStorm(t *testing.T) {
 	stores := []struct {
 		name string
@@ -47,7 +48,7 @@ func TestFleetDuplicateStorm(t *testing.T) {
 			if err := s.Migrate(context.Background()); err != nil {
 				t.Fatal(err)
 			}
-			t.Cleanup(func() { _, _ = pool.Exec(context.Background(), "DROP TABLE IF EXISTS "+table+" CASCADE") })
+			t.Cleanup(func() { dropKeys(pool, table) })
 			return s
 		}},
 	}
@@ -55,17 +56,17 @@ func TestFleetDuplicateStorm(t *testing.T) {
 		t.Run(st.name, func(t *testing.T) {
 			pool := testPool(t)
 			table := fmt.Sprintf("orders_fleet_%d", time.Now().UnixNano())
-			repo, err := NewPostgresRepository(context.Background(), pool, table)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() {
-				_, _ = pool.Exec(context.Background(), "DROP TABLE IF EXISTS "+table+"; DROP SEQUENCE IF EXISTS "+table+"_seq")
-			})
+			repo := newPostgresRepo(t, pool, table)
 			store := st.new(t)
 			_, pay := newPayments(t)
-			a := newHarness(t, repo, store, "orders-a", pay)
-			b := newHarness(t, repo, store, "orders-b", pay)
+			cfg := Config{Repository: repo, IdempotencyStore: store, Partitions: 4, PaymentURL: pay.URL}
+			if ps, ok := store.(*pgstore.Store); ok {
+				cfg.CompleteInTx = ps // the keys share the orders' database
+			}
+			cfg.Name = "orders-a"
+			a := newHarnessConfig(t, cfg)
+			cfg.Name = "orders-b"
+			b := newHarnessConfig(t, cfg)
 			statuses := duplicateStorm(t, []string{a.srv.URL, b.srv.URL}, 1000, 100)
 			if n, err := repo.Count(context.Background()); err != nil || n != 100 {
 				t.Errorf("orders in PostgreSQL after 1000 requests over 100 keys through 2 instances = %d (%v), want 100 (statuses %v)", n, err, statuses)

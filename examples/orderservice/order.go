@@ -3,7 +3,10 @@ package orderservice
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // State is where an order is in its life: created → paid → shipped, or
@@ -37,19 +40,23 @@ type Item struct {
 }
 
 // Order is the aggregate the service keeps. Version increases by one with
-// every change, and every change is a compare-and-set on it.
+// every change, and every change is a compare-and-set on it. An order belongs
+// to one tenant, the caller that created it; IdempotencyKey is the key it was
+// created under, unique within its tenant.
 type Order struct {
-	ID          string    `json:"id"`
-	Customer    string    `json:"customer"`
-	Items       []Item    `json:"items"`
-	AmountCents int64     `json:"amount_cents"`
-	Currency    string    `json:"currency"`
-	State       State     `json:"state"`
-	Version     int64     `json:"version"`
-	Partition   int       `json:"partition"`
-	PaymentID   string    `json:"payment_id,omitempty"`
-	CreatedAt   time.Time `json:"created_at"`
-	UpdatedAt   time.Time `json:"updated_at"`
+	ID             string    `json:"id"`
+	Tenant         string    `json:"tenant"`
+	IdempotencyKey string    `json:"idempotency_key,omitempty"`
+	Customer       string    `json:"customer"`
+	Items          []Item    `json:"items"`
+	AmountCents    int64     `json:"amount_cents"`
+	Currency       string    `json:"currency"`
+	State          State     `json:"state"`
+	Version        int64     `json:"version"`
+	Partition      int       `json:"partition"`
+	PaymentID      string    `json:"payment_id,omitempty"`
+	CreatedAt      time.Time `json:"created_at"`
+	UpdatedAt      time.Time `json:"updated_at"`
 }
 
 // Errors of the order domain, mapped to HTTP statuses by the server.
@@ -81,23 +88,69 @@ type NewOrderRequest struct {
 	Currency string `json:"currency"`
 }
 
-// validate checks the request and returns the order's amount.
+// Limits of a NewOrderRequest.
+const (
+	maxCustomer = 128 // bytes
+	maxSKU      = 64  // bytes
+	maxItems    = 100
+	maxQuantity = 10000
+	maxPrice    = 1e9 // cents
+)
+
+// validate checks the request and returns the order's amount. Every string
+// must be valid UTF-8 without control characters (a NUL included), within
+// its length limit; the currency is an ISO 4217 code, three capital letters.
 func (r NewOrderRequest) validate() (int64, error) {
-	if r.Customer == "" || len(r.Customer) > 128 {
-		return 0, fmt.Errorf("%w: customer must be 1 to 128 characters", ErrInvalid)
+	if !validText(r.Customer, maxCustomer) {
+		return 0, fmt.Errorf("%w: customer must be 1 to %d bytes of text without control characters", ErrInvalid, maxCustomer)
 	}
-	if len(r.Items) == 0 || len(r.Items) > 100 {
-		return 0, fmt.Errorf("%w: an order has 1 to 100 items", ErrInvalid)
+	if len(r.Items) == 0 || len(r.Items) > maxItems {
+		return 0, fmt.Errorf("%w: an order has 1 to %d items", ErrInvalid, maxItems)
 	}
-	if r.Currency == "" {
-		return 0, fmt.Errorf("%w: currency is required", ErrInvalid)
+	if !validCurrency(r.Currency) {
+		return 0, fmt.Errorf("%w: currency must be an ISO 4217 code, three capital letters", ErrInvalid)
 	}
 	var total int64
 	for i, it := range r.Items {
-		if it.SKU == "" || it.Quantity <= 0 || it.Quantity > 10000 || it.PriceCents < 0 || it.PriceCents > 1e9 {
-			return 0, fmt.Errorf("%w: item %d needs a sku, a quantity in 1..10000 and a price in 0..1e9 cents", ErrInvalid, i)
+		if !validText(it.SKU, maxSKU) {
+			return 0, fmt.Errorf("%w: item %d: sku must be 1 to %d bytes of text without control characters", ErrInvalid, i, maxSKU)
+		}
+		if it.Quantity <= 0 || it.Quantity > maxQuantity || it.PriceCents < 0 || it.PriceCents > maxPrice {
+			return 0, fmt.Errorf("%w: item %d needs a quantity in 1..%d and a price in 0..%d cents", ErrInvalid, i, maxQuantity, int64(maxPrice))
 		}
 		total += int64(it.Quantity) * it.PriceCents
 	}
 	return total, nil
+}
+
+// sameRequest reports whether o is the order that r asks for: what a request
+// with the same idempotency key must find.
+func (r NewOrderRequest) sameRequest(o Order) bool {
+	return o.Customer == r.Customer && o.Currency == r.Currency && slices.Equal(o.Items, r.Items)
+}
+
+// validText reports whether s is 1 to max bytes of valid UTF-8 with no
+// control characters.
+func validText(s string, max int) bool {
+	if s == "" || len(s) > max || !utf8.ValidString(s) {
+		return false
+	}
+	for _, c := range s {
+		if unicode.IsControl(c) || c == utf8.RuneError {
+			return false
+		}
+	}
+	return true
+}
+
+func validCurrency(s string) bool {
+	if len(s) != 3 {
+		return false
+	}
+	for i := 0; i < 3; i++ {
+		if s[i] < 'A' || s[i] > 'Z' {
+			return false
+		}
+	}
+	return true
 }

@@ -9,19 +9,21 @@ import (
 	"github.com/bulwark-go/bulwark"
 )
 
-// ReadModel serves order listings by customer from a copy that follows the
-// Repository's change feed. It is eventually consistent: a listing may lag the
+// ReadModel serves order listings by tenant and customer from a copy that
+// follows the Repository's change feed. It is eventually consistent: a listing may lag the
 // writes by up to one refresh interval, and says how stale it is. A ReadModel
 // is safe for concurrent use.
 type ReadModel struct {
 	repo Repository
 	clk  bulwark.Clock
 
-	mu          sync.RWMutex                // guards the fields below
-	byCustomer  map[string]map[string]Order // customer → id → latest known version
-	cursor      int64                       // last change sequence applied
-	refreshedAt time.Time                   // when the last refresh finished
+	mu          sync.RWMutex                        // guards the fields below
+	byCustomer  map[tenantCustomer]map[string]Order // (tenant, customer) → id → latest known version
+	cursor      int64                               // last change sequence applied
+	refreshedAt time.Time                           // when the last refresh finished
 }
+
+type tenantCustomer struct{ tenant, customer string }
 
 // Listing is a customer's orders as the read model knows them.
 type Listing struct {
@@ -35,7 +37,7 @@ type Listing struct {
 
 // NewReadModel returns a read model of repo; call Refresh or Run to fill it.
 func NewReadModel(repo Repository, clk bulwark.Clock) *ReadModel {
-	return &ReadModel{repo: repo, clk: bulwark.ClockOrWall(clk), byCustomer: make(map[string]map[string]Order)}
+	return &ReadModel{repo: repo, clk: bulwark.ClockOrWall(clk), byCustomer: make(map[tenantCustomer]map[string]Order)}
 }
 
 // Refresh applies every change the repository has after the read model's
@@ -51,10 +53,11 @@ func (m *ReadModel) Refresh(ctx context.Context) error {
 		}
 		m.mu.Lock()
 		for _, o := range batch {
-			orders := m.byCustomer[o.Customer]
+			tc := tenantCustomer{o.Tenant, o.Customer}
+			orders := m.byCustomer[tc]
 			if orders == nil {
 				orders = make(map[string]Order)
-				m.byCustomer[o.Customer] = orders
+				m.byCustomer[tc] = orders
 			}
 			if cur, ok := orders[o.ID]; !ok || cur.Version < o.Version {
 				orders[o.ID] = o
@@ -83,15 +86,15 @@ func (m *ReadModel) Run(ctx context.Context, interval time.Duration) {
 	}
 }
 
-// List returns the orders of customer, newest first.
-func (m *ReadModel) List(customer string) Listing {
+// List returns the orders of tenant's customer, newest first.
+func (m *ReadModel) List(tenant, customer string) Listing {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	l := Listing{Customer: customer, AsOf: m.cursor, Orders: []Order{}}
 	if !m.refreshedAt.IsZero() {
 		l.AgeMillis = m.clk.Since(m.refreshedAt).Milliseconds()
 	}
-	for _, o := range m.byCustomer[customer] {
+	for _, o := range m.byCustomer[tenantCustomer{tenant, customer}] {
 		l.Orders = append(l.Orders, clone(o))
 	}
 	sort.Slice(l.Orders, func(i, j int) bool {

@@ -16,6 +16,10 @@ import (
 // may share one.
 type Repository interface {
 	// Create stores a new order. It returns ErrDuplicate if the ID exists.
+	// If o.IdempotencyKey is not empty and an order of o.Tenant already has
+	// that key, Create stores nothing and returns a *KeyUsedError holding
+	// the stored order: the (tenant, key) pair is unique, whatever the
+	// idempotency store says.
 	Create(ctx context.Context, o Order) error
 	// Get returns the order, or ErrNotFound.
 	Get(ctx context.Context, id string) (Order, error)
@@ -35,6 +39,19 @@ type Repository interface {
 // ErrDuplicate is returned by Create for an ID that exists.
 var ErrDuplicate = errors.New("order id exists")
 
+// KeyUsedError is returned by Create when the order's tenant already has an
+// order under the same idempotency key: a run of the same request got there
+// first (it may have died before its key was completed, or lost its lease).
+// Order is that order, the recovery point to answer with.
+type KeyUsedError struct {
+	Order Order
+}
+
+// Error names the key and the order that holds it.
+func (e *KeyUsedError) Error() string {
+	return fmt.Sprintf("idempotency key %q of tenant %q already created order %s", e.Order.IdempotencyKey, e.Order.Tenant, e.Order.ID)
+}
+
 // partitionOf reads the partition number that an order ID starts with
 // ("<partition>-<random>").
 func partitionOf(id string, n int) (int, error) {
@@ -50,9 +67,13 @@ func partitionOf(id string, n int) (int, error) {
 }
 
 // MemoryRepository keeps orders in memory, in partitions that each have their
-// own lock, as separate database shards would. Use NewMemoryRepository.
+// own lock, as separate database shards would, with one index of (tenant,
+// idempotency key) across them. Use NewMemoryRepository.
 type MemoryRepository struct {
 	parts []*memPartition
+
+	keysMu sync.Mutex           // guards keys; taken before a partition's lock
+	keys   map[tenantKey]string // (tenant, idempotency key) → order id
 
 	logMu sync.Mutex // guards seq and log
 	seq   int64
@@ -64,6 +85,8 @@ type memPartition struct {
 	orders map[string]Order
 }
 
+type tenantKey struct{ tenant, key string }
+
 type change struct {
 	seq   int64
 	order Order
@@ -74,7 +97,7 @@ func NewMemoryRepository(n int) (*MemoryRepository, error) {
 	if n < 1 || n > 1024 {
 		return nil, fmt.Errorf("orderservice: %d partitions, want 1..1024", n)
 	}
-	r := &MemoryRepository{parts: make([]*memPartition, n)}
+	r := &MemoryRepository{parts: make([]*memPartition, n), keys: make(map[tenantKey]string)}
 	for i := range r.parts {
 		r.parts[i] = &memPartition{orders: make(map[string]Order)}
 	}
@@ -100,6 +123,18 @@ func (r *MemoryRepository) Create(ctx context.Context, o Order) error {
 	if err != nil {
 		return err
 	}
+	tk := tenantKey{o.Tenant, o.IdempotencyKey}
+	if tk.key != "" {
+		r.keysMu.Lock()
+		defer r.keysMu.Unlock()
+		if id, ok := r.keys[tk]; ok {
+			used, err := r.Get(ctx, id)
+			if err != nil {
+				return err
+			}
+			return &KeyUsedError{Order: used}
+		}
+	}
 	p.mu.Lock()
 	if _, ok := p.orders[o.ID]; ok {
 		p.mu.Unlock()
@@ -108,6 +143,9 @@ func (r *MemoryRepository) Create(ctx context.Context, o Order) error {
 	p.orders[o.ID] = clone(o)
 	r.record(o) // under the partition lock, so the log keeps this order's versions in order
 	p.mu.Unlock()
+	if tk.key != "" {
+		r.keys[tk] = o.ID
+	}
 	return nil
 }
 

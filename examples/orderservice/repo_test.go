@@ -27,15 +27,27 @@ func repoUnderTest(t *testing.T, fn func(t *testing.T, r Repository)) {
 	t.Run("postgres", func(t *testing.T) {
 		pool := testPool(t)
 		table := fmt.Sprintf("orders_test_%d", time.Now().UnixNano())
-		r, err := NewPostgresRepository(context.Background(), pool, table)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			_, _ = pool.Exec(context.Background(), "DROP TABLE IF EXISTS "+table+"; DROP SEQUENCE IF EXISTS "+table+"_seq")
-		})
-		fn(t, r)
+		fn(t, newPostgresRepo(t, pool, table))
 	})
+}
+
+// newPostgresRepo returns a migrated repository in a new table, which the
+// test's cleanup drops.
+func newPostgresRepo(t *testing.T, pool *pgxpool.Pool, table string) *PostgresRepository {
+	t.Helper()
+	r, err := NewPostgresRepository(pool, table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dropOrders(pool, table) })
+	if err := r.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func dropOrders(pool *pgxpool.Pool, table string) {
+	_, _ = pool.Exec(context.Background(), "DROP TABLE IF EXISTS "+table+", "+table+"_migrations; DROP SEQUENCE IF EXISTS "+table+"_seq")
 }
 
 // testPool connects to BULWARK_POSTGRES_URL, skipping when it is unset
@@ -49,7 +61,12 @@ func testPool(t *testing.T) *pgxpool.Pool {
 		}
 		t.Skip("BULWARK_POSTGRES_URL is not set: skipping the PostgreSQL tests")
 	}
-	pool, err := pgxpool.New(context.Background(), url)
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.MaxConns = 32 // tests hold locks and wait on several connections at once
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,14 +156,14 @@ func TestReadModelLagsAndCatchesUp(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if l := m.List("dave"); len(l.Orders) != 0 {
+		if l := m.List("", "dave"); len(l.Orders) != 0 {
 			t.Fatalf("List before Refresh = %d orders, want 0 (the read model lags)", len(l.Orders))
 		}
 		if err := m.Refresh(ctx); err != nil {
 			t.Fatal(err)
 		}
 		clk.Advance(1500 * time.Millisecond)
-		l := m.List("dave")
+		l := m.List("", "dave")
 		if len(l.Orders) != 3 || l.AsOf == 0 || l.AgeMillis != 1500 {
 			t.Errorf("List after Refresh = %d orders, as of %d, age %d ms; want 3, > 0, 1500", len(l.Orders), l.AsOf, l.AgeMillis)
 		}
@@ -158,9 +175,87 @@ func TestReadModelLagsAndCatchesUp(t *testing.T) {
 		if err := m.Refresh(ctx); err != nil {
 			t.Fatal(err)
 		}
-		for _, got := range m.List("dave").Orders {
+		for _, got := range m.List("", "dave").Orders {
 			if got.ID == "1-o1" && got.State != Paid {
 				t.Errorf("read model has %s as %s after refresh, want paid", got.ID, got.State)
+			}
+		}
+	})
+}
+
+func keyedOrder(id, tenant, key string) Order {
+	o := newTestOrder(id, "erin")
+	o.Tenant, o.IdempotencyKey = tenant, key
+	return o
+}
+
+func TestRepositoryTenantKeyIsUnique(t *testing.T) {
+	repoUnderTest(t, func(t *testing.T, r Repository) {
+		ctx := context.Background()
+		first := keyedOrder("1-first", "acme", "k1")
+		if err := r.Create(ctx, first); err != nil {
+			t.Fatal(err)
+		}
+		var used *KeyUsedError
+		if err := r.Create(ctx, keyedOrder("2-second", "acme", "k1")); !errors.As(err, &used) || used.Order.ID != first.ID {
+			t.Fatalf("Create(same tenant, same key) = %v, want a KeyUsedError holding %s", err, first.ID)
+		}
+		if _, err := r.Get(ctx, "2-second"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Get(the refused order) = %v, want ErrNotFound: nothing is stored", err)
+		}
+		if err := r.Create(ctx, keyedOrder("3-other-tenant", "globex", "k1")); err != nil {
+			t.Errorf("Create(another tenant, same key) = %v, want nil", err)
+		}
+		if err := r.Create(ctx, keyedOrder("1-first", "acme", "k2")); !errors.Is(err, ErrDuplicate) {
+			t.Errorf("Create(existing id, new key) = %v, want ErrDuplicate", err)
+		}
+		for _, id := range []string{"0-nokey-1", "0-nokey-2"} {
+			if err := r.Create(ctx, keyedOrder(id, "acme", "")); err != nil {
+				t.Errorf("Create(%s without a key) = %v, want nil: orders without a key never conflict", id, err)
+			}
+		}
+		if n, _ := r.Count(ctx); n != 4 {
+			t.Errorf("Count = %d, want 4", n)
+		}
+	})
+}
+
+func TestRepositoryTenantKeyConcurrentSafe(t *testing.T) {
+	repoUnderTest(t, func(t *testing.T, r Repository) {
+		ctx := context.Background()
+		const n = 16
+		var wg sync.WaitGroup
+		winners := make(chan string, n)
+		recovered := make(chan string, n)
+		for i := 0; i < n; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				id := fmt.Sprintf("%d-run%d", i%4, i)
+				var used *KeyUsedError
+				switch err := r.Create(ctx, keyedOrder(id, "acme", "storm")); {
+				case err == nil:
+					winners <- id
+				case errors.As(err, &used):
+					recovered <- used.Order.ID
+				default:
+					t.Errorf("Create(%s) = %v", id, err)
+				}
+			}()
+		}
+		wg.Wait()
+		close(winners)
+		close(recovered)
+		var won []string
+		for id := range winners {
+			won = append(won, id)
+		}
+		if len(won) != 1 {
+			t.Fatalf("%d concurrent creates with one key stored %v, want exactly one", n, won)
+		}
+		for id := range recovered {
+			if id != won[0] {
+				t.Errorf("a refused create was handed order %s, want the stored %s", id, won[0])
 			}
 		}
 	})

@@ -1,16 +1,19 @@
 // Package orderservice is an order API built from bulwark alone: idempotent
-// creates under the Idempotency-Key header, state transitions that are
-// compare-and-set on a version (strong consistency for writes), listings from
-// a read model that may lag (eventual consistency for reads), orders
-// partitioned by consistent hash of the customer, and a payment dependency
-// called under bulwark.Compose(retry, breaker) with the idempotency key
-// forwarded.
+// creates under the Idempotency-Key header, backed by a unique (tenant, key)
+// constraint on the orders themselves (and, where the keys share the orders'
+// PostgreSQL database, completed in the order's own transaction), state
+// transitions that are compare-and-set on a version (strong consistency for
+// writes), listings from a read model that may lag (eventual consistency for
+// reads), orders partitioned by consistent hash of the customer, and a
+// payment dependency called under bulwark.Compose(retry, breaker) with the
+// idempotency key forwarded. Every /orders request authenticates with an API
+// key, which names its tenant: a tenant sees only its own orders and keys.
 //
 //	POST /orders                         create (Idempotency-Key required)
 //	GET  /orders/{id}                    read, with ETag
 //	POST /orders/{id}/pay|ship|cancel    transition (If-Match: the ETag)
 //	GET  /orders?customer=…              listing from the read model
-//	GET  /livez /readyz /startupz        the service's own health
+//	GET  /livez /readyz /startupz        the service's own health (no key)
 package orderservice
 
 import (
@@ -33,6 +36,7 @@ import (
 	"github.com/bulwark-go/bulwark/healthcheck"
 	"github.com/bulwark-go/bulwark/idempotency"
 	"github.com/bulwark-go/bulwark/retry"
+	"github.com/jackc/pgx/v5"
 )
 
 // Config configures a Service.
@@ -48,6 +52,26 @@ type Config struct {
 	// IdempotencyStore keeps idempotency records. If nil, an in-memory
 	// store of this instance (which Close closes).
 	IdempotencyStore idempotency.Store
+	// CompleteInTx, when the idempotency keys live in the orders' own
+	// PostgreSQL database, completes a create's key in the transaction that
+	// inserts its order: set it to the *pgstore.Store that is also
+	// IdempotencyStore, with a *PostgresRepository on the same database.
+	// The order and its key's completion then commit together, and that
+	// transaction checks the key's fencing token, so that a run whose lease
+	// was taken over cannot commit its order (it is answered 409). If nil,
+	// the key is completed once the response is written, and a run that
+	// finds its key already used by an order answers with that order.
+	CompleteInTx TxCompleter
+	// APIKeys maps each API key to the tenant it acts for. Every /orders
+	// request must carry one, as "Authorization: Bearer <key>", and reads
+	// and changes only its tenant's orders; a request without a valid key
+	// is refused with 401. Keys are 16 to 256 visible ASCII characters, and
+	// tenants 1 to 64 bytes of text; several keys may share a tenant.
+	// Required: at least one key.
+	APIKeys map[string]string
+	// Lease is how long a create holds its idempotency key before a
+	// duplicate may take it over. If zero, 10 s.
+	Lease time.Duration
 	// PaymentURL is the payment provider's base URL. Required.
 	PaymentURL string
 	// PaymentClient sends payment requests. If nil, a client with a 2 s
@@ -72,17 +96,27 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// TxCompleter completes an idempotency key inside a PostgreSQL transaction,
+// as *pgstore.Store does: it stores value as the key's result, kept for the
+// lease's retention, if and only if tx commits, and returns an error wrapping
+// idempotency.ErrFenced if the lease's token no longer holds the key.
+type TxCompleter interface {
+	CompleteTx(ctx context.Context, tx pgx.Tx, lease *idempotency.Lease, value []byte) error
+}
+
 // Service is one instance of the order API. Use New, then Start; Close stops
 // it. A Service is safe for concurrent use.
 type Service struct {
 	cfg        Config
 	repo       Repository
+	pg         *PostgresRepository // the repository, when CompleteInTx is set
 	ring       *consistenthash.Ring
 	engine     *idempotency.Engine
 	ownStore   *idempotency.MemoryStore
 	readModel  *ReadModel
 	payments   *paymentClient
 	breaker    *breaker.Breaker
+	callers    callers
 	health     *healthcheck.Service
 	handler    http.Handler
 	clk        bulwark.Clock
@@ -93,7 +127,10 @@ type Service struct {
 	closeError error
 }
 
-// New builds a Service from cfg.
+// New builds a Service from cfg. It returns an error if Repository,
+// PaymentURL or APIKeys is missing, an API key or a tenant is malformed, Lease
+// is negative, or CompleteInTx is set without a *PostgresRepository or is not
+// the IdempotencyStore.
 func New(cfg Config) (*Service, error) {
 	if cfg.Repository == nil {
 		return nil, errors.New("orderservice: Repository is required")
@@ -101,8 +138,14 @@ func New(cfg Config) (*Service, error) {
 	if cfg.PaymentURL == "" {
 		return nil, errors.New("orderservice: PaymentURL is required")
 	}
+	if cfg.Lease < 0 {
+		return nil, fmt.Errorf("orderservice: Lease %v is negative", cfg.Lease)
+	}
 	if cfg.Name == "" {
 		cfg.Name = "orders"
+	}
+	if cfg.Lease == 0 {
+		cfg.Lease = 10 * time.Second
 	}
 	if cfg.Partitions == 0 {
 		cfg.Partitions = 8
@@ -120,6 +163,20 @@ func New(cfg Config) (*Service, error) {
 		cfg.IdempotencyWait = 0
 	}
 	s := &Service{cfg: cfg, repo: cfg.Repository, clk: bulwark.ClockOrWall(cfg.Clock), log: cfg.Logger}
+	if cfg.CompleteInTx != nil {
+		pg, ok := cfg.Repository.(*PostgresRepository)
+		if !ok {
+			return nil, errors.New("orderservice: CompleteInTx needs a *PostgresRepository Repository")
+		}
+		if st, ok := cfg.CompleteInTx.(idempotency.Store); !ok || st != cfg.IdempotencyStore {
+			return nil, errors.New("orderservice: CompleteInTx must be the IdempotencyStore")
+		}
+		s.pg = pg
+	}
+	var err error
+	if s.callers, err = newCallers(cfg.APIKeys); err != nil {
+		return nil, err
+	}
 
 	nodes := make([]consistenthash.Node, cfg.Partitions)
 	for i := range nodes {
@@ -140,7 +197,7 @@ func New(cfg Config) (*Service, error) {
 		store, s.ownStore = ms, ms
 	}
 	s.engine, err = idempotency.New(idempotency.Config{
-		Store: store, Name: cfg.Name, Lease: 10 * time.Second, RetryAfter: time.Second, Wait: cfg.IdempotencyWait,
+		Store: store, Name: cfg.Name, Lease: cfg.Lease, RetryAfter: time.Second, Wait: cfg.IdempotencyWait,
 		Clock: cfg.Clock, Observer: cfg.Observer,
 	})
 	if err != nil {
@@ -247,52 +304,81 @@ func (s *Service) ReadModel() *ReadModel { return s.readModel }
 func (s *Service) BreakerState() breaker.State { return s.breaker.State() }
 
 func (s *Service) routes() (http.Handler, error) {
-	create, err := idempotency.Middleware(idempotency.HTTPConfig{Engine: s.engine})
+	create, err := idempotency.Middleware(idempotency.HTTPConfig{
+		Engine: s.engine, Tenant: requestTenant, MaxRequestBody: maxBody,
+		// Only a created order is kept for replay: a refused request (bad
+		// JSON, an invalid order) leaves its key free, so the corrected
+		// request may use it.
+		Cacheable: func(status int) bool { return status >= 200 && status < 300 },
+	})
 	if err != nil {
 		return nil, err
 	}
 	// Transitions are guarded by If-Match; a key is welcome (a retried pay
 	// then gets its first answer replayed) but not required.
-	transition, err := idempotency.Middleware(idempotency.HTTPConfig{Engine: s.engine, AllowMissingKey: true})
+	transition, err := idempotency.Middleware(idempotency.HTTPConfig{
+		Engine: s.engine, Tenant: requestTenant, AllowMissingKey: true, MaxRequestBody: maxBody,
+	})
 	if err != nil {
 		return nil, err
 	}
 	mux := http.NewServeMux()
-	mux.Handle("POST /orders", create(http.HandlerFunc(s.createOrder)))
-	mux.HandleFunc("GET /orders/{id}", s.getOrder)
-	mux.Handle("POST /orders/{id}/{action}", transition(http.HandlerFunc(s.transition)))
-	mux.HandleFunc("GET /orders", s.listOrders)
+	mux.Handle("POST /orders", s.authenticate(create(http.HandlerFunc(s.createOrder))))
+	mux.Handle("GET /orders/{id}", s.authenticate(http.HandlerFunc(s.getOrder)))
+	mux.Handle("POST /orders/{id}/{action}", s.authenticate(transition(http.HandlerFunc(s.transition))))
+	mux.Handle("GET /orders", s.authenticate(http.HandlerFunc(s.listOrders)))
 	mux.Handle("/livez", s.health.Livez())
 	mux.Handle("/readyz", s.health.Readyz())
 	mux.Handle("/startupz", s.health.Startupz())
-	return mux, nil
+	return withRequestID(mux), nil
 }
 
+// maxBody bounds a request body, in bytes: an order of 100 items is well
+// under it.
+const maxBody = 64 << 10
+
 func (s *Service) createOrder(w http.ResponseWriter, r *http.Request) {
+	if !isJSON(r.Header.Get("Content-Type")) {
+		w.Header().Set("Accept-Post", "application/json")
+		problem(w, r, http.StatusUnsupportedMediaType, "unsupported media type", "An order is sent as application/json.")
+		return
+	}
 	var req NewOrderRequest
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		problem(w, http.StatusBadRequest, "malformed order", err.Error())
+	if err := decodeJSON(w, r, &req); err != nil {
+		problem(w, r, http.StatusBadRequest, "malformed order", err.Error())
 		return
 	}
 	amount, err := req.validate()
 	if err != nil {
-		problem(w, http.StatusUnprocessableEntity, "invalid order", err.Error())
+		problem(w, r, http.StatusUnprocessableEntity, "invalid order", err.Error())
 		return
 	}
 	part, err := s.partition(req.Customer)
 	if err != nil {
-		problem(w, http.StatusInternalServerError, "no partition", err.Error())
+		s.fail(w, r, err)
 		return
 	}
 	now := s.clk.Now().UTC()
 	o := Order{
-		ID: strconv.Itoa(part) + "-" + randomID(), Customer: req.Customer, Items: req.Items,
-		AmountCents: amount, Currency: req.Currency, State: Created, Version: 1, Partition: part,
-		CreatedAt: now, UpdatedAt: now,
+		ID: strconv.Itoa(part) + "-" + randomID(), Tenant: requestTenant(r), IdempotencyKey: idempotencyKey(r),
+		Customer: req.Customer, Items: req.Items, AmountCents: amount, Currency: req.Currency,
+		State: Created, Version: 1, Partition: part, CreatedAt: now, UpdatedAt: now,
 	}
-	if err := s.repo.Create(r.Context(), o); err != nil {
+	var used *KeyUsedError
+	switch err := s.create(r, o); {
+	case errors.As(err, &used):
+		// The second line of defence: an earlier run with this key made
+		// the order (and died, or lost its lease, before the key was
+		// completed). Answer with that order instead of making another.
+		if !req.sameRequest(used.Order) {
+			problem(w, r, http.StatusUnprocessableEntity, "idempotency key reused",
+				"This Idempotency-Key was used with a different order.")
+			return
+		}
+		s.log.InfoContext(r.Context(), "order recovered from its idempotency key",
+			"order", used.Order.ID, "request_id", requestID(r.Context()))
+		o = used.Order
+	case err != nil:
 		s.fail(w, r, err)
 		return
 	}
@@ -300,16 +386,59 @@ func (s *Service) createOrder(w http.ResponseWriter, r *http.Request) {
 	writeOrder(w, http.StatusCreated, o)
 }
 
+// create stores a new order: within the transaction that completes its
+// idempotency key when CompleteInTx is set and the request holds a lease,
+// else on its own.
+func (s *Service) create(r *http.Request, o Order) error {
+	ctx := r.Context()
+	lease := idempotency.LeaseFromContext(ctx)
+	if s.pg == nil || lease == nil {
+		return s.repo.Create(ctx, o)
+	}
+	// The response is known before the order is stored: it is stored with
+	// the key, as the middleware would have recorded it.
+	body := orderJSON(o)
+	resp, err := idempotency.EncodeResponse(http.StatusCreated, http.Header{
+		"Content-Type": {"application/json"}, "Etag": {etag(o)}, "Location": {"/orders/" + o.ID},
+	}, body)
+	if err != nil {
+		return err
+	}
+	return s.pg.createTx(ctx, o, func(tx pgx.Tx) error {
+		return s.cfg.CompleteInTx.CompleteTx(ctx, tx, lease, resp)
+	})
+}
+
+// load returns the order id of the request's tenant, or ErrNotFound: another
+// tenant's order is not found, so that its existence does not leak.
+func (s *Service) load(r *http.Request, id string) (Order, error) {
+	o, err := s.repo.Get(r.Context(), id)
+	if err != nil {
+		return Order{}, err
+	}
+	if o.Tenant != requestTenant(r) {
+		return Order{}, ErrNotFound
+	}
+	return o, nil
+}
+
 func (s *Service) getOrder(w http.ResponseWriter, r *http.Request) {
-	o, err := s.repo.Get(r.Context(), r.PathValue("id"))
+	o, err := s.load(r, r.PathValue("id"))
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	if inm := r.Header.Get("If-None-Match"); inm != "" && inm == etag(o) {
-		w.Header().Set("ETag", etag(o))
-		w.WriteHeader(http.StatusNotModified)
-		return
+	if inm := r.Header.Values("If-None-Match"); len(inm) > 0 {
+		match, err := matchETag(inm, etag(o), false)
+		if err != nil {
+			problem(w, r, http.StatusBadRequest, "malformed If-None-Match", err.Error())
+			return
+		}
+		if match {
+			w.Header().Set("ETag", etag(o))
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
 	}
 	writeOrder(w, http.StatusOK, o)
 }
@@ -320,19 +449,26 @@ func (s *Service) getOrder(w http.ResponseWriter, r *http.Request) {
 func (s *Service) transition(w http.ResponseWriter, r *http.Request) {
 	action := r.PathValue("action")
 	if _, ok := transitions[action]; !ok {
-		problem(w, http.StatusNotFound, "unknown action", fmt.Sprintf("no action %q; use pay, ship or cancel", action))
+		problem(w, r, http.StatusNotFound, "unknown action", "The actions are pay, ship and cancel.")
 		return
 	}
 	ctx := r.Context()
-	o, err := s.repo.Get(ctx, r.PathValue("id"))
+	o, err := s.load(r, r.PathValue("id"))
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	if im := r.Header.Get("If-Match"); im != "" && im != "*" && im != etag(o) {
-		w.Header().Set("ETag", etag(o))
-		problem(w, http.StatusPreconditionFailed, "order changed", fmt.Sprintf("If-Match %s, order is at %s", im, etag(o)))
-		return
+	if im := r.Header.Values("If-Match"); len(im) > 0 {
+		match, err := matchETag(im, etag(o), true)
+		if err != nil {
+			problem(w, r, http.StatusBadRequest, "malformed If-Match", err.Error())
+			return
+		}
+		if !match {
+			w.Header().Set("ETag", etag(o))
+			problem(w, r, http.StatusPreconditionFailed, "order changed", "If-Match does not match the order's ETag "+etag(o)+".")
+			return
+		}
 	}
 	// An order is paid in two steps: the state moves to paid with no
 	// payment id (payment pending), then the charge is recorded. While a
@@ -345,7 +481,7 @@ func (s *Service) transition(w http.ResponseWriter, r *http.Request) {
 	if !(action == "pay" && pending) {
 		to, err := next(o.State, action)
 		if err == nil && pending {
-			err = fmt.Errorf("%w: the payment of order %s is pending", ErrBadTransition, o.ID)
+			err = fmt.Errorf("%w: the payment of the order is pending", ErrBadTransition)
 		}
 		if err != nil {
 			s.fail(w, r, err)
@@ -359,9 +495,8 @@ func (s *Service) transition(w http.ResponseWriter, r *http.Request) {
 	}
 	if action == "pay" {
 		// Once the state has moved, the outcome is recorded whatever the
-		// client does: a disconnect must not lose a charge.
-		// The charge runs to its end even if the client leaves, so that
-		// its outcome is known and recorded.
+		// client does: the charge runs to its end even if the client
+		// leaves, so that a disconnect never loses a charge.
 		rec := context.WithoutCancel(ctx)
 		cctx, cancel := context.WithTimeout(rec, 10*time.Second)
 		charge, err := s.payments.charge(cctx, "order-"+o.ID+"-pay", updated)
@@ -376,8 +511,11 @@ func (s *Service) transition(w http.ResponseWriter, r *http.Request) {
 				back := updated
 				back.State, back.Version, back.UpdatedAt = Created, updated.Version+1, s.clk.Now().UTC()
 				if cerr := s.repo.Update(rec, back); cerr != nil && !errors.Is(cerr, ErrVersionConflict) {
-					s.log.ErrorContext(ctx, "compensating a declined payment", "order", o.ID, "error", cerr)
+					s.log.ErrorContext(ctx, "compensating a declined payment", "order", o.ID,
+						"request_id", requestID(ctx), "error", cerr)
 				}
+			} else if !errors.Is(err, breaker.ErrOpen) {
+				err = fmt.Errorf("%w: %w", errPaymentUnconfirmed, err)
 			}
 			s.fail(w, r, err)
 			return
@@ -396,11 +534,11 @@ func (s *Service) transition(w http.ResponseWriter, r *http.Request) {
 
 func (s *Service) listOrders(w http.ResponseWriter, r *http.Request) {
 	customer := r.URL.Query().Get("customer")
-	if customer == "" {
-		problem(w, http.StatusBadRequest, "customer required", "GET /orders?customer=…")
+	if !validText(customer, maxCustomer) {
+		problem(w, r, http.StatusBadRequest, "customer required", "List with GET /orders?customer=<customer>.")
 		return
 	}
-	l := s.readModel.List(customer)
+	l := s.readModel.List(requestTenant(r), customer)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Read-Model-As-Of", strconv.FormatInt(l.AsOf, 10))
 	w.Header().Set("X-Read-Model-Age-Ms", strconv.FormatInt(l.AgeMillis, 10))
@@ -416,44 +554,58 @@ func (s *Service) partition(customer string) (int, error) {
 	return strconv.Atoi(strings.TrimPrefix(name, "p"))
 }
 
-// fail maps an error to its HTTP answer.
+// errPaymentUnconfirmed wraps a failed charge whose outcome is unknown.
+var errPaymentUnconfirmed = errors.New("payment not confirmed")
+
+// fail maps an error to its HTTP answer. Clients get a problem with a fixed
+// text and the request id; an unexpected error's own text, which may come
+// from the database, goes to the log only.
 func (s *Service) fail(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case errors.Is(err, ErrNotFound):
-		problem(w, http.StatusNotFound, "order not found", err.Error())
+		problem(w, r, http.StatusNotFound, "order not found", "There is no order with this id.")
 	case errors.Is(err, ErrVersionConflict):
-		problem(w, http.StatusConflict, "order changed concurrently", err.Error())
+		problem(w, r, http.StatusConflict, "order changed concurrently", "Another request changed the order first; read it again.")
 	case errors.Is(err, ErrBadTransition):
-		problem(w, http.StatusConflict, "transition not allowed", err.Error())
-	case errors.Is(err, ErrDuplicate):
-		problem(w, http.StatusConflict, "duplicate order id", err.Error())
+		problem(w, r, http.StatusConflict, "transition not allowed", err.Error()) // names the action and the state
 	case errors.Is(err, breaker.ErrOpen):
 		w.Header().Set("Retry-After", "1")
-		problem(w, http.StatusServiceUnavailable, "payments unavailable", err.Error())
+		problem(w, r, http.StatusServiceUnavailable, "payments unavailable",
+			"The payment provider is failing; the payment is pending: pay again later to resume it.")
 	case errors.Is(err, errPaymentDeclined):
-		problem(w, http.StatusPaymentRequired, "payment declined", err.Error())
+		problem(w, r, http.StatusPaymentRequired, "payment declined", "The payment provider declined the charge.")
+	case errors.Is(err, idempotency.ErrFenced), errors.Is(context.Cause(r.Context()), idempotency.ErrLeaseLost):
+		// The run lost its key to a retry of the same request, which
+		// answers in its stead; nothing of this run was kept.
+		w.Header().Set("Retry-After", "1")
+		problem(w, r, http.StatusConflict, "request superseded",
+			"A retry of this request took over its Idempotency-Key; retry to get its answer.")
 	case r.Context().Err() != nil:
-		problem(w, http.StatusServiceUnavailable, "request canceled", err.Error())
+		problem(w, r, http.StatusServiceUnavailable, "request canceled", "The request was canceled before it finished.")
+	case errors.Is(err, errPaymentUnconfirmed):
+		s.log.WarnContext(r.Context(), "payment not confirmed", "path", r.URL.Path, "request_id", requestID(r.Context()), "error", err)
+		problem(w, r, http.StatusBadGateway, "payment not confirmed",
+			"The payment provider did not confirm the charge; the payment is pending: pay again to resume it.")
 	default:
-		s.log.ErrorContext(r.Context(), "request failed", "path", r.URL.Path, "error", err)
-		problem(w, http.StatusBadGateway, "dependency failed", err.Error())
+		s.log.ErrorContext(r.Context(), "request failed", "path", r.URL.Path, "request_id", requestID(r.Context()), "error", err)
+		problem(w, r, http.StatusInternalServerError, "internal error",
+			"The request failed on our side. Quote the request id when you report it.")
 	}
 }
 
 func etag(o Order) string { return `"v` + strconv.FormatInt(o.Version, 10) + `"` }
 
+// orderJSON is the body of an answer with o.
+func orderJSON(o Order) []byte {
+	b, _ := json.Marshal(o) // an Order always encodes
+	return append(b, '\n')
+}
+
 func writeOrder(w http.ResponseWriter, status int, o Order) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("ETag", etag(o))
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(o)
-}
-
-// problem writes an RFC 9457 problem+json answer.
-func problem(w http.ResponseWriter, status int, title, detail string) {
-	w.Header().Set("Content-Type", "application/problem+json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]any{"type": "about:blank", "title": title, "status": status, "detail": detail})
+	_, _ = w.Write(orderJSON(o))
 }
 
 func randomID() string {

@@ -27,12 +27,31 @@ type harness struct {
 	repo Repository
 }
 
+// The API keys of the tests' two tenants.
+const (
+	keyA = "tenant-a-key-0123456789"
+	keyB = "tenant-b-key-0123456789"
+)
+
+var testKeys = map[string]string{keyA: "tenant-a", keyB: "tenant-b"}
+
 func newHarness(t *testing.T, repo Repository, store idempotency.Store, name string, payments *httptest.Server) *harness {
 	t.Helper()
-	svc, err := New(Config{
+	return newHarnessConfig(t, Config{
 		Name: name, Repository: repo, Partitions: 4, IdempotencyStore: store, PaymentURL: payments.URL,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
+}
+
+func newHarnessConfig(t *testing.T, cfg Config) *harness {
+	t.Helper()
+	if cfg.APIKeys == nil {
+		cfg.APIKeys = testKeys
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	repo := cfg.Repository
+	svc, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,17 +75,27 @@ func orderBody(customer string, qty int) []byte {
 
 func post(t *testing.T, url, key, ifMatch string, body []byte) (int, http.Header, []byte) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+	hdr := http.Header{"Authorization": {"Bearer " + keyA}}
+	if body != nil {
+		hdr.Set("Content-Type", "application/json")
+	}
+	if key != "" {
+		hdr.Set("Idempotency-Key", key)
+	}
+	if ifMatch != "" {
+		hdr.Set("If-Match", ifMatch)
+	}
+	return send(t, http.MethodPost, url, hdr, body)
+}
+
+// send sends a request with exactly the headers in hdr.
+func send(t *testing.T, method, url string, hdr http.Header, body []byte) (int, http.Header, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("Content-Type", "application/json")
-	if key != "" {
-		req.Header.Set("Idempotency-Key", key)
-	}
-	if ifMatch != "" {
-		req.Header.Set("If-Match", ifMatch)
-	}
+	req.Header = hdr
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Error(err)
@@ -211,15 +240,11 @@ func TestTransitionsFollowTheStateMachine(t *testing.T) {
 			t.Errorf("%s (If-Match %s) = %d %s, want %d", s.action, s.ifMatch, code, b, s.want)
 		}
 	}
-	resp, err := http.Get(h.srv.URL + "/orders/" + o.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	code, hdr, b := send(t, http.MethodGet, h.srv.URL+"/orders/"+o.ID, http.Header{"Authorization": {"Bearer " + keyA}}, nil)
 	var got Order
-	_ = json.NewDecoder(resp.Body).Decode(&got)
-	if got.State != Shipped || got.PaymentID == "" || resp.Header.Get("ETag") != etag(got) {
-		t.Errorf("final order = %+v (ETag %s), want shipped with a payment id", got, resp.Header.Get("ETag"))
+	_ = json.Unmarshal(b, &got)
+	if code != http.StatusOK || got.State != Shipped || got.PaymentID == "" || hdr.Get("ETag") != etag(got) {
+		t.Errorf("final order = %d %+v (ETag %s), want shipped with a payment id", code, got, hdr.Get("ETag"))
 	}
 }
 

@@ -2,13 +2,24 @@
 // tour: an HTTP API that charges an amount once per Idempotency-Key, like
 // Stripe's, and that can be told to fail, slow down or go away, so that the
 // order service's retries and circuit breaker have something to do.
+//
+//	POST /charges                          charge (Idempotency-Key required)
+//	GET  /charges?limit=&starting_after=   every charge made, oldest first
+//
+// The listing lets anyone audit the charges from outside: two charges for
+// one order are a double charge. Command paymentsim (cmd/paymentsim) serves
+// a Provider on its own.
 package paymentsim
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -32,6 +43,14 @@ type Charge struct {
 	Currency    string `json:"currency"`
 }
 
+// ChargeList is a page of the listing of charges, oldest first.
+type ChargeList struct {
+	Data []Charge `json:"data"`
+	// HasMore reports that more charges follow the last of Data: ask
+	// again with starting_after set to its ID.
+	HasMore bool `json:"has_more"`
+}
+
 // Provider is the fake payment API. It is safe for concurrent use. Use New.
 type Provider struct {
 	mu       sync.Mutex // guards the fields below
@@ -39,6 +58,7 @@ type Provider struct {
 	rng      *rand.Rand
 	byKey    map[string]Charge // Idempotency-Key → charge
 	byOrder  map[string]int    // order id → charges made for it
+	charges  []Charge          // in the order they were made; charges[i].ID is "ch_<i+1>"
 	requests int
 	failures int
 }
@@ -71,12 +91,62 @@ func (p *Provider) Stats() (requests, failures, charges, maxPerOrder int) {
 	return p.requests, p.failures, len(p.byKey), maxPerOrder
 }
 
-// ServeHTTP serves POST /charges.
+// ServeHTTP serves POST /charges and GET /charges.
 func (p *Provider) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost || r.URL.Path != "/charges" {
+	if r.URL.Path != "/charges" {
 		http.Error(w, "not found", http.StatusNotFound)
 		return
 	}
+	switch r.Method {
+	case http.MethodPost:
+		p.charge(w, r)
+	case http.MethodGet, http.MethodHead:
+		p.list(w, r)
+	default:
+		w.Header().Set("Allow", "GET, HEAD, POST")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+	}
+}
+
+// Limits of a page of the listing.
+const (
+	defaultPage = 100
+	maxPage     = 1000
+)
+
+// list serves GET /charges: up to limit charges (default 100, at most 1000)
+// after the charge named by starting_after, oldest first.
+func (p *Provider) list(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	limit := defaultPage
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxPage {
+			http.Error(w, fmt.Sprintf("limit must be 1 to %d", maxPage), http.StatusBadRequest)
+			return
+		}
+		limit = n
+	}
+	start := 0
+	if v := q.Get("starting_after"); v != "" {
+		n, err := strconv.Atoi(strings.TrimPrefix(v, "ch_"))
+		if !strings.HasPrefix(v, "ch_") || err != nil || n < 1 {
+			http.Error(w, "starting_after must be a charge id", http.StatusBadRequest)
+			return
+		}
+		start = n
+	}
+	p.mu.Lock()
+	start = min(start, len(p.charges))
+	end := min(start+limit, len(p.charges))
+	page := ChargeList{Data: append([]Charge{}, p.charges[start:end]...), HasMore: end < len(p.charges)}
+	p.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(page)
+}
+
+// charge serves POST /charges.
+func (p *Provider) charge(w http.ResponseWriter, r *http.Request) {
 	key := r.Header.Get("Idempotency-Key")
 	if key == "" {
 		http.Error(w, "Idempotency-Key required", http.StatusBadRequest)
@@ -114,9 +184,10 @@ func (p *Provider) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.mu.Lock()
 	c, ok := p.byKey[key]
 	if !ok {
-		c = Charge{ID: fmt.Sprintf("ch_%d", len(p.byKey)+1), OrderID: req.OrderID, AmountCents: req.AmountCents, Currency: req.Currency}
+		c = Charge{ID: fmt.Sprintf("ch_%d", len(p.charges)+1), OrderID: req.OrderID, AmountCents: req.AmountCents, Currency: req.Currency}
 		p.byKey[key] = c
 		p.byOrder[req.OrderID]++
+		p.charges = append(p.charges, c)
 	}
 	p.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json")
@@ -124,4 +195,44 @@ func (p *Provider) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Idempotent-Replayed", "true")
 	}
 	_ = json.NewEncoder(w).Encode(c)
+}
+
+// FetchCharges reads the whole listing of the provider at baseURL through its
+// HTTP API, page by page, as an auditor outside the provider would. It
+// returns an error for a transport failure or an answer other than 200.
+func FetchCharges(ctx context.Context, client *http.Client, baseURL string) ([]Charge, error) {
+	if client == nil {
+		client = http.DefaultClient
+	}
+	var all []Charge
+	after := ""
+	for {
+		u := strings.TrimRight(baseURL, "/") + "/charges?limit=" + strconv.Itoa(maxPage)
+		if after != "" {
+			u += "&starting_after=" + url.QueryEscape(after)
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		var page ChargeList
+		if resp.StatusCode != http.StatusOK {
+			resp.Body.Close()
+			return nil, fmt.Errorf("paymentsim: GET /charges: %s", resp.Status)
+		}
+		err = json.NewDecoder(resp.Body).Decode(&page)
+		resp.Body.Close()
+		if err != nil {
+			return nil, fmt.Errorf("paymentsim: GET /charges: %w", err)
+		}
+		all = append(all, page.Data...)
+		if !page.HasMore || len(page.Data) == 0 {
+			return all, nil
+		}
+		after = page.Data[len(page.Data)-1].ID
+	}
 }

@@ -15,7 +15,6 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/bulwark-go/bulwark"
@@ -145,31 +144,20 @@ func New(cfg Config) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The outlier detector and the balancer feed each other: calls go from
-	// the balancer to the detector, ejections back. The listener is bound
-	// once the balancer exists.
-	fwd := &forward{}
+	// The balancer owns the fleet: the checker, the outlier detector and the
+	// breakers follow its membership, and the checker and detector report
+	// their verdicts to it.
 	p.outliers, err = healthcheck.NewOutlierDetector(healthcheck.OutlierConfig{
+		Name:     cfg.Name,
 		Rules:    healthcheck.ConsecutiveGatewayFailures | healthcheck.ConsecutiveFailures | healthcheck.FailurePercentage,
 		Interval: 5 * time.Second, BaseEjectionTime: cfg.EjectionTime, MaxEjectionTime: max(2*time.Minute, cfg.EjectionTime),
 		EjectionJitter: time.Second, MaxEjectionPercent: 50, AlwaysEjectOne: true,
 		FailurePercentageMinimumHosts: 2, FailurePercentageRequestVolume: 20,
-		Listener: fwd, Observer: cfg.Observer, Clock: cfg.Clock,
+		Observer: cfg.Observer, Clock: cfg.Clock,
 	})
 	if err != nil {
 		return nil, err
 	}
-	p.lb, err = balancer.New(balancer.Config{
-		Name: cfg.Name, Algorithm: cfg.Algorithm, Endpoints: cfg.Backends, Zone: cfg.Zone,
-		SlowStart: 5 * time.Second, Outliers: p.outliers,
-		Breaker: func(ep bulwark.Endpoint) balancer.Breaker { return p.breakers.Get(ep.Addr) },
-		Clock:   cfg.Clock, Observer: cfg.Observer,
-	})
-	if err != nil {
-		return nil, err
-	}
-	fwd.lb.Store(p.lb)
-
 	probe, err := healthcheck.HTTP(healthcheck.HTTPConfig{Path: cfg.CheckPath, Transport: base})
 	if err != nil {
 		return nil, err
@@ -177,15 +165,20 @@ func New(cfg Config) (*Proxy, error) {
 	p.checker, err = healthcheck.New(healthcheck.Config{
 		Name: cfg.Name, Probe: probe, Interval: cfg.CheckInterval, UnhealthyInterval: cfg.CheckInterval / 2,
 		EdgeInterval: cfg.CheckInterval / 4, IntervalJitter: cfg.CheckInterval / 10, Timeout: cfg.CheckInterval,
-		Rise: 2, Fall: 2, FastStart: true, Listener: p.lb, Observer: cfg.Observer, Clock: cfg.Clock,
+		Rise: 2, Fall: 2, Observer: cfg.Observer, Clock: cfg.Clock,
 	})
 	if err != nil {
 		return nil, err
 	}
-	for _, ep := range cfg.Backends {
-		if err := p.checker.Add(ep); err != nil {
-			return nil, err
-		}
+	p.lb, err = balancer.New(balancer.Config{
+		Name: cfg.Name, Algorithm: cfg.Algorithm, Endpoints: cfg.Backends, Zone: cfg.Zone,
+		SlowStart: 5 * time.Second,
+		Followers: []balancer.Follower{p.checker, p.outliers},
+		Breaker:   func(ep bulwark.Endpoint) (balancer.Breaker, error) { return p.breakers.Get(ep.Addr), nil },
+		Clock:     cfg.Clock, Observer: cfg.Observer,
+	})
+	if err != nil {
+		return nil, err
 	}
 
 	budget, err := retry.NewBudget(retry.BudgetConfig{Ratio: cfg.RetryRatio, Clock: cfg.Clock})
@@ -276,23 +269,6 @@ func (h readsHedged) RoundTrip(r *http.Request) (*http.Response, error) {
 	return h.rest.RoundTrip(r)
 }
 
-// forward passes ejections to the balancer once it exists.
-type forward struct {
-	lb atomic.Pointer[balancer.Balancer]
-}
-
-func (f *forward) HealthChanged(ep bulwark.Endpoint, healthy bool) {
-	if lb := f.lb.Load(); lb != nil {
-		lb.HealthChanged(ep, healthy)
-	}
-}
-
-func (f *forward) EjectionChanged(ep bulwark.Endpoint, ejected bool) {
-	if lb := f.lb.Load(); lb != nil {
-		lb.EjectionChanged(ep, ejected)
-	}
-}
-
 // Handler returns the proxy's handler: health endpoints and the proxy.
 func (p *Proxy) Handler() http.Handler { return p.handler }
 
@@ -334,7 +310,7 @@ func (p *Proxy) Drain(ctx context.Context) error {
 
 // Close stops the background work and waits for it.
 func (p *Proxy) Close() error {
-	err := errors.Join(p.checker.Close(), p.outliers.Close())
+	err := errors.Join(p.checker.Close(), p.outliers.Close(), p.lb.Close())
 	if p.base != nil {
 		p.base.CloseIdleConnections()
 	}

@@ -55,6 +55,7 @@ func (c *client) do(ctx context.Context, method, path string, body []byte, hdr m
 	if err != nil {
 		return 0, nil, nil, err
 	}
+	req.Header.Set("Authorization", "Bearer "+apiKey)
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}

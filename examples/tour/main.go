@@ -1,24 +1,28 @@
-// Command tour runs bulwark's examples together, in one process on loopback,
-// under injected faults, and checks that the guarantees hold:
+// Command tour runs bulwark's examples together on loopback, under injected
+// faults, and checks that the guarantees hold:
 //
 //	go run ./examples/tour                  # about 20 s
 //	go run ./examples/tour -duration 40s -seed 7 -v
 //
-// Three order-service instances (two in zone a, one in zone b) share one
-// order repository and one idempotency store, as a fleet shares PostgreSQL
-// and Redis; a reverse proxy in zone a balances them with Peak-EWMA, health
-// checks, outlier ejection, per-backend breakers and budgeted retries; the
-// order service pays through a simulated payment provider under retry and a
-// circuit breaker. Clients create orders with idempotency keys (and resend
-// duplicates, concurrently), read them, pay, ship and cancel them with
-// If-Match, and list them from the lagging read model, while the timeline
-// kills a backend, slows another, takes the payment provider down, and then
-// lets everything recover.
+// Three order-service instances (two in zone a, one in zone b), each an OS
+// process (the tour's own binary run again), share one order repository and
+// one idempotency store, which the tour process keeps in memory and serves to
+// them over HTTP, as a fleet shares PostgreSQL and Redis; a reverse proxy in
+// zone a balances them with Peak-EWMA, health checks, outlier ejection,
+// per-backend breakers and budgeted retries; the order service pays through a
+// simulated payment provider under retry and a circuit breaker. Clients
+// create orders with idempotency keys (and resend duplicates, concurrently),
+// read them, pay, ship and cancel them with If-Match, and list them from the
+// lagging read model, while the timeline kills an instance with SIGKILL and
+// restarts it, slows another, takes the payment provider down, and then lets
+// everything recover. Afterwards, pending payments are resumed and the
+// provider's charges are audited through its GET /charges listing.
 //
 // The tour exits non-zero if an invariant breaks: an idempotent request (a
 // GET, or a create with its key) failed as seen by the client; a key made
 // more than one order, or an order exists without its key; an order was
-// charged twice; a paid order has no charge.
+// charged twice, or the charges and the paid orders differ; a payment stays
+// pending; a shipped order has no charge.
 package main
 
 import (
@@ -32,6 +36,13 @@ import (
 )
 
 func main() {
+	if os.Getenv(roleEnv) == "orderservice" {
+		if err := serveOrders(os.Args[1:], os.Stdin, os.Stdout, os.Stderr); err != nil {
+			fmt.Fprintln(os.Stderr, "tour orderservice:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	duration := flag.Duration("duration", 20*time.Second, "how long the load runs (the faults are spread over it)")
 	workers := flag.Int("workers", 8, "concurrent clients")
 	seed := flag.Uint64("seed", 1, "random seed of the clients and the payment provider")
@@ -43,7 +54,7 @@ func main() {
 		logs = os.Stderr
 	}
 	rep, err := run(context.Background(), options{
-		duration: *duration, workers: *workers, seed: *seed, out: os.Stdout,
+		duration: *duration, workers: *workers, seed: *seed, out: os.Stdout, logs: logs,
 		logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
 	})
 	if err != nil {

@@ -3,14 +3,29 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 )
+
+// TestMain runs an order-service instance instead of the tests when the tour
+// under test starts one: the test binary is the tour's binary.
+func TestMain(m *testing.M) {
+	if os.Getenv(roleEnv) == "orderservice" {
+		if err := serveOrders(os.Args[1:], os.Stdin, os.Stdout, os.Stderr); err != nil {
+			fmt.Fprintln(os.Stderr, "tour orderservice:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
 
 func TestTourShort(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())

@@ -22,9 +22,14 @@ type report struct {
 	orders                  int
 	byState                 map[orderservice.State]int
 	shippedUnpaid           int
-	payRequests, payFailed  int
-	charges, maxChargesPer  int
 	reconciled, unreconcile int
+	// Payments: the provider's own count, then the audit of its listing
+	// against the orders.
+	payRequests, payFailed int
+	resumed, stillPending  int      // pending payments resumed after the run, and left pending
+	charges, paidOrders    int      // charges listed; orders that record a payment
+	maxChargesPer          int      // the most charges one order got
+	unrecorded             []string // charges that their order does not record
 }
 
 // broken lists the invariants that do not hold.
@@ -45,6 +50,15 @@ func (r *report) broken() []string {
 	if r.maxChargesPer > 1 {
 		out = append(out, fmt.Sprintf("an order was charged %d times", r.maxChargesPer))
 	}
+	if r.charges != r.paidOrders {
+		out = append(out, fmt.Sprintf("%d charges for %d paid orders", r.charges, r.paidOrders))
+	}
+	if len(r.unrecorded) > 0 {
+		out = append(out, fmt.Sprintf("%d charges not recorded by their order: %s", len(r.unrecorded), strings.Join(r.unrecorded, "; ")))
+	}
+	if r.stillPending > 0 {
+		out = append(out, fmt.Sprintf("%d payments still pending after resuming them", r.stillPending))
+	}
 	if r.shippedUnpaid > 0 {
 		out = append(out, fmt.Sprintf("%d orders shipped without a confirmed payment", r.shippedUnpaid))
 	}
@@ -60,7 +74,7 @@ func run(ctx context.Context, opt options) (*report, error) {
 		return nil, err
 	}
 	out := opt.out
-	fmt.Fprintf(out, "bulwark tour: 3 order-service backends (zones a, a, b) behind a Peak-EWMA proxy in zone a,\n")
+	fmt.Fprintf(out, "bulwark tour: 3 order-service processes (zones a, a, b) behind a Peak-EWMA proxy in zone a,\n")
 	fmt.Fprintf(out, "a payment provider, %d clients for %v (seed %d)\n\n", opt.workers, opt.duration, opt.seed)
 
 	st := &stats{keys: map[string]string{}, pending: map[string][]byte{}}
@@ -85,17 +99,18 @@ func run(ctx context.Context, opt options) (*report, error) {
 		what string
 		do   func()
 	}{
-		{0.15, "backend " + b2.name + " (zone a) dies: zone a is half down, traffic spills to zone b", b2.srv.kill},
-		{0.35, "backend " + b2.name + " comes back", func() {
-			if err := b2.srv.revive(); err != nil {
-				fmt.Fprintf(out, "  (could not revive %s: %v)\n", b2.name, err)
+		{0.15, "backend " + b2.name + " (zone a) is killed with SIGKILL mid-run: its requests are cut off, the keys it held " +
+			"stay claimed until their " + lease.String() + " lease passes; zone a is half down, traffic spills to zone b", b2.kill},
+		{0.35, "backend " + b2.name + " restarts", func() {
+			if err := b2.start(); err != nil {
+				fmt.Fprintf(out, "  (could not restart %s: %v)\n", b2.name, err)
 			}
 		}},
-		{0.50, "backend " + b1.name + " (zone a) turns slow: +150 ms a request", func() { b1.slow.Store(int64(150 * time.Millisecond)) }},
+		{0.50, "backend " + b1.name + " (zone a) turns slow: +150 ms a request", func() { b1.setSlow(150 * time.Millisecond) }},
 		{0.60, "payment provider fails every request", func() { w.payments.SetFault(paymentsim.Fault{FailRate: 1}) }},
 		{0.80, "payment provider recovers; " + b1.name + " is fast again", func() {
 			w.payments.SetFault(paymentsim.Fault{})
-			b1.slow.Store(0)
+			b1.setSlow(0)
 		}},
 	}
 	share := func() string {
@@ -108,7 +123,7 @@ func run(ctx context.Context, opt options) (*report, error) {
 		for _, b := range w.backends {
 			pct := 0.0
 			if total > 0 {
-				pct = 100 * float64(picks[b.srv.addr]) / float64(total)
+				pct = 100 * float64(picks[b.addr]) / float64(total)
 			}
 			parts = append(parts, fmt.Sprintf("%s %3.0f%%", b.name, pct))
 		}
@@ -163,14 +178,35 @@ func run(ctx context.Context, opt options) (*report, error) {
 	}
 	st.mu.Lock()
 	rep.unreconcile = len(st.pending)
+	ids := append([]string(nil), st.orders...)
 	st.mu.Unlock()
+
+	// A payment left pending (its instance was killed, or the provider
+	// failed, between moving the order to paid and recording the charge) is
+	// resumed by pay, which charges under the same key: at most once.
+	// A payments breaker may still be open in an instance: a refused resume
+	// is tried again, for as long as the settling lasts.
+	resumed := map[string]bool{}
+	for settle.Err() == nil {
+		left := 0
+		for _, id := range ids {
+			if o, err := w.repo.Get(ctx, id); err == nil && o.State == orderservice.Paid && o.PaymentID == "" {
+				c.transition(settle, id, "pay")
+				resumed[id] = true
+				left++
+			}
+		}
+		if left == 0 {
+			break
+		}
+		sleep(settle, 250*time.Millisecond)
+	}
+	rep.resumed = len(resumed)
 
 	if rep.orders, err = w.repo.Count(ctx); err != nil {
 		return nil, err
 	}
-	st.mu.Lock()
-	ids := append([]string(nil), st.orders...)
-	st.mu.Unlock()
+	recorded := map[string]string{} // order id → the payment id it records
 	for _, id := range ids {
 		o, err := w.repo.Get(ctx, id)
 		if err != nil {
@@ -180,8 +216,31 @@ func run(ctx context.Context, opt options) (*report, error) {
 		if o.State == orderservice.Shipped && o.PaymentID == "" {
 			rep.shippedUnpaid++
 		}
+		if o.State == orderservice.Paid && o.PaymentID == "" {
+			rep.stillPending++
+		}
+		if o.PaymentID != "" {
+			recorded[o.ID] = o.PaymentID
+		}
 	}
-	rep.payRequests, rep.payFailed, rep.charges, rep.maxChargesPer = w.payments.Stats()
+	rep.paidOrders = len(recorded)
+
+	// The audit: the provider's own listing of its charges, read over HTTP
+	// as an auditor outside it would, against the orders.
+	charges, err := paymentsim.FetchCharges(ctx, httpClient, w.paySrv.url())
+	if err != nil {
+		return nil, fmt.Errorf("audit of the charges: %w", err)
+	}
+	rep.charges = len(charges)
+	perOrder := map[string]int{}
+	for _, ch := range charges {
+		perOrder[ch.OrderID]++
+		rep.maxChargesPer = max(rep.maxChargesPer, perOrder[ch.OrderID])
+		if recorded[ch.OrderID] != ch.ID && len(rep.unrecorded) < 5 {
+			rep.unrecorded = append(rep.unrecorded, fmt.Sprintf("%s of order %s", ch.ID, ch.OrderID))
+		}
+	}
+	rep.payRequests, rep.payFailed, _, _ = w.payments.Stats()
 	rep.print(out, time.Since(start))
 	return rep, nil
 }
@@ -196,8 +255,12 @@ func (r *report) print(out io.Writer, took time.Duration) {
 	fmt.Fprintf(out, "orders by state          created %d, paid %d, shipped %d, cancelled %d\n",
 		r.byState[orderservice.Created], r.byState[orderservice.Paid], r.byState[orderservice.Shipped], r.byState[orderservice.Cancelled])
 	fmt.Fprintf(out, "transitions lost a race  %d  (409/412 under If-Match)\n", r.st.raceLost.Load())
-	fmt.Fprintf(out, "payments                 %d requests, %d failed on purpose, %d charges, at most %d per order\n",
-		r.payRequests, r.payFailed, r.charges, r.maxChargesPer)
+	fmt.Fprintf(out, "leases taken over        %d  (keys held by the killed instance, or by a run that outlived its lease)\n", r.tally.takeovers.Load())
+	fmt.Fprintf(out, "late completions fenced  %d\n", r.tally.fenced.Load())
+	fmt.Fprintf(out, "payments                 %d requests, %d failed on purpose; %d pending payments resumed after the run\n",
+		r.payRequests, r.payFailed, r.resumed)
+	fmt.Fprintf(out, "charges (audited)        %d  for %d paid orders, at most %d per order  (GET /charges of the provider)\n",
+		r.charges, r.paidOrders, r.maxChargesPer)
 	fmt.Fprintf(out, "pay refused in outage    %d\n", r.st.payRefused.Load())
 	fmt.Fprintf(out, "retries                  %d  (gave up %d, budget refused %d)\n", r.tally.retries.Load(), r.tally.giveUps.Load(), r.tally.budget.Load())
 	fmt.Fprintf(out, "rejections               %d  (open breakers, budgets)\n", r.tally.rejections.Load())

@@ -12,6 +12,7 @@ type tally struct {
 	retries, giveUps, budget, rejections atomic.Int64
 	ejections, unejections, replays      atomic.Int64
 	conflicts, mismatches, claims        atomic.Int64
+	takeovers, fenced                    atomic.Int64
 
 	mu          sync.Mutex        // guards the fields below
 	picks       map[string]int64  // endpoint → estimated picks by the proxy
@@ -46,6 +47,12 @@ func (t *tally) Observe(e bulwark.Event) {
 		t.mismatches.Add(1)
 	case bulwark.EventClaimed:
 		t.claims.Add(1)
+	case bulwark.EventLeaseTakeover:
+		t.takeovers.Add(1)
+	case bulwark.EventStoreError:
+		if e.Reason == "fenced" {
+			t.fenced.Add(1)
+		}
 	case bulwark.EventPick:
 		t.mu.Lock()
 		t.picks[e.Endpoint.Addr] += int64(max(e.Attempt, 1)) // Attempt is the sampling weight

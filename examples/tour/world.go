@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/bulwark-go/bulwark"
@@ -18,8 +17,14 @@ import (
 	"github.com/bulwark-go/bulwark/examples/paymentsim"
 	"github.com/bulwark-go/bulwark/examples/proxy"
 	"github.com/bulwark-go/bulwark/idempotency"
-	"github.com/bulwark-go/bulwark/retry"
 )
+
+// apiKey is the tour clients' API key.
+const apiKey = "tour-client-key-0123456789"
+
+// lease is how long a create holds its idempotency key: after a kill, the
+// keys the dead instance held are free again this much later.
+const lease = 2 * time.Second
 
 type options struct {
 	duration time.Duration
@@ -27,52 +32,43 @@ type options struct {
 	seed     uint64
 	out      io.Writer
 	logger   *slog.Logger
+	logs     io.Writer // the instances' logs
 }
 
-// world is everything the tour runs: a payment provider, three order-service
-// backends sharing a repository and an idempotency store, and the proxy.
+// world is everything the tour runs: a payment provider, the shared orders
+// and idempotency keys, three order-service instances (processes) and the
+// proxy in front of them.
 type world struct {
 	payments *paymentsim.Provider
 	paySrv   *server
 	repo     *orderservice.MemoryRepository
 	store    *idempotency.MemoryStore
-	backends []*backend
+	stateSrv *server
+	backends []*instance
 	proxy    *proxy.Proxy
 	front    *server
 	tally    *tally
 }
 
-// server is an http.Server on a loopback address that can be killed and
-// brought back on the same address.
+// server is an http.Server on a loopback address.
 type server struct {
-	addr    string
-	handler http.Handler
-	mu      sync.Mutex // guards srv
-	srv     *http.Server
+	addr string
+	mu   sync.Mutex // guards srv
+	srv  *http.Server
 }
 
 func listen(h http.Handler) (*server, error) {
-	s := &server{handler: h}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	s.addr = l.Addr().String()
-	s.serve(l)
+	s := &server{addr: l.Addr().String(), srv: &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}}
+	go func() { _ = s.srv.Serve(l) }()
 	return s, nil
 }
 
-func (s *server) serve(l net.Listener) {
-	srv := &http.Server{Handler: s.handler, ReadHeaderTimeout: 5 * time.Second}
-	s.mu.Lock()
-	s.srv = srv
-	s.mu.Unlock()
-	go func() { _ = srv.Serve(l) }()
-}
-
-// kill closes the listener and every connection at once, as a crashed host
-// would; requests being handled are cut off from their clients.
-func (s *server) kill() {
+// close closes the listener and every connection at once.
+func (s *server) close() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.srv != nil {
@@ -81,36 +77,17 @@ func (s *server) kill() {
 	}
 }
 
-// revive serves again on the same address.
-func (s *server) revive() error {
-	l, err := net.Listen("tcp", s.addr)
-	if err != nil {
-		return err
-	}
-	s.serve(l)
-	return nil
-}
-
 func (s *server) url() string { return "http://" + s.addr }
 
-// backend is one order-service instance behind the proxy.
-type backend struct {
-	name string
-	zone string
-	svc  *orderservice.Service
-	srv  *server
-	slow atomic.Int64 // extra latency per request, in nanoseconds
-}
-
-func (b *backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if d := time.Duration(b.slow.Load()); d > 0 && r.URL.Path != "/readyz" {
-		select {
-		case <-time.After(d):
-		case <-r.Context().Done():
-			return
-		}
+// freeAddr returns a loopback address that nothing listens on, for an
+// instance to listen on (and listen on again after a restart).
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
 	}
-	b.svc.Handler().ServeHTTP(w, r)
+	defer l.Close()
+	return l.Addr().String(), nil
 }
 
 func build(ctx context.Context, opt options) (*world, error) {
@@ -120,48 +97,53 @@ func build(ctx context.Context, opt options) (*world, error) {
 	w.payments = paymentsim.New(opt.seed)
 	var err error
 	if w.paySrv, err = listen(w.payments); err != nil {
-		return nil, err
+		return w, err
 	}
 	if w.repo, err = orderservice.NewMemoryRepository(8); err != nil {
-		return nil, err
+		return w, err
 	}
 	if w.store, err = idempotency.NewMemoryStore(idempotency.MemoryConfig{}); err != nil {
-		return nil, err
+		return w, err
 	}
-	budget, err := retry.NewBudget(retry.BudgetConfig{})
-	if err != nil {
-		return nil, err
+	if w.stateSrv, err = listen(stateHandler{repo: w.repo, store: w.store}); err != nil {
+		return w, err
+	}
+	logs := opt.logs
+	if logs == nil {
+		logs = io.Discard
 	}
 	var eps []bulwark.Endpoint
 	for i, zone := range []string{"a", "a", "b"} {
-		b := &backend{name: fmt.Sprintf("orders-%d", i+1), zone: zone}
-		b.svc, err = orderservice.New(orderservice.Config{
-			Name: b.name, Repository: w.repo, Partitions: 8, IdempotencyStore: w.store,
-			PaymentURL: w.paySrv.url(), PaymentBudget: budget, ReadModelInterval: 100 * time.Millisecond,
-			Observer: obs, Logger: opt.logger,
-		})
+		addr, err := freeAddr()
 		if err != nil {
-			return nil, err
+			return w, err
 		}
-		b.svc.Start(ctx)
-		if b.srv, err = listen(b); err != nil {
-			return nil, err
+		in := &instance{name: fmt.Sprintf("orders-%d", i+1), zone: zone, addr: addr, tally: w.tally, logs: logs}
+		in.args = []string{"-listen", addr, "-name", in.name, "-state", w.stateSrv.url(), "-payments", w.paySrv.url(),
+			"-lease", lease.String(), "-api-key", apiKey}
+		if err := in.start(); err != nil {
+			return w, err
 		}
-		w.backends = append(w.backends, b)
-		eps = append(eps, bulwark.Endpoint{Addr: b.srv.addr, Zone: zone})
+		w.backends = append(w.backends, in)
+		eps = append(eps, bulwark.Endpoint{Addr: addr, Zone: zone})
+	}
+	for _, in := range w.backends {
+		if err := in.waitReady(30 * time.Second); err != nil {
+			return w, err
+		}
 	}
 	w.proxy, err = proxy.New(proxy.Config{
 		Name: "edge", Backends: eps, Algorithm: balancer.PeakEWMA, Zone: "a",
 		CheckInterval: 500 * time.Millisecond, EjectionTime: 3 * time.Second, Observer: obs, Logger: opt.logger,
 	})
 	if err != nil {
-		return nil, err
+		return w, err
 	}
 	if err := w.proxy.Start(ctx); err != nil {
-		return nil, err
+		return w, err
 	}
 	if w.front, err = listen(w.proxy.Handler()); err != nil {
-		return nil, err
+		return w, err
 	}
 	return w, nil
 }
@@ -170,17 +152,21 @@ func build(ctx context.Context, opt options) (*world, error) {
 func (w *world) close() error {
 	var errs []error
 	if w.front != nil {
-		w.front.kill()
+		w.front.close()
 	}
 	if w.proxy != nil {
 		errs = append(errs, w.proxy.Close())
 	}
-	for _, b := range w.backends {
-		b.srv.kill()
-		errs = append(errs, b.svc.Close())
+	var wg sync.WaitGroup
+	for _, in := range w.backends {
+		wg.Add(1)
+		go func() { defer wg.Done(); in.stop() }()
 	}
-	if w.paySrv != nil {
-		w.paySrv.kill()
+	wg.Wait()
+	for _, s := range []*server{w.stateSrv, w.paySrv} {
+		if s != nil {
+			s.close()
+		}
 	}
 	if w.store != nil {
 		errs = append(errs, w.store.Close())

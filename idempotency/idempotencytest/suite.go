@@ -17,6 +17,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -35,20 +36,26 @@ const (
 )
 
 // RunStore runs the conformance suite against the stores that newStore
-// returns, one fresh store per subtest. newStore must return a store that
-// reads time from clk, a *bulwarktest.Clock that the suite advances by hand
-// (so no subtest sleeps), and whose keys do not collide with those of other
-// runs against the same server; the suite also prefixes its keys with a
-// random string per run. newStore may register cleanups on t. Subtests do
-// not run in parallel with each other; several exercise one store from many
-// goroutines.
+// returns, one fresh store per subtest. newStore must return a store whose
+// clock, the one that decides every expiry, is clk: a *bulwarktest.Clock
+// that the suite advances by hand, so that no subtest sleeps. For a store
+// whose server keeps the time, that is its explicit test-only replacement of
+// the server's clock (redisstore's and pgstore's Config.TestClock). Its keys
+// must not collide with those of other runs against the same server; the
+// suite also prefixes its keys with a random string per run. newStore may
+// register cleanups on t. Subtests do not run in parallel with each other;
+// several exercise one store from many goroutines.
 //
 // The suite checks the contract written on idempotency.Store: claim,
 // complete and replay; Get of missing, in-flight and completed keys;
 // concurrent claims of one key, exactly one of which wins; lease expiry and
-// takeover; fencing of a stale owner's Complete and Release; release and
-// re-claim; retention expiry; 1 MiB records; context cancellation; and that
-// the store keeps its own copies of slices.
+// takeover, by one claimant or by many at once; lease renewal with Extend,
+// and the refusal of a renewal with a stale token; fencing of a stale
+// owner's Complete and Release; release and re-claim; retention expiry;
+// 1 MiB records; context cancellation; and that the store keeps its own
+// copies of slices. Through two idempotency Engines whose clocks are 5
+// seconds apart, it checks that a run kept alive for one and a half leases
+// keeps its key, and is never taken over early by the other.
 func RunStore(t *testing.T, newStore func(t *testing.T, clk bulwark.Clock) idempotency.Store) {
 	t.Helper()
 	var b [8]byte
@@ -82,6 +89,10 @@ var cases = []struct {
 	{"ConcurrentClaimsConcurrentSafe", testConcurrentClaims},
 	{"ManyKeysConcurrentSafe", testManyKeys},
 	{"LeaseExpiryAndTakeover", testLeaseTakeover},
+	{"ConcurrentTakeoverConcurrentSafe", testConcurrentTakeover},
+	{"ExtendLease", testExtend},
+	{"ExtendFenced", testExtendFenced},
+	{"EngineClockSkew", testEngineClockSkew},
 	{"FencingAfterTakeover", testFencing},
 	{"CompleteTwice", testCompleteTwice},
 	{"ReleaseThenReclaim", testReleaseReclaim},
@@ -552,5 +563,251 @@ func testOwnCopies(h *harness) {
 	r.Fingerprint[0] = 'Y'
 	if r2 := h.get(key); string(r2.Fingerprint) != "fingerprint" || string(r2.Value) != "value" {
 		h.t.Fatalf("Get(%q) = %s after the caller modified a returned Record, want it unchanged", key, show(r2))
+	}
+}
+
+func testConcurrentTakeover(h *harness) {
+	// Many claimants race to take over one expired lease, round after
+	// round: exactly one wins each round, with a new token, and the
+	// previous owner is fenced.
+	const claimants = 32
+	key := h.key("k")
+	owner := h.win(key, fpA).Token
+	for round := range 6 {
+		h.clk.Advance(lease)
+		claims := make([]idempotency.Claim, claimants)
+		errs := make([]error, claimants)
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for i := range claimants {
+			wg.Go(func() {
+				<-start
+				claims[i], errs[i] = h.st.Claim(ctx(h), key, fpA, lease)
+			})
+		}
+		close(start)
+		wg.Wait()
+		var won []idempotency.Claim
+		for i := range claimants {
+			if errs[i] != nil {
+				h.t.Fatalf("round %d: concurrent Claim(%q) #%d error = %v, want nil", round, key, i, errs[i])
+			}
+			if claims[i].Won {
+				won = append(won, claims[i])
+			}
+		}
+		// TakenOver is not checked: a store may have collected the
+		// expired record meanwhile (the MemoryStore's janitor does).
+		if len(won) != 1 || won[0].Token == owner {
+			h.t.Fatalf("round %d: %d concurrent takeovers of %q won (%+v), want exactly 1 with a new token",
+				round, len(won), key, won)
+		}
+		for i, c := range claims {
+			if !c.Won && (c.Record.Completed || c.Record.Token != won[0].Token) {
+				h.t.Fatalf("round %d: losing Claim(%q) #%d = %s, want the new owner's claim, token %d",
+					round, key, i, show(c.Record), won[0].Token)
+			}
+		}
+		h.fenced(fmt.Sprintf("round %d: Complete by the previous owner", round),
+			h.st.Complete(ctx(h), key, owner, []byte("late"), retention))
+		owner = won[0].Token
+	}
+	h.complete(key, owner, []byte("last"))
+}
+
+func testExtend(h *harness) {
+	key := h.key("k")
+	c := h.win(key, fpA)
+	h.clk.Advance(lease / 2)
+	if err := h.st.Extend(ctx(h), key, c.Token, lease); err != nil {
+		h.t.Fatalf("Extend(%q, %d) of a live claim error = %v, want nil", key, c.Token, err)
+	}
+	renewed := h.clk.Now().Add(lease)
+	h.inFlight("Get after Extend", h.get(key), key, c.Token, fpA, renewed)
+
+	// The first lease's end has passed; the renewed one holds.
+	h.clk.Advance(lease / 2)
+	if again := h.claim(key, fpB); again.Won {
+		h.t.Fatalf("Claim(%q) after the first lease, within the renewed one = %+v, want not Won", key, again)
+	}
+	// Renewal again, with another length: the last one counts.
+	if err := h.st.Extend(ctx(h), key, c.Token, 2*lease); err != nil {
+		h.t.Fatalf("second Extend(%q) error = %v, want nil", key, err)
+	}
+	renewed = h.clk.Now().Add(2 * lease)
+	h.inFlight("Get after the second Extend", h.get(key), key, c.Token, fpA, renewed)
+	h.clk.Advance(2*lease - tick)
+	if again := h.claim(key, fpB); again.Won {
+		h.t.Fatalf("Claim(%q) %v before the renewed lease ends = %+v, want not Won", key, tick, again)
+	}
+	h.clk.Advance(tick)
+	h.notFound(key)
+	h.fenced("Extend after the renewed lease ended", h.st.Extend(ctx(h), key, c.Token, lease))
+	taken := h.win(key, fpB)
+	if !taken.TakenOver || taken.Token == c.Token {
+		h.t.Fatalf("Claim(%q) after the renewed lease = %+v, want a takeover with a new token", key, taken)
+	}
+
+	// A renewed claim completes as any other.
+	k2 := h.key("k2")
+	c2 := h.win(k2, fpA)
+	h.clk.Advance(lease - tick)
+	if err := h.st.Extend(ctx(h), k2, c2.Token, lease); err != nil {
+		h.t.Fatalf("Extend(%q) %v before the lease ends error = %v, want nil", k2, tick, err)
+	}
+	h.clk.Advance(lease - tick)
+	h.complete(k2, c2.Token, []byte("v"))
+	h.completed("Get of a renewed, completed key", h.get(k2), k2, c2.Token, fpA, []byte("v"), h.clk.Now().Add(retention))
+}
+
+func testExtendFenced(h *harness) {
+	// A renewal with a token that no longer holds the live claim is
+	// refused and changes nothing.
+	key := h.key("taken")
+	stale := h.win(key, fpA)
+	h.clk.Advance(lease)
+	h.fenced("Extend of an expired lease, not yet taken over", h.st.Extend(ctx(h), key, stale.Token, lease))
+	h.notFound(key)
+	now := h.clk.Now()
+	owner := h.win(key, fpB)
+	h.fenced("Extend by the owner whose lease was taken over", h.st.Extend(ctx(h), key, stale.Token, lease))
+	h.fenced("Extend with a token never issued", h.st.Extend(ctx(h), key, owner.Token+stale.Token+1000, lease))
+	h.inFlight("Get after refused renewals", h.get(key), key, owner.Token, fpB, now.Add(lease))
+	h.clk.Advance(lease)
+	h.notFound(key) // the stale renewals did not extend the new owner's lease
+
+	done := h.key("completed")
+	c := h.win(done, fpA)
+	h.complete(done, c.Token, []byte("v"))
+	h.fenced("Extend after Complete", h.st.Extend(ctx(h), done, c.Token, lease))
+	h.completed("Get after a refused Extend", h.get(done), done, c.Token, fpA, []byte("v"), h.clk.Now().Add(retention))
+
+	released := h.key("released")
+	r := h.win(released, fpA)
+	if err := h.st.Release(ctx(h), released, r.Token); err != nil {
+		h.t.Fatalf("Release(%q) error = %v", released, err)
+	}
+	h.fenced("Extend after Release", h.st.Extend(ctx(h), released, r.Token, lease))
+	h.notFound(released)
+
+	h.fenced("Extend of a key never claimed", h.st.Extend(ctx(h), h.key("never"), 1, lease))
+	h.notFound(h.key("never"))
+
+	// A canceled ctx changes nothing; a lease of zero is an error.
+	live := h.key("live")
+	l := h.win(live, fpA)
+	canceled, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := h.st.Extend(canceled, live, l.Token, 10*lease); !errors.Is(err, context.Canceled) {
+		h.t.Fatalf("Extend with a canceled ctx error = %v, want one wrapping context.Canceled", err)
+	}
+	if err := h.st.Extend(ctx(h), live, l.Token, 0); err == nil || errors.Is(err, idempotency.ErrFenced) {
+		h.t.Fatalf("Extend with a zero lease error = %v, want an argument error", err)
+	}
+	h.inFlight("Get after canceled and invalid renewals", h.get(live), live, l.Token, fpA, h.clk.Now().Add(lease))
+}
+
+// offsetClock is the suite's clock as seen by a process whose clock is off
+// by off: its timers follow the suite's clock.
+type offsetClock struct {
+	*bulwarktest.Clock
+	off time.Duration
+}
+
+func (c offsetClock) Now() time.Time                  { return c.Clock.Now().Add(c.off) }
+func (c offsetClock) Since(t time.Time) time.Duration { return c.Now().Sub(t) }
+
+// extendNotifier reports each Extend that returns.
+type extendNotifier struct {
+	idempotency.Store
+	extended chan error
+}
+
+func (n *extendNotifier) Extend(ctx context.Context, key string, token uint64, lease time.Duration) error {
+	err := n.Store.Extend(ctx, key, token, lease)
+	n.extended <- err
+	return err
+}
+
+func testEngineClockSkew(h *harness) {
+	// Two instances of a service share the store; one's clock runs 5 s
+	// behind the store's, the other's 5 s ahead. A run that lives for one
+	// and a half leases keeps its key, renewed by its Engine, and the other
+	// instance's duplicates are told it is in flight all along, whichever
+	// instance owns it. The Engine renews at the first tick of its
+	// renewer (every sixth of a lease) from a third of a lease on: at
+	// every second tick here.
+	const skew = 5 * time.Second
+	period := lease / 6
+	for _, tc := range []struct {
+		name       string
+		owner, dup time.Duration
+	}{
+		{"owner behind", -skew, skew},
+		{"owner ahead", skew, -skew},
+	} {
+		key := h.key(strings.ReplaceAll(tc.name, " ", "-"))
+		notify := &extendNotifier{Store: h.st, extended: make(chan error, 16)}
+		owner, err := idempotency.New(idempotency.Config{Store: notify, Lease: lease, Clock: offsetClock{h.clk, tc.owner}})
+		if err != nil {
+			h.t.Fatalf("idempotency.New: %v", err)
+		}
+		dup, err := idempotency.New(idempotency.Config{Store: h.st, Lease: lease, Clock: offsetClock{h.clk, tc.dup}})
+		if err != nil {
+			h.t.Fatalf("idempotency.New: %v", err)
+		}
+		started, release := make(chan struct{}), make(chan struct{})
+		first := make(chan error, 1)
+		go func() {
+			v, err := idempotency.Do(context.Background(), owner, key, fpA, func(ctx context.Context) (string, error) {
+				close(started)
+				select {
+				case <-release:
+				case <-ctx.Done():
+					return "", context.Cause(ctx)
+				}
+				return "first", nil
+			})
+			if err == nil && v != "first" {
+				err = fmt.Errorf("Do = %q, want first", v)
+			}
+			first <- err
+		}()
+		<-started
+		var dupRuns int
+		for i := 1; i <= 9; i++ { // to one and a half leases
+			h.clk.Advance(period) // the renewals due run before it returns
+			if i%2 == 0 {
+				var err error
+				select {
+				case err = <-notify.extended:
+				default:
+					err = errors.New("no renewal")
+				}
+				if err != nil {
+					close(release)
+					<-first
+					h.t.Fatalf("%s: renewal at %v = %v, want nil", tc.name, time.Duration(i)*period, err)
+				}
+			}
+			_, err := idempotency.Do(ctx(h), dup, key, fpA, func(context.Context) (string, error) {
+				dupRuns++
+				return "second", nil
+			})
+			if !errors.Is(err, idempotency.ErrInFlight) || dupRuns != 0 {
+				close(release)
+				<-first
+				h.t.Fatalf("%s: duplicate at %v of the lease: error %v, ran %d times; want ErrInFlight and no run",
+					tc.name, time.Duration(i)*period, err, dupRuns)
+			}
+		}
+		close(release)
+		if err := <-first; err != nil {
+			h.t.Fatalf("%s: the live run = %v, want its own result", tc.name, err)
+		}
+		v, err := idempotency.Do(ctx(h), dup, key, fpA, func(context.Context) (string, error) { return "second", nil })
+		if err != nil || v != "first" {
+			h.t.Fatalf("%s: duplicate after the run = %q, %v; want the run's result replayed", tc.name, v, err)
+		}
 	}
 }

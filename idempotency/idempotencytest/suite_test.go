@@ -53,6 +53,22 @@ func (b *broken) Complete(ctx context.Context, key string, token uint64, value [
 	return b.MemoryStore.Complete(ctx, key, token, value, retention)
 }
 
+func (b *broken) Extend(ctx context.Context, key string, token uint64, lease time.Duration) error {
+	switch b.flaw {
+	case "extend-ignored":
+		return nil // pretends to renew
+	case "extend-unfenced":
+		// Renews whatever holds the key, even a claim that is not the
+		// caller's, and never refuses.
+		if r, err := b.MemoryStore.Get(ctx, key); err == nil && !r.Completed {
+			token = r.Token
+		}
+		_ = b.MemoryStore.Extend(ctx, key, token, lease)
+		return nil
+	}
+	return b.MemoryStore.Extend(ctx, key, token, lease)
+}
+
 func (b *broken) Release(ctx context.Context, key string, token uint64) error {
 	if b.flaw == "release-ignored" {
 		return nil
@@ -92,6 +108,9 @@ func TestRunStoreCatchesFlaws(t *testing.T) {
 		{"retention-ignored", "RetentionExpiry"},
 		{"truncates-values", "LargeRecord"},
 		{"release-ignored", "ReleaseThenReclaim"},
+		{"extend-ignored", "ExtendLease"},
+		{"extend-ignored", "EngineClockSkew"},
+		{"extend-unfenced", "ExtendFenced"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.flaw, func(t *testing.T) {

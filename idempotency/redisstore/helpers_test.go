@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -30,11 +31,25 @@ func redisAddr(tb testing.TB) string {
 	return addr
 }
 
+// redisDB returns the database index named by BULWARK_REDIS_DB, 0 if unset,
+// so that tests can keep out of a database that other work uses.
+func redisDB(tb testing.TB) int {
+	v := os.Getenv("BULWARK_REDIS_DB")
+	if v == "" {
+		return 0
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		tb.Fatalf("BULWARK_REDIS_DB=%q is not a database index", v)
+	}
+	return n
+}
+
 // newClient returns a client of addr that is closed when the test ends. The
 // server must answer a PING.
 func newClient(tb testing.TB, addr string, opts ...func(*redis.Options)) *redis.Client {
 	tb.Helper()
-	o := &redis.Options{Addr: addr, ContextTimeoutEnabled: true}
+	o := &redis.Options{Addr: addr, ContextTimeoutEnabled: true, DB: redisDB(tb)}
 	for _, f := range opts {
 		f(o)
 	}

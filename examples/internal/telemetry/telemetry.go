@@ -1,16 +1,32 @@
 // Package telemetry wires the examples' observability: bulwark events to
-// OpenTelemetry metrics (otelbulwark) exported in the Prometheus text format,
-// HTTP server metrics, a span per request with W3C trace-context propagation,
-// and slog logs that carry the trace id.
+// OpenTelemetry metrics (otelbulwark) and to logs (bulwark.SlogObserver);
+// metrics served in the Prometheus text format; HTTP server and client
+// telemetry by otelhttp (a span per request, W3C trace-context propagation,
+// and the semantic-convention metrics http.server.request.duration and
+// http.client.request.duration); spans exported by OTLP/HTTP when an endpoint
+// is configured; and slog logs that carry the trace id.
+//
+// Span export is off by default. It is on when OTEL_EXPORTER_OTLP_ENDPOINT
+// (such as http://localhost:4318) or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is
+// set; the other standard OTEL_EXPORTER_OTLP_* variables (headers, timeout,
+// compression, protocol) and OTEL_TRACES_SAMPLER apply, and
+// OTEL_TRACES_EXPORTER=none or OTEL_SDK_DISABLED=true turn it off again.
+// With export off no span is recorded: a request still gets a trace id
+// (continued from its traceparent, if any), which its logs carry and
+// outgoing requests through Transport propagate, but nothing is collected
+// for it.
 package telemetry
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/bulwark-go/bulwark"
@@ -18,65 +34,110 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
-	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 )
 
-// Telemetry is one service's observability. Use New; Close releases it.
+// closeTimeout bounds Close when its context has no deadline, so that an
+// unreachable OTLP endpoint cannot hold a shutdown for the exporter's retries.
+const closeTimeout = 5 * time.Second
+
+// Telemetry is one service's observability. Use New; Close releases it. A
+// Telemetry is safe for concurrent use.
 type Telemetry struct {
-	// Observer records bulwark events as metrics; pass it to every
-	// component's Config (it is nil-safe to compose with others).
+	// Observer records bulwark events as metrics and logs them; pass it to
+	// every component's Config (it is nil-safe to compose with others).
 	Observer bulwark.Observer
 	// Logger writes structured logs; use it with a request's context to
 	// get its trace id.
 	Logger *slog.Logger
 
-	registry *prometheus.Registry
-	meters   *sdkmetric.MeterProvider
-	tracers  *sdktrace.TracerProvider
-	tracer   trace.Tracer
-	requests metric.Float64Histogram
-	prop     propagation.TextMapPropagator
+	registry  *prometheus.Registry
+	meters    *sdkmetric.MeterProvider
+	tracers   *sdktrace.TracerProvider
+	prop      propagation.TextMapPropagator
+	exporting bool // spans go to an OTLP endpoint
 }
 
-// New builds the telemetry of the service named service. Logs go to w in
-// JSON at level; events at Info and above are also logged.
+// New builds the telemetry of the service named service (the service.name
+// resource attribute, unless OTEL_SERVICE_NAME says otherwise). Logs go to w
+// in JSON at level; bulwark events are logged at the levels of
+// bulwark.SlogObserver. Spans are exported as the package documentation
+// says.
 func New(service string, w io.Writer, level slog.Level) (*Telemetry, error) {
+	ctx := context.Background()
+	res, err := resource.New(ctx,
+		resource.WithSchemaURL(semconv.SchemaURL),
+		resource.WithAttributes(semconv.ServiceName(service)),
+		resource.WithTelemetrySDK(),
+		resource.WithFromEnv())
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: resource: %w", err)
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	exp, err := otelprom.New(otelprom.WithRegisterer(reg))
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: prometheus exporter: %w", err)
 	}
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp))
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp), sdkmetric.WithResource(res),
+		sdkmetric.WithView(dropBodySizes))
 	obs, err := otelbulwark.New(otelbulwark.WithMeterProvider(mp))
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: otelbulwark: %w", err)
 	}
-	requests, err := mp.Meter("github.com/bulwark-go/bulwark/examples").Float64Histogram(
-		"http.server.request.duration", metric.WithUnit("s"),
-		metric.WithDescription("Duration of HTTP server requests."),
-		metric.WithExplicitBucketBoundaries(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
-	if err != nil {
-		return nil, fmt.Errorf("telemetry: request histogram: %w", err)
+
+	t := &Telemetry{registry: reg, meters: mp, prop: propagation.TraceContext{}}
+	if t.exporting = tracesExported(os.Getenv); t.exporting {
+		spans, err := otlptracehttp.New(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("telemetry: OTLP trace exporter: %w", err)
+		}
+		// The sampler comes from OTEL_TRACES_SAMPLER; by default every
+		// request that its caller did not decline to sample.
+		t.tracers = sdktrace.NewTracerProvider(sdktrace.WithResource(res), sdktrace.WithBatcher(spans))
+	} else {
+		// Nothing would collect a recorded span: record none. Spans still
+		// get ids, for the logs and for propagation.
+		t.tracers = sdktrace.NewTracerProvider(sdktrace.WithResource(res), sdktrace.WithSampler(sdktrace.NeverSample()))
 	}
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()))
-	logger := slog.New(traceHandler{slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level})}).With("service", service)
-	return &Telemetry{
-		Observer: bulwark.Observers(obs, bulwark.SlogObserver(logger)),
-		Logger:   logger,
-		registry: reg,
-		meters:   mp,
-		tracers:  tp,
-		tracer:   tp.Tracer("github.com/bulwark-go/bulwark/examples/" + service),
-		requests: requests,
-		prop:     propagation.TraceContext{},
-	}, nil
+	t.Logger = slog.New(traceHandler{slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level})}).With("service", service)
+	t.Observer = bulwark.Observers(obs, bulwark.SlogObserver(t.Logger))
+	if t.exporting {
+		t.Logger.Info("exporting spans by OTLP/HTTP", "endpoint",
+			cmp.Or(os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT")))
+	}
+	return t, nil
+}
+
+// dropBodySizes drops the request and response body-size histograms that
+// otelhttp records beside the durations: no dashboard reads them, and each
+// costs a histogram record per request.
+func dropBodySizes(i sdkmetric.Instrument) (sdkmetric.Stream, bool) {
+	switch i.Name {
+	case "http.server.request.body.size", "http.server.response.body.size",
+		"http.client.request.body.size", "http.client.response.body.size":
+		return sdkmetric.Stream{Aggregation: sdkmetric.AggregationDrop{}}, true
+	}
+	return sdkmetric.Stream{}, false
+}
+
+// tracesExported reports whether the environment asks for spans to be
+// exported by OTLP: an endpoint is set, and neither the SDK nor the traces
+// exporter is turned off.
+func tracesExported(getenv func(string) string) bool {
+	if strings.EqualFold(strings.TrimSpace(getenv("OTEL_SDK_DISABLED")), "true") ||
+		strings.EqualFold(strings.TrimSpace(getenv("OTEL_TRACES_EXPORTER")), "none") {
+		return false
+	}
+	return getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != "" || getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != ""
 }
 
 // MetricsHandler serves /metrics in the Prometheus text format.
@@ -84,65 +145,38 @@ func (t *Telemetry) MetricsHandler() http.Handler {
 	return promhttp.HandlerFor(t.registry, promhttp.HandlerOpts{})
 }
 
-// Middleware gives each request a server span (continuing an incoming
-// traceparent), records its duration by route and status, and logs 5xx
-// answers with the trace id.
+// Middleware gives each request a server span, continuing an incoming
+// traceparent and named after the method and the mux's route, and records
+// http.server.request.duration (and the body sizes) by method, route and
+// status, with otelhttp.
 func (t *Telemetry) Middleware(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		ctx := t.prop.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
-		ctx, span := t.tracer.Start(ctx, r.Method, trace.WithSpanKind(trace.SpanKindServer))
-		defer span.End()
-		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
-		inner := r.WithContext(ctx)
-		next.ServeHTTP(sw, inner)
-		route := inner.Pattern // set by the mux inside next, on the request it was given
-		if route == "" {
-			route = "unmatched"
-		}
-		t.requests.Record(ctx, time.Since(start).Seconds(), metric.WithAttributes(
-			attribute.String("http.request.method", r.Method),
-			attribute.String("http.route", route),
-			attribute.Int("http.response.status_code", sw.status)))
-		if sw.status >= 500 {
-			t.Logger.WarnContext(ctx, "request failed", "method", r.Method, "route", route, "status", sw.status)
-		}
-	})
+	return otelhttp.NewHandler(next, "server",
+		otelhttp.WithTracerProvider(t.tracers), otelhttp.WithMeterProvider(t.meters), otelhttp.WithPropagators(t.prop))
 }
 
-// Inject adds the trace context of ctx to outgoing headers.
-func (t *Telemetry) Inject(ctx context.Context, h http.Header) {
-	t.prop.Inject(ctx, propagation.HeaderCarrier(h))
+// Transport returns base (http.DefaultTransport if nil) with a client span
+// for each request, the trace context injected into its headers, and
+// http.client.request.duration recorded, with otelhttp.
+func (t *Telemetry) Transport(base http.RoundTripper) http.RoundTripper {
+	return otelhttp.NewTransport(base,
+		otelhttp.WithTracerProvider(t.tracers), otelhttp.WithMeterProvider(t.meters), otelhttp.WithPropagators(t.prop))
 }
 
-// Close flushes and releases the providers.
+// Close flushes and releases the providers: the spans not exported yet are
+// sent. Without a deadline in ctx, it gives up after 5 seconds.
 func (t *Telemetry) Close(ctx context.Context) error {
-	return errors.Join(t.meters.Shutdown(ctx), t.tracers.Shutdown(ctx))
-}
-
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-	wrote  bool
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	if !w.wrote {
-		w.status, w.wrote = code, true
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, closeTimeout)
+		defer cancel()
 	}
-	w.ResponseWriter.WriteHeader(code)
+	return errors.Join(t.tracers.Shutdown(ctx), t.meters.Shutdown(ctx))
 }
-
-func (w *statusWriter) Write(b []byte) (int, error) {
-	w.wrote = true
-	return w.ResponseWriter.Write(b)
-}
-
-// Unwrap lets http.ResponseController reach the underlying writer.
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // traceHandler adds trace_id and span_id to records logged with a context
-// that carries a span.
+// that carries a span. Logs stay JSON lines on the writer, for any log
+// shipper; the OpenTelemetry slog bridge (otelslog, which sends records to an
+// OTLP log exporter) is not used.
 type traceHandler struct{ slog.Handler }
 
 func (h traceHandler) Handle(ctx context.Context, r slog.Record) error {

@@ -1,24 +1,37 @@
 // Command orderservice runs the example order API.
 //
-//	go run ./examples/orderservice/cmd/orderservice -listen :8081
+//	go run ./examples/orderservice/cmd/orderservice -listen 127.0.0.1:8081 -api-key ann=ann-key-0123456789
 //
-// With no flags it needs nothing installed: orders and idempotency keys live in
-// memory and a simulated payment provider runs in the process. For a fleet,
-// share PostgreSQL (and Redis or PostgreSQL for the keys):
+// With no store flags it needs nothing installed: orders and idempotency keys
+// live in memory and a simulated payment provider runs in the process. For a
+// fleet, share PostgreSQL (and Redis or PostgreSQL for the keys; with both in
+// PostgreSQL, a create's order and its key's completion commit in one
+// transaction):
 //
-//	go run ./examples/orderservice/cmd/orderservice -postgres postgres://… -idempotency redis -redis 127.0.0.1:6379 -payments http://…
+//	go run ./examples/orderservice/cmd/orderservice -postgres postgres://… -idempotency redis -redis 127.0.0.1:6379 -payments http://… -api-keys keys.txt
+//
+// Every /orders request needs an API key ("Authorization: Bearer <key>"),
+// which names its tenant. Keys come from -api-key tenant=key (repeatable) and
+// from -api-keys, a file with one tenant=key a line (blank lines and lines
+// starting with # are skipped). With neither, the command makes up a key for
+// the tenant "demo" and logs it.
 package main
 
 import (
+	"bufio"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -33,29 +46,101 @@ import (
 )
 
 func main() {
-	if err := run(); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stderr)
+	stop()
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(2)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "orderservice:", err)
 		os.Exit(1)
 	}
 }
 
-func run() error {
-	listen := flag.String("listen", "127.0.0.1:8081", "address to serve on")
-	name := flag.String("name", "orders", "instance name in logs and metrics")
-	partitions := flag.Int("partitions", 8, "order partitions (consistent hash of the customer)")
-	pgURL := flag.String("postgres", "", "PostgreSQL URL for orders (empty: in memory)")
-	idemKind := flag.String("idempotency", "memory", "idempotency store: memory, redis or postgres")
-	redisAddr := flag.String("redis", "127.0.0.1:6379", "Redis address for -idempotency redis")
-	payments := flag.String("payments", "", "payment provider base URL (empty: a simulated one in this process)")
-	drainDelay := flag.Duration("drain-delay", 5*time.Second, "how long readiness fails before shutdown starts")
-	flag.Parse()
+// apiKeys is the value of the repeatable -api-key flag.
+type apiKeys map[string]string
 
-	tel, err := telemetry.New(*name, os.Stderr, slog.LevelInfo)
+func (k apiKeys) String() string { return fmt.Sprintf("%d keys", len(k)) }
+
+func (k apiKeys) Set(v string) error { return k.add(v) }
+
+// add adds one "tenant=key" pair.
+func (k apiKeys) add(v string) error {
+	tenant, key, ok := strings.Cut(v, "=")
+	if !ok || tenant == "" {
+		return errors.New("want tenant=key")
+	}
+	if !orderservice.ValidAPIKey(key) {
+		return fmt.Errorf("the key of tenant %q must be 16 to 256 visible ASCII characters", tenant)
+	}
+	if t, dup := k[key]; dup && t != tenant {
+		return fmt.Errorf("one key is given to tenants %q and %q", t, tenant)
+	}
+	k[key] = tenant
+	return nil
+}
+
+// readFile adds the pairs of a key file: one tenant=key a line.
+func (k apiKeys) readFile(name string) error {
+	f, err := os.Open(name)
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if err := k.add(line); err != nil {
+			return fmt.Errorf("%s:%d: %w", name, n, err) // the line is not repeated: it may hold a key
+		}
+	}
+	return sc.Err()
+}
+
+// run runs the service until ctx ends, then drains and shuts it down.
+func run(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("orderservice", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("listen", "127.0.0.1:8081", "address to serve on")
+	name := fs.String("name", "orders", "instance name in logs and metrics")
+	partitions := fs.Int("partitions", 8, "order partitions (consistent hash of the customer)")
+	pgURL := fs.String("postgres", "", "PostgreSQL URL for orders (empty: in memory)")
+	table := fs.String("table", "orders", "PostgreSQL table of the orders")
+	idemKind := fs.String("idempotency", "memory", "idempotency store: memory, redis or postgres")
+	idemTable := fs.String("idempotency-table", "", "PostgreSQL table of the idempotency keys (empty: pgstore's default)")
+	redisAddr := fs.String("redis", "127.0.0.1:6379", "Redis address for -idempotency redis")
+	redisPrefix := fs.String("redis-prefix", "", "prefix of the Redis keys (empty: redisstore's default)")
+	payments := fs.String("payments", "", "payment provider base URL (empty: a simulated one in this process)")
+	lease := fs.Duration("lease", 10*time.Second, "how long a create holds its idempotency key")
+	drainDelay := fs.Duration("drain-delay", 5*time.Second, "how long readiness fails before shutdown starts")
+	keys := apiKeys{}
+	fs.Var(keys, "api-key", "an API key, as tenant=key (repeatable)")
+	keyFile := fs.String("api-keys", "", "file of API keys, one tenant=key a line")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *keyFile != "" {
+		if err := keys.readFile(*keyFile); err != nil {
+			return fmt.Errorf("-api-keys: %w", err)
+		}
+	}
+
+	tel, err := telemetry.New(*name, stderr, slog.LevelInfo)
+	if err != nil {
+		return err
+	}
+	defer tel.Close(context.Background())
+	if len(keys) == 0 {
+		var b [16]byte
+		_, _ = rand.Read(b[:])
+		key := "demo-" + hex.EncodeToString(b[:])
+		keys[key] = "demo"
+		tel.Logger.Warn("no -api-key or -api-keys: made up an API key for tenant demo", "api_key", key)
+	}
 
 	var repo orderservice.Repository
 	var pool *pgxpool.Pool
@@ -69,32 +154,42 @@ func run() error {
 		defer pool.Close()
 	}
 	if *pgURL != "" {
-		if repo, err = orderservice.NewPostgresRepository(ctx, pool, "orders"); err != nil {
+		pr, err := orderservice.NewPostgresRepository(pool, *table)
+		if err != nil {
 			return err
 		}
+		if err := pr.Migrate(ctx); err != nil {
+			return err
+		}
+		repo = pr
 	} else if repo, err = orderservice.NewMemoryRepository(*partitions); err != nil {
 		return err
 	}
 
 	var store idempotency.Store
+	var inTx orderservice.TxCompleter // keys completed in the orders' transaction
 	switch *idemKind {
 	case "memory":
 	case "redis":
 		rdb := redis.NewClient(&redis.Options{Addr: *redisAddr, ContextTimeoutEnabled: true})
 		defer rdb.Close()
-		if store, err = redisstore.New(redisstore.Config{Client: rdb}); err != nil {
+		if store, err = redisstore.New(redisstore.Config{Client: rdb, Prefix: *redisPrefix}); err != nil {
 			return err
 		}
 	case "postgres":
-		ps, err := pgstore.New(pgstore.Config{Pool: pool, Observer: tel.Observer})
+		ps, err := pgstore.New(pgstore.Config{Pool: pool, Table: *idemTable, Observer: tel.Observer})
 		if err != nil {
 			return err
 		}
 		if err := ps.Migrate(ctx); err != nil {
 			return err
 		}
-		go ps.RunReaper(ctx)
-		store = ps
+		reaperCtx, stopReaper := context.WithCancel(context.Background())
+		reaped := make(chan struct{})
+		go func() { defer close(reaped); _ = ps.RunReaper(reaperCtx) }()
+		defer func() { stopReaper(); <-reaped }()
+		store, inTx = ps, ps // the keys share the orders' database
+
 	default:
 		return fmt.Errorf("unknown -idempotency %q: want memory, redis or postgres", *idemKind)
 	}
@@ -112,8 +207,8 @@ func run() error {
 	}
 
 	svc, err := orderservice.New(orderservice.Config{
-		Name: *name, Repository: repo, Partitions: *partitions, IdempotencyStore: store,
-		PaymentURL: *payments, Observer: tel.Observer, Logger: tel.Logger,
+		Name: *name, Repository: repo, Partitions: *partitions, IdempotencyStore: store, CompleteInTx: inTx, APIKeys: keys,
+		Lease: *lease, PaymentURL: *payments, Observer: tel.Observer, Logger: tel.Logger,
 	})
 	if err != nil {
 		return err
@@ -124,21 +219,26 @@ func run() error {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", tel.MetricsHandler())
 	mux.Handle("/", tel.Middleware(svc.Handler()))
-	srv := &http.Server{Addr: *listen, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	l, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.ListenAndServe() }()
-	tel.Logger.Info("order service serving", "listen", *listen)
+	go func() { errc <- srv.Serve(l) }()
+	tel.Logger.Info("order service serving", "listen", l.Addr().String())
 	select {
 	case err := <-errc:
 		return err
 	case <-ctx.Done():
 	}
 	svc.Drain()
+	tel.Logger.Info("draining", "delay", *drainDelay)
 	time.Sleep(*drainDelay) // load balancers notice the failing readiness
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := srv.Shutdown(shutdownCtx); err != nil {
 		return err
 	}
-	return tel.Close(context.Background())
+	return nil
 }

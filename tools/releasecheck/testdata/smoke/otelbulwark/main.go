@@ -5,6 +5,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"runtime/debug"
 
 	"github.com/bulwark-go/bulwark"
 	"github.com/bulwark-go/bulwark/otelbulwark"
@@ -18,5 +19,15 @@ func main() {
 	}
 	var obs bulwark.Observer = o
 	obs.Observe(bulwark.Event{Kind: bulwark.EventCall, Component: bulwark.ComponentBreaker, Name: "smoke"})
+	// otelbulwark.Version is the meter's instrumentation scope version: it
+	// must be the version the module was installed at.
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, d := range bi.Deps {
+			if d.Path == "github.com/bulwark-go/bulwark/otelbulwark" && d.Replace == nil && d.Version != "v"+otelbulwark.Version {
+				fmt.Fprintf(os.Stderr, "otelbulwark.Version = %q, but the module is at %s: bump the const with the release\n", otelbulwark.Version, d.Version)
+				os.Exit(1)
+			}
+		}
+	}
 	fmt.Println("otelbulwark: observed one event")
 }

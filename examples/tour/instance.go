@@ -1,0 +1,284 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/bulwark-go/bulwark"
+	"github.com/bulwark-go/bulwark/examples/orderservice"
+)
+
+// roleEnv makes the tour's binary run one order-service instance instead of
+// the tour: the tour starts its instances by running its own binary again,
+// so that `go run ./examples/tour` needs nothing built or installed.
+const roleEnv = "BULWARK_TOUR_ROLE"
+
+// An instance process talks to the tour over its standard streams: it writes
+// the components' events to stdout, one JSON object a line (and {"ready":true}
+// once it serves), logs to stderr, and reads commands from stdin, one a line:
+// "slow <duration>" adds latency to every request. It shuts down when stdin
+// ends, so that no instance outlives the tour.
+
+// wireEvent is a bulwark.Event on the wire, with the fields the tally reads.
+type wireEvent struct {
+	Ready     bool              `json:"ready,omitempty"`
+	Kind      bulwark.EventKind `json:"kind,omitempty"`
+	Component string            `json:"component,omitempty"`
+	Name      string            `json:"name,omitempty"`
+	Addr      string            `json:"addr,omitempty"`
+	Attempt   int               `json:"attempt,omitempty"`
+	From      string            `json:"from,omitempty"`
+	To        string            `json:"to,omitempty"`
+	Reason    string            `json:"reason,omitempty"`
+}
+
+// eventWriter is an Observer that writes events to w from a goroutine of its
+// own, so that Observe never blocks; an event that finds the queue full is
+// dropped.
+type eventWriter struct {
+	ch   chan wireEvent
+	done chan struct{}
+}
+
+func newEventWriter(w io.Writer) *eventWriter {
+	ew := &eventWriter{ch: make(chan wireEvent, 4096), done: make(chan struct{})}
+	go func() {
+		defer close(ew.done)
+		enc := json.NewEncoder(w)
+		for e := range ew.ch {
+			_ = enc.Encode(e)
+		}
+	}()
+	return ew
+}
+
+func (ew *eventWriter) Observe(e bulwark.Event) {
+	switch e.Kind {
+	case bulwark.EventCall, bulwark.EventProbe, bulwark.EventPick:
+		return // too many, and the tally does not count them from instances
+	}
+	ew.send(wireEvent{Kind: e.Kind, Component: e.Component, Name: e.Name, Addr: e.Endpoint.Addr,
+		Attempt: e.Attempt, From: e.From, To: e.To, Reason: e.Reason})
+}
+
+func (ew *eventWriter) send(e wireEvent) {
+	select {
+	case ew.ch <- e:
+	default:
+	}
+}
+
+func (ew *eventWriter) close() {
+	close(ew.ch)
+	<-ew.done
+}
+
+// serveOrders is the instance process: one order service on the tour's
+// shared state, until stdin ends.
+func serveOrders(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("tour orderservice", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("listen", "", "address to serve on")
+	name := fs.String("name", "orders", "instance name")
+	state := fs.String("state", "", "base URL of the tour's shared orders and keys")
+	payments := fs.String("payments", "", "base URL of the payment provider")
+	lease := fs.Duration("lease", 0, "idempotency lease of a create")
+	key := fs.String("api-key", "", "the tour clients' API key")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo})).With("instance", *name)
+	events := newEventWriter(stdout)
+	defer events.close()
+
+	transport := &http.Transport{MaxIdleConnsPerHost: 64}
+	defer transport.CloseIdleConnections()
+	shared := &stateClient{base: *state, http: &http.Client{Transport: transport, Timeout: 10 * time.Second}}
+	svc, err := orderservice.New(orderservice.Config{
+		Name: *name, Repository: remoteRepo{shared}, Partitions: 8, IdempotencyStore: remoteStore{shared},
+		APIKeys: map[string]string{*key: "tour"}, Lease: *lease, PaymentURL: *payments,
+		ReadModelInterval: 100 * time.Millisecond,
+		Observer:          bulwark.Observers(events, bulwark.SlogObserver(logger)), Logger: logger,
+	})
+	if err != nil {
+		return err
+	}
+	svc.Start(context.Background())
+	defer svc.Close()
+
+	var slow atomic.Int64 // extra latency per request, in nanoseconds
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if d := time.Duration(slow.Load()); d > 0 && r.URL.Path != "/readyz" {
+			t := time.NewTimer(d)
+			select {
+			case <-t.C:
+			case <-r.Context().Done():
+				t.Stop()
+				return
+			}
+		}
+		svc.Handler().ServeHTTP(w, r)
+	})
+	l, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+	events.send(wireEvent{Ready: true})
+
+	sc := bufio.NewScanner(stdin)
+	for sc.Scan() {
+		cmd, arg, _ := strings.Cut(sc.Text(), " ")
+		switch cmd {
+		case "slow":
+			if d, err := time.ParseDuration(arg); err == nil {
+				slow.Store(int64(d))
+			}
+		}
+	}
+	svc.Drain()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err = srv.Shutdown(ctx)
+	if serr := <-served; !errors.Is(serr, http.ErrServerClosed) {
+		err = errors.Join(err, serr)
+	}
+	return err
+}
+
+// instance is an order-service instance as the tour sees it: a process it
+// starts, kills with SIGKILL and starts again on the same address.
+type instance struct {
+	name, zone, addr string
+	args             []string // the process's flags
+	tally            *tally
+	logs             io.Writer
+
+	mu     sync.Mutex // guards the fields below
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	ready  chan struct{} // closed when the process serves
+	exited chan struct{} // closed when the process has exited and its output is read
+}
+
+// start runs the instance's process.
+func (in *instance) start() error {
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(exe, in.args...)
+	// A binary built with -race (the tour's test) sleeps a second at exit.
+	cmd.Env = append(os.Environ(), roleEnv+"=orderservice", "GORACE="+os.Getenv("GORACE")+" atexit_sleep_ms=0")
+	cmd.Stderr = in.logs
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", in.name, err)
+	}
+	ready, exited := make(chan struct{}), make(chan struct{})
+	in.mu.Lock()
+	in.cmd, in.stdin, in.ready, in.exited = cmd, stdin, ready, exited
+	in.mu.Unlock()
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		isReady := false
+		for sc.Scan() {
+			var e wireEvent
+			if json.Unmarshal(sc.Bytes(), &e) != nil {
+				continue
+			}
+			if e.Ready && !isReady {
+				isReady = true
+				close(ready)
+				continue
+			}
+			in.tally.Observe(bulwark.Event{Kind: e.Kind, Component: e.Component, Name: e.Name,
+				Endpoint: bulwark.Endpoint{Addr: e.Addr}, Attempt: e.Attempt, From: e.From, To: e.To, Reason: e.Reason})
+		}
+		_, _ = io.Copy(io.Discard, stdout)
+		_ = cmd.Wait()
+		close(exited)
+	}()
+	return nil
+}
+
+// waitReady waits until the process serves.
+func (in *instance) waitReady(timeout time.Duration) error {
+	in.mu.Lock()
+	ready, exited := in.ready, in.exited
+	in.mu.Unlock()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-ready:
+		return nil
+	case <-exited:
+		return fmt.Errorf("%s exited before serving", in.name)
+	case <-t.C:
+		return fmt.Errorf("%s did not serve within %v", in.name, timeout)
+	}
+}
+
+// kill kills the process with SIGKILL, as a crash would, and waits for it.
+func (in *instance) kill() {
+	in.mu.Lock()
+	cmd, exited := in.cmd, in.exited
+	in.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Kill()
+	<-exited
+}
+
+// stop asks the process to shut down (it drains and closes its server), and
+// kills it if it has not exited after a while.
+func (in *instance) stop() {
+	in.mu.Lock()
+	cmd, stdin, exited := in.cmd, in.stdin, in.exited
+	in.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = stdin.Close()
+	t := time.NewTimer(10 * time.Second)
+	defer t.Stop()
+	select {
+	case <-exited:
+	case <-t.C:
+		in.kill()
+	}
+}
+
+// setSlow makes the process add d to every request.
+func (in *instance) setSlow(d time.Duration) {
+	in.mu.Lock()
+	stdin := in.stdin
+	in.mu.Unlock()
+	if stdin != nil {
+		_, _ = fmt.Fprintf(stdin, "slow %s\n", d)
+	}
+}

@@ -1,0 +1,91 @@
+package redisstore
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/bulwark-go/bulwark/idempotency"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+)
+
+// serverTime returns Redis's TIME.
+func serverTime(t *testing.T, rdb redis.UniversalClient) time.Time {
+	t.Helper()
+	now, err := rdb.Time(context.Background()).Result()
+	require.NoError(t, err)
+	return now
+}
+
+// within fails unless got is in [lo, hi].
+func within(t *testing.T, what string, got, lo, hi time.Time) {
+	t.Helper()
+	if got.Before(lo) || got.After(hi) {
+		t.Errorf("%s = %v, want between %v and %v by the server's clock", what, got, lo, hi)
+	}
+}
+
+// TestServerClockDecides: in production (no TestClock), every expiry is the
+// server's TIME plus the duration, whatever the client's clock says.
+func TestServerClockDecides(t *testing.T) {
+	ctx := context.Background()
+	rdb := serverClient(t)
+	s := newStore(t, rdb, nil)
+
+	before := serverTime(t, rdb)
+	c, err := s.Claim(ctx, "k", fp, lease)
+	require.NoError(t, err)
+	after := serverTime(t, rdb)
+	rec, err := s.Get(ctx, "k")
+	require.NoError(t, err)
+	within(t, "LeaseExpiry after Claim", rec.LeaseExpiry, before.Add(lease), after.Add(lease))
+
+	before = serverTime(t, rdb)
+	require.NoError(t, s.Extend(ctx, "k", c.Token, 2*lease))
+	after = serverTime(t, rdb)
+	rec, err = s.Get(ctx, "k")
+	require.NoError(t, err)
+	within(t, "LeaseExpiry after Extend", rec.LeaseExpiry, before.Add(2*lease), after.Add(2*lease))
+
+	before = serverTime(t, rdb)
+	require.NoError(t, s.Complete(ctx, "k", c.Token, []byte("v"), retention))
+	after = serverTime(t, rdb)
+	rec, err = s.Get(ctx, "k")
+	require.NoError(t, err)
+	within(t, "ExpiresAt after Complete", rec.ExpiresAt, before.Add(retention), after.Add(retention))
+}
+
+// TestShortRealLease: in production, a lease expires by the server's clock:
+// a claim of 200 ms is refused to others until then, and taken over after.
+func TestShortRealLease(t *testing.T) {
+	ctx := context.Background()
+	rdb := serverClient(t)
+	s := newStore(t, rdb, nil)
+	const short = 200 * time.Millisecond
+	first, err := s.Claim(ctx, "k", fp, short)
+	require.NoError(t, err)
+	rec, err := s.Get(ctx, "k")
+	require.NoError(t, err)
+	var taken idempotency.Claim
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		taken, err = s.Claim(ctx, "k", fp, lease)
+		require.NoError(t, err)
+		if taken.Won {
+			if after := serverTime(t, rdb); after.Before(rec.LeaseExpiry) {
+				t.Fatalf("taken over before %v, before the lease's end %v by the server's clock", after, rec.LeaseExpiry)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a %v lease still held after 10 s", short)
+		}
+	}
+	if !taken.TakenOver || taken.Token == first.Token {
+		t.Errorf("Claim after the short lease = %+v, want a takeover with a new token", taken)
+	}
+	if err := s.Extend(ctx, "k", first.Token, lease); !errors.Is(err, idempotency.ErrFenced) {
+		t.Errorf("Extend by the first owner = %v, want ErrFenced", err)
+	}
+}
