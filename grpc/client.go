@@ -162,29 +162,42 @@ func (c *ClientInterceptor) prepare(ctx context.Context) (context.Context, bool)
 	return ctx, false
 }
 
-// call is the state of one unary call across its attempts.
+// call is the state of one unary call across its attempts. It is also the
+// call's context, which gives the Builder's picker the call's Tried.
 type call struct {
+	context.Context
 	c       *ClientInterceptor
 	method  string
 	req     any
 	reply   any
 	cc      *grpc.ClientConn
 	invoker grpc.UnaryInvoker
-	opts    []grpc.CallOption
+	opts    []grpc.CallOption // the caller's, then the trailer's
 	brk     *breaker.Breaker
 	policy  bulwark.Policy
 	hedged  bool
 
+	trailer  metadata.MD            // of the latest attempt, when not hedged
+	trailerO grpc.TrailerCallOption // points at trailer
+	optsBuf  [4]grpc.CallOption     // opts' storage for short lists
 	attempts atomic.Int32
 	tried    tried      // the endpoints tried, for the Builder's picker
 	mu       sync.Mutex // guards won
 	won      bool       // a hedged attempt has filled reply
 }
 
+// Value returns the call's Tried for the picker, and ctx's values otherwise.
+func (k *call) Value(key any) any {
+	if _, ok := key.(triedKey); ok && k.policy != nil {
+		return &k.tried
+	}
+	return k.Context.Value(key)
+}
+
 // Unary is a grpc.UnaryClientInterceptor.
 func (c *ClientInterceptor) Unary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 	ctx, keyed := c.prepare(ctx)
-	k := &call{c: c, method: method, req: req, reply: reply, cc: cc, invoker: invoker, opts: opts}
+	k := &call{Context: ctx, c: c, method: method, req: req, reply: reply, cc: cc, invoker: invoker}
 	safe := c.safe != nil && c.safe(method)
 	if safe || keyed || (c.idempotent != nil && c.idempotent(method)) {
 		k.policy = c.retry
@@ -194,8 +207,14 @@ func (c *ClientInterceptor) Unary(ctx context.Context, method string, req, reply
 			}
 		}
 	}
-	if k.policy != nil {
-		ctx = context.WithValue(ctx, triedKey{}, &k.tried)
+	k.opts = k.optsBuf[:0]
+	if len(opts) >= len(k.optsBuf) {
+		k.opts = make([]grpc.CallOption, 0, len(opts)+1)
+	}
+	k.opts = append(k.opts, opts...)
+	if !k.hedged {
+		k.trailerO.TrailerAddr = &k.trailer
+		k.opts = append(k.opts, &k.trailerO)
 	}
 	if c.breakers != nil {
 		key := cc.Target()
@@ -206,9 +225,9 @@ func (c *ClientInterceptor) Unary(ctx context.Context, method string, req, reply
 	}
 	var err error
 	if c.throttle != nil {
-		err = c.throttle.Do(ctx, k.run)
+		err = c.throttle.Do(k, k.run)
 	} else {
-		err = k.run(ctx)
+		err = k.run(k)
 	}
 	return Error(err)
 }
@@ -237,12 +256,15 @@ func (k *call) attempt(ctx context.Context) error {
 		}
 		permit = p
 	}
-	out := k.reply
+	out, opts, trailer := k.reply, k.opts, &k.trailer
 	if k.hedged {
+		// Hedged attempts run at once: each has its reply and trailer.
 		out = k.reply.(proto.Message).ProtoReflect().New().Interface()
+		trailer = new(metadata.MD)
+		opts = append(opts[:len(opts):len(opts)], grpc.Trailer(trailer))
+	} else {
+		k.trailer = nil
 	}
-	var trailer metadata.MD
-	opts := append(k.opts[:len(k.opts):len(k.opts)], grpc.Trailer(&trailer))
 	err := k.invoker(ctx, k.method, k.req, out, k.cc, opts...)
 	if k.brk != nil {
 		permit.Record(Classify(ctx, err))
@@ -263,7 +285,7 @@ func (k *call) attempt(ctx context.Context) error {
 	if k.policy == nil {
 		return err
 	}
-	return k.c.classify(ctx, err, trailer)
+	return k.c.classify(ctx, err, *trailer)
 }
 
 // classify marks a failed attempt's error for the retrying policy.
