@@ -54,8 +54,11 @@ type BuilderConfig struct {
 // round robin, least request, Peak-EWMA or bounded consistent hashing on a
 // metadata key, with zones, slow start and outlier ejection. Each endpoint of
 // the resolver gets a pick_first child (grpc-go's endpointsharding), and the
-// endpoints whose child is READY are the ones picked: grpc-go's connectivity
-// is the health that the bulwark balancer sees. While no endpoint is READY,
+// resolver's endpoints are the bulwark balancer's members; grpc-go's
+// connectivity is a judge of theirs: an endpoint is eligible while its child
+// is READY, and pending until it first is, so that the endpoints of a new
+// connection start at full weight as they connect, and one that reconnects
+// after a failure ramps up under slow start. While no endpoint is READY,
 // picks wait or fail as grpc-go's own policies do.
 //
 // Select it in the service config, after Register:
@@ -65,10 +68,18 @@ type BuilderConfig struct {
 // The JSON object takes "algorithm" ("round_robin", the default,
 // "least_request", "peak_ewma", "consistent_hash" or "random"),
 // "hashHeader" (the outgoing metadata key whose first value is the
-// consistent-hash key), "loadFactor", "virtualNodes", "slowStart" and
-// "decayTime" (durations such as "10s"), "activeRequestBias",
-// "minLocalShare" and "panicThreshold", with the meaning and defaults of the
-// fields of balancer.Config of the same names.
+// consistent-hash key; a call without it has the key ""), "loadFactor",
+// "virtualNodes", "slowStart" and "decayTime" (durations such as "10s"),
+// "activeRequestBias", "minLocalShare" and "panicThreshold", with the meaning
+// and defaults of the fields of balancer.Config of the same names, except
+// that panic mode is off unless "panicThreshold" is set: an endpoint that is
+// not READY cannot take a call, so a pick in panic mode that lands on one
+// picks again, and after three picks the call goes round robin over the
+// READY endpoints.
+//
+// A call retried by the ClientInterceptor carries its balancer.Tried, so
+// that each attempt goes to an endpoint the call has not tried yet where one
+// is READY (for consistent hashing, to the key's next owner).
 //
 // A Builder is safe for concurrent use; the balancers it builds belong to
 // their connections. Use NewBuilder; the zero Builder is not usable.

@@ -25,11 +25,12 @@
 // trailer); the client interceptor honours both.
 //
 //	error                                  code                 pushback            client retries
-//	breaker.ErrOpen (open breaker)         UNAVAILABLE          open time left      as its Retry decides
+//	breaker.ErrOpen (open breaker)         UNAVAILABLE          open time left      no (retry.Config.MaxOpenWait)
 //	limit.ErrRejected (shedding)           RESOURCE_EXHAUSTED   when estimated      with a pushback
 //	ratelimit.ErrLimited (over a rate)     RESOURCE_EXHAUSTED   next token          with a pushback
 //	throttle.ErrThrottled (client sheds)   UNAVAILABLE          -                   no (never sent)
 //	balancer.ErrNoEndpoints/ErrUnavailable UNAVAILABLE          -                   yes
+//	bulwark.StatusError (HTTP 429, 50x)    UNAVAILABLE          its Retry-After     yes
 //	idempotency.ErrInFlight (duplicate)    ABORTED              Config.RetryAfter   with a pushback
 //	idempotency.ErrMismatch (key reused)   FAILED_PRECONDITION  -                   no
 //	idempotency.ErrInvalidKey              INVALID_ARGUMENT     -                   no

@@ -74,6 +74,10 @@ func classifyCode(err error) codes.Code {
 		return codes.ResourceExhausted
 	case errors.Is(err, throttle.ErrThrottled):
 		return codes.Unavailable
+	case errors.As(err, new(*bulwark.StatusError)):
+		// HTTP 429, 502, 503 and 504 are UNAVAILABLE in gRPC's mapping of
+		// HTTP statuses.
+		return codes.Unavailable
 	case errors.Is(err, balancer.ErrNoEndpoints), errors.Is(err, balancer.ErrUnavailable):
 		return codes.Unavailable
 	case errors.Is(err, idempotency.ErrInFlight):
