@@ -286,3 +286,42 @@ func TestStatusTable(t *testing.T) {
 		})
 	}
 }
+
+// A stream gets its key and its breaker: the breaker counts a stream that
+// ends well as a success, and refuses new streams once open.
+func TestStreamThroughInterceptor(t *testing.T) {
+	var keys atomic.Int64
+	srv := startServerWith(t, nil, nil, grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		md, _ := metadata.FromIncomingContext(ss.Context())
+		if len(md.Get(bulwarkgrpc.KeyHeader)) == 1 {
+			keys.Add(1)
+		}
+		return h(srv, ss)
+	}))
+	g, _ := breaker.NewGroup(breaker.GroupConfig{Breaker: breaker.Config{ConsecutiveFailures: 1}})
+	ci := newClientInterceptor(t, bulwarkgrpc.ClientConfig{Breakers: g, ForwardKey: true})
+	cc := dial(t, srv.addr, ci.DialOptions()...)
+	// The key of the incoming call is forwarded.
+	ctx := metadata.NewIncomingContext(context.Background(), metadata.Pairs(bulwarkgrpc.KeyHeader, "k1"))
+	st, err := cc.NewStream(ctx, echo.ListStream, echo.List)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.SendMsg(wrapperspb.String("s")); err != nil {
+		t.Fatal(err)
+	}
+	_ = st.CloseSend()
+	n := 0
+	for st.RecvMsg(new(wrapperspb.StringValue)) == nil {
+		n++
+	}
+	if n != 3 {
+		t.Errorf("stream got %d messages, want 3", n)
+	}
+	if got := keys.Load(); got != 1 {
+		t.Errorf("server saw the forwarded key on %d streams, want 1", got)
+	}
+	if got := g.Get(cc.Target()).State(); got != breaker.Closed {
+		t.Errorf("breaker %v after a good stream, want closed", got)
+	}
+}
