@@ -39,8 +39,10 @@ type BuilderConfig struct {
 	Zone string
 	// Outliers, if not nil, configures passive outlier ejection for each
 	// connection: every call's outcome is recorded, and endpoints that fail
-	// are ejected for a while, as healthcheck.OutlierDetector does. Its
-	// Listener, Clock and Observer are the balancer's own.
+	// are ejected for a while, as healthcheck.OutlierDetector does, one
+	// detector per connection. Its Clock and Observer are the Builder's; its
+	// Listener is ignored (the detector reports to the connection's
+	// balancer).
 	Outliers *healthcheck.OutlierConfig
 	// Clock is the time source for slow start, Peak-EWMA, outlier ejection
 	// and call latencies. If nil, the wall clock.
@@ -358,7 +360,7 @@ func (l *lb) rebuildLocked(cfg *lbConfig) error {
 	var det *healthcheck.OutlierDetector
 	if l.b.outliers != nil {
 		oc := *l.b.outliers
-		oc.Clock, oc.Observer = l.b.clk, l.b.obs
+		oc.Listener, oc.Clock, oc.Observer = nil, l.b.clk, l.b.obs
 		d, err := healthcheck.NewOutlierDetector(oc)
 		if err != nil {
 			return fmt.Errorf("bulwarkgrpc: %w", err)
@@ -555,4 +557,3 @@ type tried struct {
 type triedKey struct{}
 
 var triedPool = sync.Pool{New: func() any { return new(tried) }}
-

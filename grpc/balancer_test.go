@@ -9,11 +9,18 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/bulwark-go/bulwark/bulwarktest"
 	bulwarkgrpc "github.com/bulwark-go/bulwark/grpc"
 	"github.com/bulwark-go/bulwark/grpc/internal/echo"
+	"github.com/bulwark-go/bulwark/healthcheck"
 	"github.com/bulwark-go/bulwark/retry"
 )
 
@@ -227,6 +234,69 @@ func waitReadyKeyed(t *testing.T, cc *grpc.ClientConn, servers []*testServer) {
 		kctx := metadata.AppendToOutgoingContext(ctx, "x-user", fmt.Sprintf("warm-%d", i))
 		if _, err := echo.Call(kctx, cc, echo.Get, "warm-up"); err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// An endpoint whose calls keep failing with Unavailable is ejected by the
+// outlier detector and takes no calls while the others can; the client's
+// zone is preferred while it is healthy.
+func TestOutlierEjectionAndZones(t *testing.T) {
+	bad := func(context.Context, string, *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+		return nil, status.Error(codes.Unavailable, "broken")
+	}
+	servers := []*testServer{startServer(t, nil), startServer(t, bad), startServer(t, nil), startServer(t, nil)}
+	clk := bulwarktest.NewClock(time.Unix(0, 0)) // ejections never end in this test
+	name := register(t, bulwarkgrpc.BuilderConfig{
+		Zone:     "a",
+		Clock:    clk,
+		Outliers: &healthcheck.OutlierConfig{Rules: healthcheck.ConsecutiveGatewayFailures, ConsecutiveGatewayFailures: 3, AlwaysEjectOne: true},
+	})
+	zones := []string{"a", "a", "a", "b"}
+	r := manual.NewBuilderWithScheme("bulwarkzones")
+	var eps []resolver.Endpoint
+	for i, s := range servers {
+		eps = append(eps, bulwarkgrpc.SetEndpoint(resolver.Endpoint{Addresses: []resolver.Address{{Addr: s.addr}}}, zones[i], 1))
+	}
+	r.InitialState(resolver.State{Endpoints: eps})
+	cc, err := grpc.NewClient(r.Scheme()+":///zones", grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithResolvers(r), grpc.WithDisableRetry(),
+		grpc.WithDefaultServiceConfig(serviceConfig(name, `{"algorithm": "round_robin", "minLocalShare": 0.5}`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	waitReadyAll(t, cc, servers, []int{0, 2})
+	failures := 0
+	remote := servers[3].calls.Load()
+	for range 300 {
+		if _, err := echo.Call(context.Background(), cc, echo.Get, "x"); err != nil {
+			failures++
+		}
+	}
+	if failures > 3 {
+		t.Errorf("%d calls failed, want at most 3 before the broken endpoint is ejected", failures)
+	}
+	if got := servers[1].calls.Load(); got > 3 {
+		t.Errorf("broken endpoint took %d calls, want at most 3", got)
+	}
+	if got := servers[3].calls.Load() - remote; got != 0 {
+		t.Errorf("the other zone's endpoint took %d calls, want 0 while two of three in zone a serve (minLocalShare 0.5)", got)
+	}
+}
+
+// waitReadyAll makes calls until each of the servers of index in which has
+// answered one; failures are ignored.
+func waitReadyAll(t *testing.T, cc *grpc.ClientConn, servers []*testServer, which []int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, i := range which {
+		for servers[i].calls.Load() == 0 {
+			if ctx.Err() != nil {
+				t.Fatalf("server %d never answered", i)
+			}
+			_, _ = echo.Call(ctx, cc, echo.Get, "warm-up")
 		}
 	}
 }
