@@ -43,9 +43,24 @@ func serviceConfig(name, lbJSON string) string {
 
 // A server killed under load gives no error to the callers of an idempotent
 // method: the calls in flight on it fail with Unavailable and are retried
-// on the others, and new calls go to the others.
+// on the others, and new calls go to the others. The server is killed while
+// calls are inside its handler, so that they fail after the server took
+// them, which grpc-go does not retry by itself.
 func TestKilledServerUnderLoad(t *testing.T) {
-	servers := []*testServer{startServer(t, nil), startServer(t, nil), startServer(t, nil)}
+	var armed atomic.Bool
+	entered := make(chan struct{}, 1)
+	victim := func(ctx context.Context, _ string, in *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+		if armed.Load() {
+			select {
+			case entered <- struct{}{}:
+			default:
+			}
+			<-ctx.Done() // held until the server dies
+			return nil, ctx.Err()
+		}
+		return in, nil
+	}
+	servers := []*testServer{startServer(t, victim), startServer(t, nil), startServer(t, nil)}
 	name := register(t, bulwarkgrpc.BuilderConfig{})
 	rp, err := retry.New(retry.Config{MaxAttempts: 5, Backoff: retry.Backoff{Base: time.Millisecond, Cap: 5 * time.Millisecond}})
 	if err != nil {
@@ -75,8 +90,12 @@ func TestKilledServerUnderLoad(t *testing.T) {
 					firstErr.Do(func() { errMsg = fmt.Sprintf("Get(%q) = %q, %v", in, out, err) })
 				}
 				if completed.Add(1) == killAfter {
-					servers[0].kill()
-					close(killed)
+					go func() {
+						armed.Store(true)
+						<-entered // a call is inside the victim's handler
+						servers[0].kill()
+						close(killed)
+					}()
 				}
 			}
 		}()
@@ -86,8 +105,7 @@ func TestKilledServerUnderLoad(t *testing.T) {
 	if n := failures.Load(); n != 0 {
 		t.Errorf("%d of %d calls failed; first: %s", n, workers*perWorker, errMsg)
 	}
-	before := servers[0].calls.Load()
-	if before == 0 {
+	if servers[0].calls.Load() == 0 {
 		t.Errorf("the killed server took no calls before it died")
 	}
 	for i, s := range servers[1:] {
