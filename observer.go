@@ -109,6 +109,10 @@ const (
 	ComponentDiscovery   = "discovery"
 	ComponentBulkhead    = "bulkhead"
 	ComponentLimiter     = "limiter"
+	ComponentRateLimit   = "ratelimit"
+	ComponentThrottle    = "throttle"
+	ComponentTimeout     = "timeout"
+	ComponentFallback    = "fallback"
 )
 
 // EventKind says what happened.

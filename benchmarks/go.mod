@@ -8,6 +8,7 @@ require (
 	github.com/alexliesenfeld/health v0.8.0
 	github.com/avast/retry-go/v4 v4.7.0
 	github.com/bulwark-go/bulwark v0.1.0
+	github.com/bulwark-go/bulwark/grpc v0.1.0
 	github.com/bulwark-go/bulwark/otelbulwark v0.1.0
 	github.com/buraksezer/consistent v0.10.0
 	github.com/cenkalti/backoff/v5 v5.0.3
@@ -24,6 +25,8 @@ require (
 	go.opentelemetry.io/otel/sdk/metric v1.47.0
 	golang.org/x/time v0.16.0
 	gonum.org/v1/plot v0.17.0
+	google.golang.org/grpc v1.85.0
+	google.golang.org/protobuf v1.36.12
 )
 
 require (
@@ -49,9 +52,13 @@ require (
 	go.opentelemetry.io/otel/sdk v1.47.0 // indirect
 	go.opentelemetry.io/otel/trace v1.47.0 // indirect
 	golang.org/x/image v0.30.0 // indirect
+	golang.org/x/net v0.60.0 // indirect
+	golang.org/x/sync v0.25.0 // indirect
 	golang.org/x/sys v0.48.0 // indirect
 	golang.org/x/text v0.42.0 // indirect
-	google.golang.org/protobuf v1.36.12 // indirect
+	google.golang.org/genproto/googleapis/rpc v0.0.0-20260817212433-ac3dfec99bb1 // indirect
 )
 
 replace github.com/bulwark-go/bulwark/otelbulwark => ../otelbulwark
+
+replace github.com/bulwark-go/bulwark/grpc => ../grpc

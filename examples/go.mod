@@ -4,6 +4,7 @@ go 1.26.0
 
 require (
 	github.com/bulwark-go/bulwark v0.1.0
+	github.com/bulwark-go/bulwark/grpc v0.1.0
 	github.com/bulwark-go/bulwark/otelbulwark v0.1.0
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/prometheus/client_golang v1.25.0
@@ -17,6 +18,7 @@ require (
 	go.opentelemetry.io/proto/otlp v1.11.0
 	go.uber.org/goleak v1.3.0
 	go.yaml.in/yaml/v3 v3.0.6
+	google.golang.org/grpc v1.85.0
 )
 
 require (
@@ -25,16 +27,16 @@ require (
 	github.com/grpc-ecosystem/grpc-gateway/v2 v2.30.0 // indirect
 	go.opentelemetry.io/otel/exporters/otlp/otlptrace v1.47.0 // indirect
 	go.uber.org/atomic v1.12.0 // indirect
-	golang.org/x/net v0.59.0 // indirect
+	golang.org/x/net v0.60.0 // indirect
 	google.golang.org/genproto/googleapis/api v0.0.0-20260928230214-8a89bd6388cc // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260928230214-8a89bd6388cc // indirect
-	google.golang.org/grpc v1.83.2 // indirect
 )
 
 require (
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/bulwark-go/bulwark/idempotency/pgstore v0.1.0
 	github.com/bulwark-go/bulwark/idempotency/redisstore v0.1.0
+	github.com/bulwark-go/bulwark/ratelimit/redisrate v0.1.0
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/go-logr/logr v1.4.4 // indirect
 	github.com/go-logr/stdr v1.2.2 // indirect
@@ -62,6 +64,10 @@ replace github.com/bulwark-go/bulwark => ..
 
 replace github.com/bulwark-go/bulwark/otelbulwark => ../otelbulwark
 
+replace github.com/bulwark-go/bulwark/grpc => ../grpc
+
 replace github.com/bulwark-go/bulwark/idempotency/redisstore => ../idempotency/redisstore
 
 replace github.com/bulwark-go/bulwark/idempotency/pgstore => ../idempotency/pgstore
+
+replace github.com/bulwark-go/bulwark/ratelimit/redisrate => ../ratelimit/redisrate

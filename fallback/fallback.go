@@ -14,9 +14,6 @@ import (
 // use.
 var ErrInvalidConfig = errors.New("fallback: invalid config")
 
-// Component is the Event.Component of the events of a Fallback.
-const Component = "fallback"
-
 // Config configures a Fallback for values of type T.
 type Config[T any] struct {
 	// Name names the fallback in events. Optional.
@@ -105,7 +102,7 @@ func (f *Fallback[T]) Call(ctx context.Context, p bulwark.Policy, op func(contex
 	}
 	fv, ferr := f.fn(ctx, err)
 	if f.obs != nil {
-		e := bulwark.Event{Kind: bulwark.EventCall, Component: Component, Name: f.name, Err: err, Outcome: bulwark.Success, Reason: reason(err)}
+		e := bulwark.Event{Kind: bulwark.EventCall, Component: bulwark.ComponentFallback, Name: f.name, Err: err, Outcome: bulwark.Success, Reason: reason(err)}
 		if ferr != nil {
 			e.Outcome = bulwark.Failure
 		}

@@ -1,6 +1,7 @@
 package otelbulwark
 
 import (
+	"errors"
 	"maps"
 	"net"
 	"strconv"
@@ -12,6 +13,7 @@ import (
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 
 	"github.com/bulwark-go/bulwark"
+	"github.com/bulwark-go/bulwark/limit"
 )
 
 // The attribute keys of every metric: OpenTelemetry semantic conventions
@@ -25,6 +27,7 @@ const (
 	keyZone      = semconv.CloudAvailabilityZoneKey // the endpoint's zone
 	keyOutcome   = attribute.Key("bulwark.outcome")
 	keyReason    = attribute.Key("bulwark.reason")
+	keyCrit      = attribute.Key("bulwark.criticality")
 	keyPrevState = attribute.Key("bulwark.previous_state")
 	keyState     = attribute.Key("bulwark.state")
 	keyKind      = attribute.Key("bulwark.event.kind")
@@ -52,6 +55,21 @@ func giveUpErrorType(reason string) string {
 	return errorTypeTransient
 }
 
+// criticality returns the criticality of the call that e, an EventRejected,
+// refused, when its Err is a *limit.RejectedError: "sheddable", "normal" or
+// "critical"; "" otherwise. It does not allocate.
+func criticality(e *bulwark.Event) string {
+	re, ok := errors.AsType[*limit.RejectedError](e.Err)
+	if !ok || re == nil {
+		return ""
+	}
+	switch re.Criticality {
+	case limit.Sheddable, limit.Normal, limit.Critical:
+		return re.Criticality.String()
+	}
+	return ""
+}
+
 // shape says which Event fields make up the attributes of a measurement.
 type shape uint8
 
@@ -59,11 +77,14 @@ const (
 	shapeNamed      shape = iota // component, name
 	shapeBase                    // + endpoint, zone
 	shapeOutcome                 // + outcome
+	shapeCall                    // + outcome, reason
 	shapeReason                  // + reason
+	shapeRejection               // + reason, criticality
 	shapeGiveUp                  // + reason, error.type
 	shapeTransition              // + previous state, state, reason
 	shapeKind                    // + kind, reason
 	shapeStore                   // component, name, outcome
+	shapeChange                  // component, name, kind, reason
 )
 
 // maxCachedSets bounds the attribute cache. Past it, a new combination is
@@ -80,7 +101,7 @@ type attrKey struct {
 	component  string
 	name       string
 	addr, zone string
-	a, b, c    string // reason; or from, to, reason
+	a, b, c    string // reason; or reason, criticality; or from, to, reason
 }
 
 // attrEntry is a cached attribute set, wrapped in the option slices that the
@@ -112,16 +133,24 @@ func keyOf(s shape, e *bulwark.Event) attrKey {
 	if s == shapeNamed {
 		return k
 	}
-	if s == shapeStore {
+	switch s {
+	case shapeStore:
 		k.outcome = e.Outcome
+		return k
+	case shapeChange:
+		k.kind, k.a = e.Kind, e.Reason
 		return k
 	}
 	k.addr, k.zone = e.Endpoint.Addr, e.Endpoint.Zone
 	switch s {
 	case shapeOutcome:
 		k.outcome = e.Outcome
+	case shapeCall:
+		k.outcome, k.a = e.Outcome, e.Reason
 	case shapeReason, shapeGiveUp:
 		k.a = e.Reason
+	case shapeRejection:
+		k.a, k.b = e.Reason, criticality(e)
 	case shapeTransition:
 		k.a, k.b, k.c = e.From, e.To, e.Reason
 	case shapeKind:
@@ -185,8 +214,14 @@ func (k attrKey) attributes() []attribute.KeyValue {
 	switch k.shape {
 	case shapeOutcome, shapeStore:
 		add(keyOutcome, k.outcome.String())
+	case shapeCall:
+		add(keyOutcome, k.outcome.String())
+		add(keyReason, k.a)
 	case shapeReason:
 		add(keyReason, k.a)
+	case shapeRejection:
+		add(keyReason, k.a)
+		add(keyCrit, k.b)
 	case shapeGiveUp:
 		add(keyReason, k.a)
 		add(keyErrorType, giveUpErrorType(k.a))
@@ -194,7 +229,7 @@ func (k attrKey) attributes() []attribute.KeyValue {
 		add(keyPrevState, k.a)
 		add(keyState, k.b)
 		add(keyReason, k.c)
-	case shapeKind:
+	case shapeKind, shapeChange:
 		add(keyKind, k.kind.String())
 		add(keyReason, k.a)
 	}

@@ -13,8 +13,10 @@
 // allocation (BenchmarkObserver/noSDK); with an SDK, an event allocates
 // nothing once its combination of attributes has been seen (state changes,
 // ejections and endpoint removals aside: they update the gauges under a
-// lock). [WithMeterProvider]
-// picks the provider; [AddSpanEvent] puts an event on a span by hand.
+// lock). [WithMeterProvider] picks the provider; [AddSpanEvent] puts an event
+// on a span by hand; [Observer.RegisterLimit] and [Observer.RegisterThrottle]
+// add the gauges that events cannot give: calls in flight and queued, and a
+// throttle's probability.
 //
 // # Metrics
 //
@@ -23,27 +25,38 @@
 // that each name they use is exported. Each component belongs to a family
 // that gives the metric-name prefix: breaker (bulwark.breaker), retry and
 // hedge (bulwark.retry), balancer (bulwark.balancer), healthcheck and outlier
-// (bulwark.healthcheck), idempotency (bulwark.idempotency); the
-// bulwark.component attribute tells the members of a family apart, and a component this package
-// does not know gets the bare "bulwark" prefix. Every family has every
-// instrument below, so that no event is dropped, but an SDK exports only the
-// ones that received measurements; the Prometheus column names those the
+// (bulwark.healthcheck), idempotency (bulwark.idempotency), bulkhead and
+// limiter (bulwark.limit), ratelimit (bulwark.ratelimit), throttle
+// (bulwark.throttle), timeout (bulwark.timeout), fallback (bulwark.fallback),
+// discovery (bulwark.discovery); the bulwark.component attribute tells the
+// members of a family apart, and a component this package does not know gets
+// the bare "bulwark" prefix. Every family has every instrument below (but
+// the gauge inflight, which the balancer family has as the up-down counter of
+// its picks), so that no event is dropped, but an SDK exports only the ones
+// that received measurements; the Prometheus column names those the
 // components emit today, as the OpenTelemetry Prometheus exporter renders them
 // (dots become underscores, counters end in _total, seconds histograms in
-// _seconds_bucket, _seconds_sum and _seconds_count; a unit in braces adds
-// nothing).
+// _seconds_bucket, _seconds_sum and _seconds_count, seconds gauges in
+// _seconds, unit 1 in _ratio; a unit in braces adds nothing).
 //
 //	event kind        instrument (type, unit)                  Prometheus name                                   attributes beyond the base
 //	----------------  ---------------------------------------  ------------------------------------------------  ---------------------------------------------
-//	call              <f>.calls (counter)                      bulwark_breaker_calls_total                       bulwark.outcome
-//	call              <f>.call.duration (histogram, s)         bulwark_breaker_call_duration_seconds_bucket      bulwark.outcome
-//	rejected          <f>.rejections (counter)                 bulwark_breaker_rejections_total,                 bulwark.reason
-//	                                                           bulwark_idempotency_rejections_total
+//	call              <f>.calls (counter)                      bulwark_breaker_calls_total,                      bulwark.outcome bulwark.reason
+//	                                                           bulwark_timeout_calls_total,
+//	                                                           bulwark_fallback_calls_total,
+//	                                                           bulwark_discovery_calls_total
+//	call              <f>.call.duration (histogram, s)         bulwark_breaker_call_duration_seconds_bucket, …   bulwark.outcome bulwark.reason
+//	rejected          <f>.rejections (counter)                 bulwark_breaker_rejections_total,                 bulwark.reason bulwark.criticality
+//	                                                           bulwark_idempotency_rejections_total,
+//	                                                           bulwark_limit_rejections_total,
+//	                                                           bulwark_ratelimit_rejections_total,
+//	                                                           bulwark_throttle_rejections_total
 //	state_change      <f>.transitions (counter)                bulwark_breaker_transitions_total,                bulwark.previous_state bulwark.state bulwark.reason
 //	                                                           bulwark_balancer_transitions_total,
-//	                                                           bulwark_healthcheck_transitions_total
+//	                                                           bulwark_healthcheck_transitions_total,
+//	                                                           bulwark_discovery_transitions_total
 //	state_change      <f>.state (gauge, 1 or 0)                bulwark_breaker_state, bulwark_balancer_state,    bulwark.state
-//	                                                           bulwark_healthcheck_state
+//	                                                           bulwark_healthcheck_state, bulwark_discovery_state
 //	retry             <f>.retries (counter)                    bulwark_retry_retries_total                       bulwark.reason
 //	retry             <f>.backoff (histogram, s)               bulwark_retry_backoff_seconds_bucket              bulwark.reason
 //	give_up           <f>.giveups (counter)                    bulwark_retry_giveups_total                       bulwark.reason error.type
@@ -51,8 +64,10 @@
 //	budget_exhausted  <f>.budget_exhausted (counter)           bulwark_retry_budget_exhausted_total              bulwark.reason
 //	pick              <f>.picks (counter)                      bulwark_balancer_picks_total                      —
 //	pick, call        bulwark.balancer.inflight (up-down)      bulwark_balancer_inflight                         —
-//	endpoint_added,   <f>.endpoints (up-down)                  bulwark_balancer_endpoints                        — (no endpoint attributes)
-//	endpoint_removed
+//	endpoint_added,   <f>.endpoints (up-down)                  bulwark_balancer_endpoints,                       — (no endpoint attributes)
+//	endpoint_removed                                           bulwark_discovery_endpoints
+//	endpoint_added,   <f>.endpoint_changes (counter)           bulwark_discovery_endpoint_changes_total, …       bulwark.event.kind bulwark.reason (no endpoint
+//	endpoint_removed                                                                                             attributes)
 //	ejected           <f>.ejections (counter)                  bulwark_healthcheck_ejections_total               bulwark.reason
 //	ejected,          <f>.ejected (gauge, 1 or 0)              bulwark_healthcheck_ejected                       —
 //	unejected
@@ -63,9 +78,19 @@
 //	conflict          <f>.conflicts (counter)                  bulwark_idempotency_conflicts_total               bulwark.reason
 //	mismatch          <f>.mismatches (counter)                 bulwark_idempotency_mismatches_total              bulwark.reason
 //	lease_takeover    <f>.lease_takeovers (counter)            bulwark_idempotency_lease_takeovers_total         bulwark.reason
-//	store_error       <f>.store_errors (counter)               bulwark_idempotency_store_errors_total            bulwark.reason
+//	store_error       <f>.store_errors (counter)               bulwark_idempotency_store_errors_total,           bulwark.reason
+//	                                                           bulwark_ratelimit_store_errors_total
 //	idempotency kinds <f>.store.duration (histogram, s)        bulwark_idempotency_store_duration_seconds_bucket bulwark.outcome (no endpoint attributes)
+//	and store_error                                            bulwark_ratelimit_store_duration_seconds_bucket
 //	misuse            <f>.misuses (counter)                    bulwark_balancer_misuses_total, …                 bulwark.reason
+//	limit_changed     <f>.adjustments (counter)                bulwark_limit_adjustments_total                   bulwark.reason
+//	limit_changed,    <f>.limit (gauge)                        bulwark_limit_limit                               — (component and name only)
+//	RegisterLimit
+//	limit_changed,    <f>.baseline (gauge, s)                  bulwark_limit_baseline_seconds                    — (component and name only)
+//	RegisterLimit
+//	RegisterLimit     <f>.inflight (gauge)                     bulwark_limit_inflight                            — (component and name only)
+//	RegisterLimit     <f>.queued (gauge)                       bulwark_limit_queued                              — (component and name only)
+//	RegisterThrottle  <f>.probability (gauge, 1)               bulwark_throttle_probability_ratio                — (component and name only)
 //	(unknown kind)    <f>.events (counter)                     bulwark_<family>_events_total                     bulwark.event.kind bulwark.reason
 //
 // The attributes follow the OpenTelemetry semantic conventions where one
@@ -74,7 +99,9 @@
 // underscores: server_address, bulwark_name, error_type, …. Every measurement
 // has the base attributes:
 //   - bulwark.component: Event.Component ("breaker", "retry", "hedge",
-//     "balancer", "healthcheck", "outlier", "idempotency", or the user's own).
+//     "balancer", "healthcheck", "outlier", "idempotency", "bulkhead",
+//     "limiter", "ratelimit", "throttle", "timeout", "fallback",
+//     "discovery", or the user's own).
 //   - bulwark.name: Event.Name, the instance's name from its Config.
 //   - server.address, server.port and cloud.availability_zone, for events
 //     about an endpoint: Event.Endpoint.Addr split into host and port
@@ -84,8 +111,23 @@
 //
 // And, per instrument as the table says:
 //   - bulwark.outcome: "success", "failure" or "neutral" (Event.Outcome).
+//     For a fallback, "success" is a value served in place of the error and
+//     "failure" a fallback that failed too.
 //   - bulwark.reason: Event.Reason, a short cause ("open", "retry_after",
-//     "attempts", "consecutive_failures", "fail-open", …).
+//     "attempts", "consecutive_failures", "fail-open", …). On calls, only the
+//     components that set one have it: "timeout" for a call that overran its
+//     timeout; "rejected", "deadline" or "error", the error a fallback stood
+//     in for; "resolve", "invalid", "empty" or "update", a failed discovery.
+//     On rejections by a bulkhead or limiter: "limit", "queue_full",
+//     "wait_timeout", "shed" or "tenant" (a tenant over its share of the
+//     limit); by a rate limiter: "rate", "burst" or "deadline"; by a
+//     throttle: "throttled". On a rate limiter's store errors, what it did
+//     when Redis did not answer: "fail-open", "fail-closed" or "fallback".
+//     On adjustments: "increase", "decrease", "drop", "probe" or "restore".
+//   - bulwark.criticality: on rejections whose Event.Err is, or wraps, a
+//     *limit.RejectedError, the refused call's criticality: "sheddable",
+//     "normal" or "critical". Its Tenant is never an attribute: tenants are
+//     unbounded, and the tenant reason says what an alert needs.
 //   - error.type, on give-ups only: "permanent" when the last error was not
 //     retryable (Reason "permanent" or "not_retryable": a declined card, a
 //     4xx), "canceled" when the caller canceled (Reason "canceled"), and
@@ -100,9 +142,10 @@
 //     "forced-closed" for a breaker; "normal", "panic" for a balancer;
 //     "unknown", "healthy", "unhealthy", "draining" for a health checker's
 //     endpoints; "pass", "warn", "fail", "draining" for a service's own
-//     readiness.
+//     readiness; "unknown", "ok", "failing" for a discovery watcher.
 //   - bulwark.event.kind: the EventKind's String, for kinds this package does
-//     not know.
+//     not know, and "endpoint_added" or "endpoint_removed" on endpoint
+//     changes.
 //
 // Attributes with an empty value are left out. None carries a per-request
 // value: idempotency keys, errors and attempt numbers go to spans, never to
@@ -135,11 +178,26 @@
 //     Observer sees one it stops updating in flight.
 //   - store.duration records Event.Latency of idempotency events that carry
 //     it, with bulwark.outcome "failure" for store_error and "success"
-//     otherwise.
+//     otherwise, and of a rate limiter's store errors (the time Redis took
+//     not to answer).
+//   - The limit gauge holds, for each component instance, the limit its
+//     latest limit_changed event set (Event.Limit), and the baseline gauge
+//     its Event.Latency once positive, unless the instance is registered
+//     with RegisterLimit: then the limit comes from the instance itself at
+//     each collection, and so do in flight, the baseline of a limiter and
+//     the queue of a bulkhead. Events do not tell how many calls are in
+//     flight: without a registration there is no inflight gauge. Up to 4096
+//     instances are kept from events.
+//   - Admitted calls are not events (admission is the hot path, and stays
+//     free): the share of the load a limit sheds is its rejections over the
+//     requests of the service, such as http.server.request.duration's count
+//     from otelhttp, as the dashboard and the shedding alert of
+//     examples/deploy compute it.
 //
 // The state and ejected gauges are kept only while their family's
-// transitions (respectively ejections) counter is enabled, so that without an
-// SDK a state change costs no lock.
+// transitions (respectively ejections) counter is enabled, and the limit and
+// baseline that events set while adjustments is, so that without an SDK a
+// state change costs no lock and a limit change nothing.
 //
 // # Spans
 //

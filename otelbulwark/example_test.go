@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/bulwark-go/bulwark"
+	"github.com/bulwark-go/bulwark/limit"
 	"github.com/bulwark-go/bulwark/otelbulwark"
 )
 
@@ -150,4 +151,75 @@ func ExampleAddSpanEvent() {
 	//   bulwark.name=payments
 	//   bulwark.reason=open
 	//   exception.message=breaker: circuit open
+}
+
+// A limit's events give its rejections and, for an adaptive limiter, its
+// limit; registering it adds what only the limit itself knows: the calls in
+// flight and, for a bulkhead, those in its queue.
+func ExampleObserver_RegisterLimit() {
+	reader := sdkmetric.NewManualReader() // in production: the Prometheus or OTLP exporter
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	defer mp.Shutdown(context.Background())
+	obs, _ := otelbulwark.New(otelbulwark.WithMeterProvider(mp))
+
+	db, err := limit.NewBulkhead(limit.BulkheadConfig{Name: "db", Limit: 4, Observer: obs})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	unregister, err := obs.RegisterLimit(bulwark.ComponentBulkhead, db.Name(), db)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer unregister()
+
+	var held []limit.Permit
+	for range 5 { // one more than the limit: refused
+		p, err := db.Acquire(limit.WithCriticality(context.Background(), limit.Sheddable))
+		if err != nil {
+			fmt.Println(err)
+			continue
+		}
+		held = append(held, p)
+	}
+
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		fmt.Println(err)
+		return
+	}
+	labels := func(set attribute.Set) string {
+		var kv []string
+		for _, a := range set.ToSlice() {
+			kv = append(kv, string(a.Key)+"="+a.Value.AsString())
+		}
+		return "{" + strings.Join(kv, ",") + "}"
+	}
+	var lines []string
+	for _, m := range rm.ScopeMetrics[0].Metrics {
+		switch d := m.Data.(type) {
+		case metricdata.Sum[int64]:
+			for _, dp := range d.DataPoints {
+				lines = append(lines, fmt.Sprintf("%s%s = %d", m.Name, labels(dp.Attributes), dp.Value))
+			}
+		case metricdata.Gauge[int64]:
+			for _, dp := range d.DataPoints {
+				lines = append(lines, fmt.Sprintf("%s%s = %d", m.Name, labels(dp.Attributes), dp.Value))
+			}
+		}
+	}
+	sort.Strings(lines)
+	for _, l := range lines {
+		fmt.Println(l)
+	}
+	for i := range held {
+		held[i].Done(nil)
+	}
+	// Output:
+	// limit: rejected (db, limit, sheddable)
+	// bulwark.limit.inflight{bulwark.component=bulkhead,bulwark.name=db} = 4
+	// bulwark.limit.limit{bulwark.component=bulkhead,bulwark.name=db} = 4
+	// bulwark.limit.queued{bulwark.component=bulkhead,bulwark.name=db} = 0
+	// bulwark.limit.rejections{bulwark.component=bulkhead,bulwark.criticality=sheddable,bulwark.name=db,bulwark.reason=limit} = 1
 }

@@ -21,6 +21,12 @@ const (
 	famBalancer
 	famHealthCheck
 	famIdempotency
+	famLimit
+	famRateLimit
+	famThrottle
+	famTimeout
+	famFallback
+	famDiscovery
 	numFamilies
 )
 
@@ -31,6 +37,12 @@ var familyPrefix = [numFamilies]string{
 	famBalancer:    "bulwark.balancer",
 	famHealthCheck: "bulwark.healthcheck",
 	famIdempotency: "bulwark.idempotency",
+	famLimit:       "bulwark.limit",
+	famRateLimit:   "bulwark.ratelimit",
+	famThrottle:    "bulwark.throttle",
+	famTimeout:     "bulwark.timeout",
+	famFallback:    "bulwark.fallback",
+	famDiscovery:   "bulwark.discovery",
 }
 
 // familyOf maps an Event.Component to its family.
@@ -46,6 +58,18 @@ func familyOf(component string) familyID {
 		return famHealthCheck
 	case bulwark.ComponentIdempotency:
 		return famIdempotency
+	case bulwark.ComponentBulkhead, bulwark.ComponentLimiter:
+		return famLimit
+	case bulwark.ComponentRateLimit:
+		return famRateLimit
+	case bulwark.ComponentThrottle:
+		return famThrottle
+	case bulwark.ComponentTimeout:
+		return famTimeout
+	case bulwark.ComponentFallback:
+		return famFallback
+	case bulwark.ComponentDiscovery:
+		return famDiscovery
 	}
 	return famOther
 }
@@ -53,7 +77,8 @@ func familyOf(component string) familyID {
 // family holds the instruments of one familyID. Every family has every
 // instrument, so that an event of any kind from any component is recorded;
 // the SDK exports only those that received measurements. inflight exists only
-// for the balancer, whose picks and calls pair up.
+// for the balancer, whose picks and calls pair up, and limitInflight (a gauge
+// of the same name, for the limits of RegisterLimit) for every other family.
 type family struct {
 	calls           metric.Int64Counter
 	callDuration    metric.Float64Histogram
@@ -68,6 +93,7 @@ type family struct {
 	picks           metric.Int64Counter
 	inflight        metric.Int64UpDownCounter // nil but for famBalancer
 	endpoints       metric.Int64UpDownCounter
+	endpointChanges metric.Int64Counter
 	ejections       metric.Int64Counter
 	ejected         metric.Int64ObservableGauge
 	probes          metric.Int64Counter
@@ -80,6 +106,12 @@ type family struct {
 	storeErrors     metric.Int64Counter
 	storeDuration   metric.Float64Histogram
 	misuses         metric.Int64Counter
+	adjustments     metric.Int64Counter
+	limit           metric.Int64ObservableGauge
+	limitInflight   metric.Int64ObservableGauge // nil for famBalancer
+	queued          metric.Int64ObservableGauge
+	baseline        metric.Float64ObservableGauge
+	probability     metric.Float64ObservableGauge
 	events          metric.Int64Counter
 }
 
@@ -128,6 +160,15 @@ func (b *builder) gauge(name, unit, desc string) metric.Int64ObservableGauge {
 	return g
 }
 
+func (b *builder) floatGauge(name, unit, desc string) metric.Float64ObservableGauge {
+	g, err := b.m.Float64ObservableGauge(b.prefix+"."+name, metric.WithUnit(unit), metric.WithDescription(desc))
+	b.errs = append(b.errs, err)
+	if g == nil {
+		return noop.Float64ObservableGauge{}
+	}
+	return g
+}
+
 func (f *family) init(m metric.Meter, id familyID) error {
 	b := builder{m: m, prefix: familyPrefix[id]}
 	f.calls = b.counter("calls", "{call}", "Finished calls, by outcome.")
@@ -145,6 +186,7 @@ func (f *family) init(m metric.Meter, id familyID) error {
 		f.inflight = b.upDown("inflight", "{request}", "Picks whose call has not finished yet.")
 	}
 	f.endpoints = b.upDown("endpoints", "{endpoint}", "Endpoints in the set: added minus removed.")
+	f.endpointChanges = b.counter("endpoint_changes", "{change}", "Endpoints added to and removed from the set, by bulwark.event.kind.")
 	f.ejections = b.counter("ejections", "{ejection}", "Outlier ejections, by rule.")
 	f.ejected = b.gauge("ejected", "{endpoint}", "1 while an endpoint is ejected, 0 after it came back.")
 	f.probes = b.counter("probes", "{probe}", "Active health probes, by outcome.")
@@ -157,6 +199,14 @@ func (f *family) init(m metric.Meter, id familyID) error {
 	f.storeErrors = b.counter("store_errors", "{error}", "Store failures, by reason.")
 	f.storeDuration = b.seconds("store.duration", "Latency of store operations, where the component reports it.")
 	f.misuses = b.counter("misuses", "{event}", "API misuses the component tolerated, by reason.")
+	f.adjustments = b.counter("adjustments", "{adjustment}", "Moves of an adaptive concurrency limit, by reason.")
+	f.limit = b.gauge("limit", "{request}", "The concurrency limit in force: calls that may run at once.")
+	if id != famBalancer {
+		f.limitInflight = b.gauge("inflight", "{request}", "Calls holding a slot of the concurrency limit.")
+	}
+	f.queued = b.gauge("queued", "{request}", "Calls waiting for a slot of the concurrency limit.")
+	f.baseline = b.floatGauge("baseline", "s", "The latency an adaptive concurrency limit measured without queueing.")
+	f.probability = b.floatGauge("probability", "1", "The probability with which a client-side throttle refuses its next request.")
 	f.events = b.counter("events", "{event}", "Events of kinds this adapter does not know, by kind.")
 	return errors.Join(b.errs...)
 }

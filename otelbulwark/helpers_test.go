@@ -26,8 +26,8 @@ func newObserver(t testing.TB) (*otelbulwark.Observer, *sdkmetric.ManualReader) 
 	return o, reader
 }
 
-// point is one data point: a counter's or gauge's value, or a histogram's
-// count and sum.
+// point is one data point: a counter's or integer gauge's value, a float
+// gauge's value (in sum), or a histogram's count and sum.
 type point struct {
 	value int64
 	count uint64
@@ -54,6 +54,10 @@ func collect(t testing.TB, r *sdkmetric.ManualReader) snapshot {
 			case metricdata.Gauge[int64]:
 				for _, dp := range d.DataPoints {
 					pts[attrString(dp.Attributes)] = point{value: dp.Value}
+				}
+			case metricdata.Gauge[float64]:
+				for _, dp := range d.DataPoints {
+					pts[attrString(dp.Attributes)] = point{sum: dp.Value}
 				}
 			case metricdata.Histogram[float64]:
 				for _, dp := range d.DataPoints {
@@ -85,3 +89,18 @@ func sortAttrs(s string) string {
 }
 
 func splitAttrs(s string) []string { return strings.Split(s, ",") }
+
+// checkWants checks that got has each of the points of wants.
+func checkWants(t testing.TB, got snapshot, wants []want) {
+	t.Helper()
+	for _, w := range wants {
+		p, ok := got[w.metric][sortAttrs(w.attrs)]
+		if !ok {
+			t.Errorf("%s{%s} missing; recorded: %v", w.metric, w.attrs, got[w.metric])
+			continue
+		}
+		if p.value != w.point.value || p.count != w.point.count || !near(p.sum, w.point.sum) {
+			t.Errorf("%s{%s} = %+v, want %+v", w.metric, w.attrs, p, w.point)
+		}
+	}
+}

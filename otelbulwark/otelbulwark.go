@@ -40,12 +40,14 @@ var _ bulwark.ContextObserver = (*Observer)(nil)
 //
 // An Observer is safe for concurrent use by multiple goroutines. Observe runs
 // on the caller's goroutine and does no I/O; it takes a short internal lock
-// only for state changes, ejections, endpoint removals and the first sight of
-// an attribute combination. Use New; the zero Observer is not usable.
+// only for state changes, ejections, endpoint removals, the first sight of an
+// attribute combination and the first limit change of a component instance.
+// Use New; the zero Observer is not usable.
 type Observer struct {
 	fams    [numFamilies]family
 	attrs   attrCache
 	gauges  gaugeStore
+	limits  limitStore
 	sampled atomic.Bool // a sampled pick was seen: in flight cannot be kept
 }
 
@@ -71,11 +73,11 @@ func WithMeterProvider(mp metric.MeterProvider) Option {
 
 // New returns an Observer that records events on a meter named ScopeName, at
 // Version and with the schema URL of the semantic conventions its attributes
-// follow, from the configured MeterProvider. It creates every instrument up front and
-// registers one callback for the state gauges, which stays registered for the
-// life of the MeterProvider: create one Observer per provider and share it
-// between components. The SDK exports only the instruments that received
-// measurements.
+// follow, from the configured MeterProvider. It creates every instrument up
+// front and registers two callbacks, one for the state gauges and one for the
+// limit gauges, which stay registered for the life of the MeterProvider:
+// create one Observer per provider and share it between components. The SDK
+// exports only the instruments that received measurements.
 //
 // The error, if any, joins the errors the MeterProvider returned while
 // creating instruments (an SDK reports invalid names or conflicting
@@ -96,14 +98,22 @@ func New(opts ...Option) (*Observer, error) {
 	o := &Observer{}
 	o.attrs.init()
 	o.gauges.init()
+	o.limits.init()
 	var errs []error
-	observables := make([]metric.Observable, 0, 2*numFamilies)
+	states := make([]metric.Observable, 0, 2*numFamilies)
+	limits := make([]metric.Observable, 0, 5*numFamilies)
 	for i := range o.fams {
-		err := o.fams[i].init(meter, familyID(i))
-		errs = append(errs, err)
-		observables = append(observables, o.fams[i].state, o.fams[i].ejected)
+		f := &o.fams[i]
+		errs = append(errs, f.init(meter, familyID(i)))
+		states = append(states, f.state, f.ejected)
+		limits = append(limits, f.limit, f.queued, f.baseline, f.probability)
+		if f.limitInflight != nil {
+			limits = append(limits, f.limitInflight)
+		}
 	}
-	_, err := meter.RegisterCallback(o.gauges.observe(&o.fams), observables...)
+	_, err := meter.RegisterCallback(o.gauges.observe(&o.fams), states...)
+	errs = append(errs, err)
+	_, err = meter.RegisterCallback(o.limits.observe(&o.fams), limits...)
 	errs = append(errs, err)
 	return o, errors.Join(errs...)
 }
@@ -127,12 +137,12 @@ func (o *Observer) Observe(e bulwark.Event) {
 	f := &o.fams[fid]
 	switch e.Kind {
 	case bulwark.EventCall:
-		o.measure(ctx, f.calls, f.callDuration, shapeOutcome, &e, e.Latency.Seconds())
+		o.measure(ctx, f.calls, f.callDuration, shapeCall, &e, e.Latency.Seconds())
 		if f.inflight != nil && !o.sampled.Load() && f.inflight.Enabled(ctx) {
 			f.inflight.Add(ctx, -1, o.attrs.get(shapeBase, &e).add...)
 		}
 	case bulwark.EventRejected:
-		o.count(ctx, f.rejections, shapeReason, &e)
+		o.count(ctx, f.rejections, shapeRejection, &e)
 	case bulwark.EventStateChange:
 		if f.transitions.Enabled(ctx) {
 			f.transitions.Add(ctx, 1, o.attrs.get(shapeTransition, &e).add...)
@@ -162,10 +172,12 @@ func (o *Observer) Observe(e bulwark.Event) {
 		if f.endpoints.Enabled(ctx) {
 			f.endpoints.Add(ctx, 1, o.attrs.get(shapeNamed, &e).add...)
 		}
+		o.count(ctx, f.endpointChanges, shapeChange, &e)
 	case bulwark.EventEndpointRemoved:
 		if f.endpoints.Enabled(ctx) {
 			f.endpoints.Add(ctx, -1, o.attrs.get(shapeNamed, &e).add...)
 		}
+		o.count(ctx, f.endpointChanges, shapeChange, &e)
 		o.gauges.forget(&e)
 	case bulwark.EventEjected:
 		if f.ejections.Enabled(ctx) {
@@ -192,6 +204,11 @@ func (o *Observer) Observe(e bulwark.Event) {
 		o.store(ctx, f, f.storeErrors, &e)
 	case bulwark.EventMisuse:
 		o.count(ctx, f.misuses, shapeReason, &e)
+	case bulwark.EventLimitChanged:
+		if f.adjustments.Enabled(ctx) {
+			f.adjustments.Add(ctx, 1, o.attrs.get(shapeReason, &e).add...)
+			o.limits.set(fid, &e)
+		}
 	default:
 		o.count(ctx, f.events, shapeKind, &e)
 	}

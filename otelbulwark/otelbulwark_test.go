@@ -3,6 +3,7 @@ package otelbulwark_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"regexp"
 	"testing"
 	"time"
@@ -16,8 +17,15 @@ import (
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 
 	"github.com/bulwark-go/bulwark"
+	"github.com/bulwark-go/bulwark/limit"
 	"github.com/bulwark-go/bulwark/otelbulwark"
 )
+
+// rejected returns the error a Limiter named "api" returns when it refuses
+// a call of criticality c for tenant, for reason r.
+func rejected(r limit.Reason, c limit.Criticality, tenant string) error {
+	return &limit.RejectedError{Name: "api", Reason: r, Criticality: c, Tenant: tenant}
+}
 
 var (
 	epA     = bulwark.Endpoint{Addr: "10.0.0.1:80", Zone: "a"}
@@ -39,6 +47,7 @@ func TestObserve(t *testing.T) {
 		bal = "bulwark.component=balancer,server.address=10.0.0.1,server.port=80,bulwark.name=orders,cloud.availability_zone=a"
 		hc  = "bulwark.component=healthcheck,server.address=10.0.0.1,server.port=80,bulwark.name=orders,cloud.availability_zone=a"
 		idm = "bulwark.component=idempotency,bulwark.name=orders"
+		lim = "bulwark.component=limiter,bulwark.name=api"
 	)
 	tests := []struct {
 		name   string
@@ -209,6 +218,75 @@ func TestObserve(t *testing.T) {
 			},
 		},
 		{
+			name: "limit rejections by reason and criticality, never tenant; adjustments and the limit they set",
+			events: []bulwark.Event{
+				{Kind: bulwark.EventRejected, Component: "limiter", Name: "api", Reason: "limit", Err: rejected(limit.ReasonLimit, limit.Sheddable, "t1")},
+				{Kind: bulwark.EventRejected, Component: "limiter", Name: "api", Reason: "limit", Err: rejected(limit.ReasonLimit, limit.Sheddable, "t2")},
+				{Kind: bulwark.EventRejected, Component: "limiter", Name: "api", Reason: "limit", Err: fmt.Errorf("wrapped: %w", rejected(limit.ReasonLimit, limit.Critical, ""))},
+				{Kind: bulwark.EventRejected, Component: "limiter", Name: "api", Reason: "tenant", Err: rejected(limit.ReasonTenant, limit.Normal, "t1")},
+				{Kind: bulwark.EventRejected, Component: "bulkhead", Name: "db", Reason: "queue_full", Err: rejected(limit.ReasonQueueFull, limit.Criticality(7), "")},
+				{Kind: bulwark.EventRejected, Component: "bulkhead", Name: "db", Reason: "queue_full", Err: errBoom},
+				{Kind: bulwark.EventLimitChanged, Component: "limiter", Name: "api", Limit: 40, Latency: 20 * time.Millisecond, Reason: "increase"},
+				{Kind: bulwark.EventLimitChanged, Component: "limiter", Name: "api", Limit: 30, Latency: 10 * time.Millisecond, Reason: "decrease"},
+				{Kind: bulwark.EventLimitChanged, Component: "limiter", Name: "new", Limit: 20, Reason: "increase"},
+			},
+			want: []want{
+				{"bulwark.limit.rejections", lim + ",bulwark.reason=limit,bulwark.criticality=sheddable", point{value: 2}},
+				{"bulwark.limit.rejections", lim + ",bulwark.reason=limit,bulwark.criticality=critical", point{value: 1}},
+				{"bulwark.limit.rejections", lim + ",bulwark.reason=tenant,bulwark.criticality=normal", point{value: 1}},
+				{"bulwark.limit.rejections", "bulwark.component=bulkhead,bulwark.name=db,bulwark.reason=queue_full", point{value: 2}},
+				{"bulwark.limit.adjustments", lim + ",bulwark.reason=increase", point{value: 1}},
+				{"bulwark.limit.adjustments", lim + ",bulwark.reason=decrease", point{value: 1}},
+				{"bulwark.limit.limit", lim, point{value: 30}},
+				{"bulwark.limit.baseline", lim, point{sum: 0.01}},
+				{"bulwark.limit.limit", "bulwark.component=limiter,bulwark.name=new", point{value: 20}},
+			},
+		},
+		{
+			name: "rate limit rejections, store errors by mode",
+			events: []bulwark.Event{
+				{Kind: bulwark.EventRejected, Component: "ratelimit", Name: "fleet", Key: "t1", Reason: "rate", Delay: time.Second},
+				{Kind: bulwark.EventRejected, Component: "ratelimit", Name: "fleet", Key: "t2", Reason: "rate", Delay: time.Second},
+				{Kind: bulwark.EventStoreError, Component: "ratelimit", Name: "fleet", Key: "t1", Reason: "fail-open", Err: errBoom, Latency: 100 * time.Millisecond},
+				{Kind: bulwark.EventStoreError, Component: "ratelimit", Name: "fleet", Key: "t1", Reason: "fail-closed", Err: errBoom, Latency: 100 * time.Millisecond},
+			},
+			want: []want{
+				{"bulwark.ratelimit.rejections", "bulwark.component=ratelimit,bulwark.name=fleet,bulwark.reason=rate", point{value: 2}},
+				{"bulwark.ratelimit.store_errors", "bulwark.component=ratelimit,bulwark.name=fleet,bulwark.reason=fail-open", point{value: 1}},
+				{"bulwark.ratelimit.store_errors", "bulwark.component=ratelimit,bulwark.name=fleet,bulwark.reason=fail-closed", point{value: 1}},
+				{"bulwark.ratelimit.store.duration", "bulwark.component=ratelimit,bulwark.name=fleet,bulwark.outcome=failure", point{count: 2, sum: 0.2}},
+			},
+		},
+		{
+			name: "throttle, timeout, fallback and discovery: calls by outcome and reason",
+			events: []bulwark.Event{
+				{Kind: bulwark.EventRejected, Component: "throttle", Name: "search", Reason: "throttled", Err: errBoom},
+				{Kind: bulwark.EventCall, Component: "timeout", Name: "db", Outcome: bulwark.Failure, Reason: "timeout", Latency: time.Second},
+				{Kind: bulwark.EventCall, Component: "timeout", Name: "db", Outcome: bulwark.Success, Latency: 100 * time.Millisecond},
+				{Kind: bulwark.EventCall, Component: "fallback", Name: "price", Outcome: bulwark.Success, Reason: "rejected"},
+				{Kind: bulwark.EventCall, Component: "fallback", Name: "price", Outcome: bulwark.Failure, Reason: "deadline"},
+				{Kind: bulwark.EventCall, Component: "discovery", Name: "orders", Outcome: bulwark.Failure, Reason: "resolve", Latency: time.Millisecond},
+				{Kind: bulwark.EventStateChange, Component: "discovery", Name: "orders", From: "ok", To: "failing", Reason: "resolve"},
+				{Kind: bulwark.EventEndpointAdded, Component: "discovery", Name: "orders", Endpoint: epA},
+				{Kind: bulwark.EventEndpointAdded, Component: "discovery", Name: "orders", Endpoint: epB, Reason: "changed"},
+				{Kind: bulwark.EventEndpointRemoved, Component: "discovery", Name: "orders", Endpoint: epB, Reason: "changed"},
+			},
+			want: []want{
+				{"bulwark.throttle.rejections", "bulwark.component=throttle,bulwark.name=search,bulwark.reason=throttled", point{value: 1}},
+				{"bulwark.timeout.calls", "bulwark.component=timeout,bulwark.name=db,bulwark.outcome=failure,bulwark.reason=timeout", point{value: 1}},
+				{"bulwark.timeout.calls", "bulwark.component=timeout,bulwark.name=db,bulwark.outcome=success", point{value: 1}},
+				{"bulwark.timeout.call.duration", "bulwark.component=timeout,bulwark.name=db,bulwark.outcome=failure,bulwark.reason=timeout", point{count: 1, sum: 1}},
+				{"bulwark.fallback.calls", "bulwark.component=fallback,bulwark.name=price,bulwark.outcome=success,bulwark.reason=rejected", point{value: 1}},
+				{"bulwark.fallback.calls", "bulwark.component=fallback,bulwark.name=price,bulwark.outcome=failure,bulwark.reason=deadline", point{value: 1}},
+				{"bulwark.discovery.calls", "bulwark.component=discovery,bulwark.name=orders,bulwark.outcome=failure,bulwark.reason=resolve", point{value: 1}},
+				{"bulwark.discovery.state", "bulwark.component=discovery,bulwark.name=orders,bulwark.state=failing", point{value: 1}},
+				{"bulwark.discovery.endpoints", "bulwark.component=discovery,bulwark.name=orders", point{value: 1}},
+				{"bulwark.discovery.endpoint_changes", "bulwark.component=discovery,bulwark.name=orders,bulwark.event.kind=endpoint_added", point{value: 1}},
+				{"bulwark.discovery.endpoint_changes", "bulwark.component=discovery,bulwark.name=orders,bulwark.event.kind=endpoint_added,bulwark.reason=changed", point{value: 1}},
+				{"bulwark.discovery.endpoint_changes", "bulwark.component=discovery,bulwark.name=orders,bulwark.event.kind=endpoint_removed,bulwark.reason=changed", point{value: 1}},
+			},
+		},
+		{
 			name: "unknown component, unknown kind, misuse, empty attributes left out",
 			events: []bulwark.Event{
 				{Kind: bulwark.EventCall, Component: "mycache", Outcome: bulwark.Neutral},
@@ -228,17 +306,7 @@ func TestObserve(t *testing.T) {
 			for _, e := range tt.events {
 				o.Observe(e)
 			}
-			got := collect(t, r)
-			for _, w := range tt.want {
-				p, ok := got[w.metric][sortAttrs(w.attrs)]
-				if !ok {
-					t.Errorf("%s{%s} missing; recorded: %v", w.metric, w.attrs, got[w.metric])
-					continue
-				}
-				if p.value != w.point.value || p.count != w.point.count || !near(p.sum, w.point.sum) {
-					t.Errorf("%s{%s} = %+v, want %+v", w.metric, w.attrs, p, w.point)
-				}
-			}
+			checkWants(t, collect(t, r), tt.want)
 		})
 	}
 }
@@ -347,6 +415,15 @@ func everyKind() []bulwark.Event {
 		{Kind: bulwark.EventLeaseTakeover, Component: "idempotency", Name: "orders", Key: "k"},
 		{Kind: bulwark.EventStoreError, Component: "idempotency", Name: "orders", Key: "k", Err: errBoom, Latency: time.Millisecond, Reason: "fail-open"},
 		{Kind: bulwark.EventMisuse, Component: "balancer", Name: "orders", Reason: "double_done"},
+		{Kind: bulwark.EventRejected, Component: "limiter", Name: "api", Reason: "limit", Err: rejected(limit.ReasonLimit, limit.Sheddable, "t1")},
+		{Kind: bulwark.EventLimitChanged, Component: "limiter", Name: "api", Limit: 40, Latency: 10 * time.Millisecond, Reason: "increase"},
+		{Kind: bulwark.EventRejected, Component: "ratelimit", Name: "tenants", Key: "t1", Reason: "rate", Delay: time.Second},
+		{Kind: bulwark.EventStoreError, Component: "ratelimit", Name: "fleet", Key: "t1", Reason: "fail-open", Err: errBoom, Latency: time.Millisecond},
+		{Kind: bulwark.EventRejected, Component: "throttle", Name: "search", Reason: "throttled", Err: errBoom},
+		{Kind: bulwark.EventCall, Component: "timeout", Name: "db", Outcome: bulwark.Failure, Reason: "timeout", Latency: time.Second},
+		{Kind: bulwark.EventCall, Component: "fallback", Name: "price", Outcome: bulwark.Success, Reason: "rejected"},
+		{Kind: bulwark.EventCall, Component: "discovery", Name: "orders", Outcome: bulwark.Success, Latency: time.Millisecond},
+		{Kind: bulwark.EventEndpointAdded, Component: "discovery", Name: "orders", Endpoint: epA},
 	}
 }
 

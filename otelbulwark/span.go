@@ -20,7 +20,8 @@ import (
 // bulwark.component, bulwark.name and, where set, server.address,
 // server.port and cloud.availability_zone (the endpoint, split as the
 // metrics split it), bulwark.attempt, bulwark.delay (seconds),
-// bulwark.reason, bulwark.key, error.type (give-ups, as in the metrics) and
+// bulwark.reason, bulwark.criticality (rejections, as in the metrics),
+// bulwark.key, error.type (give-ups, as in the metrics) and
 // exception.message (the error's text).
 //
 // [Observer.ObserveContext] calls AddSpanEvent with the context that a
@@ -36,7 +37,7 @@ func AddSpanEvent(ctx context.Context, e bulwark.Event) {
 	if !span.IsRecording() {
 		return
 	}
-	attrs := make([]attribute.KeyValue, 0, 11)
+	attrs := make([]attribute.KeyValue, 0, 12)
 	add := func(k, v string) {
 		if v != "" {
 			attrs = append(attrs, attribute.String(k, v))
@@ -59,6 +60,9 @@ func AddSpanEvent(ctx context.Context, e bulwark.Event) {
 		attrs = append(attrs, attribute.Float64("bulwark.delay", e.Delay.Seconds()))
 	}
 	add("bulwark.reason", e.Reason)
+	if e.Kind == bulwark.EventRejected {
+		add(string(keyCrit), criticality(&e))
+	}
 	add("bulwark.key", e.Key)
 	if e.Kind == bulwark.EventGiveUp {
 		attrs = append(attrs, keyErrorType.String(giveUpErrorType(e.Reason)))

@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/bulwark-go/bulwark"
+	"github.com/bulwark-go/bulwark/limit"
 	"github.com/bulwark-go/bulwark/otelbulwark"
 )
 
@@ -29,6 +30,7 @@ func TestAddSpanEvent(t *testing.T) {
 		{Kind: bulwark.EventReplayed, Component: "idempotency", Name: "orders", Key: "key-1"},
 		{Kind: bulwark.EventStateChange, Component: "breaker", Name: "payments", From: "closed", To: "open"}, // ignored
 		{Kind: bulwark.EventGiveUp, Component: "retry", Name: "payments", Endpoint: epA, Attempt: 1, Reason: "not_retryable", Err: errBoom},
+		{Kind: bulwark.EventRejected, Component: "limiter", Name: "api", Reason: "tenant", Err: rejected(limit.ReasonTenant, limit.Critical, "t1")},
 	}
 	for _, e := range events {
 		otelbulwark.AddSpanEvent(ctx, e)
@@ -61,6 +63,11 @@ func TestAddSpanEvent(t *testing.T) {
 			attribute.String("cloud.availability_zone", "a"), attribute.Int("bulwark.attempt", 1),
 			attribute.String("bulwark.reason", "not_retryable"), attribute.String("error.type", "permanent"),
 			attribute.String("exception.message", "boom"),
+		}},
+		{"bulwark.rejected", []attribute.KeyValue{
+			attribute.String("bulwark.component", "limiter"), attribute.String("bulwark.name", "api"),
+			attribute.String("bulwark.reason", "tenant"), attribute.String("bulwark.criticality", "critical"),
+			attribute.String("exception.message", `limit: rejected (api, tenant, critical, tenant "t1")`),
 		}},
 	}
 	require.Len(t, got, len(tests), "span events")

@@ -211,7 +211,7 @@ func (s *settings) reject(ctx context.Context, key string, wait time.Duration, r
 func (s *settings) observe(ctx context.Context, err *LimitError) {
 	base.ObserveContext(ctx, s.obs, bulwark.Event{
 		Kind:      bulwark.EventRejected,
-		Component: Component,
+		Component: bulwark.ComponentRateLimit,
 		Name:      s.name,
 		Key:       err.Key,
 		Delay:     err.Wait,
@@ -219,6 +219,3 @@ func (s *settings) observe(ctx context.Context, err *LimitError) {
 		Reason:    err.Reason,
 	})
 }
-
-// Component is the Event.Component of rate limiters' events.
-const Component = "ratelimit"

@@ -25,9 +25,6 @@ var (
 	ErrInvalidConfig = errors.New("throttle: invalid config")
 )
 
-// Component is the Event.Component of the events of a Policy.
-const Component = "throttle"
-
 // Config configures a Policy. The zero Config is valid: the SRE book's
 // K = 2 over a 2-minute window, with at most 90 % of requests refused.
 type Config struct {
@@ -194,7 +191,7 @@ func (p *Policy) Do(ctx context.Context, op func(context.Context) error) error {
 	if pr := p.probability(req, acc); pr > 0 && p.random() < pr {
 		if p.obs != nil {
 			base.ObserveContext(ctx, p.obs, bulwark.Event{
-				Kind: bulwark.EventRejected, Component: Component, Name: p.name, Err: ErrThrottled, Reason: "throttled",
+				Kind: bulwark.EventRejected, Component: bulwark.ComponentThrottle, Name: p.name, Err: ErrThrottled, Reason: "throttled",
 			})
 		}
 		return ErrThrottled

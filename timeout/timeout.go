@@ -24,9 +24,6 @@ var (
 	ErrInvalidConfig = errors.New("timeout: invalid config")
 )
 
-// Component is the Event.Component of the events of a Policy.
-const Component = "timeout"
-
 // Config configures a Policy.
 type Config struct {
 	// Name names the policy in events and errors. Optional.
@@ -103,7 +100,7 @@ func (p *Policy) Do(ctx context.Context, op func(context.Context) error) error {
 	if p.obs != nil {
 		e := bulwark.Event{
 			Kind:      bulwark.EventCall,
-			Component: Component,
+			Component: bulwark.ComponentTimeout,
 			Name:      p.name,
 			Latency:   p.clk.Since(start),
 			Outcome:   bulwark.Classify(ctx, err),

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -14,17 +15,25 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/bulwark-go/bulwark"
 	"github.com/bulwark-go/bulwark/balancer"
 	"github.com/bulwark-go/bulwark/bulwarktest"
+	"github.com/bulwark-go/bulwark/discovery"
 	"github.com/bulwark-go/bulwark/examples/internal/telemetry"
 	"github.com/bulwark-go/bulwark/examples/orderservice"
 	"github.com/bulwark-go/bulwark/examples/paymentsim"
 	"github.com/bulwark-go/bulwark/examples/proxy"
+	"github.com/bulwark-go/bulwark/fallback"
 	"github.com/bulwark-go/bulwark/idempotency"
+	"github.com/bulwark-go/bulwark/limit"
+	"github.com/bulwark-go/bulwark/ratelimit"
+	"github.com/bulwark-go/bulwark/ratelimit/redisrate"
 	"github.com/bulwark-go/bulwark/retry"
+	"github.com/bulwark-go/bulwark/throttle"
+	"github.com/bulwark-go/bulwark/timeout"
 )
 
 // flakyStore is an idempotency store that fails while down is set.
@@ -42,14 +51,16 @@ func (f *flakyStore) Claim(ctx context.Context, key string, fp []byte, lease tim
 	return f.Store.Claim(ctx, key, fp, lease)
 }
 
-// TestServicesExportDashboardMetrics starts the example services — two
+// TestServicesExportDashboardMetrics starts the example services — three
 // order-service instances sharing a repository and an idempotency store, a
 // payment provider, and the proxy in front of three backends — with their
 // real /metrics endpoints, drives them through the situations the dashboard
 // and the alerts are about (duplicates, a reused key, a lease takeover, a
 // payment outage, a store outage, dying backends, panic mode, slow reads that
-// get hedged), scrapes both /metrics endpoints, and checks that every metric
-// and label the dashboard and the alert rules use is really exported.
+// get hedged), adds the limits, rate limits, throttle, timeouts, fallback and
+// discovery that the services do not all use yet (exerciseLimits,
+// exerciseDiscovery), scrapes both /metrics endpoints, and checks that every
+// metric and label the dashboard and the alert rules use is really exported.
 func TestServicesExportDashboardMetrics(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -214,6 +225,15 @@ func TestServicesExportDashboardMetrics(t *testing.T) {
 		return m["bulwark_healthcheck_ejections_total"] != nil && m["bulwark_balancer_state"] != nil
 	}, 10*time.Second, 20*time.Millisecond, "no ejection of %s and no panic mode", slowAddr)
 
+	// The limits, rate limits, throttle, timeouts, fallbacks and discovery
+	// that the dashboard's lower rows and their alerts are about: built here,
+	// real ones, on each service's own telemetry, and driven to refuse, fail
+	// and time out, so that the contract holds for every component whether
+	// or not the example services use it yet. A service that does adds its
+	// own series beside these.
+	exerciseLimits(t, ordersTel)
+	exerciseDiscovery(t, proxyTel)
+
 	exported := scrapeURL(t, front.URL+"/metrics")
 	for name, info := range scrapeURL(t, a+"/metrics") {
 		if exported[name] == nil {
@@ -225,4 +245,134 @@ func TestServicesExportDashboardMetrics(t *testing.T) {
 		}
 	}
 	checkMetricsExported(t, exported, "the running services")
+}
+
+// exerciseLimits builds, on tel, a real adaptive limiter, a bulkhead, a
+// rate-limit group, two fleet-wide rate limiters whose Redis does not answer
+// (one fails open, the other closed), a client-side throttle, a timeout and
+// a fallback, registers the limits and the throttle for their gauges, and
+// drives each through what the dashboard shows: refusals of every
+// criticality and of a tenant over its share, limit changes, store errors,
+// throttled requests, calls that time out and values served in their place.
+func exerciseLimits(t *testing.T, tel *telemetry.Telemetry) {
+	t.Helper()
+	ctx := context.Background()
+	clk := bulwarktest.NewClock(time.Time{})
+
+	lim, err := limit.New(limit.Config{Name: "deploy-test-api", Clock: clk, Observer: tel.Observer})
+	require.NoError(t, err)
+	unregister, err := tel.Metrics.RegisterLimit(bulwark.ComponentLimiter, lim.Name(), lim)
+	require.NoError(t, err)
+	t.Cleanup(unregister)
+	crits := []limit.Criticality{limit.Sheddable, limit.Normal, limit.Critical}
+	// Rounds of 100 calls against a callee whose knee is 20 calls, half of
+	// them for one tenant: the limit moves, and the excess is refused.
+	for range 60 {
+		var ps []limit.Permit
+		for i := range 100 {
+			c := limit.WithCriticality(ctx, crits[i%3])
+			if i%2 == 0 {
+				c = limit.WithTenant(c, "acme")
+			}
+			if p, err := lim.Acquire(c); err == nil {
+				ps = append(ps, p)
+			}
+		}
+		lat := 10 * time.Millisecond
+		if len(ps) > 20 {
+			lat = lat * time.Duration(len(ps)) / 20
+		}
+		clk.Advance(lat)
+		for i := range ps {
+			ps[i].Done(nil)
+		}
+	}
+	require.Positive(t, lim.Baseline(), "the limiter measured no baseline")
+
+	db, err := limit.NewBulkhead(limit.BulkheadConfig{Name: "deploy-test-db", Limit: 1, Observer: tel.Observer})
+	require.NoError(t, err)
+	unregister, err = tel.Metrics.RegisterLimit(bulwark.ComponentBulkhead, db.Name(), db)
+	require.NoError(t, err)
+	t.Cleanup(unregister)
+	hold, err := db.Acquire(ctx)
+	require.NoError(t, err)
+	_, err = db.Acquire(limit.WithCriticality(ctx, limit.Critical))
+	require.ErrorIs(t, err, limit.ErrRejected)
+	hold.Done(nil)
+
+	tenants, err := ratelimit.NewGroup(ratelimit.GroupConfig{Limit: ratelimit.Config{Name: "deploy-test-tenants", Rate: 1, Clock: clk, Observer: tel.Observer}})
+	require.NoError(t, err)
+	require.True(t, tenants.Allow("acme"))
+	require.False(t, tenants.Allow("acme"))
+
+	// A Redis that refuses connections: the fleet limiters decide without it.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	rdb := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true, MaxRetries: -1})
+	t.Cleanup(func() { _ = rdb.Close() })
+	for _, failOpen := range []bool{true, false} {
+		fleet, err := redisrate.New(redisrate.Config{Client: rdb, Name: "deploy-test-fleet", Rate: 100, FailOpen: failOpen, Observer: tel.Observer})
+		require.NoError(t, err)
+		r, err := fleet.Take(ctx, "acme", 1)
+		if failOpen {
+			require.NoError(t, err)
+			require.True(t, r.Allowed, "a fleet limiter failing open")
+		} else {
+			require.ErrorIs(t, err, redisrate.ErrUnavailable, "a fleet limiter failing closed")
+		}
+	}
+
+	th, err := throttle.New(throttle.Config{Name: "deploy-test-payments", Clock: clk, Observer: tel.Observer,
+		Random: func() float64 { return 0 }}) // refuses whenever the probability is above zero
+	require.NoError(t, err)
+	unregister, err = tel.Metrics.RegisterThrottle(bulwark.ComponentThrottle, "deploy-test-payments", th)
+	require.NoError(t, err)
+	t.Cleanup(unregister)
+	errDown := errors.New("payments down")
+	for range 5 {
+		_ = th.Do(ctx, func(context.Context) error { return errDown })
+	}
+	require.Positive(t, th.Probability(), "the throttle's probability")
+
+	attempt, err := timeout.New(timeout.Config{Name: "deploy-test-payments-attempt", Timeout: time.Second, Clock: clk, Observer: tel.Observer})
+	require.NoError(t, err)
+	require.NoError(t, attempt.Do(ctx, func(context.Context) error { clk.Advance(10 * time.Millisecond); return nil }))
+	err = attempt.Do(ctx, func(ctx context.Context) error {
+		clk.Advance(2 * time.Second) // past the deadline: the timer fires
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	require.ErrorIs(t, err, timeout.ErrTimeout)
+
+	price, err := fallback.New(fallback.Config[int]{Name: "deploy-test-price", Observer: tel.Observer,
+		Func: func(context.Context, error) (int, error) { return 100, nil }})
+	require.NoError(t, err)
+	v, err := price.Call(ctx, th, func(context.Context) (int, error) { return 0, errDown })
+	require.NoError(t, err)
+	require.Equal(t, 100, v)
+}
+
+// acceptAll is a discovery.Updater that takes every set.
+type acceptAll struct{}
+
+func (acceptAll) Update([]bulwark.Endpoint) error { return nil }
+
+// exerciseDiscovery builds, on tel, a real discovery watcher that resolves
+// two endpoints, then fails: its resolutions, state, endpoints and endpoint
+// changes.
+func exerciseDiscovery(t *testing.T, tel *telemetry.Telemetry) {
+	t.Helper()
+	answers := []error{nil, errors.New("SERVFAIL")}
+	w, err := discovery.New(discovery.Config{Name: "deploy-test-backends", Clock: bulwarktest.NewClock(time.Time{}), Observer: tel.Observer,
+		Updater: acceptAll{},
+		Resolver: discovery.ResolverFunc(func(context.Context) ([]bulwark.Endpoint, time.Duration, error) {
+			err := answers[0]
+			answers = answers[1:]
+			return []bulwark.Endpoint{{Addr: "10.0.0.1:8080"}, {Addr: "10.0.0.2:8080"}}, 0, err
+		})})
+	require.NoError(t, err)
+	require.NoError(t, w.Refresh(context.Background()))
+	require.Error(t, w.Refresh(context.Background()))
 }

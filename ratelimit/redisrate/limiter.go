@@ -76,8 +76,8 @@ type Config struct {
 	// Observer receives EventRejected for each refusal (Key, Delay the
 	// RetryAfter, Reason "rate" or "burst") and EventStoreError for each
 	// decision Redis could not make (Err, Latency; Reason "fail-open",
-	// "fail-closed" or "fallback"), with Component ratelimit.Component. If
-	// nil, no events and no cost.
+	// "fail-closed" or "fallback"), with Component
+	// bulwark.ComponentRateLimit. If nil, no events and no cost.
 	Observer bulwark.Observer
 }
 
@@ -261,7 +261,7 @@ func (l *Limiter) outage(ctx context.Context, key string, n int, err error, late
 	}
 	if l.obs != nil {
 		observeContext(ctx, l.obs, bulwark.Event{
-			Kind: bulwark.EventStoreError, Component: ratelimit.Component, Name: l.name, Key: key,
+			Kind: bulwark.EventStoreError, Component: bulwark.ComponentRateLimit, Name: l.name, Key: key,
 			Err: err, Latency: latency, Reason: reason,
 		})
 	}
@@ -276,7 +276,7 @@ func (l *Limiter) outage(ctx context.Context, key string, n int, err error, late
 
 func (l *Limiter) reject(ctx context.Context, key string, wait time.Duration, reason string) {
 	observeContext(ctx, l.obs, bulwark.Event{
-		Kind: bulwark.EventRejected, Component: ratelimit.Component, Name: l.name, Key: key, Delay: wait,
+		Kind: bulwark.EventRejected, Component: bulwark.ComponentRateLimit, Name: l.name, Key: key, Delay: wait,
 		Err: &ratelimit.LimitError{Name: l.name, Key: key, Wait: wait, Reason: reason}, Reason: reason,
 	})
 }

@@ -74,7 +74,7 @@ func TestTake(t *testing.T) {
 	}
 	evs := rec.events()
 	if len(evs) != 2 || evs[0].Kind != bulwark.EventRejected || evs[0].Key != "tenant-1" || evs[0].Reason != "rate" ||
-		evs[1].Reason != "burst" || evs[0].Component != ratelimit.Component || evs[0].Name != "api" {
+		evs[1].Reason != "burst" || evs[0].Component != bulwark.ComponentRateLimit || evs[0].Name != "api" {
 		t.Fatalf("events = %+v, want a rate and a burst rejection", evs)
 	}
 	// The key expires when its bucket is full again.

@@ -55,6 +55,10 @@ type Telemetry struct {
 	// Observer records bulwark events as metrics and logs them; pass it to
 	// every component's Config (it is nil-safe to compose with others).
 	Observer bulwark.Observer
+	// Metrics is the otelbulwark Observer inside Observer: register the
+	// service's limits and throttles with it (RegisterLimit,
+	// RegisterThrottle) for their in-flight, queue and probability gauges.
+	Metrics *otelbulwark.Observer
 	// Logger writes structured logs; use it with a request's context to
 	// get its trace id.
 	Logger *slog.Logger
@@ -94,7 +98,7 @@ func New(service string, w io.Writer, level slog.Level) (*Telemetry, error) {
 		return nil, fmt.Errorf("telemetry: otelbulwark: %w", err)
 	}
 
-	t := &Telemetry{registry: reg, meters: mp, prop: propagation.TraceContext{}}
+	t := &Telemetry{Metrics: obs, registry: reg, meters: mp, prop: propagation.TraceContext{}}
 	if t.exporting = tracesExported(os.Getenv); t.exporting {
 		spans, err := otlptracehttp.New(ctx)
 		if err != nil {
