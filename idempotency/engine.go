@@ -226,10 +226,13 @@ func orDefault(d, def time.Duration) time.Duration {
 //
 // fingerprint identifies the payload (a digest of the request, say): a
 // duplicate with another fingerprint gets ErrMismatch and op does not run.
-// nil is an empty fingerprint. op runs on the caller's goroutine with ctx.
+// nil is an empty fingerprint. op runs on the caller's goroutine, with a
+// context derived from ctx that carries the run's Lease (LeaseFromContext)
+// and ends with the cause ErrLeaseLost if the lease cannot be kept.
 //
-// When op succeeds, its result is stored for Config.Retention. When op fails
-// with an error that Config.CacheError selects, the error is stored and
+// When op succeeds, its result is stored for Config.Retention, unless op
+// completed the key itself, in its own transaction (see Lease). When op
+// fails with an error that Config.CacheError selects, the error is stored and
 // duplicates get a *ReplayedError marked bulwark.Permanent; any other error
 // releases the key so a retry runs op again. A panic in op releases the key
 // and is re-raised. The outcome is stored even when ctx is canceled after op
@@ -239,7 +242,8 @@ func orDefault(d, def time.Duration) time.Duration {
 // Do returns ErrInvalidKey for an empty key, an *InFlightError (ErrInFlight)
 // while another run holds the key, ErrMismatch, an error wrapping ErrStore
 // when the Store fails to claim (unless Config.FailOpen), ctx's error if ctx
-// ends while waiting, or op's error.
+// ends while waiting, or op's error, which also wraps ErrLeaseLost if the run
+// lost its lease.
 func Do[T any](ctx context.Context, e *Engine, key string, fingerprint []byte, op func(context.Context) (T, error)) (T, error) {
 	var out T
 	run := func(ctx context.Context) ([]byte, error) {
