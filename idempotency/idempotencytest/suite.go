@@ -769,7 +769,7 @@ func testEngineClockSkew(h *harness) {
 				return "first", nil
 			})
 			if err == nil && v != "first" {
-				err = fmt.Errorf("Do = %q, want first", v)
+				err = fmt.Errorf("the run's result = %q, want first", v)
 			}
 			first <- err
 		}()
