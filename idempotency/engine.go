@@ -465,8 +465,8 @@ func (e *Engine) runClaimed(ctx context.Context, key string, f *flight, l *Lease
 	finished = true
 	lost := e.endLease(l)
 	switch {
-	case err == nil && l.completed.Load():
-		// op completed the key in its own transaction.
+	case err == nil && value != nil && l.completed.Load():
+		// op completed the key in its own transaction, and succeeded.
 	case value != nil:
 		e.complete(ctx, l, value)
 	default:

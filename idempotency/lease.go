@@ -87,9 +87,10 @@ func (l *Lease) Retention() time.Duration { return l.retention }
 // MarkCompleted records that the key has been completed with this lease's
 // token inside the operation's own transaction. A store's transactional
 // completion calls it once its statement succeeded, before the commit. The
-// Engine then stops renewing the lease, and when the operation returns
-// without an error it stores nothing; when the operation returns an error
-// (its transaction may have rolled back), the Engine stores or releases the
+// Engine then stops renewing the lease, and when the operation succeeds (Do's
+// op returns no error; the middleware's handler answers with a status that
+// HTTPConfig.Cacheable selects) it stores nothing. Otherwise (the
+// transaction may have rolled back) the Engine stores or releases the
 // outcome as usual, and a refusal because the key is already completed is
 // no error.
 func (l *Lease) MarkCompleted() { l.completed.Store(true) }

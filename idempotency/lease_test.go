@@ -611,3 +611,52 @@ func TestRunContextConcurrentSafe(t *testing.T) {
 		t.Fatalf("Do = %v, want ErrLeaseLost", err)
 	}
 }
+
+// A handler that completed its key, then answered 500 (its commit failed or
+// a later step did): if the completion committed, duplicates get it
+// replayed; if it rolled back, the key is free for a retry. Neither is a
+// store error.
+func TestMiddlewareCompletedThenFailed(t *testing.T) {
+	for _, committed := range []bool{true, false} {
+		t.Run(fmt.Sprintf("committed=%v", committed), func(t *testing.T) {
+			clk := fakeClock()
+			st := &faultyStore{Store: newStore(t, clk)}
+			obs := &events{}
+			e := newEngine(t, st, clk, idempotency.Config{Observer: obs})
+			mw, err := idempotency.Middleware(idempotency.HTTPConfig{Engine: e})
+			require.NoError(t, err)
+			var runs atomic.Int64
+			h := mw(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if runs.Add(1) > 1 {
+					w.WriteHeader(http.StatusAccepted) // the retry
+					return
+				}
+				l := idempotency.LeaseFromContext(r.Context())
+				if committed {
+					resp, _ := idempotency.EncodeResponse(http.StatusCreated, nil, []byte("created"))
+					require.NoError(t, st.Complete(r.Context(), l.Key(), l.Token(), resp, l.Retention()))
+				}
+				l.MarkCompleted()
+				w.WriteHeader(http.StatusInternalServerError)
+			}))
+			serve := func() *httptest.ResponseRecorder {
+				r := httptest.NewRequest("POST", "/orders", strings.NewReader("x"))
+				r.Header.Set("Idempotency-Key", "k")
+				w := httptest.NewRecorder()
+				h.ServeHTTP(w, r)
+				return w
+			}
+			require.Equal(t, http.StatusInternalServerError, serve().Code)
+			dup := serve()
+			switch {
+			case committed && (dup.Code != http.StatusCreated || dup.Body.String() != "created"):
+				t.Errorf("duplicate after a committed completion = %d %q, want the stored 201", dup.Code, dup.Body)
+			case !committed && dup.Code != http.StatusAccepted:
+				t.Errorf("retry after a rolled-back completion = %d, want the handler's run (202)", dup.Code)
+			}
+			if n := obs.count(bulwark.EventStoreError, ""); n != 0 {
+				t.Errorf("%d store-error events, want 0", n)
+			}
+		})
+	}
+}
