@@ -342,9 +342,9 @@ func RunClients(b *testing.B, clients int, op func(i int64) error) {
 	lat.report(b, time.Since(start))
 }
 
-// CheckRoundTrips checks DESIGN.md's budget for a shared store: a claim, a
-// complete, a replay, a get and a release each cost one round trip to the
-// server. trips returns the round trips made so far, as counted by a client
+// CheckRoundTrips checks DESIGN.md's budget for a shared store: a claim, an
+// extend, a complete, a replay, a get and a release each cost one round trip
+// to the server. trips returns the round trips made so far, as counted by a client
 // hook (go-redis) or a query tracer (pgx); warm the server first where it
 // caches (Redis scripts).
 func CheckRoundTrips(t *testing.T, s idempotency.Store, trips func() int64) {
@@ -360,6 +360,7 @@ func CheckRoundTrips(t *testing.T, s idempotency.Store, trips func() int64) {
 			token = c.Token
 			return err
 		}},
+		{"extend", func() error { return s.Extend(ctx, "rt-k", token, outageLease) }},
 		{"complete", func() error { return s.Complete(ctx, "rt-k", token, []byte("v"), time.Hour) }},
 		{"replay", func() error {
 			c, err := s.Claim(ctx, "rt-k", outageFingerprint, outageLease)
