@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/bulwark-go/bulwark"
 	"github.com/bulwark-go/bulwark/balancer"
+	"github.com/bulwark-go/bulwark/breaker"
 	"github.com/bulwark-go/bulwark/bulwarktest"
 	"go.uber.org/goleak"
 )
@@ -30,6 +32,15 @@ type backend struct {
 	delay time.Duration
 	hits  atomic.Int64
 	fail  atomic.Int32 // status to answer with instead of 200, if set
+	mu    sync.Mutex
+	saw   map[string]int // requests seen, by X-Test-Id
+}
+
+// seen returns how many times the backend saw the request with X-Test-Id id.
+func (b *backend) seen(id string) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.saw[id]
 }
 
 func newBackend(t *testing.T, name string, delay time.Duration) *backend {
@@ -46,6 +57,14 @@ func (b *backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	b.hits.Add(1)
+	if id := r.Header.Get("X-Test-Id"); id != "" {
+		b.mu.Lock()
+		if b.saw == nil {
+			b.saw = map[string]int{}
+		}
+		b.saw[id]++
+		b.mu.Unlock()
+	}
 	_, _ = io.Copy(io.Discard, r.Body)
 	if b.delay > 0 {
 		time.Sleep(b.delay) // the backend's own service time: the workload, not a wait in the test
@@ -128,6 +147,32 @@ func (e events) waitFor(t *testing.T, clk *bulwarktest.Clock, step time.Duration
 		case <-deadline:
 			t.Fatalf("no event %s within 10 s", what)
 		}
+	}
+}
+
+// waitPickable waits, in real time but at most 10 s, until the balancer's
+// snapshot holds addr among the endpoints it picks: a Tried makes each round
+// of picks visit every one of them before any comes again.
+func waitPickable(t *testing.T, lb *balancer.Balancer, addr string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var tried balancer.Tried
+		for range 8 {
+			pk, err := lb.Pick("", &tried)
+			if err != nil {
+				t.Fatalf("Pick: %v", err)
+			}
+			got := pk.Endpoint().Addr
+			pk.Done(balancer.Outcome{})
+			if got == addr {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the balancer did not pick %s within 10 s", addr)
+		}
+		time.Sleep(time.Millisecond) // waiting for the balancer's goroutine to publish, not for time logic
 	}
 }
 
@@ -232,6 +277,11 @@ func TestBackendKilledMidLoad(t *testing.T) {
 	ev.waitFor(t, clk, time.Second, "b unejected", func(e bulwark.Event) bool {
 		return e.Kind == bulwark.EventUnejected && e.Endpoint.Addr == bs[1].addr
 	})
+	// The unejection reaches the picks when the balancer's own goroutine
+	// publishes it, and the slow-start ramp begins then: wait for that
+	// before moving the clock past the ramp, or the ramp would begin after
+	// the jump and stand still at a twentieth of the weight.
+	waitPickable(t, p.Balancer(), bs[1].addr)
 	clk.Advance(6 * time.Second) // past the slow-start ramp
 	before := bs[1].hits.Load()
 	for i := 0; i < 300; i++ {
@@ -247,9 +297,16 @@ func TestBackendKilledMidLoad(t *testing.T) {
 func TestRetriesOnlyReplayableRequests(t *testing.T) {
 	bad, good := newBackend(t, "bad", 0), newBackend(t, "good", 0)
 	bad.fail.Store(http.StatusServiceUnavailable)
+	badEp := bulwark.Endpoint{Addr: bad.addr}
+	clk := bulwarktest.NewClock(time.Time{})
+	// Not started: nothing probes the backends, so both stay pending and
+	// take the calls (the balancer picks pending endpoints when none is
+	// eligible), and the test drives the outlier detector itself. Random
+	// picks, so that no schedule can keep one kind of POST off the failing
+	// backend.
 	p, err := New(Config{
-		Backends:   []bulwark.Endpoint{{Addr: bad.addr}, {Addr: good.addr}},
-		RetryDelay: func(int) time.Duration { return 0 }, Logger: quietLogger(),
+		Backends: []bulwark.Endpoint{badEp, {Addr: good.addr}}, Algorithm: balancer.Random,
+		RetryDelay: func(int) time.Duration { return 0 }, Clock: clk, Logger: quietLogger(),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -259,8 +316,9 @@ func TestRetriesOnlyReplayableRequests(t *testing.T) {
 	defer front.Close()
 	client := &http.Client{Transport: &http.Transport{}}
 	defer client.CloseIdleConnections()
-	post := func(key string) int {
+	post := func(id, key string) int {
 		req, _ := http.NewRequest(http.MethodPost, front.URL+"/orders", strings.NewReader(`{"n":1}`))
+		req.Header.Set("X-Test-Id", id)
 		if key != "" {
 			req.Header.Set("Idempotency-Key", key)
 		}
@@ -271,22 +329,45 @@ func TestRetriesOnlyReplayableRequests(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode
 	}
-	// Round robin alternates: each POST meets the failing backend once
-	// in two; count what reached it.
-	var without503, with503 int
-	for i := 0; i < 10; i++ {
-		if post("") == http.StatusServiceUnavailable {
-			without503++
+	// Which backend a POST meets is up to the balancer: post until enough
+	// of each kind met the failing one. Its failures get it ejected, and
+	// trip its breaker, after a few: then move the clock past both, so that
+	// it takes calls again.
+	const want = 5
+	var keylessOnBad, keyedOnBad int
+	for i := 0; keylessOnBad < want || keyedOnBad < want; i++ {
+		if i == 500 {
+			t.Fatalf("after %d POSTs of each kind, %d without a key and %d with one met the failing backend; want %d of each",
+				i, keylessOnBad, keyedOnBad, want)
 		}
-		if post("key-"+string(rune('a'+i))) != http.StatusOK {
-			with503++
+		if br := p.breakers.Peek(bad.addr); p.outliers.Ejected(badEp) || (br != nil && br.State() != breaker.Closed) {
+			clk.Advance(3 * time.Minute) // past the longest ejection and open time
+			p.outliers.EvaluateAt(clk.Now())
 		}
-	}
-	if without503 == 0 {
-		t.Errorf("POSTs without Idempotency-Key never saw the 503: they were retried, which is unsafe")
-	}
-	if with503 != 0 {
-		t.Errorf("%d POSTs with an Idempotency-Key failed; they are replayable and should be retried on the good backend", with503)
+
+		id := fmt.Sprintf("plain-%d", i)
+		code := post(id, "")
+		onBad, onGood := bad.seen(id), good.seen(id)
+		if onBad > 0 {
+			keylessOnBad++
+			if code != http.StatusServiceUnavailable || onBad != 1 || onGood != 0 {
+				t.Fatalf("a POST without Idempotency-Key met the failing backend %d times and the good one %d times, and got %d; "+
+					"want once, never and 503: it must not be sent again once sent", onBad, onGood, code)
+			}
+		} else if code != http.StatusOK || onGood != 1 {
+			t.Fatalf("a POST without Idempotency-Key met the good backend %d times and got %d; want once and 200", onGood, code)
+		}
+
+		id = fmt.Sprintf("keyed-%d", i)
+		code = post(id, "key-"+id)
+		onBad, onGood = bad.seen(id), good.seen(id)
+		if onBad > 0 {
+			keyedOnBad++
+		}
+		if code != http.StatusOK || onGood != 1 || onBad > 1 {
+			t.Fatalf("a POST with an Idempotency-Key met the failing backend %d times and the good one %d times, and got %d; "+
+				"want at most once, once and 200: it is replayable, and a retry goes to the other backend", onBad, onGood, code)
+		}
 	}
 }
 
