@@ -1,8 +1,9 @@
 // Package proxy is an HTTP reverse proxy built from bulwark alone:
 // httputil.ReverseProxy over a balancer.Transport, with active health checks
-// and passive outlier ejection feeding the balancer, a circuit breaker per
+// and passive outlier ejection judging the backends, a circuit breaker per
 // backend, retries of replayable requests on another backend under a shared
-// retry budget, its own /livez, /readyz and /startupz, and a graceful drain.
+// retry budget, backends from a static list or from DNS, its own /livez,
+// /readyz and /startupz, and a graceful drain.
 package proxy
 
 import (
@@ -15,11 +16,13 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bulwark-go/bulwark"
 	"github.com/bulwark-go/bulwark/balancer"
 	"github.com/bulwark-go/bulwark/breaker"
+	"github.com/bulwark-go/bulwark/discovery"
 	"github.com/bulwark-go/bulwark/healthcheck"
 	"github.com/bulwark-go/bulwark/retry"
 )
@@ -29,8 +32,16 @@ type Config struct {
 	// Name names the proxy in events. If empty, "proxy".
 	Name string
 	// Backends are the upstream servers, Addr "host:port" with their zone
-	// and weight. Required.
+	// and weight. Required unless Resolver is set; with one, they serve
+	// until its first answer.
 	Backends []bulwark.Endpoint
+	// Resolver, if not nil, finds the backends, such as a *discovery.DNS:
+	// from Start on, a discovery.Watcher asks it again when its answer's TTL
+	// runs out (every 30 s if it reports none) and gives each new set to the
+	// balancer, which the health checks, the outlier detector and the
+	// readiness check follow. A failed or empty answer keeps the backends
+	// in hand.
+	Resolver discovery.Resolver
 	// Algorithm spreads requests over the backends. If zero, round robin.
 	Algorithm balancer.Algorithm
 	// Zone is the proxy's own zone, preferred while enough of it is
@@ -88,6 +99,8 @@ type Proxy struct {
 	outliers *healthcheck.OutlierDetector
 	breakers *breaker.Group
 	health   *healthcheck.Service
+	watcher  *discovery.Watcher // nil without cfg.Resolver
+	members  members
 	rp       *httputil.ReverseProxy
 	base     *http.Transport // nil when cfg.Transport was given
 	mu       sync.Mutex      // guards inflight, draining and drained
@@ -99,8 +112,8 @@ type Proxy struct {
 
 // New builds a Proxy from cfg.
 func New(cfg Config) (*Proxy, error) {
-	if len(cfg.Backends) == 0 {
-		return nil, errors.New("proxy: no backends")
+	if len(cfg.Backends) == 0 && cfg.Resolver == nil {
+		return nil, errors.New("proxy: no backends and no resolver")
 	}
 	if cfg.Name == "" {
 		cfg.Name = "proxy"
@@ -173,12 +186,20 @@ func New(cfg Config) (*Proxy, error) {
 	p.lb, err = balancer.New(balancer.Config{
 		Name: cfg.Name, Algorithm: cfg.Algorithm, Endpoints: cfg.Backends, Zone: cfg.Zone,
 		SlowStart: 5 * time.Second,
-		Followers: []balancer.Follower{p.checker, p.outliers},
+		Followers: []balancer.Follower{p.checker, p.outliers, &p.members},
 		Breaker:   func(ep bulwark.Endpoint) (balancer.Breaker, error) { return p.breakers.Get(ep.Addr), nil },
 		Clock:     cfg.Clock, Observer: cfg.Observer,
 	})
 	if err != nil {
 		return nil, err
+	}
+	if cfg.Resolver != nil {
+		p.watcher, err = discovery.New(discovery.Config{
+			Name: cfg.Name, Resolver: cfg.Resolver, Updater: p.lb, Clock: cfg.Clock, Observer: cfg.Observer,
+		})
+		if err != nil {
+			return nil, err
+		}
 	}
 
 	budget, err := retry.NewBudget(retry.BudgetConfig{Ratio: cfg.RetryRatio, Clock: cfg.Clock})
@@ -231,10 +252,11 @@ func New(cfg Config) (*Proxy, error) {
 		Name: cfg.Name, Observer: cfg.Observer, Clock: cfg.Clock,
 		Ready: []healthcheck.Check{{
 			Name: "backends", TTL: 250 * time.Millisecond,
-			// Ready while the health checks know of a backend that can
-			// take traffic (or have not finished their first round).
+			// Ready while a backend can take traffic: a healthy one, or
+			// one still pending (Unknown: not probed yet), which the
+			// balancer picks while none is healthy.
 			Run: func(context.Context) error {
-				for _, ep := range cfg.Backends {
+				for _, ep := range p.members.get() {
 					if st, ok := p.checker.State(ep); ok && (st == healthcheck.Healthy || st == healthcheck.Unknown) {
 						return nil
 					}
@@ -253,6 +275,23 @@ func New(cfg Config) (*Proxy, error) {
 	mux.Handle("/", http.HandlerFunc(p.serveProxy))
 	p.handler = mux
 	return p, nil
+}
+
+// members follows the balancer's endpoint set, for the readiness check.
+type members struct {
+	eps atomic.Pointer[[]bulwark.Endpoint]
+}
+
+func (m *members) SetEndpoints(eps []bulwark.Endpoint) error {
+	m.eps.Store(&eps)
+	return nil
+}
+
+func (m *members) get() []bulwark.Endpoint {
+	if eps := m.eps.Load(); eps != nil {
+		return *eps
+	}
+	return nil
 }
 
 // readsHedged sends GET and HEAD requests through a hedging transport, and
@@ -275,13 +314,23 @@ func (p *Proxy) Handler() http.Handler { return p.handler }
 // Balancer returns the balancer, for tests and reports.
 func (p *Proxy) Balancer() *balancer.Balancer { return p.lb }
 
-// Start starts the health checks and the outlier detector; Close stops them.
+// Start starts the health checks, the outlier detector and, with a
+// Resolver, service discovery, after a first resolution (a failed one is
+// logged, and retried in the background); Close stops them.
 func (p *Proxy) Start(ctx context.Context) error {
 	if err := p.checker.Start(ctx); err != nil {
 		return err
 	}
 	if err := p.outliers.Start(ctx); err != nil {
 		return err
+	}
+	if p.watcher != nil {
+		if err := p.watcher.Refresh(ctx); err != nil {
+			p.cfg.Logger.WarnContext(ctx, "resolving the backends", "error", err)
+		}
+		if err := p.watcher.Start(ctx); err != nil {
+			return err
+		}
 	}
 	p.health.MarkStarted()
 	return nil
@@ -310,7 +359,11 @@ func (p *Proxy) Drain(ctx context.Context) error {
 
 // Close stops the background work and waits for it.
 func (p *Proxy) Close() error {
-	err := errors.Join(p.checker.Close(), p.outliers.Close(), p.lb.Close())
+	var err error
+	if p.watcher != nil {
+		err = p.watcher.Close()
+	}
+	err = errors.Join(err, p.checker.Close(), p.outliers.Close(), p.lb.Close())
 	if p.base != nil {
 		p.base.CloseIdleConnections()
 	}

@@ -121,7 +121,8 @@ type events struct{ ch chan bulwark.Event }
 
 func (e events) Observe(ev bulwark.Event) {
 	switch ev.Kind {
-	case bulwark.EventEjected, bulwark.EventUnejected, bulwark.EventStateChange:
+	case bulwark.EventEjected, bulwark.EventUnejected, bulwark.EventStateChange,
+		bulwark.EventEndpointAdded, bulwark.EventEndpointRemoved:
 		select {
 		case e.ch <- ev:
 		default:
@@ -368,6 +369,64 @@ func TestRetriesOnlyReplayableRequests(t *testing.T) {
 			t.Fatalf("a POST with an Idempotency-Key met the failing backend %d times and the good one %d times, and got %d; "+
 				"want at most once, once and 200: it is replayable, and a retry goes to the other backend", onBad, onGood, code)
 		}
+	}
+}
+
+func TestReadinessFollowsTheMembers(t *testing.T) {
+	first, second := newBackend(t, "first", 0), newBackend(t, "second", 0)
+	dead := newBackend(t, "dead", 0)
+	dead.kill()
+	clk := bulwarktest.NewClock(time.Time{})
+	ev := events{ch: make(chan bulwark.Event, 1024)}
+	p, err := New(Config{Backends: []bulwark.Endpoint{{Addr: first.addr}}, Clock: clk, Observer: ev, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	front := httptest.NewServer(p.Handler())
+	defer front.Close()
+	client := &http.Client{Transport: &http.Transport{}}
+	defer client.CloseIdleConnections()
+	ready := func() int {
+		t.Helper()
+		clk.Advance(time.Second) // past the cached result of the check
+		code, _, err := get(client, front.URL+"/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return code
+	}
+	health := func(b *backend, to string) func(bulwark.Event) bool {
+		return func(e bulwark.Event) bool {
+			return e.Kind == bulwark.EventStateChange && e.Component == bulwark.ComponentHealthCheck &&
+				e.Endpoint.Addr == b.addr && e.To == to
+		}
+	}
+	ev.waitFor(t, clk, 100*time.Millisecond, "first healthy", health(first, "healthy"))
+	if code := ready(); code != http.StatusOK {
+		t.Fatalf("/readyz with a healthy backend = %d, want 200", code)
+	}
+	// The fleet is replaced by one dead backend: not ready once it is
+	// found down.
+	if err := p.Balancer().Update([]bulwark.Endpoint{{Addr: dead.addr}}); err != nil {
+		t.Fatal(err)
+	}
+	ev.waitFor(t, clk, 100*time.Millisecond, "dead unhealthy", health(dead, "unhealthy"))
+	if code := ready(); code != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz with the one backend down = %d, want 503", code)
+	}
+	// Then by a healthy one that was not in the configured list: ready.
+	if err := p.Balancer().Update([]bulwark.Endpoint{{Addr: second.addr}}); err != nil {
+		t.Fatal(err)
+	}
+	ev.waitFor(t, clk, 100*time.Millisecond, "second healthy", health(second, "healthy"))
+	if code := ready(); code != http.StatusOK {
+		t.Fatalf("/readyz with a healthy backend from Update = %d, want 200", code)
 	}
 }
 
