@@ -131,8 +131,9 @@ func (e events) Observe(ev bulwark.Event) {
 }
 
 // waitFor waits, in real time but at most 10 s, for an event that matches,
-// advancing the fake clock by step before each look when step is positive.
-func (e events) waitFor(t *testing.T, clk *bulwarktest.Clock, step time.Duration, what string, match func(bulwark.Event) bool) {
+// advancing the fake clock by step before each look when step is positive,
+// and returns it. The events before it are dropped.
+func (e events) waitFor(t *testing.T, clk *bulwarktest.Clock, step time.Duration, what string, match func(bulwark.Event) bool) bulwark.Event {
 	t.Helper()
 	deadline := time.After(10 * time.Second)
 	for {
@@ -142,7 +143,7 @@ func (e events) waitFor(t *testing.T, clk *bulwarktest.Clock, step time.Duration
 		select {
 		case ev := <-e.ch:
 			if match(ev) {
-				return
+				return ev
 			}
 		case <-time.After(50 * time.Millisecond):
 		case <-deadline:
@@ -174,6 +175,23 @@ func waitPickable(t *testing.T, lb *balancer.Balancer, addr string) {
 			t.Fatalf("the balancer did not pick %s within 10 s", addr)
 		}
 		time.Sleep(time.Millisecond) // waiting for the balancer's goroutine to publish, not for time logic
+	}
+}
+
+// waitHealthy waits, as waitFor does, until the checker has found each of bs
+// healthy, in any order.
+func (e events) waitHealthy(t *testing.T, clk *bulwarktest.Clock, step time.Duration, bs ...*backend) {
+	t.Helper()
+	left := map[string]bool{}
+	for _, b := range bs {
+		left[b.addr] = true
+	}
+	for len(left) > 0 {
+		got := e.waitFor(t, clk, step, fmt.Sprintf("%d more backends healthy", len(left)), func(e bulwark.Event) bool {
+			return e.Kind == bulwark.EventStateChange && e.Component == bulwark.ComponentHealthCheck &&
+				e.To == "healthy" && left[e.Endpoint.Addr]
+		})
+		delete(left, got.Endpoint.Addr)
 	}
 }
 
