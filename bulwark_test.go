@@ -291,55 +291,7 @@ func TestSlogObserver(t *testing.T) {
 	}
 }
 
-// observing is a toy policy that reports each call to its Observer, as the
-// real components do: with a nil Observer it builds no event.
-type observing struct{ obs bulwark.Observer }
-
-func (p observing) Do(ctx context.Context, op func(context.Context) error) error {
-	err := op(ctx)
-	if p.obs != nil {
-		p.obs.Observe(bulwark.Event{Kind: bulwark.EventCall, Component: "toy", Outcome: bulwark.Classify(ctx, err), Err: err})
-	}
-	return err
-}
-
 func noop(context.Context) error { return nil }
-
-func BenchmarkComposeNilObserver(b *testing.B) {
-	p := bulwark.Compose(observing{}, nil)
-	ctx := context.Background()
-	b.ReportAllocs()
-	for b.Loop() {
-		if err := p.Do(ctx, noop); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-func BenchmarkCompose(b *testing.B) {
-	ctx := context.Background()
-	for _, n := range []int{0, 1, 2, 3} {
-		ps := make([]bulwark.Policy, n)
-		for i := range ps {
-			ps[i] = observing{}
-		}
-		p := bulwark.Compose(ps...)
-		b.Run(fmt.Sprintf("layers=%d", n), func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				_ = p.Do(ctx, noop)
-			}
-		})
-		b.Run(fmt.Sprintf("layers=%d/parallel", n), func(b *testing.B) {
-			b.ReportAllocs()
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					_ = p.Do(ctx, noop)
-				}
-			})
-		})
-	}
-}
 
 type ctxKey struct{}
 

@@ -2,9 +2,9 @@
 // the [Policy] interface that every guard satisfies, [Compose] and [Call] to
 // combine guards around an operation, the [Endpoint] that balancers and health
 // checkers talk about, the failure classification that retries and breakers
-// agree on ([Permanent], [Classify]), one event model for observability
-// ([Observer], [ContextObserver], [Event], with [SlogObserver] to log events)
-// and an injectable [Clock].
+// agree on ([Permanent], [Classify], and [StatusError] for HTTP), one event
+// model for observability ([Observer], [ContextObserver], [Event], with
+// [SlogObserver] to log events) and an injectable [Clock].
 //
 // The capabilities live in sub-packages: consistenthash, balancer,
 // healthcheck, retry, breaker and idempotency. They never import each other

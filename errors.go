@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"time"
 )
 
 // PermanentError marks an error that no retry can fix, such as a validation
@@ -83,3 +84,47 @@ func Classify(ctx context.Context, err error) Outcome {
 	}
 	return Failure
 }
+
+// StatusError is the failure of an HTTP attempt that got an answer worth a
+// retry: 429 Too Many Requests, 502 Bad Gateway, 503 Service Unavailable or
+// 504 Gateway Timeout. retry.Transport, balancer.Transport and
+// retry.ResponseError return it, so that a retrying Policy, a breaker's
+// Classify, a Retryable hook or an Observer meets one type whichever
+// transport sent the request. Its RetryAfter method returns the wait the
+// server asked for, which a retry.Policy honours.
+type StatusError struct {
+	// StatusCode is the response's status code.
+	StatusCode int
+	// Wait is the server's Retry-After, zero if it sent none (or one that
+	// did not parse). A wait too long for a Duration is the largest one.
+	Wait time.Duration
+	// Endpoint is the endpoint that answered, when a balancer picked it;
+	// zero otherwise.
+	Endpoint Endpoint
+}
+
+// Error returns a message such as
+// "HTTP 503 Service Unavailable from 10.0.0.1:80 (retry after 2s)".
+func (e *StatusError) Error() string {
+	s := "HTTP " + strconv.Itoa(e.StatusCode)
+	switch e.StatusCode {
+	case 429:
+		s += " Too Many Requests"
+	case 502:
+		s += " Bad Gateway"
+	case 503:
+		s += " Service Unavailable"
+	case 504:
+		s += " Gateway Timeout"
+	}
+	if e.Endpoint.Addr != "" {
+		s += " from " + e.Endpoint.Addr
+	}
+	if e.Wait > 0 {
+		s += " (retry after " + e.Wait.String() + ")"
+	}
+	return s
+}
+
+// RetryAfter returns Wait.
+func (e *StatusError) RetryAfter() time.Duration { return e.Wait }

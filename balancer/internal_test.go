@@ -147,45 +147,6 @@ func TestDecayApproximation(t *testing.T) {
 	}
 }
 
-func TestParseRetryAfter(t *testing.T) {
-	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	tests := []struct {
-		in     string
-		want   time.Duration
-		wantOK bool
-	}{
-		{"", 0, false},
-		{"7", 7 * time.Second, true},
-		{"0", 0, true},
-		{"-1", 0, false},
-		{"soon", 0, false},
-		{"Thu, 01 Jan 2026 00:00:30 GMT", 30 * time.Second, true},
-		{"Wed, 31 Dec 2025 23:00:00 GMT", 0, true},
-	}
-	for _, tt := range tests {
-		got, ok := parseRetryAfter(tt.in, now)
-		if got != tt.want || ok != tt.wantOK {
-			t.Errorf("parseRetryAfter(%q) = %v, %v, want %v, %v", tt.in, got, ok, tt.want, tt.wantOK)
-		}
-	}
-}
-
-func FuzzParseRetryAfter(f *testing.F) {
-	for _, s := range []string{"", "7", "120", "Thu, 01 Jan 2026 00:00:30 GMT", "-5", "99999999999"} {
-		f.Add(s)
-	}
-	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	f.Fuzz(func(t *testing.T, s string) {
-		d, ok := parseRetryAfter(s, now)
-		if d < 0 {
-			t.Errorf("parseRetryAfter(%q) = %v, want >= 0", s, d)
-		}
-		if !ok && d != 0 {
-			t.Errorf("parseRetryAfter(%q) = %v, false, want 0 when not ok", s, d)
-		}
-	})
-}
-
 // downOnFailure is a Judge and a Recorder, as an outlier detector is: it
 // finds an endpoint down on the call that fails, from Pick.Done.
 type downOnFailure struct {

@@ -7,11 +7,10 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strconv"
 	"sync"
-	"time"
 
 	"github.com/bulwark-go/bulwark"
+	"github.com/bulwark-go/bulwark/internal/httpx"
 )
 
 // Transport is an http.RoundTripper that sends each request to an endpoint
@@ -25,10 +24,11 @@ import (
 // fails is tried again on a different endpoint where one exists. A request is
 // replayable when its method is idempotent (GET, HEAD, OPTIONS, TRACE, PUT,
 // DELETE) or it carries an Idempotency-Key (or X-Idempotency-Key) header, and
-// its body can be had again: none, or a GetBody. An attempt fails with a
-// transport error, or with a *StatusError for 502, 503, 504 and 429, which
-// carries the response and, when the server sent Retry-After, has a RetryAfter
-// method that retry honours. A request that is not replayable is tried again
+// its body can be had again: none, or a GetBody (the rule of retry.Replayable).
+// An attempt fails with a transport error, or with a *bulwark.StatusError for
+// 502, 503, 504 and 429, which names the endpoint and, when the server sent
+// Retry-After, has a RetryAfter method that retry honours (a value too large
+// for a time.Duration is the largest one). A request that is not replayable is tried again
 // only when its attempt failed to connect, since nothing was sent (as Envoy's
 // connect-failure retry), and its body, if any, has a GetBody. Other attempts
 // are not retried: their errors are marked bulwark.Permanent. When retries end and some attempt got a
@@ -51,31 +51,6 @@ type Transport struct {
 
 var _ http.RoundTripper = (*Transport)(nil)
 
-// StatusError is the failure of an attempt that got a retryable status: 502,
-// 503, 504 or 429. Response is the response, its body unread; RoundTrip
-// closes it when it retries, and returns it when retries end.
-type StatusError struct {
-	Response *http.Response
-	Endpoint bulwark.Endpoint
-}
-
-// Error returns "balancer: <endpoint>: <status>".
-func (e *StatusError) Error() string {
-	return "balancer: " + e.Endpoint.Addr + ": " + e.Response.Status
-}
-
-// retryAfterError is a StatusError whose response said when to come back.
-type retryAfterError struct {
-	*StatusError
-	after time.Duration
-}
-
-// RetryAfter returns how long the server asked to wait.
-func (e *retryAfterError) RetryAfter() time.Duration { return e.after }
-
-// Unwrap returns the *StatusError.
-func (e *retryAfterError) Unwrap() error { return e.StatusError }
-
 // RoundTrip sends req to a picked endpoint, retrying under Policy as the type
 // documentation says. It returns the Balancer's ErrNoEndpoints or
 // ErrUnavailable when no endpoint can take the request, the last attempt's
@@ -93,7 +68,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if t.Key != nil {
 		key = t.Key(req)
 	}
-	a := &attempts{t: t, req: req, base: base, key: key, replay: replayable(req)}
+	a := &attempts{t: t, req: req, base: base, key: key, replay: httpx.Replayable(req)}
 	if t.Policy == nil {
 		resp, err := a.attempt(req.Context(), false)
 		if resp != nil {
@@ -187,13 +162,11 @@ func (a *attempts) run(ctx context.Context) error {
 
 // rewindable reports whether req's body can be sent again: it has none, or
 // a GetBody.
-func rewindable(req *http.Request) bool {
-	return req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
-}
+func rewindable(req *http.Request) bool { return httpx.Rewindable(req) }
 
 // attempt sends one attempt of the request to an endpoint not tried yet,
 // where one is eligible. For a retryable status it returns the response and
-// a *StatusError; the response is nil otherwise when err is not.
+// a *bulwark.StatusError; the response is nil otherwise when err is not.
 func (a *attempts) attempt(ctx context.Context, rewind bool) (*http.Response, error) {
 	t, req := a.t, a.req
 	a.mu.Lock()
@@ -269,13 +242,8 @@ func (a *attempts) attempt(ctx context.Context, rewind bool) (*http.Response, er
 		// stay one; its context is released when the request's ends.)
 		resp.Body = &releasingBody{ReadCloser: resp.Body, release: cancelSend}
 	}
-	switch resp.StatusCode {
-	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout, http.StatusTooManyRequests:
-		se := &StatusError{Response: resp, Endpoint: pk.e.ep}
-		if d, ok := parseRetryAfter(resp.Header.Get("Retry-After"), clk.Now()); ok {
-			return resp, &retryAfterError{StatusError: se, after: d}
-		}
-		return resp, se
+	if err := httpx.StatusError(resp, clk.Now(), pk.e.ep); err != nil {
+		return resp, err
 	}
 	return resp, nil
 }
@@ -295,38 +263,10 @@ func (b *releasingBody) Close() error {
 	return err
 }
 
-// replayable reports whether req may be sent more than once.
-func replayable(req *http.Request) bool {
-	if req.Body != nil && req.Body != http.NoBody && req.GetBody == nil {
-		return false
-	}
-	switch req.Method {
-	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
-		return true
-	}
-	return req.Header.Get("Idempotency-Key") != "" || req.Header.Get("X-Idempotency-Key") != ""
-}
-
 // isConnectError reports whether err is a failure to reach the endpoint.
 func isConnectError(err error) bool {
 	var op *net.OpError
 	return errors.As(err, &op) && op.Op == "dial"
-}
-
-// parseRetryAfter parses a Retry-After value, in seconds or as an HTTP date
-// relative to now (RFC 9110, section 10.2.3).
-func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
-	if v == "" {
-		return 0, false
-	}
-	if n, err := strconv.ParseUint(v, 10, 32); err == nil {
-		return time.Duration(n) * time.Second, true
-	}
-	t, err := http.ParseTime(v)
-	if err != nil {
-		return 0, false
-	}
-	return max(t.Sub(now), 0), true
 }
 
 // discard drains a little of resp's body, so its connection can be reused,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -17,7 +18,8 @@ import (
 )
 
 // attempts is a minimal retrying Policy for these tests: up to n attempts,
-// none after a permanent error, and it records each RetryAfter it is told.
+// none after a permanent error, and it records each wait it is asked for (a
+// RetryAfter above zero).
 type attempts struct {
 	n      int
 	mu     sync.Mutex
@@ -34,7 +36,7 @@ func (a *attempts) Do(ctx context.Context, op func(context.Context) error) error
 		a.mu.Lock()
 		a.errors = append(a.errors, err)
 		var ra interface{ RetryAfter() time.Duration }
-		if errors.As(err, &ra) {
+		if errors.As(err, &ra) && ra.RetryAfter() > 0 {
 			a.waits = append(a.waits, ra.RetryAfter())
 		}
 		a.mu.Unlock()
@@ -169,10 +171,11 @@ func TestTransportRetryAfter(t *testing.T) {
 	if len(policy.waits) != 1 || policy.waits[0] != 2*time.Second {
 		t.Errorf("RetryAfter seen by the policy = %v, want [2s] (only the 429 sent one)", policy.waits)
 	}
-	var se *balancer.StatusError
+	want := map[string]int{b.addr(): http.StatusTooManyRequests, other.addr(): http.StatusServiceUnavailable}
 	for _, err := range policy.errors {
-		if !errors.As(err, &se) {
-			t.Errorf("attempt error %v is not a *StatusError", err)
+		var se *bulwark.StatusError
+		if !errors.As(err, &se) || want[se.Endpoint.Addr] != se.StatusCode {
+			t.Errorf("attempt error %v is not a *bulwark.StatusError with the endpoint and its status", err)
 		}
 	}
 }
@@ -380,5 +383,23 @@ func TestTransportKeepsUpgradedBodyWritable(t *testing.T) {
 	defer resp.Body.Close()
 	if _, ok := resp.Body.(io.ReadWriteCloser); resp.StatusCode != http.StatusSwitchingProtocols || !ok {
 		t.Errorf("upgrade = %d with body %T, want 101 with an io.ReadWriteCloser", resp.StatusCode, resp.Body)
+	}
+}
+
+// A Retry-After too large for a time.Duration asks for the longest wait: a
+// retrying policy gives up rather than retry at once, as it would if the
+// value were ignored.
+func TestTransportOversizedRetryAfter(t *testing.T) {
+	b := newBackend(t, http.StatusServiceUnavailable)
+	b.header = http.Header{"Retry-After": {"99999999999"}}
+	lb := mustNew(t, balancer.Config{Endpoints: []bulwark.Endpoint{{Addr: b.addr()}}})
+	policy := &attempts{n: 2}
+	resp, err := (&http.Client{Transport: &balancer.Transport{Balancer: lb, Policy: policy}}).Get("http://svc/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if len(policy.waits) == 0 || policy.waits[0] != math.MaxInt64 {
+		t.Errorf("RetryAfter seen by the policy = %v, want the largest Duration first", policy.waits)
 	}
 }

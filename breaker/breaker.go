@@ -10,9 +10,13 @@ import (
 	"time"
 
 	"github.com/bulwark-go/bulwark"
+	"github.com/bulwark-go/bulwark/internal/compose"
 )
 
-var _ bulwark.Policy = (*Breaker)(nil)
+var (
+	_ bulwark.Policy = (*Breaker)(nil)
+	_ compose.Sync   = (*Breaker)(nil)
+)
 
 // Breaker is a circuit breaker. Closed, it lets calls through and watches
 // their outcomes; when a trip rule fires (see Config) it opens and refuses
@@ -34,6 +38,9 @@ var _ bulwark.Policy = (*Breaker)(nil)
 // A Breaker is safe for concurrent use by multiple goroutines. Use New; the
 // zero Breaker is not usable.
 type Breaker struct {
+	//lint:ignore U1000 used through its method, which makes the type a compose.Sync
+	syncMarker // for bulwark.Call: Do runs op on the caller's goroutine only
+
 	cur atomic.Pointer[epoch] // the current generation
 	s   settings
 
@@ -108,6 +115,13 @@ func newBreaker(s settings) *Breaker {
 	b.cur.Store(b.closedEpoch(1, Closed, 0))
 	return b
 }
+
+// syncMarker makes a Breaker a compose.Sync: its Do runs op on the caller's
+// goroutine and never after it returns, so bulwark.Call can keep its closure
+// on its own stack.
+//
+//lint:ignore U1000 see the field
+type syncMarker = compose.SyncMarker
 
 func (b *Breaker) closedEpoch(gen uint64, st State, now int64) *epoch {
 	e := &epoch{gen: gen, state: st, pass: st == Closed || st == ForcedClosed, tok: gen << 32}
@@ -288,8 +302,8 @@ func (b *Breaker) setLocked(n, old *epoch, reason string, evs *events) {
 // ignored and reported to the Observer as EventMisuse. A second Release of a
 // call admitted while closed cannot be told from another call's (a token
 // carries no per-call state, so that admission allocates nothing) and counts
-// again: release each token once. latency decides
-// whether the call was slow (Config.SlowCallDuration).
+// again: release each token once, or use Allow, whose Permit ignores a second
+// Done. latency decides whether the call was slow (Config.SlowCallDuration).
 func (b *Breaker) Release(token uint64, o bulwark.Outcome, latency time.Duration) {
 	b.release(token, o, latency, -1, nil)
 }
@@ -462,7 +476,8 @@ func (b *Breaker) timed() bool { return b.s.slowDur > 0 || b.s.obs != nil }
 // Do runs op if the breaker admits it and records its outcome, classified by
 // Config.Classify. It returns op's error, or an *OpenError (wrapping ErrOpen)
 // without running op. If op panics, the call is recorded as a failure and
-// the panic goes on with its original value. Do satisfies bulwark.Policy.
+// the panic goes on with its original value. Do runs op on the goroutine that
+// called it. Do satisfies bulwark.Policy.
 func (b *Breaker) Do(ctx context.Context, op func(context.Context) error) error {
 	var tok uint64
 	if e := b.cur.Load(); e.pass { // Acquire, inlined
@@ -559,17 +574,21 @@ func Call[T any](ctx context.Context, b *Breaker, op func(context.Context) (T, e
 }
 
 // Permit is a call admitted by Allow, for callers that cannot wrap the call
-// in a function (a transport, a stream). Its zero value is not usable.
+// in a function (a transport, a stream). Its zero value is not usable. A
+// Permit is not safe for concurrent use: call Done or Record once, from one
+// goroutine, on the Permit itself rather than on a copy (a copy does not know
+// that the original is done), as with balancer.Pick.
 type Permit struct {
 	b     *Breaker
 	tok   uint64
 	start int64
+	done  bool
 }
 
 // Allow admits one call, as Acquire does, and returns its Permit, on which
-// Done must be called exactly once. On refusal the error is an *OpenError
-// wrapping ErrOpen and there is nothing to call Done on. Allow does not
-// allocate unless it refuses.
+// Done or Record must be called exactly once. On refusal the error is an
+// *OpenError wrapping ErrOpen and there is nothing to call Done on. Allow
+// does not allocate unless it refuses.
 func (b *Breaker) Allow() (Permit, error) {
 	tok, err := b.Acquire()
 	if err != nil {
@@ -584,16 +603,37 @@ func (b *Breaker) Allow() (Permit, error) {
 
 // Done records the end of the call: err (the call's error, nil for success)
 // is classified by Config.Classify with ctx, the call's context, and the
-// latency is measured from Allow. Call it once: a Permit is a value with no
-// per-call state, so a second Done counts again, except for a half-open
-// probe, where it is ignored and reported as EventMisuse (see Release).
-func (p Permit) Done(ctx context.Context, err error) {
+// latency is measured from Allow. Call it once: a second Done or Record on the
+// same Permit is ignored and reported to the Observer as EventMisuse.
+func (p *Permit) Done(ctx context.Context, err error) {
+	if p.misused(ctx) {
+		return
+	}
 	p.b.finish(p.tok, p.b.classify(ctx, err), p.start, err)
 }
 
-// Record records the end of the call with an outcome the caller classified.
-func (p Permit) Record(o bulwark.Outcome) {
+// Record records the end of the call with an outcome the caller classified,
+// in place of Done. A second Done or Record is ignored, as for Done.
+func (p *Permit) Record(o bulwark.Outcome) {
+	if p.misused(context.Background()) {
+		return
+	}
 	p.b.finish(p.tok, o, p.start, nil)
+}
+
+// misused marks p done, and reports (to the Observer too) whether it was
+// done already.
+func (p *Permit) misused(ctx context.Context) bool {
+	if !p.done {
+		p.done = true
+		return false
+	}
+	if p.b != nil && p.b.s.obs != nil {
+		evs := events{ctx: ctx}
+		evs.add(bulwark.Event{Kind: bulwark.EventMisuse, Reason: "permit done twice"})
+		p.b.emit(&evs)
+	}
+	return true
 }
 
 // events collects the events of a transition, to emit once the lock is

@@ -509,6 +509,38 @@ func TestPermit(t *testing.T) {
 	}
 }
 
+// A second Done or Record on a Permit is ignored and reported as misuse: it
+// does not count the call again (here, it would trip the breaker).
+func TestPermitDoneTwice(t *testing.T) {
+	rec := &events{}
+	b, _ := newBreaker(t, breaker.Config{ConsecutiveFailures: 2, Observer: rec})
+	errDown := errors.New("down")
+	p, err := b.Allow()
+	if err != nil {
+		t.Fatalf("Allow = %v", err)
+	}
+	p.Done(context.Background(), errDown)
+	p.Done(context.Background(), errDown) // misuse
+	p.Record(bulwark.Failure)             // misuse
+	if st := b.State(); st != breaker.Closed {
+		t.Errorf("State() after one failed call reported three times = %v, want closed (one failure of two)", st)
+	}
+	if n := rec.count(bulwark.EventMisuse); n != 2 {
+		t.Errorf("%d EventMisuse, want 2", n)
+	}
+	if n := rec.count(bulwark.EventCall); n != 1 {
+		t.Errorf("%d EventCall, want 1", n)
+	}
+	q, err := b.Allow()
+	if err != nil {
+		t.Fatalf("Allow after one failure = %v, want the breaker closed", err)
+	}
+	q.Record(bulwark.Failure)
+	if st := b.State(); st != breaker.Open {
+		t.Errorf("State() after a second call failed = %v, want open", st)
+	}
+}
+
 func TestNewInvalid(t *testing.T) {
 	tests := []struct {
 		name string

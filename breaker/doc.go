@@ -15,12 +15,16 @@
 //	if errors.Is(err, breaker.ErrOpen) { … serve a fallback … }
 //
 // A Breaker is a [bulwark.Policy], so it composes with retries:
-// bulwark.Compose(retryPolicy, cb). Callers that cannot wrap the call in a
-// function use [Breaker.Allow] and [Permit.Done], or the lower-level
-// [Breaker.Acquire] and [Breaker.Release] that balancers use. [Call] guards
-// a call that returns a value and classifies the value too (an HTTP 503 is a
-// failure though its error is nil). A [Group] keeps one breaker per key, such
-// as a host or a tenant.
+// bulwark.Compose(retryPolicy, cb); a retry policy fails the call at once on
+// its refusal, which has a CircuitOpen method to say so, rather than wait for
+// it. Callers that cannot wrap the call in a function use [Breaker.Allow] and
+// [Permit.Done] (a second Done is ignored and reported as misuse), or the
+// lower-level [Breaker.Acquire] and [Breaker.Release] that balancers use.
+// [Call] guards a call that returns a value and classifies the value too (an
+// HTTP 503 is a failure though its error is nil). A [Group] keeps one breaker
+// per key, such as a host or a tenant; [Group.SetEndpoints] makes it follow a
+// fleet's membership. [Transport] guards HTTP requests with the breaker of
+// their host.
 //
 // Outcomes are classified as success, failure or neutral (see
 // [bulwark.Outcome]); neutral ones, such as a call canceled by its own

@@ -43,6 +43,12 @@ func (e *OpenError) Error() string {
 // Unwrap returns ErrOpen.
 func (e *OpenError) Unwrap() error { return ErrOpen }
 
+// CircuitOpen returns true: the call was refused by a circuit breaker. It is
+// how package retry, which does not import this one, tells an open breaker's
+// refusal, which fails a retried call at once (see retry.Config.MaxOpenWait),
+// from a server's pushback, which it waits out.
+func (e *OpenError) CircuitOpen() bool { return true }
+
 // RetryAfter returns the time from the refusal until the breaker lets a probe
 // through: for an open breaker, the rest of its open duration; for a
 // half-open breaker whose probe slots are all taken, the time until the

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"sync/atomic"
 	"time"
 
 	"github.com/bulwark-go/bulwark"
@@ -95,8 +96,9 @@ func Example_keyedGroup() {
 }
 
 // Composing with a retry policy, outermost first: each attempt passes the
-// breaker, and when the breaker refuses, the retry waits out its RetryAfter
-// instead of spinning. (A minimal retry stands in for package retry here.)
+// breaker, and the refusal tells a retry how long the breaker stays open. This
+// minimal retry waits that long; package retry fails the call at once
+// instead, unless retry.Config.MaxOpenWait asks it to wait.
 func Example_withRetry() {
 	clk := bulwarktest.NewClock(time.Time{})
 	cb, err := breaker.New(breaker.Config{ConsecutiveFailures: 2, OpenDuration: 5 * time.Second, Clock: clk})
@@ -152,4 +154,40 @@ func ExampleBreaker_Allow() {
 	fmt.Println(errors.Is(err, breaker.ErrOpen))
 	// Output:
 	// true
+}
+
+// A client of one upstream guards it with the breaker of its host: after two
+// 503s the breaker opens, and the next request fails at once, without being
+// sent, with the time until the breaker lets a probe through.
+func ExampleTransport() {
+	var hits atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+
+	breakers, err := breaker.NewGroup(breaker.GroupConfig{Breaker: breaker.Config{
+		ConsecutiveFailures: 2, OpenDuration: 30 * time.Second, Clock: bulwarktest.NewClock(time.Time{}),
+	}})
+	if err != nil {
+		panic(err)
+	}
+	client := &http.Client{Transport: &breaker.Transport{Group: breakers}}
+	for range 3 {
+		resp, err := client.Get(srv.URL)
+		if err != nil {
+			var oe *breaker.OpenError
+			fmt.Println(errors.As(err, &oe), oe.RetryAfter())
+			continue
+		}
+		resp.Body.Close()
+		fmt.Println(resp.StatusCode)
+	}
+	fmt.Println("requests sent:", hits.Load())
+	// Output:
+	// 503
+	// 503
+	// true 30s
+	// requests sent: 2
 }

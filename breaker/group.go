@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/bulwark-go/bulwark"
 )
 
 // GroupConfig configures a Group.
@@ -17,14 +19,16 @@ type GroupConfig struct {
 	// when that is set. Its Clock is the group's clock.
 	Breaker Config
 
-	// MaxKeys bounds the number of breakers. When a new key would exceed
-	// it, the least recently used breaker goes, a closed one before an
-	// open one. If zero, 1024.
+	// MaxKeys bounds the number of breakers of keys that are not members
+	// (see SetEndpoints). When a new key would exceed it, the least
+	// recently used of them goes, a closed one before an open one. If
+	// zero, 1024.
 	MaxKeys int
 
-	// IdleTimeout evicts a breaker unused for this long, when a new key is
-	// added. Eviction is approximate: a breaker goes between IdleTimeout and
-	// 1.25 × IdleTimeout after its last use. If zero, 10 minutes.
+	// IdleTimeout evicts a breaker of a key that is not a member, unused
+	// for this long, when a new key is added. Eviction is approximate: a
+	// breaker goes between IdleTimeout and 1.25 × IdleTimeout after its
+	// last use. If zero, 10 minutes.
 	IdleTimeout time.Duration
 }
 
@@ -32,23 +36,33 @@ type GroupConfig struct {
 // first use from one Config. A Group is safe for concurrent use by multiple
 // goroutines. Use NewGroup; the zero Group is not usable.
 //
+// Keys come and go in one of two ways. By default a key's breaker lives
+// while it is used: the group evicts idle breakers and, beyond MaxKeys, the
+// least recently used ones. A group that guards a fleet follows its
+// membership instead: SetEndpoints makes the endpoints' addresses the
+// members, whose breakers are never evicted however long they stay idle, and
+// forgets every other key, so that its memory follows the fleet under churn.
+//
 // Looking up an existing key takes no lock and does not read the clock; a new
 // key takes the group's lock and may sweep the group for idle breakers.
 type Group struct {
 	s       settings // of every breaker, but for the name
 	max     int
 	idle    int64    // ns
-	m       sync.Map // string -> *member
+	m       sync.Map // string -> *entry
 	n       atomic.Int64
-	mu      sync.Mutex // serialises additions, evictions and sweeps
-	lastSwp int64      // elapsed ns of the last sweep; guarded by mu
+	mu      sync.Mutex          // serialises additions, evictions, sweeps and membership changes
+	members map[string]struct{} // guarded by mu; the addresses of the last SetEndpoints
+	pinned  int                 // guarded by mu; entries of members in m
+	lastSwp int64               // elapsed ns of the last sweep; guarded by mu
 	base    time.Time
 }
 
-type member struct {
+type entry struct {
 	b        *Breaker
 	used     atomic.Bool // set on use, cleared by sweeps
 	lastSeen int64       // elapsed ns when last seen used by a sweep; guarded by Group.mu
+	member   bool        // guarded by Group.mu: the key is a member, never evicted
 }
 
 // NewGroup returns an empty Group. It returns an error if cfg.Breaker is not
@@ -82,7 +96,7 @@ func NewGroup(cfg GroupConfig) (*Group, error) {
 // Get returns the breaker for key, creating it if needed.
 func (g *Group) Get(key string) *Breaker {
 	if v, ok := g.m.Load(key); ok {
-		m := v.(*member)
+		m := v.(*entry)
 		if !m.used.Load() {
 			m.used.Store(true)
 		}
@@ -95,7 +109,7 @@ func (g *Group) Get(key string) *Breaker {
 // not create one, nor count as a use.
 func (g *Group) Peek(key string) *Breaker {
 	if v, ok := g.m.Load(key); ok {
-		return v.(*member).b
+		return v.(*entry).b
 	}
 	return nil
 }
@@ -113,63 +127,128 @@ func (g *Group) Len() int { return int(g.n.Load()) }
 func (g *Group) Remove(key string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if _, ok := g.m.LoadAndDelete(key); ok {
-		g.n.Add(-1)
+	g.deleteLocked(key)
+}
+
+// SetEndpoints makes the addresses of eps the group's members, the keys of a
+// fleet's per-endpoint breakers: each member has a breaker from now on
+// (created closed if it had none), which stays whatever its idleness and
+// however many members there are, and which keeps its state while the
+// endpoint stays a member. The breaker of every other key is dropped, as
+// Remove does: calls in flight on it finish normally, and a later Get of
+// that key creates a new one, which is evicted as usual. A balancer or a
+// discovery loop calls SetEndpoints with the whole fleet on each change.
+//
+// It returns an error wrapping bulwark.ErrInvalidEndpoint, and changes
+// nothing, if an endpoint fails Validate or two have the same address.
+func (g *Group) SetEndpoints(eps []bulwark.Endpoint) error {
+	members := make(map[string]struct{}, len(eps))
+	for _, ep := range eps {
+		if err := ep.Validate(); err != nil {
+			return fmt.Errorf("breaker: %w", err)
+		}
+		if _, dup := members[ep.Addr]; dup {
+			return fmt.Errorf("breaker: %w %q: duplicate address", bulwark.ErrInvalidEndpoint, ep.Addr)
+		}
+		members[ep.Addr] = struct{}{}
 	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.members = members
+	g.pinned = 0
+	g.m.Range(func(k, v any) bool {
+		if _, ok := members[k.(string)]; ok {
+			v.(*entry).member = true
+			g.pinned++
+		} else {
+			g.deleteLocked(k.(string))
+		}
+		return true
+	})
+	now := int64(g.s.clk.Since(g.base))
+	for _, ep := range eps {
+		if _, ok := g.m.Load(ep.Addr); !ok {
+			g.storeLocked(ep.Addr, now)
+		}
+	}
+	return nil
 }
 
 func (g *Group) add(key string) *Breaker {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if v, ok := g.m.Load(key); ok {
-		return v.(*member).b
+		return v.(*entry).b
 	}
 	now := int64(g.s.clk.Since(g.base))
-	if now-g.lastSwp >= g.idle/4 {
-		g.sweepLocked(now)
+	if _, member := g.members[key]; !member {
+		if now-g.lastSwp >= g.idle/4 {
+			g.sweepLocked(now)
+		}
+		if int(g.n.Load())-g.pinned >= g.max {
+			g.evictLocked()
+		}
 	}
-	if int(g.n.Load()) >= g.max {
-		g.evictLocked()
-	}
+	return g.storeLocked(key, now).b
+}
+
+// storeLocked creates the breaker of key.
+func (g *Group) storeLocked(key string, now int64) *entry {
 	s := g.s
 	if s.name != "" {
 		s.name += "/" + key
 	} else {
 		s.name = key
 	}
-	b := newBreaker(s)
-	m := &member{b: b, lastSeen: now}
+	m := &entry{b: newBreaker(s), lastSeen: now}
+	if _, ok := g.members[key]; ok {
+		m.member = true
+		g.pinned++
+	}
 	m.used.Store(true)
 	g.m.Store(key, m)
 	g.n.Add(1)
-	return b
+	return m
+}
+
+// deleteLocked drops the breaker of key, if any.
+func (g *Group) deleteLocked(key string) {
+	if v, ok := g.m.LoadAndDelete(key); ok {
+		g.n.Add(-1)
+		if v.(*entry).member {
+			g.pinned--
+		}
+	}
 }
 
 // sweepLocked notes which breakers were used since the last sweep and evicts
-// those idle for IdleTimeout.
+// those of non-members idle for IdleTimeout.
 func (g *Group) sweepLocked(now int64) {
 	g.lastSwp = now
 	g.m.Range(func(k, v any) bool {
-		m := v.(*member)
+		m := v.(*entry)
 		if m.used.Swap(false) {
 			m.lastSeen = now
-		} else if now-m.lastSeen >= g.idle {
-			g.m.Delete(k)
-			g.n.Add(-1)
+		} else if !m.member && now-m.lastSeen >= g.idle {
+			g.deleteLocked(k.(string))
 		}
 		return true
 	})
 }
 
-// evictLocked removes one breaker: a closed one before an open one, then
-// one unused since the last sweep, then the one seen in use the longest ago.
+// evictLocked removes the breaker of one non-member: a closed one before an
+// open one, then one unused since the last sweep, then the one seen in use
+// the longest ago.
 func (g *Group) evictLocked() {
 	var (
 		victim    any
 		bestScore [3]int64
 	)
 	g.m.Range(func(k, v any) bool {
-		m := v.(*member)
+		m := v.(*entry)
+		if m.member {
+			return true
+		}
 		score := [3]int64{1, 1, -m.lastSeen} // higher is a better victim
 		if st := m.b.cur.Load().state; st != Closed && st != ForcedClosed {
 			score[0] = 0
@@ -183,8 +262,7 @@ func (g *Group) evictLocked() {
 		return true
 	})
 	if victim != nil {
-		g.m.Delete(victim)
-		g.n.Add(-1)
+		g.deleteLocked(victim.(string))
 	}
 }
 

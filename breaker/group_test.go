@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/bulwark-go/bulwark"
 	"github.com/bulwark-go/bulwark/breaker"
 	"github.com/bulwark-go/bulwark/bulwarktest"
 )
@@ -172,5 +174,124 @@ func TestGroupConcurrentSafe(t *testing.T) {
 	wg.Wait()
 	if n := g.Len(); n < 1 || n > 16 {
 		t.Errorf("Len() = %d after concurrent use, want in [1, 16]", n)
+	}
+}
+
+func endpoints(addrs ...string) []bulwark.Endpoint {
+	eps := make([]bulwark.Endpoint, len(addrs))
+	for i, a := range addrs {
+		eps[i] = bulwark.Endpoint{Addr: a}
+	}
+	return eps
+}
+
+// Members keep their breakers, idle or not and however many they are;
+// SetEndpoints forgets every other key; a breaker keeps its state while its
+// endpoint stays a member.
+func TestGroupSetEndpoints(t *testing.T) {
+	g, clk := newGroup(t, breaker.GroupConfig{MaxKeys: 1, IdleTimeout: time.Minute, Breaker: breaker.Config{ConsecutiveFailures: 1, OpenDuration: 24 * time.Hour}})
+	other := g.Get("other")
+	if err := g.SetEndpoints(endpoints("a:1", "b:1", "c:1")); err != nil {
+		t.Fatal(err)
+	}
+	if g.Len() != 3 || g.Peek("other") != nil {
+		t.Fatalf("after SetEndpoints(a, b, c): Len() = %d, other kept: %v; want 3 members and other gone", g.Len(), g.Peek("other") == other)
+	}
+	a := g.Peek("a:1")
+	if a == nil {
+		t.Fatal("Peek(a) = nil after SetEndpoints, want its breaker")
+	}
+	fail(a)
+	// Long idle, and many other keys beyond MaxKeys: members stay.
+	clk.Advance(time.Hour)
+	for i := range 10 {
+		g.Get(fmt.Sprint("x", i))
+		clk.Advance(time.Minute)
+	}
+	for _, k := range []string{"a:1", "b:1", "c:1"} {
+		if g.Peek(k) == nil {
+			t.Errorf("member %s evicted, want it kept", k)
+		}
+	}
+	if n := g.Len(); n != 3+1 {
+		t.Errorf("Len() = %d, want the 3 members and MaxKeys (1) other key", n)
+	}
+	// b leaves, d joins: a keeps its (open) breaker, b and the others go.
+	if err := g.SetEndpoints(endpoints("a:1", "c:1", "d:1")); err != nil {
+		t.Fatal(err)
+	}
+	if g.Peek("a:1") != a || a.State() != breaker.Open {
+		t.Error("a's breaker was replaced or reset while a stayed a member")
+	}
+	if g.Peek("b:1") != nil || g.Peek("x9") != nil || g.Peek("d:1") == nil || g.Len() != 3 {
+		t.Errorf("after SetEndpoints(a, c, d): Len() = %d, b kept: %v, x9 kept: %v, d made: %v; want 3, false, false, true",
+			g.Len(), g.Peek("b:1") != nil, g.Peek("x9") != nil, g.Peek("d:1") != nil)
+	}
+	// A member removed by hand comes back as a member.
+	g.Remove("c:1")
+	c := g.Get("c:1")
+	clk.Advance(time.Hour)
+	g.Get("y")
+	g.Get("z")
+	if g.Peek("c:1") != c {
+		t.Error("member c, removed and got again, was evicted")
+	}
+	// No members: every key is evictable again.
+	if err := g.SetEndpoints(nil); err != nil || g.Len() != 0 {
+		t.Errorf("SetEndpoints(nil) = %v, Len() = %d; want nil, 0", err, g.Len())
+	}
+}
+
+func TestGroupSetEndpointsInvalid(t *testing.T) {
+	g, _ := newGroup(t, breaker.GroupConfig{})
+	if err := g.SetEndpoints(endpoints("a:1")); err != nil {
+		t.Fatal(err)
+	}
+	a := g.Peek("a:1")
+	for _, eps := range [][]bulwark.Endpoint{
+		endpoints("b:1", ""),
+		endpoints("b:1", "b:1"),
+		{{Addr: "b:1", Weight: -1}},
+	} {
+		err := g.SetEndpoints(eps)
+		if !errors.Is(err, bulwark.ErrInvalidEndpoint) {
+			t.Errorf("SetEndpoints(%v) = %v, want ErrInvalidEndpoint", eps, err)
+		}
+		if g.Peek("a:1") != a || g.Peek("b:1") != nil {
+			t.Errorf("SetEndpoints(%v) failed but changed the members", eps)
+		}
+	}
+}
+
+// Churning 100,000 endpoints through a group, ten at a time, leaves it
+// holding the ten current ones: memory follows the fleet.
+func TestGroupSetEndpointsChurn(t *testing.T) {
+	g, clk := newGroup(t, breaker.GroupConfig{})
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	const total, size = 100_000, 10
+	eps := make([]bulwark.Endpoint, size)
+	for i := 0; i+size <= total; i += size / 2 { // half the fleet replaced each time
+		for j := range eps {
+			eps[j] = bulwark.Endpoint{Addr: fmt.Sprintf("10.%d.%d.%d:80", (i+j)>>16, (i+j)>>8&255, (i+j)&255)}
+		}
+		if err := g.SetEndpoints(eps); err != nil {
+			t.Fatal(err)
+		}
+		g.Get(eps[0].Addr)
+		if n := g.Len(); n != size {
+			t.Fatalf("Len() = %d after SetEndpoints of %d endpoints, want %d", n, size, size)
+		}
+		clk.Advance(time.Second)
+	}
+	if n := breaker.GroupEntries(g); n != size {
+		t.Errorf("the group's map holds %d entries, want %d", n, size)
+	}
+	runtime.GC()
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	if grown := int64(after.HeapAlloc) - int64(before.HeapAlloc); grown > 4<<20 {
+		t.Errorf("heap grew by %d bytes over the churn, want it flat (under 4 MiB; 100,000 kept breakers would take far more)", grown)
 	}
 }

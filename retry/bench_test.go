@@ -115,3 +115,36 @@ func BenchmarkBudget(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkHedge runs a Hedge whose first attempt answers long before the
+// hedge delay: the path of nearly every call.
+func BenchmarkHedge(b *testing.B) {
+	b.Run("noHedge", func(b *testing.B) {
+		h, err := NewHedge(HedgeConfig{Delay: 100 * time.Millisecond})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctx := context.Background()
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := h.Do(ctx, okOp); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("noHedgeParallel", func(b *testing.B) {
+		h, err := NewHedge(HedgeConfig{Delay: 100 * time.Millisecond})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			ctx := context.Background()
+			for pb.Next() {
+				if err := h.Do(ctx, okOp); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	})
+}

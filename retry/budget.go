@@ -47,7 +47,8 @@ type BudgetConfig struct {
 
 // Budget is a retry budget that many Policy and Hedge values can share, so
 // that a failing dependency sees at most about (1 + Ratio) × its normal load
-// plus MinPerSecond: every call deposits a request, every retry or hedge
+// plus MinPerSecond: every call deposits a request (a bulwark.Compose of
+// policies that share the Budget deposits once per call), every retry or hedge
 // withdraws one retry, and a retry is allowed while the retries counted over
 // the window stay within Ratio × requests + MinPerSecond × Window. With
 // MaxTokens set, gRPC's throttling applies as well.

@@ -69,7 +69,7 @@ func Example_httpGet() {
 	resp.Body.Close()
 	fmt.Println(resp.StatusCode, string(body))
 	// Output:
-	// retry: attempt 2 in 2s after retry: HTTP 503 Service Unavailable (retry after 2s)
+	// retry: attempt 2 in 2s after HTTP 503 Service Unavailable (retry after 2s)
 	// 200 hello
 }
 
@@ -133,9 +133,9 @@ func ExampleHedge() {
 	// first attempt: context canceled
 }
 
-// Composing with a breaker, outermost first: each attempt passes the breaker;
-// when the breaker is open, the policy waits out its RetryAfter instead of
-// spinning on the rejection.
+// Composing with a breaker, outermost first: each attempt passes the breaker,
+// and once the breaker is open the call fails at once with its refusal, as a
+// breaker means it to, instead of waiting for it.
 func Example_withBreaker() {
 	clk := bulwarktest.NewClock(time.Time{})
 	cb, err := breaker.New(breaker.Config{ConsecutiveFailures: 2, OpenDuration: 10 * time.Second, Clock: clk})
@@ -143,6 +143,33 @@ func Example_withBreaker() {
 		panic(err)
 	}
 	policy, err := retry.New(retry.Config{MaxAttempts: 5, Clock: clk, Observer: advancing(clk), Seed: 1,
+		Backoff: retry.Backoff{Base: time.Second, Jitter: retry.NoJitter}})
+	if err != nil {
+		panic(err)
+	}
+	calls := 0
+	err = bulwark.Compose(policy, cb).Do(context.Background(), func(context.Context) error {
+		calls++
+		return errors.New("payment service unavailable")
+	})
+	fmt.Println(errors.Is(err, breaker.ErrOpen), "after", calls, "calls; breaker", cb.State())
+	// Output:
+	// retry: attempt 2 in 1s after payment service unavailable
+	// retry: attempt 3 in 2s after payment service unavailable
+	// give up after 3 attempts: circuit_open
+	// true after 2 calls; breaker open
+}
+
+// Waiting out an open breaker is opt-in: with MaxOpenWait, the policy waits
+// for the breaker's RetryAfter, here 8 s, when it is no longer than that, and
+// never past the context's deadline.
+func Example_waitForBreaker() {
+	clk := bulwarktest.NewClock(time.Time{})
+	cb, err := breaker.New(breaker.Config{ConsecutiveFailures: 2, OpenDuration: 10 * time.Second, Clock: clk})
+	if err != nil {
+		panic(err)
+	}
+	policy, err := retry.New(retry.Config{MaxAttempts: 5, MaxOpenWait: 30 * time.Second, Clock: clk, Observer: advancing(clk), Seed: 1,
 		Backoff: retry.Backoff{Base: time.Second, Jitter: retry.NoJitter}})
 	if err != nil {
 		panic(err)

@@ -171,7 +171,14 @@ func TestHedgeRespectsBudget(t *testing.T) {
 	// No ratio to speak of and a minimum of exactly one retry per window.
 	budget := mustBudget(t, BudgetConfig{Ratio: 1e-9, MinPerSecond: 0.1, Window: 10 * time.Second, Clock: clk})
 	rec := newRecorder()
-	h := mustHedge(t, HedgeConfig{MaxAttempts: 4, Delay: time.Second, Budget: budget, Clock: clk, Observer: rec})
+	refused := make(chan bulwark.Event, 1)
+	obs := bulwark.ObserverFunc(func(e bulwark.Event) {
+		rec.Observe(e)
+		if e.Kind == bulwark.EventBudgetExhausted {
+			refused <- e
+		}
+	})
+	h := mustHedge(t, HedgeConfig{MaxAttempts: 4, Delay: time.Second, Budget: budget, Clock: clk, Observer: obs})
 	started := make(chan int, 4)
 	release := make(chan struct{})
 	done := make(chan error, 1)
@@ -202,8 +209,11 @@ func TestHedgeRespectsBudget(t *testing.T) {
 			}
 		}
 	}
-	for clk.Timers() != 0 {
-		runtime.Gosched()
+	if e := <-refused; e.Attempt != 3 {
+		t.Errorf("budget refused attempt %d, want 3", e.Attempt)
+	}
+	if n := clk.Timers(); n != 0 {
+		t.Errorf("%d timers after the budget refused a hedge, want none", n)
 	}
 	close(release)
 	if err := <-done; err != nil {
@@ -299,4 +309,142 @@ func TestHedgeConcurrentSafe(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+// onCallersGoroutine reports whether the function named fn is on the calling
+// goroutine's stack: an op that Do runs on the goroutine that called it sees
+// its caller there.
+func onCallersGoroutine(fn string) bool {
+	pcs := make([]uintptr, 64)
+	frames := runtime.CallersFrames(pcs[:runtime.Callers(1, pcs)])
+	for {
+		f, more := frames.Next()
+		if strings.HasSuffix(f.Function, "."+fn) {
+			return true
+		}
+		if !more {
+			return false
+		}
+	}
+}
+
+// The first attempt runs on the caller's goroutine, and a call that no hedge
+// joins starts no goroutine and leaves no timer.
+func TestHedgeFirstAttemptRunsOnCallersGoroutine(t *testing.T) {
+	noLeak(t)
+	clk := bulwarktest.NewClock(time.Time{})
+	h := mustHedge(t, HedgeConfig{MaxAttempts: 3, Delay: time.Second, Clock: clk})
+	var first, hedged bool
+	err := h.Do(context.Background(), func(ctx context.Context) error {
+		first = onCallersGoroutine("TestHedgeFirstAttemptRunsOnCallersGoroutine")
+		return nil
+	})
+	if err != nil || !first {
+		t.Errorf("Do = %v, first attempt on the caller's goroutine: %v; want nil, true", err, first)
+	}
+	if n := clk.Timers(); n != 0 {
+		t.Errorf("Timers() = %d after Do, want 0", n)
+	}
+	// A hedge runs on a goroutine of its own.
+	release := make(chan struct{})
+	go func() {
+		_ = clk.BlockUntil(context.Background(), 1)
+		clk.Advance(time.Second)
+	}()
+	err = h.Do(context.Background(), func(ctx context.Context) error {
+		if Attempt(ctx) == 1 {
+			<-ctx.Done()
+			close(release)
+			return ctx.Err()
+		}
+		hedged = !onCallersGoroutine("TestHedgeFirstAttemptRunsOnCallersGoroutine")
+		return nil
+	})
+	<-release
+	if err != nil || !hedged {
+		t.Errorf("Do = %v, hedge on a goroutine of its own: %v; want nil, true", err, hedged)
+	}
+}
+
+// lazyCancel makes its cancelable context only when asked, and behaves as
+// context.WithCancel's either way.
+func TestLazyCancel(t *testing.T) {
+	type key struct{}
+	parent := context.WithValue(context.Background(), key{}, "v")
+	t.Run("canceled before anyone looked", func(t *testing.T) {
+		c := &lazyCancel{Context: parent}
+		if c.Err() != nil || c.scope.Load() != nil {
+			t.Fatalf("new lazyCancel: Err() = %v, made its context: %v; want nil, false", c.Err(), c.scope.Load() != nil)
+		}
+		c.cancel()
+		if !errors.Is(c.Err(), context.Canceled) || c.Value(key{}) != "v" {
+			t.Errorf("after cancel: Err() = %v, Value = %v; want context.Canceled, v", c.Err(), c.Value(key{}))
+		}
+		select {
+		case <-c.Done():
+		default:
+			t.Error("Done() not closed after cancel")
+		}
+	})
+	t.Run("derived contexts follow it", func(t *testing.T) {
+		c := &lazyCancel{Context: parent}
+		child, stop := context.WithCancel(c)
+		defer stop()
+		fired := make(chan struct{})
+		context.AfterFunc(c, func() { close(fired) })
+		c.cancel()
+		<-child.Done()
+		<-fired
+		if !errors.Is(child.Err(), context.Canceled) || child.Value(key{}) != "v" {
+			t.Errorf("child: Err() = %v, Value = %v; want context.Canceled, v", child.Err(), child.Value(key{}))
+		}
+	})
+	t.Run("parent canceled", func(t *testing.T) {
+		p, cancel := context.WithCancel(parent)
+		c := &lazyCancel{Context: p}
+		cancel()
+		if !errors.Is(c.Err(), context.Canceled) {
+			t.Errorf("Err() with the parent canceled = %v, want context.Canceled", c.Err())
+		}
+		<-c.Done()
+		c.release()
+	})
+}
+
+// A first attempt that panics while a hedge runs ends the call: the hedge is
+// canceled and waited for, and the panic reaches the caller.
+func TestHedgeFirstAttemptPanics(t *testing.T) {
+	noLeak(t)
+	clk := bulwarktest.NewClock(time.Time{})
+	h := mustHedge(t, HedgeConfig{Delay: time.Second, Clock: clk})
+	hedgeStarted := make(chan struct{})
+	hedgeEnded := make(chan error, 1)
+	go func() {
+		_ = clk.BlockUntil(context.Background(), 1)
+		clk.Advance(time.Second)
+	}()
+	defer func() {
+		if r := recover(); r != "boom" {
+			t.Errorf("recovered %v, want the attempt's panic", r)
+		}
+		select {
+		case err := <-hedgeEnded:
+			if !errors.Is(err, context.Canceled) {
+				t.Errorf("hedge ended with %v, want context.Canceled", err)
+			}
+		default:
+			t.Error("the panic reached the caller before the hedge returned")
+		}
+	}()
+	_ = h.Do(context.Background(), func(ctx context.Context) error {
+		if Attempt(ctx) == 2 {
+			close(hedgeStarted)
+			<-ctx.Done()
+			hedgeEnded <- ctx.Err()
+			return ctx.Err()
+		}
+		<-hedgeStarted
+		panic("boom")
+	})
+	t.Error("Do returned, want a panic")
 }

@@ -84,3 +84,11 @@ type waitErr struct{ d time.Duration }
 
 func (e waitErr) Error() string             { return "wait " + e.d.String() }
 func (e waitErr) RetryAfter() time.Duration { return e.d }
+
+// openErr is an error like a circuit breaker's refusal: it asks for a wait,
+// and says that a breaker refused the call.
+type openErr struct{ d time.Duration }
+
+func (e openErr) Error() string             { return "circuit open, retry after " + e.d.String() }
+func (e openErr) RetryAfter() time.Duration { return e.d }
+func (e openErr) CircuitOpen() bool         { return true }

@@ -3,14 +3,14 @@ package retry
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
-	"math"
 	"net/http"
-	"strconv"
-	"strings"
+	"sync"
 	"time"
 
 	"github.com/bulwark-go/bulwark"
+	"github.com/bulwark-go/bulwark/internal/httpx"
 )
 
 var _ http.RoundTripper = (*Transport)(nil)
@@ -18,89 +18,23 @@ var _ http.RoundTripper = (*Transport)(nil)
 // Replayable reports whether req may be sent again after a failure: its method
 // is idempotent (GET, HEAD, OPTIONS, TRACE, PUT, DELETE, as RFC 9110 section
 // 9.2.2 defines) or it carries an Idempotency-Key (or X-Idempotency-Key)
-// header, and its body, if any, can be rewound with GetBody.
-func Replayable(req *http.Request) bool {
-	if req.Body != nil && req.Body != http.NoBody && req.GetBody == nil {
-		return false
-	}
-	switch req.Method {
-	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
-		return true
-	}
-	return req.Header.Get("Idempotency-Key") != "" || req.Header.Get("X-Idempotency-Key") != ""
-}
+// header, and its body, if any, can be rewound with GetBody. It is the rule
+// of Transport, and of balancer.Transport too.
+func Replayable(req *http.Request) bool { return httpx.Replayable(req) }
 
-// RetryableStatus reports whether an HTTP status code is worth a retry: 429
-// Too Many Requests, 502 Bad Gateway, 503 Service Unavailable and 504 Gateway
-// Timeout.
-func RetryableStatus(code int) bool {
-	switch code {
-	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
-		return true
-	}
-	return false
-}
-
-// ParseRetryAfter parses a Retry-After header value (RFC 9110 section 10.2.3):
-// either delay-seconds, a non-negative decimal integer, or an HTTP-date, which
-// is turned into a wait from now (zero for a date in the past). It reports
-// false for an empty or malformed value. Huge delay-seconds saturate at the
-// largest time.Duration.
-func ParseRetryAfter(v string, now time.Time) (time.Duration, bool) {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0, false
-	}
-	if v[0] >= '0' && v[0] <= '9' {
-		for i := 0; i < len(v); i++ {
-			if v[i] < '0' || v[i] > '9' {
-				return 0, false
-			}
-		}
-		secs, err := strconv.ParseUint(v, 10, 64)
-		if err != nil || secs > math.MaxInt64/uint64(time.Second) {
-			return math.MaxInt64, true // only a range error is possible here
-		}
-		return time.Duration(secs) * time.Second, true
-	}
-	t, err := http.ParseTime(v)
-	if err != nil {
-		return 0, false
-	}
-	return max(t.Sub(now), 0), true
-}
-
-// StatusError is the error for an HTTP response whose status is worth a retry
-// (see RetryableStatus). Its RetryAfter method returns the wait the server
-// asked for, so a Policy never retries before it.
-type StatusError struct {
-	StatusCode int
-	// Wait is the server's Retry-After, zero if it sent none.
-	Wait time.Duration
-}
-
-// Error returns "retry: HTTP 503 Service Unavailable", with the wait asked
-// for when there is one.
-func (e *StatusError) Error() string {
-	s := "retry: HTTP " + strconv.Itoa(e.StatusCode) + " " + http.StatusText(e.StatusCode)
-	if e.Wait > 0 {
-		s += " (retry after " + e.Wait.String() + ")"
-	}
-	return s
-}
-
-// RetryAfter returns Wait.
-func (e *StatusError) RetryAfter() time.Duration { return e.Wait }
-
-// ResponseError returns a *StatusError for a response whose status is worth a
-// retry, with its Retry-After header parsed against now, and nil for any
-// other response. It neither reads nor closes the body.
+// ResponseError returns a *bulwark.StatusError for a response whose status is
+// worth a retry (429 Too Many Requests, 502 Bad Gateway, 503 Service
+// Unavailable, 504 Gateway Timeout), with its Retry-After header parsed
+// against now, and nil for any other response. It neither reads nor closes
+// the body. A client that makes its own requests returns it from the
+// operation of a Policy, which then honours the Retry-After.
+//
+// Retry-After is either delay-seconds or an HTTP-date (RFC 9110, section
+// 10.2.3); a malformed value counts as none, and a value too large for a
+// time.Duration counts as the largest one, so a Policy gives up
+// (ErrRetryAfter) rather than retry at once.
 func ResponseError(resp *http.Response, now time.Time) error {
-	if !RetryableStatus(resp.StatusCode) {
-		return nil
-	}
-	wait, _ := ParseRetryAfter(resp.Header.Get("Retry-After"), now)
-	return &StatusError{StatusCode: resp.StatusCode, Wait: wait}
+	return httpx.StatusError(resp, now, bulwark.Endpoint{})
 }
 
 // errNoPolicy is returned by a Transport whose Policy is nil.
@@ -111,14 +45,23 @@ var errNoPolicy = errors.New("retry: Transport has no Policy")
 const maxDrain = 64 << 10
 
 // Transport is an http.RoundTripper that retries replayable requests (see
-// Replayable) under Policy: it sends each retry with a body rewound by
-// GetBody, retries transport errors and responses with a RetryableStatus,
-// never before their Retry-After, closes the responses it discards, and when
-// the Policy gives up on a retryable status returns that last response, with
-// a nil error, as a plain RoundTripper would. A request that is not
-// replayable is sent once. The Policy's AttemptTimeout, if set, bounds each
-// attempt up to the response headers; the body of the response returned
-// stays readable under the request's own context.
+// Replayable) under Policy, such as a *Policy, or a bulwark.Compose of one
+// with a Hedge or a breaker. Each attempt sends the request through Base,
+// with a body rewound by GetBody after the first. An attempt fails with
+// Base's error, or with a *bulwark.StatusError for a response whose status is
+// worth a retry (see ResponseError), which a Policy honours the Retry-After
+// of; the responses the Transport does not return are closed. When the
+// Policy gives up and some attempt got a response, RoundTrip returns the
+// latest one, with a nil error, as a plain RoundTripper would; otherwise the
+// Policy's error.
+//
+// A request that is not replayable is sent once, through Base alone: a
+// breaker that must see every request belongs in Base (breaker.Transport),
+// not in the Policy. A *Policy's AttemptTimeout, if set, bounds each attempt
+// up to the response headers; the body of the response returned stays
+// readable under the request's own context, whatever the Policy does with the
+// attempt's context once the attempt is over (a Hedge cancels its losers and
+// winner alike).
 //
 // A Transport is safe for concurrent use by multiple goroutines if Base is;
 // its fields must not change once it is in use.
@@ -127,11 +70,12 @@ type Transport struct {
 	Base http.RoundTripper
 	// Policy decides retries. It must not be nil; RoundTrip returns an
 	// error without sending anything if it is.
-	Policy *Policy
+	Policy bulwark.Policy
 }
 
 // RoundTrip sends req, retrying as Transport describes. Its error, when the
-// Policy gave up on a transport error, is a *GiveUpError.
+// Policy gave up without a response, is the Policy's: a *GiveUpError for a
+// *Policy or a Hedge.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	base := t.Base
 	if base == nil {
@@ -144,54 +88,109 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return nil, errNoPolicy
 	}
-	if !Replayable(req) {
+	if !httpx.Replayable(req) {
 		return base.RoundTrip(req)
 	}
-	var last *http.Response // the response of the last attempt, if kept
-	discard := func() {
-		if last != nil {
-			drainClose(last.Body)
-			last = nil
-		}
+	a := &attempts{req: req, base: base, clk: bulwark.WallClock()}
+	var err error
+	if rp, ok := p.(*Policy); ok {
+		// The Transport applies the attempt timeout itself, up to the
+		// response headers only.
+		a.clk, a.timeout = rp.clk, rp.attemptTimeout
+		err = rp.do(req.Context(), a.run)
+	} else {
+		err = p.Do(req.Context(), a.run)
 	}
-	err := p.do(req.Context(), func(ctx context.Context) error {
-		discard()
-		r := req.WithContext(ctx)
-		if Attempt(ctx) > 1 && req.Body != nil && req.Body != http.NoBody {
-			body, err := req.GetBody()
-			if err != nil {
-				return bulwark.Permanent(err)
-			}
-			r.Body = body
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.finished = true // a straggling hedged attempt must not touch a.last now
+	switch {
+	case a.n == 0:
+		if req.Body != nil {
+			req.Body.Close() // the Policy ran no attempt: the body is still ours to close
 		}
-		resp, err := t.send(ctx, base, r, p)
-		if err != nil {
-			return err
-		}
-		last = resp
-		return ResponseError(resp, p.clk.Now())
-	})
+	case a.won:
+		return a.last, nil
+	case a.last != nil && req.Context().Err() == nil:
+		return a.last, nil
+	}
+	if a.last != nil {
+		drainClose(a.last.Body)
+	}
 	if err == nil {
-		return last, nil
+		err = errors.New("retry: Policy returned no error but ran no attempt")
 	}
-	var se *StatusError
-	if last != nil && errors.As(err, &se) && req.Context().Err() == nil {
-		return last, nil
-	}
-	discard()
 	return nil, err
 }
 
-// send makes one attempt, bounded by the policy's attempt timeout until the
-// response headers arrive.
-func (t *Transport) send(ctx context.Context, base http.RoundTripper, r *http.Request, p *Policy) (*http.Response, error) {
-	if p.attemptTimeout <= 0 {
-		return base.RoundTrip(r)
+// attempts is the state of one RoundTrip. Attempts normally run one after
+// another; the mutex keeps a hedging Policy, which overlaps them, correct too.
+type attempts struct {
+	req     *http.Request
+	base    http.RoundTripper
+	clk     bulwark.Clock
+	timeout time.Duration // the attempt timeout, up to the headers; 0 for none
+
+	mu       sync.Mutex     // guards the fields below
+	n        int            // attempts started
+	last     *http.Response // the response to return: a success, or the latest retryable status; body open
+	won      bool           // last is a success
+	finished bool           // RoundTrip has taken last
+}
+
+func (a *attempts) run(ctx context.Context) error {
+	a.mu.Lock()
+	a.n++
+	rewind := a.n > 1
+	a.mu.Unlock()
+	resp, err := a.send(ctx, rewind)
+	if err != nil {
+		return err
 	}
-	actx, cancel := context.WithCancelCause(ctx)
-	timer := p.clk.AfterFunc(p.attemptTimeout, func() { cancel(context.DeadlineExceeded) })
-	resp, err := base.RoundTrip(r.WithContext(actx))
-	if !timer.Stop() && ctx.Err() == nil { // fired: the attempt overran
+	serr := httpx.StatusError(resp, a.clk.Now(), bulwark.Endpoint{})
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.won || a.finished {
+		drainClose(resp.Body) // a hedged attempt already succeeded, or RoundTrip returned
+		return serr
+	}
+	if a.last != nil {
+		drainClose(a.last.Body)
+	}
+	a.last, a.won = resp, serr == nil
+	return serr
+}
+
+// send makes one attempt. When ctx is the request's own and no attempt
+// timeout applies, that is all. Otherwise the attempt is sent under the
+// request's own context, so that the body of the response outlives the
+// attempt's ctx, and follows ctx only until the headers arrive, bounded by
+// the attempt timeout; closing the body releases it.
+func (a *attempts) send(ctx context.Context, rewind bool) (*http.Response, error) {
+	req := a.req
+	out := req
+	if rewind && req.Body != nil && req.Body != http.NoBody {
+		body, err := req.GetBody()
+		if err != nil {
+			return nil, bulwark.Permanent(fmt.Errorf("retry: rewinding the body: %w", err))
+		}
+		out = req.Clone(req.Context())
+		out.Body = body
+	}
+	if ctx == req.Context() && a.timeout == 0 {
+		return a.base.RoundTrip(out)
+	}
+	sendCtx, cancel := context.WithCancelCause(req.Context())
+	stop := context.AfterFunc(ctx, func() { cancel(context.Cause(ctx)) })
+	var timer bulwark.Timer
+	if a.timeout > 0 {
+		timer = a.clk.AfterFunc(a.timeout, func() { cancel(context.DeadlineExceeded) })
+	}
+	resp, err := a.base.RoundTrip(out.WithContext(sendCtx))
+	followed := stop()                                            // false: ctx ended during the attempt
+	timedOut := timer != nil && !timer.Stop() && ctx.Err() == nil // the attempt overran
+	switch {
+	case timedOut:
 		if resp != nil {
 			drainClose(resp.Body)
 		}
@@ -200,12 +199,20 @@ func (t *Transport) send(ctx context.Context, base http.RoundTripper, r *http.Re
 			err = context.DeadlineExceeded
 		}
 		return nil, &timeoutError{err: err}
-	}
-	if err != nil {
+	case err == nil && !followed:
+		// The attempt was called off while its headers arrived.
+		drainClose(resp.Body)
+		cancel(nil)
+		return nil, ctx.Err()
+	case err != nil:
 		cancel(nil)
 		return nil, err
 	}
-	resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: cancel}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		// (An upgraded connection's body is an io.ReadWriteCloser that must
+		// stay one; its context is released when the request's ends.)
+		resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: cancel}
+	}
 	return resp, nil
 }
 

@@ -56,73 +56,6 @@ func TestReplayable(t *testing.T) {
 	}
 }
 
-func TestRetryableStatus(t *testing.T) {
-	for code := 100; code < 600; code++ {
-		want := code == 429 || code == 502 || code == 503 || code == 504
-		if got := RetryableStatus(code); got != want {
-			t.Errorf("RetryableStatus(%d) = %v, want %v", code, got, want)
-		}
-	}
-}
-
-func TestParseRetryAfter(t *testing.T) {
-	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	cases := []struct {
-		in     string
-		want   time.Duration
-		wantOK bool
-	}{
-		{"120", 2 * time.Minute, true},
-		{"0", 0, true},
-		{" 7 ", 7 * time.Second, true},
-		{"Sun, 01 Mar 2026 12:00:30 GMT", 30 * time.Second, true}, // IMF-fixdate
-		{"Sunday, 01-Mar-26 12:01:00 GMT", time.Minute, true},     // RFC 850
-		{"Sun Mar  1 12:00:05 2026", 5 * time.Second, true},       // asctime
-		{"Sun, 01 Mar 2026 11:00:00 GMT", 0, true},                // in the past
-		{"99999999999999999999", 1<<63 - 1, true},                 // saturates
-		{"", 0, false},
-		{"-5", 0, false},
-		{"1.5", 0, false},
-		{"5s", 0, false},
-		{"+5", 0, false},
-		{"tomorrow", 0, false},
-	}
-	for _, tc := range cases {
-		got, ok := ParseRetryAfter(tc.in, now)
-		if got != tc.want || ok != tc.wantOK {
-			t.Errorf("ParseRetryAfter(%q) = %v, %v, want %v, %v", tc.in, got, ok, tc.want, tc.wantOK)
-		}
-	}
-}
-
-func FuzzParseRetryAfter(f *testing.F) {
-	for _, s := range []string{"120", "0", "Sun, 01 Mar 2026 12:00:30 GMT", "Sunday, 01-Mar-26 12:01:00 GMT",
-		"Sun Mar  1 12:00:05 2026", "99999999999999999999", "", "-1", "1e3", " 3 "} {
-		f.Add(s)
-	}
-	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	f.Fuzz(func(t *testing.T, v string) {
-		d, ok := ParseRetryAfter(v, now)
-		if d < 0 || (!ok && d != 0) {
-			t.Fatalf("ParseRetryAfter(%q) = %v, %v, want a non-negative wait, zero when not ok", v, d, ok)
-		}
-		if n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32); err == nil && !strings.HasPrefix(strings.TrimSpace(v), "+") {
-			if !ok || d != time.Duration(n)*time.Second {
-				t.Fatalf("ParseRetryAfter(%q) = %v, %v, want %ds, true", v, d, ok, n)
-			}
-		}
-		if ok && d > 0 && d < 1<<62 {
-			// A date form must round-trip through its own formatting.
-			if _, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64); err != nil {
-				back, ok2 := ParseRetryAfter(now.Add(d).UTC().Format(http.TimeFormat), now)
-				if !ok2 || back != d.Truncate(time.Second) {
-					t.Fatalf("ParseRetryAfter(%q) = %v, but its IMF-fixdate gives %v, %v", v, d, back, ok2)
-				}
-			}
-		}
-	})
-}
-
 // script is a RoundTripper that answers from a list, recording what it saw.
 type script struct {
 	mu      sync.Mutex
@@ -324,9 +257,9 @@ func TestResponseError(t *testing.T) {
 	}{
 		{200, "", nil},
 		{500, "5", nil},
-		{503, "", &StatusError{StatusCode: 503}},
-		{429, "Sun, 01 Mar 2026 12:00:10 GMT", &StatusError{StatusCode: 429, Wait: 10 * time.Second}},
-		{502, "garbage", &StatusError{StatusCode: 502}},
+		{503, "", &bulwark.StatusError{StatusCode: 503}},
+		{429, "Sun, 01 Mar 2026 12:00:10 GMT", &bulwark.StatusError{StatusCode: 429, Wait: 10 * time.Second}},
+		{502, "garbage", &bulwark.StatusError{StatusCode: 502}},
 	}
 	for _, tc := range cases {
 		resp := &http.Response{StatusCode: tc.code, Header: http.Header{}}
@@ -339,7 +272,7 @@ func TestResponseError(t *testing.T) {
 		}
 	}
 	var ra interface{ RetryAfter() time.Duration }
-	err := fmt.Errorf("wrapped: %w", &StatusError{StatusCode: 503, Wait: time.Second})
+	err := fmt.Errorf("wrapped: %w", &bulwark.StatusError{StatusCode: 503, Wait: time.Second})
 	if !errors.As(err, &ra) || ra.RetryAfter() != time.Second {
 		t.Errorf("errors.As(%v, RetryAfter) found %v, want a 1s wait", err, ra)
 	}
@@ -351,3 +284,63 @@ func TestResponseError(t *testing.T) {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// With a Hedge as its Policy, the Transport runs attempts at once; the
+// winner's body stays readable though the Hedge cancels its attempt's
+// context when it returns.
+func TestTransportWithHedge(t *testing.T) {
+	noLeak(t)
+	clk := bulwarktest.NewClock(time.Time{})
+	h := mustHedge(t, HedgeConfig{Delay: time.Second, Clock: clk})
+	var (
+		mu   sync.Mutex
+		ctxs []context.Context
+	)
+	base := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		mu.Lock()
+		ctxs = append(ctxs, r.Context())
+		n := len(ctxs)
+		mu.Unlock()
+		if n == 1 { // the slow one: canceled when the hedge wins
+			<-r.Context().Done()
+			return nil, r.Context().Err()
+		}
+		return &http.Response{StatusCode: 200, Body: io.NopCloser(strings.NewReader("fast")), Request: r}, nil
+	})
+	go func() {
+		_ = clk.BlockUntil(context.Background(), 1)
+		clk.Advance(time.Second)
+	}()
+	req, _ := http.NewRequest("GET", "http://example.test/", nil)
+	resp, err := (&Transport{Base: base, Policy: h}).RoundTrip(req)
+	if err != nil {
+		t.Fatalf("RoundTrip = %v, want the hedge's 200", err)
+	}
+	if err := ctxs[1].Err(); err != nil {
+		t.Errorf("the winner's request context ended (%v) before its body was read", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "fast" || ctxs[1].Err() == nil {
+		t.Errorf("body = %q, context after Close = %v; want \"fast\" and a released context", b, ctxs[1].Err())
+	}
+}
+
+// Any Policy will do: here one that is not a *Policy, and that runs the
+// attempt once.
+func TestTransportAcceptsAnyPolicy(t *testing.T) {
+	var ran int
+	once := bulwark.PolicyFunc(func(ctx context.Context, op func(context.Context) error) error {
+		ran++
+		return op(ctx)
+	})
+	base := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		return &http.Response{StatusCode: 503, Body: io.NopCloser(strings.NewReader("busy")), Request: r}, nil
+	})
+	req, _ := http.NewRequest("GET", "http://example.test/", nil)
+	resp, err := (&Transport{Base: base, Policy: once}).RoundTrip(req)
+	if err != nil || resp.StatusCode != 503 || ran != 1 {
+		t.Fatalf("RoundTrip = %v, %v after %d runs, want the 503 after 1", resp, err, ran)
+	}
+	resp.Body.Close()
+}

@@ -8,11 +8,17 @@ import (
 	"strconv"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/bulwark-go/bulwark"
+	"github.com/bulwark-go/bulwark/internal/compose"
 )
 
-var _ bulwark.Policy = (*Policy)(nil)
+var (
+	_ bulwark.Policy   = (*Policy)(nil)
+	_ compose.Sync     = (*Policy)(nil)
+	_ compose.Budgeted = (*Policy)(nil)
+)
 
 // Config configures a Policy. The zero Config is valid: 3 attempts, full
 // jitter from 100 ms doubling up to 10 s, every error retried except
@@ -60,13 +66,25 @@ type Config struct {
 
 	// MaxRetryAfter bounds the wait that an error may ask for: any error in
 	// the chain (found with errors.As) that has a method RetryAfter()
-	// time.Duration — a *StatusError from a 429 or 503 with Retry-After, a
-	// circuit breaker's rejection — makes the next delay at least that long,
-	// so the call is never retried before the server or the breaker allows
-	// it. When the wait asked for is longer than MaxRetryAfter, Do gives up
-	// at once with ErrRetryAfter rather than retry early: a breaker open for
-	// longer fails the call fast, as a breaker should. If zero, 10 seconds.
+	// time.Duration — a *bulwark.StatusError from a 429 or 503 with
+	// Retry-After, a rate limit's refusal — makes the next delay at least
+	// that long, so the call is never retried before the server allows it.
+	// When the wait asked for is longer than MaxRetryAfter, Do gives up at
+	// once with ErrRetryAfter rather than retry early. If zero, 10 seconds.
+	// An open circuit breaker's refusal is the business of MaxOpenWait.
 	MaxRetryAfter time.Duration
+	// MaxOpenWait is how long a call may wait for an open circuit breaker.
+	// An attempt refused by a breaker (the error with a RetryAfter method
+	// in its chain also has a method CircuitOpen() bool that returns true,
+	// as *breaker.OpenError does) ends the call at once by default: Do
+	// gives up with ErrNotRetryable and the refusal, as a breaker means it
+	// to.
+	// With MaxOpenWait set, Do waits instead until the breaker lets a probe
+	// through (the refusal's RetryAfter), when that is at most MaxOpenWait
+	// away, and gives up with ErrRetryAfter otherwise. The wait is a retry
+	// like any other: it never ends at or after ctx's deadline (ErrDeadline),
+	// and it spends from the Budget. It must not be negative.
+	MaxOpenWait time.Duration
 	// RetryAfterJitter adds up to this fraction of a RetryAfter wait to it,
 	// at random, so that clients told the same wait do not return in a
 	// herd. If zero, none. It must be within [0, 1].
@@ -74,7 +92,9 @@ type Config struct {
 
 	// Budget, if not nil, is the shared retry budget this policy spends
 	// from: each call deposits, each retry withdraws, and a retry that the
-	// budget refuses ends the call with ErrBudget.
+	// budget refuses ends the call with ErrBudget. In a bulwark.Compose, a
+	// layer whose Budget an outer layer deposits into does not deposit: a
+	// composed call counts once, however many layers spend from it.
 	Budget *Budget
 
 	// Clock is the time source. If nil, the wall clock.
@@ -104,9 +124,11 @@ var (
 	ErrDeadline = errors.New("retry: context deadline before next attempt")
 	// ErrBudget: the retry budget refused the retry or hedge.
 	ErrBudget = errors.New("retry: budget exhausted")
-	// ErrNotRetryable: the error was permanent, or Retryable said no.
+	// ErrNotRetryable: the error was permanent, Retryable said no, or an
+	// open circuit breaker refused the attempt (see Config.MaxOpenWait).
 	ErrNotRetryable = errors.New("retry: error not retryable")
-	// ErrRetryAfter: the error asked for a wait above MaxRetryAfter.
+	// ErrRetryAfter: the error asked for a wait above MaxRetryAfter (above
+	// MaxOpenWait, for an open circuit breaker).
 	ErrRetryAfter = errors.New("retry: retry-after beyond cap")
 )
 
@@ -181,6 +203,9 @@ func reasonCode(r error) string {
 // goroutines; the context comes with each call. Use New; the zero Policy is
 // not usable.
 type Policy struct {
+	//lint:ignore U1000 used through its method, which makes the type a compose.Sync
+	syncMarker // for bulwark.Call: Do runs op on the caller's goroutine only
+
 	name             string
 	maxAttempts      int
 	maxElapsed       time.Duration
@@ -189,16 +214,20 @@ type Policy struct {
 	delay            func(int, time.Duration, error) time.Duration
 	retryable        func(error) bool
 	maxRetryAfter    time.Duration
+	maxOpenWait      time.Duration
 	retryAfterJitter float64
 	budget           *Budget
 	clk              bulwark.Clock
 	wall             bool // clk is the wall clock: use context.WithTimeout
 	obs              bulwark.Observer
 	rng              atomic.Uint64 // SplitMix64 state, advanced by golden per draw
+
+	budgetHook // bulwark.Compose's one deposit per logical request
 }
 
 // New returns a Policy for cfg, or an error that says which field is invalid:
-// a negative MaxAttempts, MaxElapsed, AttemptTimeout or MaxRetryAfter, a
+// a negative MaxAttempts, MaxElapsed, AttemptTimeout, MaxRetryAfter or
+// MaxOpenWait, a
 // RetryAfterJitter outside [0, 1], or an invalid Backoff (negative durations,
 // Cap below Base, Multiplier below 1, unknown Jitter).
 func New(cfg Config) (*Policy, error) {
@@ -211,6 +240,8 @@ func New(cfg Config) (*Policy, error) {
 		return nil, fmt.Errorf("retry: negative AttemptTimeout %v", cfg.AttemptTimeout)
 	case cfg.MaxRetryAfter < 0:
 		return nil, fmt.Errorf("retry: negative MaxRetryAfter %v", cfg.MaxRetryAfter)
+	case cfg.MaxOpenWait < 0:
+		return nil, fmt.Errorf("retry: negative MaxOpenWait %v", cfg.MaxOpenWait)
 	case !(cfg.RetryAfterJitter >= 0 && cfg.RetryAfterJitter <= 1):
 		return nil, fmt.Errorf("retry: RetryAfterJitter %v, want within [0, 1]", cfg.RetryAfterJitter)
 	}
@@ -226,6 +257,7 @@ func New(cfg Config) (*Policy, error) {
 		delay:            cfg.Delay,
 		retryable:        cfg.Retryable,
 		maxRetryAfter:    cfg.MaxRetryAfter,
+		maxOpenWait:      cfg.MaxOpenWait,
 		retryAfterJitter: cfg.RetryAfterJitter,
 		budget:           cfg.Budget,
 		clk:              bulwark.ClockOrWall(cfg.Clock),
@@ -243,8 +275,17 @@ func New(cfg Config) (*Policy, error) {
 		seed = rand.Uint64()
 	}
 	p.rng.Store(seed)
+	p.budgetHook = compose.NewBudgetHook(unsafe.Pointer(p.budget), p.doSpending)
 	return p, nil
 }
+
+// syncMarker and budgetHook tie a Policy and a Hedge into bulwark.Call and
+// bulwark.Compose without exported methods.
+type (
+	//lint:ignore U1000 see the field
+	syncMarker = compose.SyncMarker
+	budgetHook = compose.BudgetHook
+)
 
 // rand returns the next number of the policy's random stream. It is
 // lock-free and safe for concurrent use.
@@ -255,9 +296,14 @@ func (p *Policy) rand() uint64 { return splitmix64(p.rng.Add(golden)) }
 // ErrElapsed, ErrDeadline, ErrBudget, ErrNotRetryable, ErrRetryAfter, or
 // ctx.Err()). Each attempt calls op afresh, so an op that picks an endpoint on
 // each call moves to another one on retry; Attempt(ctx) tells op which
-// attempt it is. Do waits between attempts on the policy's Clock, and never
-// past ctx's deadline.
+// attempt it is. Do runs op on the goroutine that called it, and waits
+// between attempts on the policy's Clock, never past ctx's deadline.
+//
+// Each call deposits into the Budget, but a call made by an inner layer of a
+// bulwark.Compose whose outer layer already counted the request into the same
+// Budget does not.
 func (p *Policy) Do(ctx context.Context, op func(context.Context) error) error {
+	// run, spelled out: the first attempt is the hot path.
 	var start time.Time
 	if p.maxElapsed > 0 {
 		start = p.clk.Now()
@@ -280,24 +326,40 @@ func (p *Policy) Do(ctx context.Context, op func(context.Context) error) error {
 	return p.retry(ctx, op, err, start, true)
 }
 
+func (p *Policy) doSpending(ctx context.Context, op func(context.Context) error) error {
+	return p.run(ctx, op, false, true)
+}
+
 // do is Do for callers, such as Transport, that enforce the attempt timeout
 // themselves.
 func (p *Policy) do(ctx context.Context, op func(context.Context) error) error {
-	if p.budget != nil {
-		p.budget.deposit()
-	}
+	return p.run(ctx, op, true, false)
+}
+
+// run is Do: deposit says whether to count the call into the Budget (not
+// when an outer layer of a bulwark.Compose does), and timeouts whether to
+// apply the attempt timeout.
+func (p *Policy) run(ctx context.Context, op func(context.Context) error, deposit, timeouts bool) error {
 	var start time.Time
 	if p.maxElapsed > 0 {
 		start = p.clk.Now()
 	}
-	err := op(ctx)
+	if p.budget != nil && deposit {
+		p.budget.deposit()
+	}
+	var err error
+	if timeouts && p.attemptTimeout > 0 {
+		err = p.timed(ctx, op)
+	} else {
+		err = op(ctx)
+	}
 	if err == nil {
 		if p.budget != nil {
 			p.budget.succeeded()
 		}
 		return nil
 	}
-	return p.retry(ctx, op, err, start, false)
+	return p.retry(ctx, op, err, start, timeouts)
 }
 
 // retry is the slow path, entered after the first attempt failed with err.
@@ -311,22 +373,16 @@ func (p *Policy) retry(ctx context.Context, op func(context.Context) error, err 
 		if p.budget != nil && bulwark.Classify(ctx, err) == bulwark.Failure {
 			p.budget.failed()
 		}
-		delay, reason := p.next(ctx, attempt, prev, err, now, start)
+		delay, cause, reason := p.next(ctx, attempt, prev, err, now, start)
 		if reason != nil {
-			return p.giveUp(ctx, reason, attempt, now.Sub(start), err)
+			return p.giveUp(ctx, reason, cause, attempt, now.Sub(start), err)
 		}
 		if p.obs != nil {
-			cause := "error"
-			if errors.Is(err, ErrAttemptTimeout) {
-				cause = "attempt_timeout"
-			} else if _, ok := retryAfter(err); ok {
-				cause = "retry_after"
-			}
 			bulwark.ObserveContext(ctx, p.obs, bulwark.Event{Kind: bulwark.EventRetry, Component: bulwark.ComponentRetry,
 				Name: p.name, Attempt: attempt + 1, Delay: delay, Err: err, Reason: cause})
 		}
 		if serr := bulwark.Sleep(ctx, p.clk, delay); serr != nil {
-			return p.giveUp(ctx, serr, attempt, p.clk.Since(start), err)
+			return p.giveUp(ctx, serr, cause, attempt, p.clk.Since(start), err)
 		}
 		prev = delay
 		actx := context.WithValue(ctx, attemptKey{}, attempt+1)
@@ -346,16 +402,28 @@ func (p *Policy) retry(ctx context.Context, op func(context.Context) error, err 
 }
 
 // next decides whether to retry after attempt failed with err at now, and
-// how long to wait first. It returns a non-nil reason to give up.
-func (p *Policy) next(ctx context.Context, attempt int, prev time.Duration, err error, now, start time.Time) (time.Duration, error) {
-	if cerr := ctx.Err(); cerr != nil {
-		return 0, cerr
+// how long to wait first. It returns a non-nil reason to give up, and the
+// cause of the retry or give-up for events: "error", "attempt_timeout",
+// "retry_after" or "circuit_open".
+func (p *Policy) next(ctx context.Context, attempt int, prev time.Duration, err error, now, start time.Time) (time.Duration, string, error) {
+	hint, asked, open := pushback(err)
+	cause := "error"
+	switch {
+	case errors.Is(err, ErrAttemptTimeout):
+		cause = "attempt_timeout"
+	case open:
+		cause = "circuit_open"
+	case asked:
+		cause = "retry_after"
 	}
-	if bulwark.IsPermanent(err) || (p.retryable != nil && !p.retryable(err)) {
-		return 0, ErrNotRetryable
+	if cerr := ctx.Err(); cerr != nil {
+		return 0, cause, cerr
+	}
+	if bulwark.IsPermanent(err) || (p.retryable != nil && !p.retryable(err)) || (open && p.maxOpenWait == 0) {
+		return 0, cause, ErrNotRetryable
 	}
 	if attempt >= p.maxAttempts {
-		return 0, ErrAttempts
+		return 0, cause, ErrAttempts
 	}
 	var d time.Duration
 	if p.delay != nil {
@@ -363,9 +431,13 @@ func (p *Policy) next(ctx context.Context, attempt int, prev time.Duration, err 
 	} else {
 		d = p.backoff.Delay(attempt, prev, p.rand())
 	}
-	if hint, ok := retryAfter(err); ok && hint > 0 {
-		if hint > p.maxRetryAfter {
-			return 0, ErrRetryAfter
+	if hint > 0 {
+		limit := p.maxRetryAfter
+		if open {
+			limit = p.maxOpenWait
+		}
+		if hint > limit {
+			return 0, cause, ErrRetryAfter
 		}
 		if p.retryAfterJitter > 0 {
 			hint += uniform(p.rand(), time.Duration(float64(hint)*p.retryAfterJitter))
@@ -374,37 +446,46 @@ func (p *Policy) next(ctx context.Context, attempt int, prev time.Duration, err 
 	}
 	wake := now.Add(d)
 	if dl, ok := ctx.Deadline(); ok && !wake.Before(dl) {
-		return 0, ErrDeadline
+		return 0, cause, ErrDeadline
 	}
 	if p.maxElapsed > 0 && wake.Sub(start) > p.maxElapsed {
-		return 0, ErrElapsed
+		return 0, cause, ErrElapsed
 	}
 	if p.budget != nil && !p.budget.withdraw() {
 		if p.obs != nil {
 			bulwark.ObserveContext(ctx, p.obs, bulwark.Event{Kind: bulwark.EventBudgetExhausted, Component: bulwark.ComponentRetry,
 				Name: p.name, Attempt: attempt + 1, Err: err})
 		}
-		return 0, ErrBudget
+		return 0, cause, ErrBudget
 	}
-	return d, nil
+	return d, cause, nil
 }
 
-func (p *Policy) giveUp(ctx context.Context, reason error, attempts int, elapsed time.Duration, err error) error {
+// giveUp ends a call; cause is next's, so that an open breaker's refusal
+// shows as "circuit_open" in the event rather than "not_retryable".
+func (p *Policy) giveUp(ctx context.Context, reason error, cause string, attempts int, elapsed time.Duration, err error) error {
 	if p.obs != nil {
+		code := reasonCode(reason)
+		if reason == ErrNotRetryable && cause == "circuit_open" {
+			code = cause
+		}
 		bulwark.ObserveContext(ctx, p.obs, bulwark.Event{Kind: bulwark.EventGiveUp, Component: bulwark.ComponentRetry,
-			Name: p.name, Attempt: attempts, Err: err, Reason: reasonCode(reason)})
+			Name: p.name, Attempt: attempts, Err: err, Reason: code})
 	}
 	return &GiveUpError{Reason: reason, Attempts: attempts, Elapsed: elapsed, Err: err}
 }
 
-// retryAfter returns the wait asked for by the first error in err's chain that
-// has a RetryAfter method.
-func retryAfter(err error) (time.Duration, bool) {
+// pushback returns the wait asked for by the first error in err's chain that
+// has a method RetryAfter() time.Duration, whether there is one, and whether
+// that error is an open circuit breaker's refusal: it also has a method
+// CircuitOpen() bool that returns true.
+func pushback(err error) (wait time.Duration, asked, open bool) {
 	var ra interface{ RetryAfter() time.Duration }
-	if errors.As(err, &ra) {
-		return ra.RetryAfter(), true
+	if !errors.As(err, &ra) {
+		return 0, false, false
 	}
-	return 0, false
+	co, ok := ra.(interface{ CircuitOpen() bool })
+	return ra.RetryAfter(), true, ok && co.CircuitOpen()
 }
 
 type attemptKey struct{}

@@ -34,6 +34,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"negative elapsed", Config{MaxElapsed: -time.Second}, "negative MaxElapsed"},
 		{"negative attempt timeout", Config{AttemptTimeout: -1}, "negative AttemptTimeout"},
 		{"negative retry-after cap", Config{MaxRetryAfter: -1}, "negative MaxRetryAfter"},
+		{"negative open wait", Config{MaxOpenWait: -1}, "negative MaxOpenWait"},
 		{"retry-after jitter above 1", Config{RetryAfterJitter: 1.5}, "RetryAfterJitter 1.5"},
 		{"retry-after jitter NaN", Config{RetryAfterJitter: math.NaN()}, "RetryAfterJitter NaN"},
 		{"negative base", Config{Backoff: Backoff{Base: -time.Second}}, "negative Base"},
@@ -277,20 +278,20 @@ func TestDoHonoursRetryAfter(t *testing.T) {
 func TestGiveUpErrorUnwrap(t *testing.T) {
 	p := mustNew(t, Config{MaxAttempts: 2, Clock: bulwarktest.NewClock(time.Time{}),
 		Delay: func(int, time.Duration, error) time.Duration { return 0 }})
-	cause := &StatusError{StatusCode: 503}
+	cause := &bulwark.StatusError{StatusCode: 503}
 	err := p.Do(context.Background(), func(context.Context) error { return fmt.Errorf("call: %w", cause) })
 	var g *GiveUpError
 	if !errors.As(err, &g) {
 		t.Fatalf("Do = %v, want a *GiveUpError", err)
 	}
-	var se *StatusError
+	var se *bulwark.StatusError
 	if !errors.As(err, &se) || se != cause {
 		t.Errorf("errors.As(%v, *StatusError) = %v, want the op's error", err, se)
 	}
 	if !errors.Is(err, ErrAttempts) || errors.Is(err, ErrBudget) {
 		t.Errorf("errors.Is(%v, ErrAttempts / ErrBudget) = %v / %v, want true / false", err, errors.Is(err, ErrAttempts), errors.Is(err, ErrBudget))
 	}
-	const want = "retry: gave up after 2 attempts (attempts exhausted): call: retry: HTTP 503 Service Unavailable"
+	const want = "retry: gave up after 2 attempts (attempts exhausted): call: HTTP 503 Service Unavailable"
 	if got := err.Error(); got != want {
 		t.Errorf("Error() = %q, want %q", got, want)
 	}
