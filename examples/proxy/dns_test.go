@@ -205,11 +205,9 @@ func TestDNSChangeMovesTrafficWithinOneRefresh(t *testing.T) {
 		t.Fatalf("before the TTL ran out, GETs went to %v; want old1 and old2 only", got)
 	}
 	clk.Advance(time.Second)
-	for _, b := range news {
-		ev.waitFor(t, clk, 0, "discovery adds "+b.name, func(e bulwark.Event) bool {
-			return e.Kind == bulwark.EventEndpointAdded && e.Component == bulwark.ComponentDiscovery && e.Endpoint.Addr == b.addr
-		})
-	}
+	ev.waitEach(t, clk, 0, "discovery adds", func(e bulwark.Event) bool {
+		return e.Kind == bulwark.EventEndpointAdded && e.Component == bulwark.ComponentDiscovery
+	}, news...)
 	got := served(40)
 	if got["new1"]+got["new2"] != 40 || got["new1"] == 0 || got["new2"] == 0 {
 		t.Fatalf("after one refresh, GETs went to %v; want new1 and new2 only, both", got)

@@ -157,9 +157,9 @@ func New(cfg Config) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The balancer owns the fleet: the checker, the outlier detector and the
-	// breakers follow its membership, and the checker and detector report
-	// their verdicts to it.
+	// The balancer owns the fleet: the checker, the outlier detector, the
+	// breakers and the readiness check follow its membership, and the
+	// checker and detector report their verdicts to it.
 	p.outliers, err = healthcheck.NewOutlierDetector(healthcheck.OutlierConfig{
 		Name:     cfg.Name,
 		Rules:    healthcheck.ConsecutiveGatewayFailures | healthcheck.ConsecutiveFailures | healthcheck.FailurePercentage,
@@ -186,7 +186,7 @@ func New(cfg Config) (*Proxy, error) {
 	p.lb, err = balancer.New(balancer.Config{
 		Name: cfg.Name, Algorithm: cfg.Algorithm, Endpoints: cfg.Backends, Zone: cfg.Zone,
 		SlowStart: 5 * time.Second,
-		Followers: []balancer.Follower{p.checker, p.outliers, &p.members},
+		Followers: []balancer.Follower{p.checker, p.outliers, p.breakers, &p.members},
 		Breaker:   func(ep bulwark.Endpoint) (balancer.Breaker, error) { return p.breakers.Get(ep.Addr), nil },
 		Clock:     cfg.Clock, Observer: cfg.Observer,
 	})
@@ -220,15 +220,11 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	var transport http.RoundTripper = &balancer.Transport{Balancer: p.lb, Base: base, Policy: policy, Key: p.key}
 	if cfg.HedgeDelay > 0 {
-		// The hedge has a budget of its own: sharing the retry policy's,
-		// which wraps it, would count every request twice.
-		hedgeBudget, err := retry.NewBudget(retry.BudgetConfig{Ratio: cfg.RetryRatio, Clock: cfg.Clock})
-		if err != nil {
-			return nil, err
-		}
+		// Retries and hedges spend from one budget; composed, a request
+		// counts into it once.
 		hedge, err := retry.NewHedge(retry.HedgeConfig{
 			Name: cfg.Name, MaxAttempts: 2, Delay: cfg.HedgeDelay, Percentile: 0.95, MinDelay: cfg.HedgeDelay,
-			Budget: hedgeBudget, Clock: cfg.Clock, Observer: cfg.Observer,
+			Budget: budget, Clock: cfg.Clock, Observer: cfg.Observer,
 		})
 		if err != nil {
 			return nil, err
@@ -295,14 +291,13 @@ func (m *members) get() []bulwark.Endpoint {
 }
 
 // readsHedged sends GET and HEAD requests through a hedging transport, and
-// the rest through the plain one. A read whose body cannot be sent twice, or
-// that asks to upgrade the connection, is not hedged.
+// the rest through the plain one. A read that cannot be sent twice
+// (retry.Replayable), or that asks to upgrade the connection, is not hedged.
 type readsHedged struct{ reads, rest http.RoundTripper }
 
 func (h readsHedged) RoundTrip(r *http.Request) (*http.Response, error) {
 	read := r.Method == http.MethodGet || r.Method == http.MethodHead
-	rewindable := r.Body == nil || r.Body == http.NoBody || r.GetBody != nil
-	if read && rewindable && r.Header.Get("Upgrade") == "" {
+	if read && retry.Replayable(r) && r.Header.Get("Upgrade") == "" {
 		return h.reads.RoundTrip(r)
 	}
 	return h.rest.RoundTrip(r)

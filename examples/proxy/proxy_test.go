@@ -178,21 +178,29 @@ func waitPickable(t *testing.T, lb *balancer.Balancer, addr string) {
 	}
 }
 
-// waitHealthy waits, as waitFor does, until the checker has found each of bs
-// healthy, in any order.
-func (e events) waitHealthy(t *testing.T, clk *bulwarktest.Clock, step time.Duration, bs ...*backend) {
+// waitEach waits, as waitFor does, for an event that matches about each of
+// bs, in any order.
+func (e events) waitEach(t *testing.T, clk *bulwarktest.Clock, step time.Duration, what string, match func(bulwark.Event) bool, bs ...*backend) {
 	t.Helper()
 	left := map[string]bool{}
 	for _, b := range bs {
 		left[b.addr] = true
 	}
 	for len(left) > 0 {
-		got := e.waitFor(t, clk, step, fmt.Sprintf("%d more backends healthy", len(left)), func(e bulwark.Event) bool {
-			return e.Kind == bulwark.EventStateChange && e.Component == bulwark.ComponentHealthCheck &&
-				e.To == "healthy" && left[e.Endpoint.Addr]
+		got := e.waitFor(t, clk, step, fmt.Sprintf("%s for %d more backends", what, len(left)), func(e bulwark.Event) bool {
+			return left[e.Endpoint.Addr] && match(e)
 		})
 		delete(left, got.Endpoint.Addr)
 	}
+}
+
+// waitHealthy waits, as waitFor does, until the checker has found each of bs
+// healthy, in any order.
+func (e events) waitHealthy(t *testing.T, clk *bulwarktest.Clock, step time.Duration, bs ...*backend) {
+	t.Helper()
+	e.waitEach(t, clk, step, "healthy", func(e bulwark.Event) bool {
+		return e.Kind == bulwark.EventStateChange && e.Component == bulwark.ComponentHealthCheck && e.To == "healthy"
+	}, bs...)
 }
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
