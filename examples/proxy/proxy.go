@@ -7,11 +7,8 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httputil"
@@ -76,8 +73,9 @@ type Config struct {
 	// first). If nil, full jitter from 5 ms, doubling, capped at 100 ms.
 	RetryDelay func(n int) time.Duration
 	// MaxBufferedBody is the largest request body kept in memory so that
-	// a replayable request can be sent again; larger ones are sent once.
-	// If zero, 1 MiB.
+	// a replayable request can be sent again after a failed attempt; a
+	// larger one, like the body of any other request, streams through and
+	// is sent again only when its attempt failed to connect. If zero, 1 MiB.
 	MaxBufferedBody int64
 	// Transport sends requests to the backends. If nil, a tuned
 	// *http.Transport.
@@ -240,7 +238,8 @@ func New(cfg Config) (*Proxy, error) {
 			r.Out.URL.Host = "upstream" // the Transport puts the picked backend here
 			r.SetXForwarded()
 		},
-		Transport:    transport,
+		Transport:    bodyFromGetBody{transport},
+		BufferPool:   bufferPool{},
 		ErrorHandler: p.proxyError,
 	}
 
@@ -381,42 +380,25 @@ func (p *Proxy) serveProxy(w http.ResponseWriter, r *http.Request) {
 		}
 		p.mu.Unlock()
 	}()
-	if err := p.bufferBody(r); err != nil {
+	done, err := p.prepareBody(r)
+	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
+	}
+	if done != nil {
+		defer done()
 	}
 	p.rp.ServeHTTP(w, r)
 }
 
-// bufferBody keeps a request's body in memory, with a GetBody, so that it can
-// be sent again: on any failure for a replayable request, and after a failure
-// to connect for any request (nothing was sent). Larger bodies stream through
-// once.
-func (p *Proxy) bufferBody(r *http.Request) error {
-	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
-		return nil
-	}
-	if r.ContentLength > p.cfg.MaxBufferedBody {
-		return nil
-	}
-	b, err := io.ReadAll(io.LimitReader(r.Body, p.cfg.MaxBufferedBody+1))
-	if err != nil {
-		return fmt.Errorf("proxy: reading the request body: %w", err)
-	}
-	if int64(len(b)) > p.cfg.MaxBufferedBody {
-		// A body of unknown length turned out too large to keep: send it
-		// once, what was read followed by the rest.
-		r.Body = struct {
-			io.Reader
-			io.Closer
-		}{io.MultiReader(bytes.NewReader(b), r.Body), r.Body}
-		return nil
-	}
-	r.Body = io.NopCloser(bytes.NewReader(b))
-	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
-	r.ContentLength = int64(len(b))
-	return nil
-}
+// bufferPool is an httputil.BufferPool of the 32 KiB buffers that
+// ReverseProxy copies response bodies with.
+type bufferPool struct{}
+
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (bufferPool) Get() []byte  { return *copyBuffers.Get().(*[]byte) }
+func (bufferPool) Put(b []byte) { copyBuffers.Put(&b) }
 
 func (p *Proxy) key(r *http.Request) string {
 	if p.cfg.HashHeader != "" {
