@@ -45,7 +45,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/bulwark-go/bulwark"
@@ -304,15 +303,6 @@ func startBackends() ([]string, func(), error) {
 		return nil, nil, fmt.Errorf("backends: %w", err)
 	}
 	return strings.Split(strings.TrimSpace(line), ","), stop, nil
-}
-
-// selfCPU returns the CPU time this process has used.
-func selfCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // startHAProxy runs haproxy in the foreground, round-robin over addrs with
