@@ -23,17 +23,56 @@
 // lease and a fencing token; when it finishes it completes the key with its
 // result, kept for a retention period (24 hours by default), or releases it
 // on a failure worth retrying (a 5xx, a transient error) so that the client's
-// retry runs again. A claim whose process died is not a lock forever: when
-// its lease ends, a duplicate takes it over, and the dead run's late
-// completion is refused because its token is stale. Every request carries a
-// fingerprint of its payload; a duplicate whose fingerprint differs is
-// refused (422 in HTTP, ErrMismatch from Do).
+// retry runs again. Every request carries a fingerprint of its payload; a
+// duplicate whose fingerprint differs is refused (422 in HTTP, ErrMismatch
+// from Do).
+//
+// While a run goes on, the Engine renews its lease (Store.Extend, every third
+// of Config.Lease), so a slow run keeps its key however long it takes. A
+// claim whose process died is not a lock forever: it stops being renewed, and
+// when its lease ends a duplicate takes it over, while the dead run's late
+// completion is refused because its token is stale. If the Engine can no
+// longer guarantee a live run's lease (the key was taken over, or the Store
+// was unreachable for two thirds of a lease), it ends the run's context with
+// the cause ErrLeaseLost. Expiry is decided by the Store's clock (the Redis or
+// PostgreSQL server's), never by a client's, so a client whose clock is skewed
+// cannot take a lease over early.
 //
 // Within one process, concurrent duplicates of a key share one Claim
 // (singleflight), and can wait for the first run instead of failing with a
 // conflict (Config.Wait). Across processes, the Store decides: MemoryStore
 // is for one process; the redisstore and pgstore modules share records
 // between instances. Every Store passes idempotencytest.RunStore.
+//
+// # Exactly once, with the business write
+//
+// A process can die after its business write and before its key is
+// completed; a duplicate then runs again. Two defences close that gap. Where
+// the keys and the business data share PostgreSQL, the operation completes
+// its key inside its own transaction: the run's Lease is in its context
+// (LeaseFromContext), pgstore's CompleteTx checks the fencing token and
+// stores the result in that transaction, and the Engine then stores nothing
+// more. The result is encoded as the Engine would (EncodeResult, EncodeError,
+// EncodeResponse), so duplicates get it replayed like any other:
+//
+//	order, err := idempotency.Do(ctx, engine, key, fp, func(ctx context.Context) (Order, error) {
+//		var o Order
+//		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+//			if err := insertOrder(ctx, tx, &o); err != nil {
+//				return err
+//			}
+//			v, err := idempotency.EncodeResult(o)
+//			if err != nil {
+//				return err
+//			}
+//			return keys.CompleteTx(ctx, tx, idempotency.LeaseFromContext(ctx), v)
+//		})
+//		return o, err
+//	})
+//
+// Elsewhere (keys in Redis), the business table's unique constraint on the
+// tenant and the key is the second line: a run that finds its key's row
+// already written returns that row's result instead of writing another.
 //
 // # Which outcomes are kept
 //

@@ -164,6 +164,7 @@ type Engine struct {
 	failOpen   bool
 	cacheError func(error) bool
 	clock      bulwark.Clock
+	epoch      time.Time // leases are measured in durations on clock since epoch
 	obs        bulwark.Observer
 
 	group singleflight.Group // coalesces Claims of one key
@@ -207,6 +208,7 @@ func New(cfg Config) (*Engine, error) {
 	if e.cacheError == nil {
 		e.cacheError = bulwark.IsPermanent
 	}
+	e.epoch = e.clock.Now()
 	return e, nil
 }
 
@@ -225,10 +227,13 @@ func orDefault(d, def time.Duration) time.Duration {
 //
 // fingerprint identifies the payload (a digest of the request, say): a
 // duplicate with another fingerprint gets ErrMismatch and op does not run.
-// nil is an empty fingerprint. op runs on the caller's goroutine with ctx.
+// nil is an empty fingerprint. op runs on the caller's goroutine, with a
+// context derived from ctx that carries the run's Lease (LeaseFromContext)
+// and ends with the cause ErrLeaseLost if the lease cannot be kept.
 //
-// When op succeeds, its result is stored for Config.Retention. When op fails
-// with an error that Config.CacheError selects, the error is stored and
+// When op succeeds, its result is stored for Config.Retention, unless op
+// completed the key itself, in its own transaction (see Lease). When op
+// fails with an error that Config.CacheError selects, the error is stored and
 // duplicates get a *ReplayedError marked bulwark.Permanent; any other error
 // releases the key so a retry runs op again. A panic in op releases the key
 // and is re-raised. The outcome is stored even when ctx is canceled after op
@@ -238,7 +243,8 @@ func orDefault(d, def time.Duration) time.Duration {
 // Do returns ErrInvalidKey for an empty key, an *InFlightError (ErrInFlight)
 // while another run holds the key, ErrMismatch, an error wrapping ErrStore
 // when the Store fails to claim (unless Config.FailOpen), ctx's error if ctx
-// ends while waiting, or op's error.
+// ends while waiting, or op's error, which also wraps ErrLeaseLost if the run
+// lost its lease.
 func Do[T any](ctx context.Context, e *Engine, key string, fingerprint []byte, op func(context.Context) (T, error)) (T, error) {
 	var out T
 	run := func(ctx context.Context) ([]byte, error) {
@@ -297,9 +303,14 @@ type runFunc func(ctx context.Context) (value []byte, err error)
 // joined it.
 type flight struct {
 	claim       Claim
-	sent        time.Time // when the Claim was sent, by the Engine's clock
 	fingerprint []byte
 	done        chan struct{} // when Wait is set and the claim won: closed when its run ends
+}
+
+// wonFlight is a flight whose claim won, with the Lease of its run.
+type wonFlight struct {
+	flight
+	lease Lease
 }
 
 // do is the engine's core. If this call claims key, it runs run and returns
@@ -316,11 +327,22 @@ func (e *Engine) do(ctx context.Context, key string, fp []byte, run runFunc) (va
 		if e.obs != nil {
 			start = e.clock.Now()
 		}
+		var (
+			won  *wonFlight    // the leader's flight, if its claim won
+			sent time.Duration // when the leader sent its Claim, since the epoch
+		)
 		v, cerr, _ := e.group.Do(key, func() (any, error) {
 			leader = true
-			sent := e.clock.Now()
+			sent = e.clock.Since(e.epoch)
 			c, err := e.store.Claim(ctx, key, fp, e.lease)
-			f := &flight{claim: c, sent: sent, fingerprint: fp}
+			var f *flight
+			if err == nil && c.Won {
+				won = new(wonFlight) // one allocation for the flight and the Lease
+				f = &won.flight
+			} else {
+				f = new(flight)
+			}
+			f.claim, f.fingerprint = c, fp
 			if err == nil && c.Won && e.wait > 0 {
 				// Register the run before the duplicates that share
 				// this flight look for it.
@@ -340,7 +362,7 @@ func (e *Engine) do(ctx context.Context, key string, fp []byte, run runFunc) (va
 		}
 		f := v.(*flight)
 		if leader && f.claim.Won {
-			return e.runClaimed(ctx, key, f, run)
+			return e.runClaimed(ctx, key, f, &won.lease, sent, run)
 		}
 		rec := f.claim.Record
 		if f.claim.Won {
@@ -409,10 +431,10 @@ func (e *Engine) awaitRun(ctx context.Context, key string, now, deadline, leaseE
 	return nil
 }
 
-// runClaimed runs run under the claim that f won, with its Lease in run's
-// context, and stores or releases its outcome. f.done, if not nil, is the
-// channel registered in e.running for this run.
-func (e *Engine) runClaimed(ctx context.Context, key string, f *flight, run runFunc) (value []byte, ran bool, err error) {
+// runClaimed runs run under the claim that f won, sent at sent, with its
+// Lease l in run's context, and stores or releases its outcome. f.done, if
+// not nil, is the channel registered in e.running for this run.
+func (e *Engine) runClaimed(ctx context.Context, key string, f *flight, l *Lease, sent time.Duration, run runFunc) (value []byte, ran bool, err error) {
 	c := f.claim
 	if e.obs != nil {
 		ev := e.event(bulwark.EventClaimed, key)
@@ -423,13 +445,12 @@ func (e *Engine) runClaimed(ctx context.Context, key string, f *flight, run runF
 		}
 		base.ObserveContext(ctx, e.obs, ev)
 	}
-	l := e.startLease(ctx, key, c.Token, f.sent)
+	e.startLease(ctx, l, key, c.Token, sent)
 	finished := false
 	defer func() {
 		if !finished {
 			// run panicked: free the key for a retry, then re-panic.
 			e.endLease(l)
-			l.cancel(context.Canceled)
 			e.release(ctx, l)
 		}
 		if f.done != nil { // wake local duplicates once the outcome is stored
@@ -444,10 +465,9 @@ func (e *Engine) runClaimed(ctx context.Context, key string, f *flight, run runF
 	value, err = run(&l.ctx)
 	finished = true
 	lost := e.endLease(l)
-	l.cancel(context.Canceled)
 	switch {
-	case err == nil && l.completed.Load():
-		// op completed the key in its own transaction.
+	case err == nil && value != nil && l.completed.Load():
+		// op completed the key in its own transaction, and succeeded.
 	case value != nil:
 		e.complete(ctx, l, value)
 	default:

@@ -125,3 +125,49 @@ func ExampleDo() {
 	// true
 	// provider calls: 2
 }
+
+// The operation completes its key itself, in the transaction of its business
+// write, with the Lease from its context: with pgstore that is
+// store.CompleteTx(ctx, tx, lease, value). Here a MemoryStore stands in for the
+// database, and the "transaction" is one Complete. Duplicates replay what the
+// operation stored, and the Engine stores nothing more.
+func ExampleLeaseFromContext() {
+	store, err := idempotency.NewMemoryStore(idempotency.MemoryConfig{})
+	if err != nil {
+		panic(err)
+	}
+	defer store.Close()
+	engine, err := idempotency.New(idempotency.Config{Store: store})
+	if err != nil {
+		panic(err)
+	}
+	type order struct {
+		ID int `json:"id"`
+	}
+	orders := 0
+	create := func(ctx context.Context) (order, error) {
+		orders++
+		o := order{ID: orders} // the business write…
+		lease := idempotency.LeaseFromContext(ctx)
+		value, err := idempotency.EncodeResult(o)
+		if err != nil {
+			return order{}, err
+		}
+		// …and the key's completion, checked by the fencing token, in the
+		// same transaction.
+		if err := store.Complete(ctx, lease.Key(), lease.Token(), value, lease.Retention()); err != nil {
+			return order{}, err
+		}
+		lease.MarkCompleted()
+		return o, nil
+	}
+	for range 2 {
+		o, err := idempotency.Do(context.Background(), engine, "order-7f3a", nil, create)
+		fmt.Println(o.ID, err)
+	}
+	fmt.Println("orders created:", orders)
+	// Output:
+	// 1 <nil>
+	// 1 <nil>
+	// orders created: 1
+}

@@ -38,20 +38,23 @@ type Lease struct {
 	retention time.Duration
 	completed atomic.Bool // MarkCompleted was called
 
-	// The rest is set only for an Engine's run.
-	e      *Engine
-	ctx    leaseCtx // the context of the run
-	cancel context.CancelCauseFunc
+	ctx runCtx // the context of an Engine's run
 
-	// Guarded by e.renew.mu.
-	prev, next  *Lease
-	granted     time.Time // when the call that granted the lease now held was sent
-	renewing    bool      // an Extend is in flight
-	lost        bool
-	ended       bool               // the run has returned; no more renewals
-	renewCtx    context.Context    // of the Extend calls; set once, before the first
-	stopRenewal context.CancelFunc // ends renewCtx
-	renewals    sync.WaitGroup     // Extend calls in flight
+	// Guarded by the Engine's renew.mu.
+	prev, next *Lease
+	granted    time.Duration // when the call that granted the lease now held was sent, since the Engine's epoch
+	renewal    *renewal      // nil until the first renewal
+	lost       bool
+	ended      bool // the run has returned; no more renewals
+}
+
+// renewal is the state of the renewals of a Lease, made for a run that lasts
+// long enough to need one.
+type renewal struct {
+	ctx      context.Context    // of the Extend calls
+	stop     context.CancelFunc // ends ctx
+	inFlight bool               // guarded by the Engine's renew.mu
+	calls    sync.WaitGroup     // Extend calls in flight
 }
 
 // NewLease returns the Lease of a claim made directly on a Store, without an
@@ -85,9 +88,10 @@ func (l *Lease) Retention() time.Duration { return l.retention }
 // MarkCompleted records that the key has been completed with this lease's
 // token inside the operation's own transaction. A store's transactional
 // completion calls it once its statement succeeded, before the commit. The
-// Engine then stops renewing the lease, and when the operation returns
-// without an error it stores nothing; when the operation returns an error
-// (its transaction may have rolled back), the Engine stores or releases the
+// Engine then stops renewing the lease, and when the operation succeeds (Do's
+// op returns no error; the middleware's handler answers with a status that
+// HTTPConfig.Cacheable selects) it stores nothing. Otherwise (the
+// transaction may have rolled back) the Engine stores or releases the
 // outcome as usual, and a refusal because the key is already completed is
 // no error.
 func (l *Lease) MarkCompleted() { l.completed.Store(true) }
@@ -95,19 +99,77 @@ func (l *Lease) MarkCompleted() { l.completed.Store(true) }
 // leaseKey is the context key of the Lease.
 type leaseKey struct{}
 
-// leaseCtx is the context of a run: its cancelable context, and the Lease as
-// a value, without the allocation of a context.WithValue.
-type leaseCtx struct {
-	context.Context
-	l *Lease
+// runCtx is the context of a run. It carries the Lease as a value, and ends
+// when the run's lease is lost or the run returns. The cancelable context
+// behind it, from context.WithCancelCause, is made only when first needed:
+// by Done, by a Value other than the Lease (context.Cause is one), or by an
+// end while it exists; a short run whose operation never asks costs nothing
+// more than the Lease.
+type runCtx struct {
+	parent context.Context
+	l      *Lease
+	inner  atomic.Pointer[cancelable]
+	cause  atomic.Pointer[error] // why it ended; nil while the run goes on
 }
 
-func (c *leaseCtx) Value(key any) any {
+type cancelable struct {
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+}
+
+// The causes of end, as pointers that need no allocation.
+var (
+	causeCanceled  = &context.Canceled
+	causeLeaseLost = &ErrLeaseLost
+)
+
+// materialize returns the cancelable context behind c, making it if needed.
+func (c *runCtx) materialize() *cancelable {
+	if in := c.inner.Load(); in != nil {
+		return in
+	}
+	ctx, cancel := context.WithCancelCause(c.parent)
+	in := &cancelable{ctx, cancel}
+	if !c.inner.CompareAndSwap(nil, in) {
+		cancel(nil) // another goroutine made one first
+		return c.inner.Load()
+	}
+	if cause := c.cause.Load(); cause != nil {
+		cancel(*cause)
+	}
+	return in
+}
+
+// end ends c with cause, unless it has ended already.
+func (c *runCtx) end(cause *error) {
+	c.cause.CompareAndSwap(nil, cause)
+	if in := c.inner.Load(); in != nil {
+		in.cancel(*c.cause.Load())
+	}
+}
+
+func (c *runCtx) Deadline() (time.Time, bool) { return c.parent.Deadline() }
+
+func (c *runCtx) Done() <-chan struct{} { return c.materialize().ctx.Done() }
+
+func (c *runCtx) Err() error {
+	if in := c.inner.Load(); in != nil {
+		return in.ctx.Err()
+	}
+	if c.cause.Load() != nil {
+		return context.Canceled
+	}
+	return c.parent.Err()
+}
+
+func (c *runCtx) Value(key any) any {
 	if key == (leaseKey{}) {
 		return c.l
 	}
-	return c.Context.Value(key)
+	return c.materialize().ctx.Value(key)
 }
+
+func (c *runCtx) String() string { return "idempotency run context" }
 
 // renewer keeps the leases of an Engine's runs. Runs register in a list; one
 // timer, armed when a run registers while it is idle, ticks every sixth of
@@ -129,13 +191,12 @@ type renewer struct {
 // learns of it while a sixth of the lease, or more, remains.
 func (e *Engine) period() time.Duration { return max(e.lease/6, time.Nanosecond) }
 
-// startLease makes the Lease of a run that claimed key with token, by a Claim
-// sent at sent, registers it for renewal and returns it. ctx is the caller's.
-func (e *Engine) startLease(ctx context.Context, key string, token uint64, sent time.Time) *Lease {
-	l := &Lease{key: key, token: token, retention: e.retention, e: e, granted: sent}
-	cctx, cancel := context.WithCancelCause(ctx)
-	l.ctx = leaseCtx{Context: cctx, l: l}
-	l.cancel = cancel
+// startLease starts l, the Lease of a run that claimed key with token, by a
+// Claim sent at sent (since the Engine's epoch), and registers it for
+// renewal. ctx is the caller's.
+func (e *Engine) startLease(ctx context.Context, l *Lease, key string, token uint64, sent time.Duration) {
+	l.key, l.token, l.retention, l.granted = key, token, e.retention, sent
+	l.ctx.parent, l.ctx.l = ctx, l
 	r := &e.renew
 	r.mu.Lock()
 	l.next = r.head
@@ -152,11 +213,10 @@ func (e *Engine) startLease(ctx context.Context, key string, token uint64, sent 
 		}
 	}
 	r.mu.Unlock()
-	return l
 }
 
-// endLease stops the renewal of l, waiting for an Extend in flight, and
-// reports whether the lease was lost.
+// endLease stops the renewal of l, waiting for an Extend in flight, ends
+// the run's context, and reports whether the lease was lost.
 func (e *Engine) endLease(l *Lease) (lost bool) {
 	r := &e.renew
 	r.mu.Lock()
@@ -170,18 +230,19 @@ func (e *Engine) endLease(l *Lease) (lost bool) {
 		l.next.prev = l.prev
 	}
 	l.prev, l.next = nil, nil
-	stop, lost := l.stopRenewal, l.lost
+	rn, lost := l.renewal, l.lost
 	r.mu.Unlock()
-	if stop != nil {
-		stop()
+	if rn != nil {
+		rn.stop()
+		rn.calls.Wait()
 	}
-	l.renewals.Wait()
+	l.ctx.end(causeCanceled)
 	return lost
 }
 
 // tick is the renewer's timer function.
 func (e *Engine) tick() {
-	now := e.clock.Now()
+	now := e.clock.Since(e.epoch)
 	p := e.period()
 	r := &e.renew
 	var due, lost []*Lease
@@ -190,16 +251,17 @@ func (e *Engine) tick() {
 		if l.lost || l.completed.Load() {
 			continue
 		}
-		switch rest := l.granted.Add(e.lease).Sub(now); {
+		switch rest := l.granted + e.lease - now; {
 		case rest <= 2*p:
 			l.lost = true
 			lost = append(lost, l)
-		case !l.renewing && now.Sub(l.granted) >= 2*p:
-			l.renewing = true
-			if l.stopRenewal == nil {
-				l.renewCtx, l.stopRenewal = context.WithCancel(context.WithoutCancel(l.ctx.Context))
+		case now-l.granted >= 2*p && (l.renewal == nil || !l.renewal.inFlight):
+			if l.renewal == nil {
+				l.renewal = &renewal{}
+				l.renewal.ctx, l.renewal.stop = context.WithCancel(context.WithoutCancel(l.ctx.parent))
 			}
-			l.renewals.Add(1)
+			l.renewal.inFlight = true
+			l.renewal.calls.Add(1)
 			due = append(due, l)
 		}
 	}
@@ -229,36 +291,38 @@ func (e *Engine) tick() {
 
 // extend renews l once, for the tick that found it due.
 func (e *Engine) extend(l *Lease) {
-	defer l.renewals.Done()
-	sent := e.clock.Now()
-	err := e.store.Extend(l.renewCtx, l.key, l.token, e.lease)
+	rn := l.renewal
+	defer rn.calls.Done()
+	sent := e.clock.Since(e.epoch)
+	var start time.Time
+	if e.obs != nil {
+		start = e.clock.Now()
+	}
+	err := e.store.Extend(rn.ctx, l.key, l.token, e.lease)
 	r := &e.renew
 	r.mu.Lock()
-	l.renewing = false
-	if err == nil && sent.After(l.granted) {
+	rn.inFlight = false
+	if err == nil && sent > l.granted {
 		l.granted = sent
 	}
-	ended := l.ended || l.lost
+	fenced := errors.Is(err, ErrFenced) && !l.ended && !l.lost && !l.completed.Load()
+	if fenced {
+		l.lost = true
+	}
+	quiet := l.ended || l.lost || l.completed.Load()
 	r.mu.Unlock()
 	switch {
-	case err == nil || ended || l.completed.Load():
-	case errors.Is(err, ErrFenced):
-		r.mu.Lock()
-		first := !l.lost
-		l.lost = true
-		r.mu.Unlock()
-		if first {
-			e.loseLease(l, err)
-		}
-	case e.obs != nil:
-		e.storeError(l.key, sent, err, "extend")
+	case fenced:
+		e.loseLease(l, err)
+	case err != nil && !quiet && e.obs != nil:
+		e.storeError(l.key, start, err, "extend")
 	}
 }
 
 // loseLease ends the context of l's run with ErrLeaseLost. err is the
 // renewal's error, if one caused it.
 func (e *Engine) loseLease(l *Lease, err error) {
-	l.cancel(ErrLeaseLost)
+	l.ctx.end(causeLeaseLost)
 	if e.obs != nil {
 		ev := e.event(bulwark.EventStoreError, l.key)
 		ev.Reason = "lease_lost"
@@ -266,6 +330,6 @@ func (e *Engine) loseLease(l *Lease, err error) {
 		if err != nil {
 			ev.Err = errors.Join(ErrLeaseLost, err)
 		}
-		base.ObserveContext(l.ctx.Context, e.obs, ev)
+		base.ObserveContext(l.ctx.parent, e.obs, ev)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -507,5 +508,155 @@ func TestEncodeResultAndError(t *testing.T) {
 	}
 	if _, err := idempotency.EncodeResult(func() {}); err == nil {
 		t.Errorf("EncodeResult of a func: error = nil, want one")
+	}
+}
+
+// The run's context behaves as a context.WithCancelCause of the caller's,
+// whenever the operation first looks at it: before or after its lease is
+// lost, after the run, and when the caller's context ends.
+func TestRunContext(t *testing.T) {
+	t.Run("lost before first look", func(t *testing.T) {
+		clk := fakeClock()
+		st := &faultyStore{Store: newStore(t, clk)}
+		st.failExtend.Store(&errOutage)
+		e := newEngine(t, st, clk, idempotency.Config{Lease: testLease})
+		started, looked := make(chan struct{}), make(chan struct{})
+		seen := make(chan [2]error, 1)
+		go func() {
+			_, _ = idempotency.Do(context.Background(), e, "k", nil, func(ctx context.Context) (int, error) {
+				close(started)
+				<-looked // the lease is lost meanwhile; ctx was never asked
+				seen <- [2]error{ctx.Err(), context.Cause(ctx)}
+				<-ctx.Done()
+				return 0, nil
+			})
+		}()
+		<-started
+		clk.Advance(4 * testPeriod) // renewals fail until the lease is lost
+		close(looked)
+		if got := <-seen; !errors.Is(got[0], context.Canceled) || !errors.Is(got[1], idempotency.ErrLeaseLost) {
+			t.Errorf("Err, Cause = %v, %v; want context.Canceled, ErrLeaseLost", got[0], got[1])
+		}
+	})
+	t.Run("after the run", func(t *testing.T) {
+		clk := fakeClock()
+		e := newEngine(t, newStore(t, clk), clk, idempotency.Config{})
+		var kept context.Context
+		_, err := idempotency.Do(t.Context(), e, "k", nil, func(ctx context.Context) (int, error) { kept = ctx; return 1, nil })
+		require.NoError(t, err)
+		select {
+		case <-kept.Done():
+		default:
+			t.Fatal("Done of a run's context after the run: not closed")
+		}
+		if !errors.Is(kept.Err(), context.Canceled) || !errors.Is(context.Cause(kept), context.Canceled) {
+			t.Errorf("after the run: Err, Cause = %v, %v; want context.Canceled", kept.Err(), context.Cause(kept))
+		}
+	})
+	t.Run("caller's context ends", func(t *testing.T) {
+		clk := fakeClock()
+		e := newEngine(t, newStore(t, clk), clk, idempotency.Config{})
+		type key struct{}
+		parent, cancel := context.WithCancelCause(context.WithValue(t.Context(), key{}, "v"))
+		gone := errors.New("client gone")
+		_, err := idempotency.Do(parent, e, "k", nil, func(ctx context.Context) (int, error) {
+			derived, stop := context.WithTimeout(ctx, time.Hour) // derives without a goroutine
+			defer stop()
+			if ctx.Value(key{}) != "v" || ctx.Err() != nil {
+				return 0, fmt.Errorf("before the cancel: value %v, Err %v", ctx.Value(key{}), ctx.Err())
+			}
+			cancel(gone)
+			<-derived.Done()
+			if !errors.Is(context.Cause(ctx), gone) || !errors.Is(context.Cause(derived), gone) {
+				return 0, fmt.Errorf("Cause = %v, derived %v; want the caller's", context.Cause(ctx), context.Cause(derived))
+			}
+			return 1, nil
+		})
+		require.NoError(t, err)
+	})
+}
+
+// Many goroutines look at a run's context while its lease is lost.
+func TestRunContextConcurrentSafe(t *testing.T) {
+	clk := fakeClock()
+	st := &faultyStore{Store: newStore(t, clk)}
+	st.failExtend.Store(&idempotency.ErrFenced)
+	e := newEngine(t, st, clk, idempotency.Config{Lease: testLease})
+	started := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		_, err := idempotency.Do(context.Background(), e, "k", nil, func(ctx context.Context) (int, error) {
+			var wg sync.WaitGroup
+			for i := range 8 {
+				wg.Go(func() {
+					if i%2 == 0 {
+						<-ctx.Done()
+					} else {
+						_ = ctx.Err()
+						_ = context.Cause(ctx)
+						_ = idempotency.LeaseFromContext(ctx)
+						<-ctx.Done()
+					}
+				})
+			}
+			close(started)
+			wg.Wait()
+			return 0, context.Cause(ctx)
+		})
+		done <- err
+	}()
+	<-started
+	clk.Advance(2 * testPeriod)
+	if err := <-done; !errors.Is(err, idempotency.ErrLeaseLost) {
+		t.Fatalf("Do = %v, want ErrLeaseLost", err)
+	}
+}
+
+// A handler that completed its key, then answered 500 (its commit failed or
+// a later step did): if the completion committed, duplicates get it
+// replayed; if it rolled back, the key is free for a retry. Neither is a
+// store error.
+func TestMiddlewareCompletedThenFailed(t *testing.T) {
+	for _, committed := range []bool{true, false} {
+		t.Run(fmt.Sprintf("committed=%v", committed), func(t *testing.T) {
+			clk := fakeClock()
+			st := &faultyStore{Store: newStore(t, clk)}
+			obs := &events{}
+			e := newEngine(t, st, clk, idempotency.Config{Observer: obs})
+			mw, err := idempotency.Middleware(idempotency.HTTPConfig{Engine: e})
+			require.NoError(t, err)
+			var runs atomic.Int64
+			h := mw(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if runs.Add(1) > 1 {
+					w.WriteHeader(http.StatusAccepted) // the retry
+					return
+				}
+				l := idempotency.LeaseFromContext(r.Context())
+				if committed {
+					resp, _ := idempotency.EncodeResponse(http.StatusCreated, nil, []byte("created"))
+					require.NoError(t, st.Complete(r.Context(), l.Key(), l.Token(), resp, l.Retention()))
+				}
+				l.MarkCompleted()
+				w.WriteHeader(http.StatusInternalServerError)
+			}))
+			serve := func() *httptest.ResponseRecorder {
+				r := httptest.NewRequest("POST", "/orders", strings.NewReader("x"))
+				r.Header.Set("Idempotency-Key", "k")
+				w := httptest.NewRecorder()
+				h.ServeHTTP(w, r)
+				return w
+			}
+			require.Equal(t, http.StatusInternalServerError, serve().Code)
+			dup := serve()
+			switch {
+			case committed && (dup.Code != http.StatusCreated || dup.Body.String() != "created"):
+				t.Errorf("duplicate after a committed completion = %d %q, want the stored 201", dup.Code, dup.Body)
+			case !committed && dup.Code != http.StatusAccepted:
+				t.Errorf("retry after a rolled-back completion = %d, want the handler's run (202)", dup.Code)
+			}
+			if n := obs.count(bulwark.EventStoreError, ""); n != 0 {
+				t.Errorf("%d store-error events, want 0", n)
+			}
+		})
 	}
 }

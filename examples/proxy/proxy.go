@@ -1,25 +1,25 @@
 // Package proxy is an HTTP reverse proxy built from bulwark alone:
 // httputil.ReverseProxy over a balancer.Transport, with active health checks
-// and passive outlier ejection feeding the balancer, a circuit breaker per
+// and passive outlier ejection judging the backends, a circuit breaker per
 // backend, retries of replayable requests on another backend under a shared
-// retry budget, its own /livez, /readyz and /startupz, and a graceful drain.
+// retry budget, backends from a static list or from DNS, its own /livez,
+// /readyz and /startupz, and a graceful drain.
 package proxy
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httputil"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bulwark-go/bulwark"
 	"github.com/bulwark-go/bulwark/balancer"
 	"github.com/bulwark-go/bulwark/breaker"
+	"github.com/bulwark-go/bulwark/discovery"
 	"github.com/bulwark-go/bulwark/healthcheck"
 	"github.com/bulwark-go/bulwark/healthz"
 	"github.com/bulwark-go/bulwark/outlier"
@@ -31,8 +31,16 @@ type Config struct {
 	// Name names the proxy in events. If empty, "proxy".
 	Name string
 	// Backends are the upstream servers, Addr "host:port" with their zone
-	// and weight. Required.
+	// and weight. Required unless Resolver is set; with one, they serve
+	// until its first answer.
 	Backends []bulwark.Endpoint
+	// Resolver, if not nil, finds the backends, such as a *discovery.DNS:
+	// from Start on, a discovery.Watcher asks it again when its answer's TTL
+	// runs out (every 30 s if it reports none) and gives each new set to the
+	// balancer, which the health checks, the outlier detector and the
+	// readiness check follow. A failed or empty answer keeps the backends
+	// in hand.
+	Resolver discovery.Resolver
 	// Algorithm spreads requests over the backends. If zero, round robin.
 	Algorithm balancer.Algorithm
 	// Zone is the proxy's own zone, preferred while enough of it is
@@ -67,8 +75,9 @@ type Config struct {
 	// first). If nil, full jitter from 5 ms, doubling, capped at 100 ms.
 	RetryDelay func(n int) time.Duration
 	// MaxBufferedBody is the largest request body kept in memory so that
-	// a replayable request can be sent again; larger ones are sent once.
-	// If zero, 1 MiB.
+	// a replayable request can be sent again after a failed attempt; a
+	// larger one, like the body of any other request, streams through and
+	// is sent again only when its attempt failed to connect. If zero, 1 MiB.
 	MaxBufferedBody int64
 	// Transport sends requests to the backends. If nil, a tuned
 	// *http.Transport.
@@ -90,6 +99,8 @@ type Proxy struct {
 	outliers *outlier.Detector
 	breakers *breaker.Group
 	health   *healthz.Service
+	watcher  *discovery.Watcher // nil without cfg.Resolver
+	members  members
 	rp       *httputil.ReverseProxy
 	base     *http.Transport // nil when cfg.Transport was given
 	mu       sync.Mutex      // guards inflight, draining and drained
@@ -101,8 +112,8 @@ type Proxy struct {
 
 // New builds a Proxy from cfg.
 func New(cfg Config) (*Proxy, error) {
-	if len(cfg.Backends) == 0 {
-		return nil, errors.New("proxy: no backends")
+	if len(cfg.Backends) == 0 && cfg.Resolver == nil {
+		return nil, errors.New("proxy: no backends and no resolver")
 	}
 	if cfg.Name == "" {
 		cfg.Name = "proxy"
@@ -146,9 +157,9 @@ func New(cfg Config) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The balancer owns the fleet: the checker, the outlier detector and the
-	// breakers follow its membership, and the checker and detector report
-	// their verdicts to it.
+	// The balancer owns the fleet: the checker, the outlier detector, the
+	// breakers and the readiness check follow its membership, and the
+	// checker and detector report their verdicts to it.
 	p.outliers, err = outlier.New(outlier.Config{
 		Name:     cfg.Name,
 		Rules:    outlier.RuleConsecutiveGatewayFailures | outlier.RuleConsecutiveFailures | outlier.RuleFailurePercentage,
@@ -175,12 +186,20 @@ func New(cfg Config) (*Proxy, error) {
 	p.lb, err = balancer.New(balancer.Config{
 		Name: cfg.Name, Algorithm: cfg.Algorithm, Endpoints: cfg.Backends, Zone: cfg.Zone,
 		SlowStart: 5 * time.Second,
-		Followers: []balancer.Follower{p.checker, p.outliers},
+		Followers: []balancer.Follower{p.checker, p.outliers, p.breakers, &p.members},
 		Breaker:   func(ep bulwark.Endpoint) (balancer.Breaker, error) { return p.breakers.Get(ep.Addr), nil },
 		Clock:     cfg.Clock, Observer: cfg.Observer,
 	})
 	if err != nil {
 		return nil, err
+	}
+	if cfg.Resolver != nil {
+		p.watcher, err = discovery.New(discovery.Config{
+			Name: cfg.Name, Resolver: cfg.Resolver, Updater: p.lb, Clock: cfg.Clock, Observer: cfg.Observer,
+		})
+		if err != nil {
+			return nil, err
+		}
 	}
 
 	budget, err := retry.NewBudget(retry.BudgetConfig{Ratio: cfg.RetryRatio, Clock: cfg.Clock})
@@ -201,15 +220,11 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	var transport http.RoundTripper = &balancer.Transport{Balancer: p.lb, Base: base, Policy: policy, Key: p.key}
 	if cfg.HedgeDelay > 0 {
-		// The hedge has a budget of its own: sharing the retry policy's,
-		// which wraps it, would count every request twice.
-		hedgeBudget, err := retry.NewBudget(retry.BudgetConfig{Ratio: cfg.RetryRatio, Clock: cfg.Clock})
-		if err != nil {
-			return nil, err
-		}
+		// Retries and hedges spend from one budget; composed, a request
+		// counts into it once.
 		hedge, err := retry.NewHedge(retry.HedgeConfig{
 			Name: cfg.Name, MaxAttempts: 2, Delay: cfg.HedgeDelay, Percentile: 0.95, MinDelay: cfg.HedgeDelay,
-			Budget: hedgeBudget, Clock: cfg.Clock, Observer: cfg.Observer,
+			Budget: budget, Clock: cfg.Clock, Observer: cfg.Observer,
 		})
 		if err != nil {
 			return nil, err
@@ -225,7 +240,8 @@ func New(cfg Config) (*Proxy, error) {
 			r.Out.URL.Host = "upstream" // the Transport puts the picked backend here
 			r.SetXForwarded()
 		},
-		Transport:    transport,
+		Transport:    bodyFromGetBody{transport},
+		BufferPool:   bufferPool{},
 		ErrorHandler: p.proxyError,
 	}
 
@@ -233,10 +249,11 @@ func New(cfg Config) (*Proxy, error) {
 		Name: cfg.Name, Observer: cfg.Observer, Clock: cfg.Clock,
 		Ready: []healthz.Check{{
 			Name: "backends", TTL: 250 * time.Millisecond,
-			// Ready while the health checks know of a backend that can
-			// take traffic (or have not finished their first round).
+			// Ready while a backend can take traffic: a healthy one, or
+			// one still pending (Unknown: not probed yet), which the
+			// balancer picks while none is healthy.
 			Run: func(context.Context) error {
-				for _, ep := range cfg.Backends {
+				for _, ep := range p.members.get() {
 					if st, ok := p.checker.State(ep); ok && (st == healthcheck.Healthy || st == healthcheck.Unknown) {
 						return nil
 					}
@@ -257,15 +274,31 @@ func New(cfg Config) (*Proxy, error) {
 	return p, nil
 }
 
+// members follows the balancer's endpoint set, for the readiness check.
+type members struct {
+	eps atomic.Pointer[[]bulwark.Endpoint]
+}
+
+func (m *members) SetEndpoints(eps []bulwark.Endpoint) error {
+	m.eps.Store(&eps)
+	return nil
+}
+
+func (m *members) get() []bulwark.Endpoint {
+	if eps := m.eps.Load(); eps != nil {
+		return *eps
+	}
+	return nil
+}
+
 // readsHedged sends GET and HEAD requests through a hedging transport, and
-// the rest through the plain one. A read whose body cannot be sent twice, or
-// that asks to upgrade the connection, is not hedged.
+// the rest through the plain one. A read that cannot be sent twice
+// (retry.Replayable), or that asks to upgrade the connection, is not hedged.
 type readsHedged struct{ reads, rest http.RoundTripper }
 
 func (h readsHedged) RoundTrip(r *http.Request) (*http.Response, error) {
 	read := r.Method == http.MethodGet || r.Method == http.MethodHead
-	rewindable := r.Body == nil || r.Body == http.NoBody || r.GetBody != nil
-	if read && rewindable && r.Header.Get("Upgrade") == "" {
+	if read && retry.Replayable(r) && r.Header.Get("Upgrade") == "" {
 		return h.reads.RoundTrip(r)
 	}
 	return h.rest.RoundTrip(r)
@@ -277,13 +310,23 @@ func (p *Proxy) Handler() http.Handler { return p.handler }
 // Balancer returns the balancer, for tests and reports.
 func (p *Proxy) Balancer() *balancer.Balancer { return p.lb }
 
-// Start starts the health checks and the outlier detector; Close stops them.
+// Start starts the health checks, the outlier detector and, with a
+// Resolver, service discovery, after a first resolution (a failed one is
+// logged, and retried in the background); Close stops them.
 func (p *Proxy) Start(ctx context.Context) error {
 	if err := p.checker.Start(ctx); err != nil {
 		return err
 	}
 	if err := p.outliers.Start(ctx); err != nil {
 		return err
+	}
+	if p.watcher != nil {
+		if err := p.watcher.Refresh(ctx); err != nil {
+			p.cfg.Logger.WarnContext(ctx, "resolving the backends", "error", err)
+		}
+		if err := p.watcher.Start(ctx); err != nil {
+			return err
+		}
 	}
 	p.health.MarkStarted()
 	return nil
@@ -312,7 +355,11 @@ func (p *Proxy) Drain(ctx context.Context) error {
 
 // Close stops the background work and waits for it.
 func (p *Proxy) Close() error {
-	err := errors.Join(p.checker.Close(), p.outliers.Close(), p.lb.Close())
+	var err error
+	if p.watcher != nil {
+		err = p.watcher.Close()
+	}
+	err = errors.Join(err, p.checker.Close(), p.outliers.Close(), p.lb.Close())
 	if p.base != nil {
 		p.base.CloseIdleConnections()
 	}
@@ -335,42 +382,25 @@ func (p *Proxy) serveProxy(w http.ResponseWriter, r *http.Request) {
 		}
 		p.mu.Unlock()
 	}()
-	if err := p.bufferBody(r); err != nil {
+	done, err := p.prepareBody(r)
+	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
+	}
+	if done != nil {
+		defer done()
 	}
 	p.rp.ServeHTTP(w, r)
 }
 
-// bufferBody keeps a request's body in memory, with a GetBody, so that it can
-// be sent again: on any failure for a replayable request, and after a failure
-// to connect for any request (nothing was sent). Larger bodies stream through
-// once.
-func (p *Proxy) bufferBody(r *http.Request) error {
-	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
-		return nil
-	}
-	if r.ContentLength > p.cfg.MaxBufferedBody {
-		return nil
-	}
-	b, err := io.ReadAll(io.LimitReader(r.Body, p.cfg.MaxBufferedBody+1))
-	if err != nil {
-		return fmt.Errorf("proxy: reading the request body: %w", err)
-	}
-	if int64(len(b)) > p.cfg.MaxBufferedBody {
-		// A body of unknown length turned out too large to keep: send it
-		// once, what was read followed by the rest.
-		r.Body = struct {
-			io.Reader
-			io.Closer
-		}{io.MultiReader(bytes.NewReader(b), r.Body), r.Body}
-		return nil
-	}
-	r.Body = io.NopCloser(bytes.NewReader(b))
-	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
-	r.ContentLength = int64(len(b))
-	return nil
-}
+// bufferPool is an httputil.BufferPool of the 32 KiB buffers that
+// ReverseProxy copies response bodies with.
+type bufferPool struct{}
+
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (bufferPool) Get() []byte  { return *copyBuffers.Get().(*[]byte) }
+func (bufferPool) Put(b []byte) { copyBuffers.Put(&b) }
 
 func (p *Proxy) key(r *http.Request) string {
 	if p.cfg.HashHeader != "" {

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/bulwark-go/bulwark"
 	"github.com/bulwark-go/bulwark/balancer"
+	"github.com/bulwark-go/bulwark/breaker"
 	"github.com/bulwark-go/bulwark/bulwarktest"
 	"go.uber.org/goleak"
 )
@@ -30,6 +32,17 @@ type backend struct {
 	delay time.Duration
 	hits  atomic.Int64
 	fail  atomic.Int32 // status to answer with instead of 200, if set
+	mu    sync.Mutex
+	saw   map[string]int    // requests seen, by X-Test-Id
+	body  map[string]string // the body of the last one, by X-Test-Id
+}
+
+// seen returns how many times the backend saw the request with X-Test-Id id,
+// and the body it had the last time.
+func (b *backend) seen(id string) (int, string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.saw[id], b.body[id]
 }
 
 func newBackend(t *testing.T, name string, delay time.Duration) *backend {
@@ -46,7 +59,16 @@ func (b *backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	b.hits.Add(1)
-	_, _ = io.Copy(io.Discard, r.Body)
+	body, _ := io.ReadAll(r.Body)
+	if id := r.Header.Get("X-Test-Id"); id != "" {
+		b.mu.Lock()
+		if b.saw == nil {
+			b.saw, b.body = map[string]int{}, map[string]string{}
+		}
+		b.saw[id]++
+		b.body[id] = string(body)
+		b.mu.Unlock()
+	}
 	if b.delay > 0 {
 		time.Sleep(b.delay) // the backend's own service time: the workload, not a wait in the test
 	}
@@ -102,7 +124,8 @@ type events struct{ ch chan bulwark.Event }
 
 func (e events) Observe(ev bulwark.Event) {
 	switch ev.Kind {
-	case bulwark.EventEjected, bulwark.EventUnejected, bulwark.EventStateChange:
+	case bulwark.EventEjected, bulwark.EventUnejected, bulwark.EventStateChange,
+		bulwark.EventEndpointAdded, bulwark.EventEndpointRemoved:
 		select {
 		case e.ch <- ev:
 		default:
@@ -111,8 +134,9 @@ func (e events) Observe(ev bulwark.Event) {
 }
 
 // waitFor waits, in real time but at most 10 s, for an event that matches,
-// advancing the fake clock by step before each look when step is positive.
-func (e events) waitFor(t *testing.T, clk *bulwarktest.Clock, step time.Duration, what string, match func(bulwark.Event) bool) {
+// advancing the fake clock by step before each look when step is positive,
+// and returns it. The events before it are dropped.
+func (e events) waitFor(t *testing.T, clk *bulwarktest.Clock, step time.Duration, what string, match func(bulwark.Event) bool) bulwark.Event {
 	t.Helper()
 	deadline := time.After(10 * time.Second)
 	for {
@@ -122,13 +146,64 @@ func (e events) waitFor(t *testing.T, clk *bulwarktest.Clock, step time.Duration
 		select {
 		case ev := <-e.ch:
 			if match(ev) {
-				return
+				return ev
 			}
 		case <-time.After(50 * time.Millisecond):
 		case <-deadline:
 			t.Fatalf("no event %s within 10 s", what)
 		}
 	}
+}
+
+// waitPickable waits, in real time but at most 10 s, until the balancer's
+// snapshot holds addr among the endpoints it picks: a Tried makes each round
+// of picks visit every one of them before any comes again.
+func waitPickable(t *testing.T, lb *balancer.Balancer, addr string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var tried balancer.Tried
+		for range 8 {
+			pk, err := lb.Pick("", &tried)
+			if err != nil {
+				t.Fatalf("Pick: %v", err)
+			}
+			got := pk.Endpoint().Addr
+			pk.Done(balancer.Result{})
+			if got == addr {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the balancer did not pick %s within 10 s", addr)
+		}
+		time.Sleep(time.Millisecond) // waiting for the balancer's goroutine to publish, not for time logic
+	}
+}
+
+// waitEach waits, as waitFor does, for an event that matches about each of
+// bs, in any order.
+func (e events) waitEach(t *testing.T, clk *bulwarktest.Clock, step time.Duration, what string, match func(bulwark.Event) bool, bs ...*backend) {
+	t.Helper()
+	left := map[string]bool{}
+	for _, b := range bs {
+		left[b.addr] = true
+	}
+	for len(left) > 0 {
+		got := e.waitFor(t, clk, step, fmt.Sprintf("%s for %d more backends", what, len(left)), func(e bulwark.Event) bool {
+			return left[e.Endpoint.Addr] && match(e)
+		})
+		delete(left, got.Endpoint.Addr)
+	}
+}
+
+// waitHealthy waits, as waitFor does, until the checker has found each of bs
+// healthy, in any order.
+func (e events) waitHealthy(t *testing.T, clk *bulwarktest.Clock, step time.Duration, bs ...*backend) {
+	t.Helper()
+	e.waitEach(t, clk, step, "healthy", func(e bulwark.Event) bool {
+		return e.Kind == bulwark.EventStateChange && e.Component == bulwark.ComponentHealthCheck && e.To == "healthy"
+	}, bs...)
 }
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -232,6 +307,11 @@ func TestBackendKilledMidLoad(t *testing.T) {
 	ev.waitFor(t, clk, time.Second, "b unejected", func(e bulwark.Event) bool {
 		return e.Kind == bulwark.EventUnejected && e.Endpoint.Addr == bs[1].addr
 	})
+	// The unejection reaches the picks when the balancer's own goroutine
+	// publishes it, and the slow-start ramp begins then: wait for that
+	// before moving the clock past the ramp, or the ramp would begin after
+	// the jump and stand still at a twentieth of the weight.
+	waitPickable(t, p.Balancer(), bs[1].addr)
 	clk.Advance(6 * time.Second) // past the slow-start ramp
 	before := bs[1].hits.Load()
 	for i := 0; i < 300; i++ {
@@ -247,9 +327,16 @@ func TestBackendKilledMidLoad(t *testing.T) {
 func TestRetriesOnlyReplayableRequests(t *testing.T) {
 	bad, good := newBackend(t, "bad", 0), newBackend(t, "good", 0)
 	bad.fail.Store(http.StatusServiceUnavailable)
+	badEp := bulwark.Endpoint{Addr: bad.addr}
+	clk := bulwarktest.NewClock(time.Time{})
+	// Not started: nothing probes the backends, so both stay pending and
+	// take the calls (the balancer picks pending endpoints when none is
+	// eligible), and the test drives the outlier detector itself. Random
+	// picks, so that no schedule can keep one kind of POST off the failing
+	// backend.
 	p, err := New(Config{
-		Backends:   []bulwark.Endpoint{{Addr: bad.addr}, {Addr: good.addr}},
-		RetryDelay: func(int) time.Duration { return 0 }, Logger: quietLogger(),
+		Backends: []bulwark.Endpoint{badEp, {Addr: good.addr}}, Algorithm: balancer.Random,
+		RetryDelay: func(int) time.Duration { return 0 }, Clock: clk, Logger: quietLogger(),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -259,8 +346,9 @@ func TestRetriesOnlyReplayableRequests(t *testing.T) {
 	defer front.Close()
 	client := &http.Client{Transport: &http.Transport{}}
 	defer client.CloseIdleConnections()
-	post := func(key string) int {
+	post := func(id, key string) int {
 		req, _ := http.NewRequest(http.MethodPost, front.URL+"/orders", strings.NewReader(`{"n":1}`))
+		req.Header.Set("X-Test-Id", id)
 		if key != "" {
 			req.Header.Set("Idempotency-Key", key)
 		}
@@ -271,22 +359,105 @@ func TestRetriesOnlyReplayableRequests(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode
 	}
-	// Round robin alternates: each POST meets the failing backend once
-	// in two; count what reached it.
-	var without503, with503 int
-	for i := 0; i < 10; i++ {
-		if post("") == http.StatusServiceUnavailable {
-			without503++
+	// Which backend a POST meets is up to the balancer: post until enough
+	// of each kind met the failing one. Its failures get it ejected, and
+	// trip its breaker, after a few: then move the clock past both, so that
+	// it takes calls again.
+	const want = 5
+	var keylessOnBad, keyedOnBad int
+	for i := 0; keylessOnBad < want || keyedOnBad < want; i++ {
+		if i == 500 {
+			t.Fatalf("after %d POSTs of each kind, %d without a key and %d with one met the failing backend; want %d of each",
+				i, keylessOnBad, keyedOnBad, want)
 		}
-		if post("key-"+string(rune('a'+i))) != http.StatusOK {
-			with503++
+		if br := p.breakers.Peek(bad.addr); p.outliers.Ejected(badEp) || (br != nil && br.State() != breaker.Closed) {
+			clk.Advance(3 * time.Minute) // past the longest ejection and open time
+			p.outliers.EvaluateAt(clk.Now())
+		}
+
+		id := fmt.Sprintf("plain-%d", i)
+		code := post(id, "")
+		onBad, _ := bad.seen(id)
+		onGood, _ := good.seen(id)
+		if onBad > 0 {
+			keylessOnBad++
+			if code != http.StatusServiceUnavailable || onBad != 1 || onGood != 0 {
+				t.Fatalf("a POST without Idempotency-Key met the failing backend %d times and the good one %d times, and got %d; "+
+					"want once, never and 503: it must not be sent again once sent", onBad, onGood, code)
+			}
+		} else if code != http.StatusOK || onGood != 1 {
+			t.Fatalf("a POST without Idempotency-Key met the good backend %d times and got %d; want once and 200", onGood, code)
+		}
+
+		id = fmt.Sprintf("keyed-%d", i)
+		code = post(id, "key-"+id)
+		onBad, _ = bad.seen(id)
+		onGood, body := good.seen(id)
+		if onBad > 0 {
+			keyedOnBad++
+		}
+		if code != http.StatusOK || onGood != 1 || onBad > 1 || body != `{"n":1}` {
+			t.Fatalf("a POST with an Idempotency-Key met the failing backend %d times and the good one %d times, with body %q, and got %d; "+
+				`want at most once, once with {"n":1} and 200: it is replayable, and a retry goes to the other backend`, onBad, onGood, body, code)
 		}
 	}
-	if without503 == 0 {
-		t.Errorf("POSTs without Idempotency-Key never saw the 503: they were retried, which is unsafe")
+}
+
+func TestReadinessFollowsTheMembers(t *testing.T) {
+	first, second := newBackend(t, "first", 0), newBackend(t, "second", 0)
+	dead := newBackend(t, "dead", 0)
+	dead.kill()
+	clk := bulwarktest.NewClock(time.Time{})
+	ev := events{ch: make(chan bulwark.Event, 1024)}
+	p, err := New(Config{Backends: []bulwark.Endpoint{{Addr: first.addr}}, Clock: clk, Observer: ev, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if with503 != 0 {
-		t.Errorf("%d POSTs with an Idempotency-Key failed; they are replayable and should be retried on the good backend", with503)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	front := httptest.NewServer(p.Handler())
+	defer front.Close()
+	client := &http.Client{Transport: &http.Transport{}}
+	defer client.CloseIdleConnections()
+	ready := func() int {
+		t.Helper()
+		clk.Advance(time.Second) // past the cached result of the check
+		code, _, err := get(client, front.URL+"/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return code
+	}
+	health := func(b *backend, to string) func(bulwark.Event) bool {
+		return func(e bulwark.Event) bool {
+			return e.Kind == bulwark.EventStateChange && e.Component == bulwark.ComponentHealthCheck &&
+				e.Endpoint.Addr == b.addr && e.To == to
+		}
+	}
+	ev.waitFor(t, clk, 100*time.Millisecond, "first healthy", health(first, "healthy"))
+	if code := ready(); code != http.StatusOK {
+		t.Fatalf("/readyz with a healthy backend = %d, want 200", code)
+	}
+	// The fleet is replaced by one dead backend: not ready once it is
+	// found down.
+	if err := p.Balancer().Update([]bulwark.Endpoint{{Addr: dead.addr}}); err != nil {
+		t.Fatal(err)
+	}
+	ev.waitFor(t, clk, 100*time.Millisecond, "dead unhealthy", health(dead, "unhealthy"))
+	if code := ready(); code != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz with the one backend down = %d, want 503", code)
+	}
+	// Then by a healthy one that was not in the configured list: ready.
+	if err := p.Balancer().Update([]bulwark.Endpoint{{Addr: second.addr}}); err != nil {
+		t.Fatal(err)
+	}
+	ev.waitFor(t, clk, 100*time.Millisecond, "second healthy", health(second, "healthy"))
+	if code := ready(); code != http.StatusOK {
+		t.Fatalf("/readyz with a healthy backend from Update = %d, want 200", code)
 	}
 }
 

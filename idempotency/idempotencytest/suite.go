@@ -3,11 +3,17 @@
 //
 //	func TestConformance(t *testing.T) {
 //		idempotencytest.RunStore(t, func(t *testing.T, clk bulwark.Clock) idempotency.Store {
-//			s, err := mystore.New(mystore.Config{Client: client, Clock: clk})
+//			s, err := mystore.New(mystore.Config{Client: client, TestClock: clk})
 //			require.NoError(t, err)
 //			return s
 //		})
 //	}
+//
+// For a store that talks to a server, it also holds a crash test across
+// processes (RunCrashes), an outage scenario (RunOutage) through a TCP proxy
+// that fakes network faults (FaultProxy), a round-trip count
+// (CheckRoundTrips), and benchmarks that report latency percentiles
+// (BenchClaimComplete, BenchReplay, RunClients).
 package idempotencytest
 
 import (
@@ -769,7 +775,7 @@ func testEngineClockSkew(h *harness) {
 				return "first", nil
 			})
 			if err == nil && v != "first" {
-				err = fmt.Errorf("Do = %q, want first", v)
+				err = fmt.Errorf("the run's result = %q, want first", v)
 			}
 			first <- err
 		}()

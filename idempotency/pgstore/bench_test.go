@@ -1,10 +1,15 @@
 package pgstore
 
 import (
+	"context"
+	"fmt"
+	"strconv"
 	"testing"
+	"time"
 
 	"github.com/bulwark-go/bulwark/idempotency"
 	"github.com/bulwark-go/bulwark/idempotency/idempotencytest"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -27,4 +32,36 @@ func BenchmarkClaimComplete(b *testing.B) {
 // which returns its 1 KiB result.
 func BenchmarkReplay(b *testing.B) {
 	idempotencytest.BenchReplay(b, benchStore, 1, benchClients)
+}
+
+// BenchmarkCompleteTx measures a first request on the transactional path:
+// Claim of a fresh key, then one transaction that inserts the business row
+// and completes the key with a 1 KiB result (CompleteTx), then commits.
+func BenchmarkCompleteTx(b *testing.B) {
+	value := make([]byte, 1024)
+	for _, n := range []int{1, benchClients} {
+		b.Run(fmt.Sprintf("clients=%d", n), func(b *testing.B) {
+			ctx := context.Background()
+			pool := serverPool(b, func(c *pgxpool.Config) { c.MaxConns = benchClients })
+			schema := testSchema(b, pool)
+			s := storeIn(b, pool, schema, nil)
+			orders := schema + ".orders"
+			if _, err := pool.Exec(ctx, "CREATE TABLE "+orders+" (id bigserial PRIMARY KEY, key text NOT NULL, item text NOT NULL)"); err != nil {
+				b.Fatal(err)
+			}
+			idempotencytest.RunClients(b, n, func(i int64) error {
+				key := "k" + strconv.FormatInt(i, 10)
+				c, err := s.Claim(ctx, key, []byte("fingerprint"), time.Minute)
+				if err != nil {
+					return err
+				}
+				return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+					if _, err := tx.Exec(ctx, "INSERT INTO "+orders+" (key, item) VALUES ($1, 'book')", key); err != nil {
+						return err
+					}
+					return s.CompleteTx(ctx, tx, idempotency.NewLease(key, c.Token, time.Hour), value)
+				})
+			})
+		})
+	}
 }

@@ -1,23 +1,36 @@
 // Package pgstore is an idempotency.Store kept in a PostgreSQL table, for a
 // fleet of service instances that already share a database, with one thing
-// no other store offers: CompleteTx stores a response in the same
-// transaction as the business write, so that the two commit or roll back
-// together (the "atomic phases" of Brandur Leach's idempotency keys).
+// no other store offers: CompleteTx stores a result in the same transaction
+// as the business write, and checks the claim's fencing token there, so that
+// the two commit or roll back together and a run whose lease was taken over
+// cannot commit (the "atomic phases" of Brandur Leach's idempotency keys).
 //
 //	pool, err := pgxpool.New(ctx, "postgres://app@db/orders")
 //	store, err := pgstore.New(pgstore.Config{Pool: pool})
-//	err = store.Migrate(ctx) // once per deployment; safe to repeat
+//	err = store.Migrate(ctx) // on every start: no DDL once the schema is current
 //	go store.RunReaper(ctx)  // optional: keeps the table small
 //
-// # Schema
+// # Schema and migrations
 //
-// Migrate creates the table, its token sequence and its expiry index if they
-// do not exist; concurrent calls are serialised by an advisory lock. For the
-// default table the SQL is below; a migration tool may apply it instead
-// (replacing the names for another Config.Table).
+// Migrate brings the schema to SchemaVersion and records each version applied
+// in a table beside the records (Config.Table + "_version"). Against an
+// up-to-date schema it only reads that version: no DDL, and no lock on the
+// records table or its sequence, so instances start and stop freely under
+// live traffic. Otherwise it takes an advisory lock that serializes
+// migrations across instances, applies the missing steps, each of which
+// creates only what is missing, and records the version; DDL waits at most 2
+// seconds for its locks and is retried on a lock timeout or a deadlock. A
+// table made by an earlier version of this package, without a version table,
+// is adopted as it is. For the default table, version 1 is the SQL below; a
+// migration tool may apply it instead (replacing the names for another
+// Config.Table), and insert 1 into the version table.
 //
-//	CREATE SEQUENCE IF NOT EXISTS bulwark_idempotency_token_seq;
-//	CREATE TABLE IF NOT EXISTS bulwark_idempotency (
+//	CREATE TABLE bulwark_idempotency_version (
+//		version    integer     PRIMARY KEY,
+//		applied_at timestamptz NOT NULL DEFAULT now()
+//	);
+//	CREATE SEQUENCE bulwark_idempotency_token_seq;
+//	CREATE TABLE bulwark_idempotency (
 //		key          text        PRIMARY KEY,
 //		fingerprint  bytea       NOT NULL,
 //		token        bigint      NOT NULL,
@@ -28,7 +41,8 @@
 //		expires_at   timestamptz NOT NULL
 //	);
 //	ALTER SEQUENCE bulwark_idempotency_token_seq OWNED BY bulwark_idempotency.token;
-//	CREATE INDEX IF NOT EXISTS bulwark_idempotency_expires_idx ON bulwark_idempotency (expires_at);
+//	CREATE INDEX bulwark_idempotency_expires_idx ON bulwark_idempotency (expires_at);
+//	INSERT INTO bulwark_idempotency_version (version) VALUES (1);
 //
 // expires_at is when the record stops counting: the lease expiry of an
 // in-flight claim, the end of retention of a completed one. Fencing tokens
@@ -49,36 +63,52 @@
 //     nothing. The read sees the statement's snapshot: when a concurrent
 //     change makes it miss the row or see it expired, Claim runs the
 //     statement again, which only a race costs.
-//   - Complete: UPDATE … WHERE key, token match, not completed, lease live.
+//   - Extend: UPDATE … SET lease_expiry WHERE key, token match, not
+//     completed, lease live.
+//   - Complete: UPDATE … WHERE the same.
 //   - Release: DELETE with the same conditions.
 //   - Get: SELECT … WHERE expires_at is after now.
 //
-// Leases and retention are decided against the Store's Clock, whose time is
-// passed with each statement, kept to the microsecond and rounded so that a
-// lease never ends early.
+// Every expiry is decided by the server's clock: now() in the statements
+// that run in their own transaction (its start, which follows the client's
+// sending), clock_timestamp() in those that may run in a longer one (Extend,
+// Complete, CompleteTx, Release), to the microsecond, with durations rounded
+// up so that a lease never ends early. A client whose clock is skewed cannot
+// shorten another's lease. Config.TestClock replaces the server's clock, for
+// tests only.
 //
 // # Transactional completion
 //
-// The handler claims the key (through the idempotency engine) before it
-// opens its transaction, then writes its rows and calls CompleteTx as the
-// last statement before Commit:
+// The Engine claims the key before the operation opens its transaction and
+// puts the run's Lease in the operation's context; the operation writes its
+// rows and calls CompleteTx, with the result encoded as the Engine would
+// (idempotency.EncodeResult for Do, idempotency.EncodeResponse for the HTTP
+// middleware), as the last statement before Commit:
 //
-//	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-//		if _, err := tx.Exec(ctx, "INSERT INTO orders …"); err != nil {
-//			return err
-//		}
-//		return store.CompleteTx(ctx, tx, key, token, response, 24*time.Hour)
+//	order, err := idempotency.Do(ctx, engine, key, fp, func(ctx context.Context) (Order, error) {
+//		var o Order
+//		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+//			if err := tx.QueryRow(ctx, "INSERT INTO orders … RETURNING id").Scan(&o.ID); err != nil {
+//				return err
+//			}
+//			v, err := idempotency.EncodeResult(o)
+//			if err != nil {
+//				return err
+//			}
+//			return store.CompleteTx(ctx, tx, idempotency.LeaseFromContext(ctx), v)
+//		})
+//		return o, err
 //	})
 //
-// Between CompleteTx and the commit the record is locked: a duplicate's
-// claim waits for the commit (or rollback) and is then answered as in
-// flight, or with the committed result, so keep that window short. Before
-// CompleteTx the business transaction holds nothing of the store, and
-// duplicates get an immediate in-flight answer. If the transaction rolls
-// back, the claim stays in flight: its owner may Release it, or it is taken
-// over when its lease passes. If CompleteTx
-// returns ErrFenced, another run owns the key and the transaction must roll
-// back, which BeginFunc does.
+// CompleteTx tells the Lease, so the Engine stores nothing more. Between
+// CompleteTx and the commit the record is locked: a duplicate's claim waits
+// for the commit (or rollback) and is then answered as in flight, or with
+// the committed result, so keep that window short. Before CompleteTx the
+// business transaction holds nothing of the store, and duplicates get an
+// immediate in-flight answer. If the transaction rolls back, the claim stays
+// in flight and the Engine releases it when the operation fails. If
+// CompleteTx returns ErrFenced, another run owns the key and the transaction
+// must roll back, which BeginFunc does.
 //
 // # Reaping
 //
@@ -101,4 +131,7 @@
 // except under CI=true, where they fail:
 //
 //	BULWARK_POSTGRES_URL='postgres://postgres:bulwark@127.0.0.1:5432/bulwark_test?sslmode=disable' go test -race ./...
+//
+// TestCrashes kills worker processes, copies of the test binary, at the
+// dangerous points of their runs (idempotencytest.RunCrashes).
 package pgstore

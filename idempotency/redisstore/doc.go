@@ -16,17 +16,20 @@
 //
 // Each idempotency key k is one Redis hash named Prefix + "{" + k + "}"; the
 // braces are a Cluster hash tag, so a key's data never spans slots. Claim,
-// Complete and Release are Lua scripts, each one round trip: Claim sets the
-// in-flight record or returns the live one, value included, so a replay is a
-// single call; Complete and Release check the fencing token inside the script.
-// Fencing tokens are random 64-bit numbers, so a token never comes back even
-// after a key's record is deleted and claimed again.
+// Extend, Complete, Release and Get are Lua scripts, each one round trip:
+// Claim sets the in-flight record or returns the live one, value included, so
+// a replay is a single call; Extend, Complete and Release check the fencing
+// token inside the script. Fencing tokens are random 64-bit numbers, so a
+// token never comes back even after a key's record is deleted and claimed
+// again.
 //
-// Leases and retention are decided against the Store's Clock, whose time is
-// passed to the scripts with each call (kept to the microsecond, rounded so
-// that a lease never ends early). The Redis TTL of each record is its lease
-// or retention plus Config.ExpiryGrace and only collects garbage: no reaper
-// is needed.
+// Leases and retention are decided by the server's clock: each script reads
+// Redis TIME and compares and sets expiries against it, to the microsecond,
+// with durations rounded up so that a lease never ends early. A client whose
+// clock is skewed cannot shorten another's lease. Config.TestClock replaces
+// the server's clock, for tests only. The Redis TTL of each record is its
+// lease or retention plus Config.ExpiryGrace and only collects garbage: no
+// reaper is needed.
 //
 // # Failures
 //
@@ -49,11 +52,22 @@
 // PostgreSQL with pgstore, whose CompleteTx also ties them to the business
 // write.
 //
+// # Exactly once with the business write
+//
+// No transaction spans Redis and the business database, so a process that
+// dies after its business write and before completing its key leaves the key
+// to be taken over and run again. Give the business table a unique
+// constraint on the tenant and the idempotency key, and have the operation
+// return the existing row's result when its insert conflicts: the second run
+// then answers what the first wrote.
+//
 // # Tests
 //
 // The tests run against a real server named by BULWARK_REDIS_ADDR
-// (host:port). When it is unset they skip, except under CI=true, where they
-// fail:
+// (host:port), in the database BULWARK_REDIS_DB (0 if unset). When the
+// address is unset they skip, except under CI=true, where they fail. The
+// crash test (TestCrashes) keeps its business table in PostgreSQL, named by
+// BULWARK_POSTGRES_URL:
 //
-//	BULWARK_REDIS_ADDR=127.0.0.1:6379 go test -race ./...
+//	BULWARK_REDIS_ADDR=127.0.0.1:6379 BULWARK_POSTGRES_URL='postgres://…' go test -race ./...
 package redisstore

@@ -2,181 +2,99 @@ package redisstore
 
 import (
 	"context"
-	"encoding/json"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
-	"fmt"
 	"os"
-	"os/exec"
-	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/bulwark-go/bulwark/bulwarktest"
 	"github.com/bulwark-go/bulwark/idempotency"
 	"github.com/bulwark-go/bulwark/idempotency/idempotencytest"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 )
 
-const (
-	fleetKeys     = 100
-	fleetRequests = 1000
-	childPrefix   = "BULWARK_REDISSTORE_CHILD_PREFIX"
-)
-
-// fleetResult is what one process of the fleet reports.
-type fleetResult struct {
-	Won, Replayed, Conflicts int
-	Errors                   []string
-}
-
-// serve handles one request for key the way an idempotent handler and a
-// retrying client do together: it claims the key; the winner performs the
-// side effect (an INCR of a counter beside the record) and completes the key
-// with its result; a loser that finds the key in flight asks again shortly,
-// until it gets the stored result replayed.
-func serve(ctx context.Context, s *Store, rdb redis.UniversalClient, key string, res *fleetResult, mu *sync.Mutex) {
-	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); {
-		c, err := s.Claim(ctx, key, []byte("payload-"+key), time.Minute)
-		switch {
-		case err != nil:
-		case c.Won:
-			err = rdb.Incr(ctx, s.prefix+"effect:{"+key+"}").Err()
-			if err == nil {
-				err = s.Complete(ctx, key, c.Token, []byte("order-for-"+key), time.Hour)
-			}
-			if err == nil {
-				mu.Lock()
-				res.Won++
-				mu.Unlock()
-				return
-			}
-		case c.Record.Completed:
-			if string(c.Record.Value) != "order-for-"+key {
-				err = fmt.Errorf("replay of %q = %q", key, c.Record.Value)
-				break
-			}
-			mu.Lock()
-			res.Replayed++
-			mu.Unlock()
-			return
-		default:
-			mu.Lock()
-			res.Conflicts++
-			mu.Unlock()
-			time.Sleep(time.Millisecond) // a client's pause before asking again
-			continue
+// TestCrashes kills worker processes at the dangerous points of their runs
+// (idempotencytest.RunCrashes) over 1,000 keys with three concurrent
+// duplicates each. The keys are in Redis and the orders in PostgreSQL (named
+// by BULWARK_POSTGRES_URL), so no transaction spans both: the order table's
+// unique (tenant, key) constraint is the second line of defence, and a run
+// that finds its key's order already written returns that order instead of
+// writing another. Exactly one order per key must result, and every client
+// of a key must see the same order.
+func TestCrashes(t *testing.T) {
+	pgURL := os.Getenv("BULWARK_POSTGRES_URL")
+	if pgURL == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("BULWARK_POSTGRES_URL is unset under CI=true: the crash test keeps its orders in PostgreSQL")
 		}
-		mu.Lock()
-		res.Errors = append(res.Errors, err.Error())
-		mu.Unlock()
-		return
+		t.Skip("BULWARK_POSTGRES_URL is unset: the crash test keeps its orders in PostgreSQL")
 	}
-	mu.Lock()
-	res.Errors = append(res.Errors, fmt.Sprintf("%q still in flight after a minute", key))
-	mu.Unlock()
-}
-
-// hammer sends fleetRequests concurrent requests over fleetKeys keys, once
-// the parent test says go.
-func hammer(t *testing.T, s *Store, rdb redis.UniversalClient) fleetResult {
-	ctx := context.Background()
-	require.NoError(t, rdb.Incr(ctx, s.prefix+"ready").Err())
-	require.NoError(t, rdb.BLPop(ctx, 30*time.Second, s.prefix+"go").Err())
-	var (
-		res fleetResult
-		mu  sync.Mutex
-		wg  sync.WaitGroup
-	)
-	start := make(chan struct{})
-	for i := range fleetRequests {
-		wg.Go(func() {
-			<-start
-			serve(ctx, s, rdb, "key-"+strconv.Itoa(i%fleetKeys), &res, &mu)
-		})
-	}
-	close(start)
-	wg.Wait()
-	return res
-}
-
-// TestMultiProcessExactlyOnce starts two processes that each send 1,000
-// concurrent requests over the same 100 keys through their own client and
-// Store: the guarded side effect must happen exactly once per key.
-func TestMultiProcessExactlyOnce(t *testing.T) {
-	if prefix := os.Getenv(childPrefix); prefix != "" {
-		rdb := newClient(t, redisAddr(t))
-		s, err := New(Config{Client: rdb, Prefix: prefix})
+	newPool := func(t *testing.T) *pgxpool.Pool {
+		cfg, err := pgxpool.ParseConfig(pgURL)
 		require.NoError(t, err)
-		out, _ := json.Marshal(hammer(t, s, rdb))
-		fmt.Printf("\nRESULT %s\n", out)
-		return
+		cfg.MaxConns = 24
+		pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+		require.NoError(t, err)
+		t.Cleanup(pool.Close)
+		return pool
 	}
-	rdb := serverClient(t)
-	prefix := testPrefix(t, rdb)
-
-	var results [2]fleetResult
-	var errs [2]error
-	var wg sync.WaitGroup
-	ctx := context.Background()
-	wg.Go(func() { // start both processes' requests at once
-		for start := time.Now(); time.Since(start) < 30*time.Second; time.Sleep(5 * time.Millisecond) {
-			if n, _ := rdb.Get(ctx, prefix+"ready").Int(); n == len(results) {
-				rdb.RPush(ctx, prefix+"go", 1, 2)
-				return
+	idempotencytest.RunCrashes(t, idempotencytest.CrashConfig{
+		Start: func(t *testing.T) string {
+			prefix := testPrefix(t, serverClient(t))
+			var b [8]byte
+			_, _ = rand.Read(b[:])
+			schema := "bulwarktest_" + hex.EncodeToString(b[:])
+			pool := newPool(t)
+			ctx := context.Background()
+			_, err := pool.Exec(ctx, "CREATE SCHEMA "+schema+`;
+CREATE TABLE `+schema+`.orders (id bigserial PRIMARY KEY, tenant text NOT NULL, key text NOT NULL, UNIQUE (tenant, key))`)
+			require.NoError(t, err)
+			t.Cleanup(func() { _, _ = pool.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE") })
+			return prefix + " " + schema
+		},
+		Worker: func(t *testing.T, env string) (idempotency.Store, idempotencytest.Op) {
+			prefix, schema, _ := strings.Cut(env, " ")
+			s, err := New(Config{Client: newClient(t, redisAddr(t)), Prefix: prefix})
+			require.NoError(t, err)
+			pool := newPool(t)
+			return s, func(ctx context.Context, key string, hook func(string)) (string, error) {
+				hook(idempotencytest.PointBeforeWrite)
+				var id string
+				err := pool.QueryRow(ctx, "INSERT INTO "+schema+`.orders (tenant, key) VALUES ('t', $1)
+ON CONFLICT (tenant, key) DO NOTHING RETURNING id::text`, key).Scan(&id)
+				if errors.Is(err, pgx.ErrNoRows) {
+					// An earlier run wrote the order and died before
+					// completing the key: its order is the result.
+					err = pool.QueryRow(ctx, "SELECT id::text FROM "+schema+".orders WHERE tenant = 't' AND key = $1", key).Scan(&id)
+				}
+				if err != nil {
+					return "", err
+				}
+				hook(idempotencytest.PointAfterWrite)
+				return id, nil
 			}
-		}
+		},
+		Rows: func(t *testing.T, env string) (int, map[string]string) {
+			_, schema, _ := strings.Cut(env, " ")
+			rows, err := newPool(t).Query(context.Background(), "SELECT key, id::text FROM "+schema+".orders")
+			require.NoError(t, err)
+			n, results := 0, map[string]string{}
+			for rows.Next() {
+				var key, id string
+				require.NoError(t, rows.Scan(&key, &id))
+				results[key] = id
+				n++
+			}
+			require.NoError(t, rows.Err())
+			return n, results
+		},
 	})
-	for p := range results {
-		wg.Go(func() {
-			cmd := exec.Command(os.Args[0], "-test.run=^TestMultiProcessExactlyOnce$", "-test.count=1", "-test.v")
-			cmd.Env = append(os.Environ(), childPrefix+"="+prefix)
-			out, err := cmd.CombinedOutput()
-			if err != nil {
-				errs[p] = fmt.Errorf("process %d: %v\n%s", p, err, out)
-				return
-			}
-			_, line, ok := strings.Cut(string(out), "RESULT ")
-			if !ok {
-				errs[p] = fmt.Errorf("process %d printed no result:\n%s", p, out)
-				return
-			}
-			line, _, _ = strings.Cut(line, "\n")
-			errs[p] = json.Unmarshal([]byte(line), &results[p])
-		})
-	}
-	wg.Wait()
-	require.NoError(t, errors.Join(errs[:]...))
-
-	won := 0
-	for p, r := range results {
-		if len(r.Errors) > 0 {
-			t.Errorf("process %d had %d errors, first %s", p, len(r.Errors), r.Errors[0])
-		}
-		if n := r.Won + r.Replayed + len(r.Errors); n != fleetRequests {
-			t.Errorf("process %d accounted for %d requests, want %d", p, n, fleetRequests)
-		}
-		won += r.Won
-		t.Logf("process %d: %d won, %d replayed, %d conflicts", p, r.Won, r.Replayed, r.Conflicts)
-	}
-	if won != fleetKeys {
-		t.Errorf("claims won across both processes = %d, want %d", won, fleetKeys)
-	}
-	s, err := New(Config{Client: rdb, Prefix: prefix})
-	require.NoError(t, err)
-	for i := range fleetKeys {
-		key := "key-" + strconv.Itoa(i)
-		n, err := rdb.Get(ctx, prefix+"effect:{"+key+"}").Int()
-		if err != nil || n != 1 {
-			t.Errorf("side effects for %q = %d (%v), want exactly 1", key, n, err)
-		}
-		rec, err := s.Get(ctx, key)
-		if err != nil || !rec.Completed || string(rec.Value) != "order-for-"+key {
-			t.Errorf("Get(%q) = %+v, %v, want the completed record", key, rec, err)
-		}
-	}
 }
 
 // faultClient returns a client through p that gives up quickly, so a cut

@@ -303,7 +303,10 @@ func TestRoundTrips(t *testing.T) {
 	require.NoError(t, s.Complete(ctx, "warm", w.Token, nil, retention))
 	w, err = s.Claim(ctx, "warm2", fp, lease)
 	require.NoError(t, err)
+	require.NoError(t, s.Extend(ctx, "warm2", w.Token, lease))
 	require.NoError(t, s.Release(ctx, "warm2", w.Token))
+	_, err = s.Get(ctx, "warm")
+	require.NoError(t, err)
 
 	idempotencytest.CheckRoundTrips(t, s, h.n.Load)
 }

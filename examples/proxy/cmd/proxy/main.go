@@ -3,6 +3,11 @@
 //	go run ./examples/proxy/cmd/proxy -listen :8080 \
 //	    -backends 127.0.0.1:9001/a,127.0.0.1:9002/a,127.0.0.1:9003/b -zone a -algorithm peak_ewma
 //
+// Or, with the backends from DNS, an SRV name (the records give the ports)
+// or a host name whose A and AAAA records are used with -dns-port:
+//
+//	go run ./examples/proxy/cmd/proxy -dns _http._tcp.orders.internal -dns-server 10.0.0.2
+//
 // It serves the proxied traffic, /livez, /readyz, /startupz and /metrics. On
 // SIGINT or SIGTERM it drains: readiness fails at once, it waits -drain-delay
 // for load balancers to notice, then lets the requests in flight finish.
@@ -17,9 +22,12 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/bulwark-go/bulwark"
+	"github.com/bulwark-go/bulwark/discovery"
 	"github.com/bulwark-go/bulwark/examples/internal/telemetry"
 	"github.com/bulwark-go/bulwark/examples/proxy"
 )
@@ -33,7 +41,10 @@ func main() {
 
 func run() error {
 	listen := flag.String("listen", "127.0.0.1:8080", "address to serve on")
-	backends := flag.String("backends", "", "backends, comma-separated host:port[/zone[/weight]] (required)")
+	backends := flag.String("backends", "", "backends, comma-separated host:port[/zone[/weight]] (required without -dns)")
+	dnsName := flag.String("dns", "", "DNS name of the backends, re-resolved at its TTL: an SRV name, or a host name with -dns-port")
+	dnsPort := flag.Int("dns-port", 0, "port of the backends found by -dns as A/AAAA records; 0 looks -dns up as SRV")
+	dnsServers := flag.String("dns-server", "", "DNS servers to ask, comma-separated host[:port] (default: those of /etc/resolv.conf)")
 	algorithm := flag.String("algorithm", "least_request", "round_robin, least_request, peak_ewma, consistent_hash or random")
 	zone := flag.String("zone", "", "the proxy's own zone, preferred while healthy")
 	hashHeader := flag.String("hash-header", "", "header whose value keys consistent_hash (e.g. X-Customer-Id)")
@@ -45,9 +56,27 @@ func run() error {
 	verbose := flag.Bool("v", false, "debug logs")
 	flag.Parse()
 
-	eps, err := proxy.ParseBackends(*backends)
-	if err != nil {
-		return err
+	if *backends == "" && *dnsName == "" {
+		return errors.New("-backends or -dns is required")
+	}
+	var eps []bulwark.Endpoint
+	var resolver discovery.Resolver
+	if *backends != "" {
+		var err error
+		if eps, err = proxy.ParseBackends(*backends); err != nil {
+			return err
+		}
+	}
+	if *dnsName != "" {
+		cfg := discovery.DNSConfig{Name: *dnsName, SRV: *dnsPort == 0, Port: *dnsPort}
+		if *dnsServers != "" {
+			cfg.Servers = strings.Split(*dnsServers, ",")
+		}
+		dns, err := discovery.NewDNS(cfg)
+		if err != nil {
+			return err
+		}
+		resolver = dns
 	}
 	algo, err := proxy.ParseAlgorithm(*algorithm)
 	if err != nil {
@@ -62,7 +91,7 @@ func run() error {
 		return err
 	}
 	p, err := proxy.New(proxy.Config{
-		Backends: eps, Algorithm: algo, Zone: *zone, HashHeader: *hashHeader, HashCookie: *hashCookie,
+		Backends: eps, Resolver: resolver, Algorithm: algo, Zone: *zone, HashHeader: *hashHeader, HashCookie: *hashCookie,
 		CheckPath: *checkPath, CheckInterval: *checkInterval, MaxAttempts: *attempts,
 		Observer: tel.Observer, Logger: tel.Logger,
 	})
@@ -82,7 +111,7 @@ func run() error {
 	srv := &http.Server{Addr: *listen, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ListenAndServe() }()
-	tel.Logger.Info("proxy serving", "listen", *listen, "backends", len(eps), "algorithm", algo.String())
+	tel.Logger.Info("proxy serving", "listen", *listen, "backends", len(eps), "dns", *dnsName, "algorithm", algo.String())
 
 	select {
 	case err := <-errc:

@@ -1,15 +1,31 @@
-// Command proxybench compares the example proxy's throughput with a bare
-// httputil.ReverseProxy on the same three loopback backends, using wrk (from
-// Debian's package) as the load generator in a separate process:
+// Command proxybench measures the example proxy as cmd/proxy ships it — its
+// Observer and telemetry middleware on — beside a bare httputil.ReverseProxy
+// and, where it is installed, HAProxy, on the same three loopback backends,
+// with wrk (from Debian's package) as the load generator:
 //
 //	go run ./examples/proxy/cmd/proxybench -rounds 5 -duration 5s
 //
-// Both proxies run in this process; wrk hits them in alternation, round
-// after round, and the medians and their ratio are printed.
+// The backends run in a child process, so that the CPU time of this process
+// is the proxies' own. wrk hits the targets in turn, round after round; the
+// medians of the requests per second, their ratio to the bare
+// ReverseProxy, and the CPU time per request are printed. The targets:
+//
+//   - bare: httputil.ReverseProxy round-robin over the backends, with a
+//     BufferPool, and nothing else;
+//   - shipped: the proxy as cmd/proxy runs it with its default flags:
+//     least-request, health checks, outlier detection, breakers, retries,
+//     the telemetry Observer (metrics and logs) and otelhttp middleware;
+//   - no-telemetry: the same proxy without its Observer and middleware, to
+//     tell the proxy's own cost from the telemetry's;
+//   - haproxy: HAProxy round-robin with connection reuse, when the haproxy
+//     binary is found (apt-get install haproxy); skipped with a message
+//     otherwise.
 package main
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -21,27 +37,72 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
+	"runtime/pprof"
 	"slices"
 	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/bulwark-go/bulwark"
 	"github.com/bulwark-go/bulwark/balancer"
+	"github.com/bulwark-go/bulwark/examples/internal/telemetry"
 	"github.com/bulwark-go/bulwark/examples/proxy"
 )
 
 func main() {
-	rounds := flag.Int("rounds", 5, "alternating rounds of wrk against each proxy")
+	rounds := flag.Int("rounds", 5, "rounds of wrk against each target, in turn")
 	duration := flag.Duration("duration", 5*time.Second, "length of each wrk run")
 	conns := flag.Int("connections", 64, "wrk connections")
 	threads := flag.Int("threads", 1, "wrk threads")
+	only := flag.String("targets", "bare,shipped,no-telemetry,haproxy", "targets to measure, comma-separated")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of this process (the Go proxies) to this file")
+	backends := flag.Bool("backends", false, "serve the three backends and print their addresses (the child process)")
 	flag.Parse()
-	if err := run(*rounds, *duration, *conns, *threads); err != nil {
+	var err error
+	if *backends {
+		err = serveBackends()
+	} else {
+		if *cpuprofile != "" {
+			f, ferr := os.Create(*cpuprofile)
+			if ferr != nil {
+				fmt.Fprintln(os.Stderr, "proxybench:", ferr)
+				os.Exit(1)
+			}
+			defer f.Close()
+			if err := pprof.StartCPUProfile(f); err != nil {
+				fmt.Fprintln(os.Stderr, "proxybench:", err)
+				os.Exit(1)
+			}
+		}
+		err = run(*rounds, *duration, *conns, *threads, strings.Split(*only, ","))
+		pprof.StopCPUProfile()
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "proxybench:", err)
 		os.Exit(1)
 	}
+}
+
+// serveBackends serves three backends until stdin closes, and prints their
+// addresses on one line.
+func serveBackends() error {
+	var addrs []string
+	for range 3 {
+		addr, _, err := serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.WriteString(w, "hello from the backend\n")
+		}))
+		if err != nil {
+			return err
+		}
+		addrs = append(addrs, addr)
+	}
+	fmt.Println(strings.Join(addrs, ","))
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	return nil
 }
 
 func serve(h http.Handler) (string, func(), error) {
@@ -54,84 +115,309 @@ func serve(h http.Handler) (string, func(), error) {
 	return l.Addr().String(), func() { _ = srv.Close() }, nil
 }
 
-func run(rounds int, d time.Duration, conns, threads int) error {
+// target is one proxy under test.
+type target struct {
+	name string
+	addr string
+	cpu  func() time.Duration // CPU time used so far by the process serving it
+}
+
+func run(rounds int, d time.Duration, conns, threads int, only []string) error {
 	if _, err := exec.LookPath("wrk"); err != nil {
 		return fmt.Errorf("wrk not found (apt-get install wrk): %w", err)
 	}
+	addrs, stopBackends, err := startBackends()
+	if err != nil {
+		return err
+	}
+	defer stopBackends()
 	var eps []bulwark.Endpoint
 	var urls []*url.URL
-	for range 3 {
-		addr, stop, err := serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			_, _ = io.WriteString(w, "hello from the backend\n")
-		}))
+	for _, a := range addrs {
+		eps = append(eps, bulwark.Endpoint{Addr: a})
+		urls = append(urls, &url.URL{Scheme: "http", Host: a})
+	}
+
+	var targets []target
+	var stops []func()
+	defer func() {
+		for _, stop := range stops {
+			stop()
+		}
+	}()
+	add := func(name string, h http.Handler) error {
+		if !slices.Contains(only, name) {
+			return nil
+		}
+		addr, stop, err := serve(h)
 		if err != nil {
 			return err
 		}
-		defer stop()
-		eps = append(eps, bulwark.Endpoint{Addr: addr})
-		urls = append(urls, &url.URL{Scheme: "http", Host: addr})
+		stops = append(stops, stop)
+		targets = append(targets, target{name: name, addr: addr, cpu: selfCPU})
+		return nil
 	}
-	upstream := &http.Transport{MaxIdleConns: 1024, MaxIdleConnsPerHost: 512, IdleConnTimeout: time.Minute}
+
+	// bare: the ReverseProxy alone, with the same upstream transport
+	// settings as the proxy's default one.
 	var rr atomic.Uint64
 	bare := &httputil.ReverseProxy{
 		Rewrite: func(r *httputil.ProxyRequest) {
 			r.SetURL(urls[rr.Add(1)%uint64(len(urls))])
 			r.SetXForwarded()
 		},
-		Transport: upstream,
-		ErrorLog:  log.New(io.Discard, "", 0), // wrk's closing connections cancel requests
+		Transport: &http.Transport{
+			MaxIdleConns: 512, MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second,
+			ResponseHeaderTimeout: 10 * time.Second,
+		},
+		BufferPool: bufferPool{},
+		ErrorLog:   log.New(io.Discard, "", 0), // wrk's closing connections cancel requests
 	}
-	p, err := proxy.New(proxy.Config{
-		Backends: eps, Algorithm: balancer.RoundRobin, Transport: upstream,
+	if err := add("bare", bare); err != nil {
+		return err
+	}
+
+	// shipped: as cmd/proxy builds it, with its default flags; logs go
+	// nowhere, but are formatted as they would be.
+	tel, err := telemetry.New("proxy", io.Discard, slog.LevelInfo)
+	if err != nil {
+		return err
+	}
+	defer tel.Close(context.Background())
+	shipped, err := proxy.New(proxy.Config{
+		Backends: eps, Algorithm: balancer.LeastRequest, CheckPath: "/readyz", CheckInterval: time.Second, MaxAttempts: 3,
+		Observer: tel.Observer, Logger: tel.Logger,
+	})
+	if err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", tel.MetricsHandler())
+	mux.Handle("/", tel.Middleware(shipped.Handler()))
+	if err := add("shipped", mux); err != nil {
+		return err
+	}
+
+	// no-telemetry: the same proxy, bare of telemetry.
+	plain, err := proxy.New(proxy.Config{
+		Backends: eps, Algorithm: balancer.LeastRequest, CheckPath: "/readyz", CheckInterval: time.Second, MaxAttempts: 3,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
 		return err
 	}
-	if err := p.Start(context.Background()); err != nil {
+	if err := add("no-telemetry", plain.Handler()); err != nil {
 		return err
 	}
-	defer p.Close()
-	bareAddr, stopBare, err := serve(bare)
-	if err != nil {
-		return err
+	for _, p := range []*proxy.Proxy{shipped, plain} {
+		if err := p.Start(context.Background()); err != nil {
+			return err
+		}
+		defer p.Close()
 	}
-	defer stopBare()
-	bwAddr, stopBw, err := serve(p.Handler())
-	if err != nil {
-		return err
-	}
-	defer stopBw()
 
-	results := map[string][]float64{}
-	for r := 0; r < rounds; r++ {
-		for _, target := range []struct{ name, addr string }{{"bare", bareAddr}, {"bulwark", bwAddr}} {
-			rps, err := wrk(target.addr, d, conns, threads)
-			if err != nil {
-				return err
-			}
-			results[target.name] = append(results[target.name], rps)
-			fmt.Printf("round %d  %-8s %9.0f req/s\n", r+1, target.name, rps)
+	if slices.Contains(only, "haproxy") {
+		if hp, stop, err := startHAProxy(addrs); err != nil {
+			fmt.Println("haproxy: skipped:", err)
+		} else {
+			defer stop()
+			targets = append(targets, hp)
 		}
 	}
-	b, w := median(results["bare"]), median(results["bulwark"])
-	fmt.Printf("\nmedian req/s: bare httputil.ReverseProxy %.0f, bulwark proxy %.0f: %.1f %% of bare\n", b, w, 100*w/b)
+	if len(targets) == 0 {
+		return fmt.Errorf("no target among %q", only)
+	}
+
+	type result struct{ rps, cpuPerReq []float64 }
+	results := map[string]*result{}
+	for r := 0; r < rounds; r++ {
+		for _, t := range targets {
+			before := t.cpu()
+			rps, n, err := wrk(t.addr, d, conns, threads)
+			if err != nil {
+				return fmt.Errorf("%s: %w", t.name, err)
+			}
+			cpu := t.cpu() - before
+			res := results[t.name]
+			if res == nil {
+				res = &result{}
+				results[t.name] = res
+			}
+			res.rps = append(res.rps, rps)
+			res.cpuPerReq = append(res.cpuPerReq, float64(cpu.Microseconds())/float64(n))
+			fmt.Printf("round %d  %-13s %8.0f req/s  %5.1f µs CPU/req\n", r+1, t.name, rps, float64(cpu.Microseconds())/float64(n))
+		}
+	}
+	base := 0.0
+	if res := results["bare"]; res != nil {
+		base = median(res.rps)
+	}
+	fmt.Printf("\nmedians of %d rounds of %v, %d connections, %d wrk thread(s):\n", rounds, d, conns, threads)
+	for _, t := range targets {
+		res := results[t.name]
+		rps := median(res.rps)
+		ratio := ""
+		if base > 0 {
+			ratio = fmt.Sprintf("%6.1f %% of bare", 100*rps/base)
+		}
+		fmt.Printf("  %-13s %8.0f req/s  %s  %5.1f µs CPU/req\n", t.name, rps, ratio, median(res.cpuPerReq))
+	}
 	return nil
 }
 
-var reqPerSec = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+// bufferPool is an httputil.BufferPool of 32 KiB buffers.
+type bufferPool struct{}
 
-func wrk(addr string, d time.Duration, conns, threads int) (float64, error) {
+var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (bufferPool) Get() []byte  { return *buffers.Get().(*[]byte) }
+func (bufferPool) Put(b []byte) { buffers.Put(&b) }
+
+// startBackends runs this program again with -backends and reads the
+// addresses it serves.
+func startBackends() ([]string, func(), error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, nil, err
+	}
+	cmd := exec.Command(self, "-backends")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, nil, err
+	}
+	stop := func() {
+		stdin.Close()
+		_ = cmd.Wait()
+	}
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		stop()
+		return nil, nil, fmt.Errorf("backends: %w", err)
+	}
+	return strings.Split(strings.TrimSpace(line), ","), stop, nil
+}
+
+// startHAProxy runs haproxy in the foreground, round-robin over addrs with
+// idle connections to them reused.
+func startHAProxy(addrs []string) (target, func(), error) {
+	bin, err := exec.LookPath("haproxy")
+	if err != nil {
+		return target{}, nil, errors.New("haproxy not found (apt-get install haproxy)")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return target{}, nil, err
+	}
+	addr := l.Addr().String()
+	l.Close()
+	dir, err := os.MkdirTemp("", "proxybench")
+	if err != nil {
+		return target{}, nil, err
+	}
+	var cfg strings.Builder
+	fmt.Fprintf(&cfg, `global
+	maxconn 4096
+defaults
+	mode http
+	option http-keep-alive
+	http-reuse always
+	timeout connect 5s
+	timeout client 30s
+	timeout server 30s
+frontend proxybench
+	bind %s
+	default_backend backends
+backend backends
+	balance roundrobin
+`, addr)
+	for i, a := range addrs {
+		fmt.Fprintf(&cfg, "\tserver b%d %s\n", i, a)
+	}
+	path := filepath.Join(dir, "haproxy.cfg")
+	if err := os.WriteFile(path, []byte(cfg.String()), 0o600); err != nil {
+		return target{}, nil, err
+	}
+	cmd := exec.Command(bin, "-db", "-f", path)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		os.RemoveAll(dir)
+		return target{}, nil, err
+	}
+	stop := func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		os.RemoveAll(dir)
+	}
+	// Wait for it to listen.
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			stop()
+			return target{}, nil, fmt.Errorf("haproxy did not listen on %s: %w", addr, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	pid := cmd.Process.Pid
+	return target{name: "haproxy", addr: addr, cpu: func() time.Duration { return procCPU(pid) }}, stop, nil
+}
+
+// procCPU returns the CPU time process pid has used, from /proc.
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The fields after the command name, which is in parentheses: utime
+	// and stime are the 14th and 15th fields, in clock ticks (100 a second).
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	k, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(u+k) * 10 * time.Millisecond
+}
+
+var (
+	reqPerSec = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+	requests  = regexp.MustCompile(`(\d+) requests in`)
+	errorsRe  = regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)|Socket errors: .*`)
+)
+
+// wrk runs wrk against addr and returns its requests per second and the
+// number of requests.
+func wrk(addr string, d time.Duration, conns, threads int) (float64, int64, error) {
 	out, err := exec.Command("wrk", "-t", strconv.Itoa(threads), "-c", strconv.Itoa(conns),
 		"-d", strconv.Itoa(int(d.Seconds()))+"s", "http://"+addr+"/item").CombinedOutput()
 	if err != nil {
-		return 0, fmt.Errorf("wrk: %v: %s", err, out)
+		return 0, 0, fmt.Errorf("wrk: %v: %s", err, out)
 	}
-	m := reqPerSec.FindSubmatch(out)
-	if m == nil {
-		return 0, fmt.Errorf("wrk printed no Requests/sec: %s", out)
+	if m := errorsRe.Find(out); m != nil {
+		return 0, 0, fmt.Errorf("wrk saw errors: %s", m)
 	}
-	return strconv.ParseFloat(string(m[1]), 64)
+	m, n := reqPerSec.FindSubmatch(out), requests.FindSubmatch(out)
+	if m == nil || n == nil {
+		return 0, 0, fmt.Errorf("wrk printed no Requests/sec: %s", out)
+	}
+	rps, err := strconv.ParseFloat(string(m[1]), 64)
+	if err != nil {
+		return 0, 0, err
+	}
+	total, err := strconv.ParseInt(string(n[1]), 10, 64)
+	return rps, total, err
 }
 
 func median(xs []float64) float64 {
