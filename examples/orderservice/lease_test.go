@@ -102,6 +102,30 @@ func waitInserts(t *testing.T, pool *pgxpool.Pool, table string, n int) {
 	}
 }
 
+// waitInsertsAsync closes the returned channel once n statements wait
+// for a lock on table, or the test ends.
+func waitInsertsAsync(t *testing.T, pool *pgxpool.Pool, table string, n int) <-chan struct{} {
+	done := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			var waiting int
+			err := pool.QueryRow(ctx,
+				"SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = $1::regclass", table).Scan(&waiting)
+			if err != nil || waiting >= n {
+				return
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}()
+	return done
+}
+
 type createResult struct {
 	code int
 	hdr  http.Header
@@ -126,7 +150,7 @@ func createAsync(t *testing.T, h *harness, key string, body []byte) <-chan creat
 // order's transaction).
 func TestRunOutlivingItsLeaseKeepsIt(t *testing.T) {
 	pool := testPool(t)
-	const lease = 2 * time.Second
+	const lease = 3 * time.Second
 	for _, st := range []struct {
 		name  string
 		store func(t *testing.T) (idempotency.Store, TxCompleter)
@@ -164,8 +188,20 @@ func TestRunOutlivingItsLeaseKeepsIt(t *testing.T) {
 			// Sent asynchronously: if it took the key over (the test is
 			// failing), its own INSERT waits for the lock too.
 			dup := createAsync(t, h, "slow", orderBody("ann", 1))
+			// Before the lock goes, the duplicate must have been answered
+			// (409, the test passes) or be stuck behind the lock itself
+			// (it took the key over, the test fails): on a loaded machine
+			// its request may take longer than the rest of the wait.
+			var d createResult
+			select {
+			case d = <-dup:
+			case <-waitInsertsAsync(t, pool, table, 2):
+			}
 			time.Sleep(time.Until(start.Add(lease * 3 / 2)))
 			release()
+			if d.code == 0 {
+				d = <-dup
+			}
 			res := <-first
 			if res.code != http.StatusCreated {
 				t.Fatalf("the slow create = %d %s, want 201", res.code, res.body)
@@ -174,7 +210,7 @@ func TestRunOutlivingItsLeaseKeepsIt(t *testing.T) {
 			if took := time.Since(start); took < lease*3/2 {
 				t.Fatalf("the slow create took %v, want at least 1.5 leases (%v)", took, lease*3/2)
 			}
-			if d := <-dup; d.code != http.StatusConflict || d.hdr.Get("Retry-After") == "" {
+			if d.code != http.StatusConflict || d.hdr.Get("Retry-After") == "" {
 				t.Errorf("duplicate at 1.25 leases = %d (replayed %q) %s, want 409 with Retry-After: the live run keeps its key",
 					d.code, d.hdr.Get("Idempotent-Replayed"), d.body)
 			}
