@@ -13,7 +13,7 @@ import (
 // reserves once however often it is sent, and the slow server's share of the
 // calls falls.
 func TestFleetUnderFaults(t *testing.T) {
-	rep, err := grpcfleet.Run(context.Background(), grpcfleet.Config{Duration: 3 * time.Second, Workers: 6, SlowBy: 100 * time.Millisecond})
+	rep, err := grpcfleet.Run(context.Background(), grpcfleet.Config{Duration: 5 * time.Second, Workers: 6, SlowBy: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
