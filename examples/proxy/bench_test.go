@@ -17,11 +17,12 @@ import (
 )
 
 // BenchmarkThroughput compares the proxy with a bare httputil.ReverseProxy
-// that round-robins over the same three loopback backends, in one run: bare,
-// the proxy without telemetry (bulwark), and the proxy as cmd/proxy ships it,
-// with its Observer and otelhttp middleware (shipped). Each op is one GET
-// through the proxy from a parallel client; compare ns/op (the inverse of
-// throughput) between the sub-benchmarks.
+// that round-robins over the same three loopback backends, in one run: bare;
+// the proxy without telemetry (bulwark); with the telemetry Observer only
+// (observer); with the otelhttp middleware only (middleware); and as
+// cmd/proxy ships it, with both (shipped). Each op is one GET through the
+// proxy from a parallel client; compare ns/op (the inverse of throughput), or
+// on a busy machine cpu-ns/op, between the sub-benchmarks.
 func BenchmarkThroughput(b *testing.B) {
 	var eps []bulwark.Endpoint
 	var urls []*url.URL
@@ -74,7 +75,10 @@ func BenchmarkThroughput(b *testing.B) {
 	for _, tt := range []struct {
 		name string
 		h    http.Handler
-	}{{"bare", bare}, {"bulwark", p.Handler()}, {"shipped", mux}} {
+	}{
+		{"bare", bare}, {"bulwark", p.Handler()}, {"observer", shipped.Handler()},
+		{"middleware", tel.Middleware(p.Handler())}, {"shipped", mux},
+	} {
 		b.Run(tt.name, func(b *testing.B) {
 			front := httptest.NewServer(tt.h)
 			defer front.Close()

@@ -15,9 +15,11 @@ import (
 // Request bodies. A replayable request (retry.Replayable: an idempotent
 // method, or an Idempotency-Key) may be sent again after its attempt got an
 // answer, so its body is kept, in a pooled buffer, up to MaxBufferedBody. Any
-// other request is sent again only when its attempt failed to connect, when
-// nothing of its body was read: it streams through untouched, and GetBody
-// hands the same body out again while none of it has been read.
+// other request, and one whose Content-Length is above MaxBufferedBody, is
+// sent again only when its attempt failed to connect, when nothing of its body
+// was read: the body streams through untouched, and GetBody hands the same
+// body out again while none of it has been read. A body of unknown length
+// found larger than MaxBufferedBody is sent once.
 //
 // Every attempt, the first included, takes its body from GetBody (see
 // bodyFromGetBody), and the transport closes it when it is done with it; a

@@ -37,9 +37,9 @@ type Config struct {
 	// Resolver, if not nil, finds the backends, such as a *discovery.DNS:
 	// from Start on, a discovery.Watcher asks it again when its answer's TTL
 	// runs out (every 30 s if it reports none) and gives each new set to the
-	// balancer, which the health checks, the outlier detector and the
-	// readiness check follow. A failed or empty answer keeps the backends
-	// in hand.
+	// balancer, which the health checks, the outlier detector, the breakers
+	// and the readiness check follow. A failed or empty answer keeps the
+	// backends in hand.
 	Resolver discovery.Resolver
 	// Algorithm spreads requests over the backends. If zero, round robin.
 	Algorithm balancer.Algorithm
@@ -75,9 +75,11 @@ type Config struct {
 	// first). If nil, full jitter from 5 ms, doubling, capped at 100 ms.
 	RetryDelay func(n int) time.Duration
 	// MaxBufferedBody is the largest request body kept in memory so that
-	// a replayable request can be sent again after a failed attempt; a
-	// larger one, like the body of any other request, streams through and
-	// is sent again only when its attempt failed to connect. If zero, 1 MiB.
+	// a replayable request can be sent again after a failed attempt. A
+	// larger one of known length, like the body of any other request,
+	// streams through and is sent again only when its attempt failed to
+	// connect; one of unknown length found larger is sent once. If zero,
+	// 1 MiB.
 	MaxBufferedBody int64
 	// Transport sends requests to the backends. If nil, a tuned
 	// *http.Transport.

@@ -407,6 +407,20 @@ func TestReadinessFollowsTheMembers(t *testing.T) {
 	first, second := newBackend(t, "first", 0), newBackend(t, "second", 0)
 	dead := newBackend(t, "dead", 0)
 	dead.kill()
+	// A backend whose health check does not answer until the test ends.
+	probed, gate := make(chan struct{}, 1), make(chan struct{})
+	pending := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case probed <- struct{}{}:
+		default:
+		}
+		select {
+		case <-gate:
+		case <-r.Context().Done():
+		}
+	}))
+	defer pending.Close()
+	defer close(gate)
 	clk := bulwarktest.NewClock(time.Time{})
 	ev := events{ch: make(chan bulwark.Event, 1024)}
 	p, err := New(Config{Backends: []bulwark.Endpoint{{Addr: first.addr}}, Clock: clk, Observer: ev, Logger: quietLogger()})
@@ -425,7 +439,7 @@ func TestReadinessFollowsTheMembers(t *testing.T) {
 	defer client.CloseIdleConnections()
 	ready := func() int {
 		t.Helper()
-		clk.Advance(time.Second) // past the cached result of the check
+		clk.Advance(300 * time.Millisecond) // past the cached result of the check, within a probe's timeout
 		code, _, err := get(client, front.URL+"/readyz")
 		if err != nil {
 			t.Fatal(err)
@@ -450,6 +464,15 @@ func TestReadinessFollowsTheMembers(t *testing.T) {
 	ev.waitFor(t, clk, 100*time.Millisecond, "dead unhealthy", health(dead, "unhealthy"))
 	if code := ready(); code != http.StatusServiceUnavailable {
 		t.Fatalf("/readyz with the one backend down = %d, want 503", code)
+	}
+	// Then by one not probed yet (pending), which the balancer sends
+	// requests to while no backend is healthy: ready.
+	if err := p.Balancer().Update([]bulwark.Endpoint{{Addr: pending.Listener.Addr().String()}}); err != nil {
+		t.Fatal(err)
+	}
+	<-probed
+	if code := ready(); code != http.StatusOK {
+		t.Fatalf("/readyz with the one backend pending = %d, want 200", code)
 	}
 	// Then by a healthy one that was not in the configured list: ready.
 	if err := p.Balancer().Update([]bulwark.Endpoint{{Addr: second.addr}}); err != nil {

@@ -62,6 +62,10 @@ func main() {
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of this process (the Go proxies) to this file")
 	backends := flag.Bool("backends", false, "serve the three backends and print their addresses (the child process)")
 	flag.Parse()
+	if *rounds < 1 || *duration < time.Second || *conns < 1 || *threads < 1 {
+		fmt.Fprintln(os.Stderr, "proxybench: -rounds, -connections and -threads must be at least 1, -duration at least 1s")
+		os.Exit(2)
+	}
 	var err error
 	if *backends {
 		err = serveBackends()
