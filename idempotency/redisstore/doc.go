@@ -7,8 +7,8 @@
 //	})
 //	store, err := redisstore.New(redisstore.Config{Client: rdb})
 //
-// Any redis.UniversalClient works: a single node, a Sentinel failover client
-// or a Redis Cluster. The client must honour context deadlines
+// Any redis.UniversalClient works: a single node or a Redis Cluster, both
+// tested against real servers (a three-node cluster in CI). The client must honour context deadlines
 // (ContextTimeoutEnabled), so that a slow or unreachable server costs a
 // request no more than its deadline.
 //

@@ -21,8 +21,8 @@ const DefaultPrefix = "bulwark:idempotency:"
 
 // Config configures a Store. The zero value is not usable: Client is required.
 type Config struct {
-	// Client is the Redis client: a *redis.Client (single node or Sentinel
-	// failover), a *redis.ClusterClient or any other redis.UniversalClient.
+	// Client is the Redis client: a *redis.Client, a *redis.ClusterClient or
+	// any other redis.UniversalClient (single node and Cluster are tested).
 	// It must honour context deadlines: a *redis.Client, *redis.ClusterClient
 	// or *redis.Ring must be created with ContextTimeoutEnabled set, or New
 	// refuses it. Required.
