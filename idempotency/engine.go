@@ -30,6 +30,11 @@ var (
 	ErrInvalidKey = errors.New("idempotency: invalid key")
 )
 
+// ErrInvalidConfig is wrapped by every error that New, Middleware and
+// NewMemoryStore return for a bad configuration. Callers test with
+// errors.Is.
+var ErrInvalidConfig = errors.New("idempotency: invalid config")
+
 // InFlightError is the error of a duplicate that arrived while the first run
 // with its key was still in flight (and, if Config.Wait is set, did not
 // finish in time). errors.Is(err, ErrInFlight) reports true for it, and its
@@ -107,9 +112,11 @@ type Config struct {
 	FailOpen bool
 	// CacheError reports whether an error of op is final, so that it is
 	// stored and replayed to duplicates; otherwise the key is released and
-	// a retry runs op again. If nil, bulwark.IsPermanent: an error that no
-	// retry can fix is kept like a result, any other releases the key.
-	CacheError func(error) bool
+	// a retry runs op again. ctx is the context Do was called with. It is
+	// called on the caller's goroutine, concurrently for different calls.
+	// If nil, bulwark.IsPermanent(err), ignoring ctx: an error that no retry
+	// can fix is kept like a result, any other releases the key.
+	CacheError func(ctx context.Context, err error) bool
 	// Clock is the time source for waits, renewals and latencies. Only
 	// durations on it matter, so it may be skewed against the Store's clock,
 	// which alone decides expiry. If nil, the wall clock.
@@ -162,7 +169,7 @@ type Engine struct {
 	poll       time.Duration
 	retryAfter time.Duration
 	failOpen   bool
-	cacheError func(error) bool
+	cacheError func(context.Context, error) bool
 	clock      bulwark.Clock
 	epoch      time.Time // leases are measured in durations on clock since epoch
 	obs        bulwark.Observer
@@ -174,11 +181,11 @@ type Engine struct {
 	running map[string]chan struct{} // guarded by mu; closed when the local run of a key ends
 }
 
-// New returns an Engine configured by cfg, or an error if cfg.Store is nil
-// or a duration is negative.
+// New returns an Engine configured by cfg, or an error wrapping
+// ErrInvalidConfig if cfg.Store is nil or a duration is negative.
 func New(cfg Config) (*Engine, error) {
 	if cfg.Store == nil {
-		return nil, errors.New("idempotency: Config.Store is nil")
+		return nil, fmt.Errorf("%w: Config.Store is nil", ErrInvalidConfig)
 	}
 	for _, d := range []struct {
 		name string
@@ -188,7 +195,7 @@ func New(cfg Config) (*Engine, error) {
 		{"PollInterval", cfg.PollInterval}, {"RetryAfter", cfg.RetryAfter},
 	} {
 		if d.v < 0 {
-			return nil, fmt.Errorf("idempotency: Config.%s %v is negative", d.name, d.v)
+			return nil, fmt.Errorf("%w: Config.%s %v is negative", ErrInvalidConfig, d.name, d.v)
 		}
 	}
 	e := &Engine{
@@ -206,7 +213,7 @@ func New(cfg Config) (*Engine, error) {
 		running:    make(map[string]chan struct{}),
 	}
 	if e.cacheError == nil {
-		e.cacheError = bulwark.IsPermanent
+		e.cacheError = func(_ context.Context, err error) bool { return bulwark.IsPermanent(err) }
 	}
 	e.epoch = e.clock.Now()
 	return e, nil
@@ -247,10 +254,11 @@ func orDefault(d, def time.Duration) time.Duration {
 // lost its lease.
 func Do[T any](ctx context.Context, e *Engine, key string, fingerprint []byte, op func(context.Context) (T, error)) (T, error) {
 	var out T
+	callCtx := ctx
 	run := func(ctx context.Context) ([]byte, error) {
 		v, err := op(ctx)
 		if err != nil {
-			if e.cacheError(err) {
+			if e.cacheError(callCtx, err) {
 				return append([]byte{kindError}, err.Error()...), err
 			}
 			return nil, err

@@ -48,8 +48,8 @@ func TestNewValidates(t *testing.T) {
 				}
 				return
 			}
-			if err == nil || !contains(err.Error(), tt.want) {
-				t.Fatalf("New(%+v) error = %v, want one containing %q", tt.cfg, err, tt.want)
+			if !errors.Is(err, idempotency.ErrInvalidConfig) || !contains(err.Error(), tt.want) {
+				t.Fatalf("New(%+v) error = %v, want ErrInvalidConfig containing %q", tt.cfg, err, tt.want)
 			}
 		})
 	}
@@ -121,20 +121,37 @@ func TestDoMismatch(t *testing.T) {
 	}
 }
 
+type ctxKey struct{}
+
+// CacheError gets the context Do was called with.
+func TestDoCacheErrorGetsContext(t *testing.T) {
+	clk := fakeClock()
+	var got any
+	e := newEngine(t, newStore(t, clk), clk, idempotency.Config{CacheError: func(ctx context.Context, err error) bool {
+		got = ctx.Value(ctxKey{})
+		return true
+	}})
+	ctx := context.WithValue(t.Context(), ctxKey{}, "caller")
+	_, err := idempotency.Do(ctx, e, "k", nil, func(context.Context) (payment, error) { return payment{}, errors.New("boom") })
+	if err == nil || got != "caller" {
+		t.Fatalf("Do error = %v, CacheError saw ctx value %v; want an error and %q", err, got, "caller")
+	}
+}
+
 func TestDoErrors(t *testing.T) {
 	boom := errors.New("card network timeout")
 	declined := bulwark.Permanent(errors.New("card declined"))
 	tests := []struct {
 		name       string
-		cacheError func(error) bool
+		cacheError func(context.Context, error) bool
 		err        error
 		wantRuns   int  // after two calls
 		wantReplay bool // the second call got a *ReplayedError
 	}{
 		{"transient error releases the key", nil, boom, 2, false},
 		{"permanent error is stored and replayed", nil, declined, 1, true},
-		{"CacheError false releases a permanent error", func(error) bool { return false }, declined, 2, false},
-		{"CacheError true stores any error", func(error) bool { return true }, boom, 1, true},
+		{"CacheError false releases a permanent error", func(context.Context, error) bool { return false }, declined, 2, false},
+		{"CacheError true stores any error", func(context.Context, error) bool { return true }, boom, 1, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

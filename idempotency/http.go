@@ -73,7 +73,9 @@ type HTTPConfig struct {
 	// runs the handler again. If nil, 2xx and 4xx except 408, 409 and 429:
 	// a 5xx, a timeout or a rate limit is worth retrying. Handlers that
 	// answer with 3xx (303 See Other after a POST) should include it.
-	Cacheable func(status int) bool
+	// ctx is the request's context. It is called on the request's
+	// goroutine, concurrently for different requests.
+	Cacheable func(ctx context.Context, status int) bool
 }
 
 var defaultReplayHeaders = []string{
@@ -82,8 +84,9 @@ var defaultReplayHeaders = []string{
 }
 
 // DefaultCacheable is the default of HTTPConfig.Cacheable: 2xx, and 4xx
-// except 408 Request Timeout, 409 Conflict and 429 Too Many Requests.
-func DefaultCacheable(status int) bool {
+// except 408 Request Timeout, 409 Conflict and 429 Too Many Requests. It
+// ignores ctx.
+func DefaultCacheable(_ context.Context, status int) bool {
 	switch {
 	case status >= 200 && status < 300:
 		return true
@@ -126,21 +129,22 @@ func DefaultCacheable(status int) bool {
 // the key and propagates. Events go to the Engine's Observer; refusals for a
 // missing or bad key or a large body are reported as EventRejected.
 //
-// Middleware returns an error if cfg.Engine is nil or a limit is negative.
+// Middleware returns an error wrapping ErrInvalidConfig if cfg.Engine is nil
+// or a limit is negative.
 // A nil handler given to the middleware means http.DefaultServeMux. The
 // returned function and its handlers are safe for concurrent use.
 func Middleware(cfg HTTPConfig) (func(http.Handler) http.Handler, error) {
 	if cfg.Engine == nil {
-		return nil, errors.New("idempotency: HTTPConfig.Engine is nil")
+		return nil, fmt.Errorf("%w: HTTPConfig.Engine is nil", ErrInvalidConfig)
 	}
 	if cfg.MaxKeyLength < 0 {
-		return nil, fmt.Errorf("idempotency: HTTPConfig.MaxKeyLength %d is negative", cfg.MaxKeyLength)
+		return nil, fmt.Errorf("%w: HTTPConfig.MaxKeyLength %d is negative", ErrInvalidConfig, cfg.MaxKeyLength)
 	}
 	if cfg.MaxRequestBody < 0 {
-		return nil, fmt.Errorf("idempotency: HTTPConfig.MaxRequestBody %d is negative", cfg.MaxRequestBody)
+		return nil, fmt.Errorf("%w: HTTPConfig.MaxRequestBody %d is negative", ErrInvalidConfig, cfg.MaxRequestBody)
 	}
 	if cfg.MaxStoredBody < 0 {
-		return nil, fmt.Errorf("idempotency: HTTPConfig.MaxStoredBody %d is negative", cfg.MaxStoredBody)
+		return nil, fmt.Errorf("%w: HTTPConfig.MaxStoredBody %d is negative", ErrInvalidConfig, cfg.MaxStoredBody)
 	}
 	m := &middleware{
 		engine:     cfg.Engine,
@@ -198,7 +202,7 @@ type middleware struct {
 	maxReq     int64
 	maxStored  int
 	replayHdrs []string // canonical
-	cacheable  func(int) bool
+	cacheable  func(context.Context, int) bool
 }
 
 type handler struct {
@@ -372,7 +376,7 @@ func (m *middleware) serve(ctx context.Context, w http.ResponseWriter, r *http.R
 	if !rec.wroteHeader {
 		rec.WriteHeader(http.StatusOK)
 	}
-	if !m.cacheable(rec.status) {
+	if !m.cacheable(r.Context(), rec.status) {
 		return nil, nil
 	}
 	return rec.encoded(), nil

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -137,8 +138,8 @@ func TestMiddlewareValidates(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			mw, err := idempotency.Middleware(tt.cfg)
-			if err == nil || mw != nil || !contains(err.Error(), tt.want) {
-				t.Fatalf("Middleware(%+v) error = %v, want one containing %q", tt.cfg, err, tt.want)
+			if !errors.Is(err, idempotency.ErrInvalidConfig) || mw != nil || !contains(err.Error(), tt.want) {
+				t.Fatalf("Middleware(%+v) error = %v, want ErrInvalidConfig containing %q", tt.cfg, err, tt.want)
 			}
 		})
 	}
@@ -289,7 +290,7 @@ func TestMiddlewareRoutePattern(t *testing.T) {
 func TestMiddlewareCachingPolicy(t *testing.T) {
 	tests := []struct {
 		status    int
-		cacheable func(int) bool
+		cacheable func(context.Context, int) bool
 		wantRuns  int64 // after two identical requests
 	}{
 		{200, nil, 1}, {201, nil, 1}, {204, nil, 1},
@@ -297,8 +298,8 @@ func TestMiddlewareCachingPolicy(t *testing.T) {
 		{408, nil, 2}, {409, nil, 2}, {429, nil, 2},
 		{500, nil, 2}, {502, nil, 2}, {503, nil, 2},
 		{303, nil, 2},
-		{303, func(s int) bool { return s == 303 || idempotency.DefaultCacheable(s) }, 1},
-		{201, func(int) bool { return false }, 2},
+		{303, func(ctx context.Context, s int) bool { return s == 303 || idempotency.DefaultCacheable(ctx, s) }, 1},
+		{201, func(context.Context, int) bool { return false }, 2},
 	}
 	for _, tt := range tests {
 		t.Run(fmt.Sprintf("%d/custom=%v", tt.status, tt.cacheable != nil), func(t *testing.T) {

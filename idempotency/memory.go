@@ -22,6 +22,9 @@ var ErrFull = errors.New("idempotency: memory store full")
 // ErrClosed is returned by a MemoryStore's methods after Close.
 var ErrClosed = errors.New("idempotency: store closed")
 
+// ErrStarted is returned by a second MemoryStore.Start.
+var ErrStarted = errors.New("idempotency: already started")
+
 // MemoryConfig configures a MemoryStore. The zero MemoryConfig is valid.
 type MemoryConfig struct {
 	// Clock is the time source for leases and retention: the store's own
@@ -35,10 +38,12 @@ type MemoryConfig struct {
 	// Shards is the number of independently locked partitions of the key
 	// space. If zero, 64. It must not be negative.
 	Shards int
-	// JanitorInterval is how often expired records (completed ones past
-	// their retention, in-flight ones past their lease) are removed in the
-	// background. If zero, one minute. A negative value disables the janitor;
-	// expired records are then removed only when a full shard needs room.
+	// JanitorInterval is how often the janitor (see MemoryStore.Start)
+	// removes expired records (completed ones past their retention,
+	// in-flight ones past their lease) in the background. If zero, one
+	// minute. A negative value disables the janitor: Start then starts
+	// nothing, and expired records are removed only when a full shard needs
+	// room.
 	JanitorInterval time.Duration
 }
 
@@ -48,14 +53,16 @@ type MemoryConfig struct {
 // instances of a service need a shared Store such as redisstore or pgstore.
 //
 // A record is forgotten when its retention (completed) or lease (in flight)
-// has passed: lookups treat it as absent at once and the janitor frees its
-// memory. The store holds at most MaxEntries records; when a shard is full of
+// has passed: lookups treat it as absent at once, and its memory is freed
+// when a full shard needs room or, if Start was called, by the janitor. The store holds at most MaxEntries records; when a shard is full of
 // live records, Claim of a new key fails with ErrFull rather than forget a
 // record that still protects a request.
 //
 // A MemoryStore is safe for concurrent use by multiple goroutines. Use
-// NewMemoryStore; the zero MemoryStore is not usable. Close stops the
-// janitor.
+// NewMemoryStore; the zero MemoryStore is not usable. NewMemoryStore starts
+// no background work: Start starts the janitor, which only frees memory
+// early (a store that is never started behaves the same), and Close stops
+// it.
 type MemoryStore struct {
 	clock    bulwark.Clock
 	seed     maphash.Seed
@@ -63,9 +70,11 @@ type MemoryStore struct {
 	perShard int // maximum records per shard
 
 	janitorMu sync.Mutex    // serializes sweeps with Close
-	janitor   bulwark.Timer // guarded by janitorMu; nil when disabled or closed
+	janitor   bulwark.Timer // guarded by janitorMu; nil until Start, when disabled or closed
 	interval  time.Duration
-	closed    bool // guarded by janitorMu
+	started   bool        // guarded by janitorMu
+	closed    bool        // guarded by janitorMu
+	stopCtx   func() bool // guarded by janitorMu; stops the watch on Start's ctx
 }
 
 type memShard struct {
@@ -101,15 +110,15 @@ func (r *memRecord) live(now time.Time) bool {
 	return now.Before(r.leaseExpiry)
 }
 
-// NewMemoryStore returns a MemoryStore configured by cfg, with its janitor
-// running unless cfg disables it. It returns an error if a field of cfg is
-// out of range.
+// NewMemoryStore returns a MemoryStore configured by cfg. It starts no
+// goroutine and no timer (see Start). It returns an error wrapping
+// ErrInvalidConfig if a field of cfg is out of range.
 func NewMemoryStore(cfg MemoryConfig) (*MemoryStore, error) {
 	if cfg.MaxEntries < 0 {
-		return nil, fmt.Errorf("idempotency: MemoryConfig.MaxEntries %d is negative", cfg.MaxEntries)
+		return nil, fmt.Errorf("%w: MemoryConfig.MaxEntries %d is negative", ErrInvalidConfig, cfg.MaxEntries)
 	}
 	if cfg.Shards < 0 {
-		return nil, fmt.Errorf("idempotency: MemoryConfig.Shards %d is negative", cfg.Shards)
+		return nil, fmt.Errorf("%w: MemoryConfig.Shards %d is negative", ErrInvalidConfig, cfg.Shards)
 	}
 	if cfg.MaxEntries == 0 {
 		cfg.MaxEntries = 100_000
@@ -118,7 +127,7 @@ func NewMemoryStore(cfg MemoryConfig) (*MemoryStore, error) {
 		cfg.Shards = 64
 	}
 	if cfg.Shards > cfg.MaxEntries {
-		return nil, fmt.Errorf("idempotency: MemoryConfig.Shards %d exceeds MaxEntries %d", cfg.Shards, cfg.MaxEntries)
+		return nil, fmt.Errorf("%w: MemoryConfig.Shards %d exceeds MaxEntries %d", ErrInvalidConfig, cfg.Shards, cfg.MaxEntries)
 	}
 	if cfg.JanitorInterval == 0 {
 		cfg.JanitorInterval = time.Minute
@@ -133,12 +142,42 @@ func NewMemoryStore(cfg MemoryConfig) (*MemoryStore, error) {
 	for i := range s.shards {
 		s.shards[i].records = make(map[string]*memRecord)
 	}
-	if s.interval > 0 {
-		s.janitorMu.Lock() // the first sweep may start before AfterFunc returns
-		s.janitor = s.clock.AfterFunc(s.interval, s.sweepTick)
-		s.janitorMu.Unlock()
-	}
 	return s, nil
+}
+
+// Start starts the janitor, which removes expired records every
+// MemoryConfig.JanitorInterval on the store's clock until ctx ends or Close
+// is called. It frees memory early and nothing more: a store that is never
+// started keeps working, since lookups treat expired records as absent. If
+// the janitor is disabled, Start starts nothing. Start returns ErrStarted if
+// called twice and ErrClosed after Close.
+func (s *MemoryStore) Start(ctx context.Context) error {
+	s.janitorMu.Lock()
+	defer s.janitorMu.Unlock()
+	switch {
+	case s.closed:
+		return ErrClosed
+	case s.started:
+		return ErrStarted
+	}
+	s.started = true
+	if s.interval <= 0 {
+		return nil
+	}
+	s.janitor = s.clock.AfterFunc(s.interval, s.sweepTick)
+	s.stopCtx = context.AfterFunc(ctx, s.stopJanitor)
+	return nil
+}
+
+// stopJanitor stops the janitor when Start's ctx ends, waiting for a sweep
+// in progress.
+func (s *MemoryStore) stopJanitor() {
+	s.janitorMu.Lock()
+	defer s.janitorMu.Unlock()
+	if s.janitor != nil {
+		s.janitor.Stop()
+		s.janitor = nil
+	}
 }
 
 func (s *MemoryStore) shard(key string) *memShard {
@@ -330,8 +369,8 @@ func (s *MemoryStore) Len() int {
 	return n
 }
 
-// Close stops the janitor, waiting for a sweep in progress, and drops every
-// record. Later calls of the Store methods return ErrClosed. Close is
+// Close stops the janitor, if started, waiting for a sweep in progress, and
+// drops every record. Later calls of the Store methods return ErrClosed. Close is
 // idempotent and always returns nil.
 func (s *MemoryStore) Close() error {
 	s.janitorMu.Lock()
@@ -340,6 +379,10 @@ func (s *MemoryStore) Close() error {
 		return nil
 	}
 	s.closed = true
+	if s.stopCtx != nil {
+		s.stopCtx()
+		s.stopCtx = nil
+	}
 	if s.janitor != nil {
 		s.janitor.Stop()
 		s.janitor = nil
@@ -359,7 +402,7 @@ func (s *MemoryStore) Close() error {
 func (s *MemoryStore) sweepTick() {
 	s.janitorMu.Lock()
 	defer s.janitorMu.Unlock()
-	if s.closed {
+	if s.closed || s.janitor == nil {
 		return
 	}
 	s.sweep(s.clock.Now())

@@ -39,7 +39,7 @@ func TestNewMemoryStoreValidates(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s, err := idempotency.NewMemoryStore(tt.cfg)
-			if err == nil || s != nil || !strings.Contains(err.Error(), tt.want) {
+			if !errors.Is(err, idempotency.ErrInvalidConfig) || s != nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("NewMemoryStore(%+v) = %v, %v; want an error containing %q", tt.cfg, s, err, tt.want)
 			}
 		})
@@ -94,7 +94,14 @@ func TestMemoryStoreJanitor(t *testing.T) {
 	clk := fakeClock()
 	s, err := idempotency.NewMemoryStore(idempotency.MemoryConfig{Clock: clk, JanitorInterval: time.Minute})
 	require.NoError(t, err)
+	if n := clk.Timers(); n != 0 {
+		t.Fatalf("%d timers pending after NewMemoryStore, want 0: only Start starts the janitor", n)
+	}
 	ctx := t.Context()
+	require.NoError(t, s.Start(ctx))
+	if err := s.Start(ctx); !errors.Is(err, idempotency.ErrStarted) {
+		t.Fatalf("second Start = %v, want ErrStarted", err)
+	}
 	done, err := s.Claim(ctx, "completed", nil, time.Hour)
 	require.NoError(t, err)
 	require.NoError(t, s.Complete(ctx, "completed", done.Token, []byte("v"), 3*time.Minute))
@@ -129,12 +136,43 @@ func TestMemoryStoreJanitor(t *testing.T) {
 	if _, err := s.Get(ctx, "k"); !errors.Is(err, idempotency.ErrClosed) {
 		t.Errorf("Get after Close = %v, want ErrClosed", err)
 	}
+	if err := s.Start(ctx); !errors.Is(err, idempotency.ErrClosed) {
+		t.Errorf("Start after Close = %v, want ErrClosed", err)
+	}
+}
+
+// Without Start there is no janitor, and expired records still read as
+// absent; the end of Start's ctx stops the janitor.
+func TestMemoryStoreJanitorLifecycle(t *testing.T) {
+	clk := fakeClock()
+	s, err := idempotency.NewMemoryStore(idempotency.MemoryConfig{Clock: clk, JanitorInterval: time.Minute})
+	require.NoError(t, err)
+	defer s.Close()
+	c, err := s.Claim(t.Context(), "k", nil, time.Minute)
+	require.NoError(t, err)
+	require.NoError(t, s.Complete(t.Context(), "k", c.Token, []byte("v"), time.Minute))
+	clk.Advance(2 * time.Minute)
+	if _, err := s.Get(t.Context(), "k"); !errors.Is(err, idempotency.ErrNotFound) {
+		t.Fatalf("Get of an expired record without a janitor = %v, want ErrNotFound", err)
+	}
+	if n := s.Len(); n != 1 {
+		t.Fatalf("Len() = %d without a janitor, want the expired record still held", n)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	require.NoError(t, s.Start(ctx))
+	clk.Advance(time.Minute)
+	if n := s.Len(); n != 0 {
+		t.Fatalf("Len() = %d after a sweep, want 0", n)
+	}
+	cancel()
+	require.Eventually(t, func() bool { return clk.Timers() == 0 }, 10*time.Second, time.Millisecond, "janitor still scheduled after ctx ended")
 }
 
 // The janitor on the wall clock, sweeping while the store is busy.
 func TestMemoryStoreJanitorConcurrentSafe(t *testing.T) {
 	s, err := idempotency.NewMemoryStore(idempotency.MemoryConfig{JanitorInterval: time.Millisecond, Shards: 4})
 	require.NoError(t, err)
+	require.NoError(t, s.Start(t.Context()))
 	var wg sync.WaitGroup
 	for w := range 4 {
 		wg.Add(1)
