@@ -268,9 +268,13 @@ func New(cfg Config) (*Service, error) {
 // Handler returns the service's HTTP handler.
 func (s *Service) Handler() http.Handler { return s.handler }
 
-// Start starts the read model's refresh loop; Close stops it.
+// Start starts the read model's refresh loop and the own store's janitor;
+// Close stops them.
 func (s *Service) Start(ctx context.Context) {
 	ctx, s.stop = context.WithCancel(ctx)
+	if s.ownStore != nil {
+		_ = s.ownStore.Start(ctx) // only frees expired records early
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -309,7 +313,7 @@ func (s *Service) routes() (http.Handler, error) {
 		// Only a created order is kept for replay: a refused request (bad
 		// JSON, an invalid order) leaves its key free, so the corrected
 		// request may use it.
-		Cacheable: func(status int) bool { return status >= 200 && status < 300 },
+		Cacheable: func(_ context.Context, status int) bool { return status >= 200 && status < 300 },
 	})
 	if err != nil {
 		return nil, err
