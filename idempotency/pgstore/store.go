@@ -18,6 +18,10 @@ import (
 
 var _ idempotency.Store = (*Store)(nil)
 
+// ErrInvalidConfig is wrapped by every error New returns for a bad Config.
+// Callers test with errors.Is.
+var ErrInvalidConfig = errors.New("pgstore: invalid config")
+
 // DefaultTable is the table used when Config.Table is empty.
 const DefaultTable = "bulwark_idempotency"
 
@@ -99,17 +103,17 @@ func (n schemaNames) rel(name string) relation { return relation{n.schema, name}
 
 // New returns a Store for cfg. It does no I/O: call Migrate, or apply the
 // schema in the package documentation, before the first use. It returns an
-// error if cfg.Pool is nil, cfg.Table is not a valid name, or
+// error wrapping ErrInvalidConfig if cfg.Pool is nil, cfg.Table is not a valid name, or
 // cfg.ReapInterval or cfg.ReapBatch is negative.
 func New(cfg Config) (*Store, error) {
 	if cfg.Pool == nil {
-		return nil, errors.New("pgstore: Config.Pool is nil")
+		return nil, fmt.Errorf("%w: Config.Pool is nil", ErrInvalidConfig)
 	}
 	if cfg.ReapInterval < 0 {
-		return nil, fmt.Errorf("pgstore: Config.ReapInterval is %v, want >= 0", cfg.ReapInterval)
+		return nil, fmt.Errorf("%w: Config.ReapInterval is %v, want >= 0", ErrInvalidConfig, cfg.ReapInterval)
 	}
 	if cfg.ReapBatch < 0 {
-		return nil, fmt.Errorf("pgstore: Config.ReapBatch is %d, want >= 0", cfg.ReapBatch)
+		return nil, fmt.Errorf("%w: Config.ReapBatch is %d, want >= 0", ErrInvalidConfig, cfg.ReapBatch)
 	}
 	name := cfg.Table
 	if name == "" {
@@ -168,18 +172,18 @@ func New(cfg Config) (*Store, error) {
 func parseTable(name string) (pgx.Identifier, error) {
 	parts := strings.Split(name, ".")
 	if len(parts) > 2 {
-		return nil, fmt.Errorf("pgstore: Config.Table %q has more than a schema and a table", name)
+		return nil, fmt.Errorf("%w: Config.Table %q has more than a schema and a table", ErrInvalidConfig, name)
 	}
 	for _, p := range parts {
 		if !validName(p) {
-			return nil, fmt.Errorf("pgstore: Config.Table %q: %q is not a letter or underscore followed by letters, digits and underscores", name, p)
+			return nil, fmt.Errorf("%w: Config.Table %q: %q is not a letter or underscore followed by letters, digits and underscores", ErrInvalidConfig, name, p)
 		}
 	}
 	if base := parts[len(parts)-1]; len(base) > 50 {
-		return nil, fmt.Errorf("pgstore: Config.Table %q: table name longer than 50 bytes", name)
+		return nil, fmt.Errorf("%w: Config.Table %q: table name longer than 50 bytes", ErrInvalidConfig, name)
 	}
 	if len(parts[0]) > 63 {
-		return nil, fmt.Errorf("pgstore: Config.Table %q: schema name longer than 63 bytes", name)
+		return nil, fmt.Errorf("%w: Config.Table %q: schema name longer than 63 bytes", ErrInvalidConfig, name)
 	}
 	return pgx.Identifier(parts), nil
 }

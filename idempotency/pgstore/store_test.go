@@ -43,6 +43,7 @@ func TestNew(t *testing.T) {
 		{name: "empty part", cfg: Config{Pool: pool, Table: "a."}, wantErr: "is not a letter"},
 		{name: "leading digit", cfg: Config{Pool: pool, Table: "1abc"}, wantErr: "is not a letter"},
 		{name: "long table", cfg: Config{Pool: pool, Table: strings.Repeat("t", 51)}, wantErr: "longer than 50"},
+		{name: "long schema", cfg: Config{Pool: pool, Table: strings.Repeat("s", 64) + ".t"}, wantErr: "longer than 63"},
 		{name: "defaults", cfg: Config{Pool: pool}},
 		{name: "schema-qualified", cfg: Config{Pool: pool, Table: "Idem.Records_2"}},
 	}
@@ -50,8 +51,8 @@ func TestNew(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			s, err := New(tt.cfg)
 			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("New(%s) error = %v, want one containing %q", tt.name, err, tt.wantErr)
+				if !errors.Is(err, ErrInvalidConfig) || s != nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("New(%s) = %v, %v; want ErrInvalidConfig containing %q", tt.name, s, err, tt.wantErr)
 				}
 				return
 			}

@@ -16,6 +16,10 @@ import (
 
 var _ idempotency.Store = (*Store)(nil)
 
+// ErrInvalidConfig is wrapped by every error New returns for a bad Config.
+// Callers test with errors.Is.
+var ErrInvalidConfig = errors.New("redisstore: invalid config")
+
 // DefaultPrefix is the key prefix used when Config.Prefix is empty.
 const DefaultPrefix = "bulwark:idempotency:"
 
@@ -59,23 +63,24 @@ type Store struct {
 	grace  time.Duration
 }
 
-// New returns a Store for cfg. It does no I/O. It returns an error if
+// New returns a Store for cfg. It does no I/O. It returns an error wrapping
+// ErrInvalidConfig if
 // cfg.Client is nil or known not to honour context deadlines, if cfg.Prefix
 // contains a brace, or if cfg.ExpiryGrace is negative.
 func New(cfg Config) (*Store, error) {
 	if cfg.Client == nil {
-		return nil, errors.New("redisstore: Config.Client is nil")
+		return nil, fmt.Errorf("%w: Config.Client is nil", ErrInvalidConfig)
 	}
 	if !honoursContext(cfg.Client) {
-		return nil, errors.New("redisstore: Config.Client does not honour context deadlines; create it with ContextTimeoutEnabled: true")
+		return nil, fmt.Errorf("%w: Config.Client does not honour context deadlines; create it with ContextTimeoutEnabled: true", ErrInvalidConfig)
 	}
 	for _, c := range cfg.Prefix {
 		if c == '{' || c == '}' {
-			return nil, fmt.Errorf("redisstore: Config.Prefix %q contains a brace, which would break the per-key hash tag", cfg.Prefix)
+			return nil, fmt.Errorf("%w: Config.Prefix %q contains a brace, which would break the per-key hash tag", ErrInvalidConfig, cfg.Prefix)
 		}
 	}
 	if cfg.ExpiryGrace < 0 {
-		return nil, fmt.Errorf("redisstore: Config.ExpiryGrace is %v, want >= 0", cfg.ExpiryGrace)
+		return nil, fmt.Errorf("%w: Config.ExpiryGrace is %v, want >= 0", ErrInvalidConfig, cfg.ExpiryGrace)
 	}
 	s := &Store{
 		client: cfg.Client,

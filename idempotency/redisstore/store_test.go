@@ -53,8 +53,8 @@ func TestNew(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			s, err := New(tt.cfg)
 			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("New(%s) error = %v, want one containing %q", tt.name, err, tt.wantErr)
+				if !errors.Is(err, ErrInvalidConfig) || s != nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("New(%s) = %v, %v; want ErrInvalidConfig containing %q", tt.name, s, err, tt.wantErr)
 				}
 				return
 			}
