@@ -8,7 +8,8 @@
 //	pool, err := pgxpool.New(ctx, "postgres://app@db/orders")
 //	store, err := pgstore.New(pgstore.Config{Pool: pool})
 //	err = store.Migrate(ctx) // on every start: no DDL once the schema is current
-//	go store.RunReaper(ctx)  // optional: keeps the table small
+//	err = store.Start(ctx)   // optional: a reaper keeps the table small
+//	defer store.Close()
 //
 // # Schema and migrations
 //
@@ -113,8 +114,8 @@
 // # Reaping
 //
 // Every operation checks expiry itself, so expired rows are harmless; Reap
-// (or RunReaper, every Config.ReapInterval) deletes them in batches, skipping
-// rows that are locked.
+// (or the reaper that Start starts, every Config.ReapInterval, until Close)
+// deletes them in batches, skipping rows that are locked.
 //
 // # Failures
 //

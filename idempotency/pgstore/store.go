@@ -7,6 +7,7 @@ import (
 	"hash/fnv"
 	"math"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/bulwark-go/bulwark"
@@ -21,6 +22,14 @@ var _ idempotency.Store = (*Store)(nil)
 // ErrInvalidConfig is wrapped by every error New returns for a bad Config.
 // Callers test with errors.Is.
 var ErrInvalidConfig = errors.New("pgstore: invalid config")
+
+// Errors of Start.
+var (
+	// ErrStarted is returned by a second Start.
+	ErrStarted = errors.New("pgstore: already started")
+	// ErrClosed is returned by Start after Close.
+	ErrClosed = errors.New("pgstore: closed")
+)
 
 // DefaultTable is the table used when Config.Table is empty.
 const DefaultTable = "bulwark_idempotency"
@@ -41,12 +50,13 @@ type Config struct {
 
 	// TestClock, if not nil, replaces the server's clock: the statements
 	// decide expiry against its time, sent with each call, instead of
-	// PostgreSQL's now() and clock_timestamp(), and RunReaper waits on it.
+	// PostgreSQL's now() and clock_timestamp(), and the reaper waits on it.
 	// It is for tests that move time by hand; leave it nil in production,
 	// where a client's clock must never decide a lease.
 	TestClock bulwark.Clock
 
-	// ReapInterval is the time between two passes of RunReaper, on the wall
+	// ReapInterval is the time between two passes of the reaper that Start
+	// starts, on the wall
 	// clock (or TestClock). If zero, one minute; negative is an error.
 	ReapInterval time.Duration
 
@@ -56,7 +66,7 @@ type Config struct {
 	ReapBatch int
 
 	// Observer receives an EventStoreError, with Reason "reap", for each
-	// failed pass of RunReaper. If nil, no events.
+	// failed pass of the reaper. If nil, no events.
 	Observer bulwark.Observer
 
 	// Name is the Event.Name of the Store's events.
@@ -68,17 +78,24 @@ type Config struct {
 // transaction; CompleteTx completes a key inside the caller's transaction.
 // Every expiry is decided by the server's clock. A Store is safe for
 // concurrent use by multiple goroutines, and any number of Stores in any
-// number of processes may share one table.
+// number of processes may share one table. New starts no background work:
+// Start starts the optional reaper and Close stops it.
 type Store struct {
 	pool     *pgxpool.Pool
 	test     bulwark.Clock // Config.TestClock; nil in production
-	clock    bulwark.Clock // of RunReaper
+	clock    bulwark.Clock // of the reaper
 	interval time.Duration
 	batch    int
 	obs      bulwark.Observer
 	name     string
 	table    string // the table, quoted
 	lockID   int64  // advisory lock of Migrate
+
+	mu      sync.Mutex
+	started bool               // guarded by mu
+	closed  bool               // guarded by mu
+	cancel  context.CancelFunc // guarded by mu; stops the reaper
+	reaped  chan struct{}      // guarded by mu; closed when the reaper returns
 
 	names                                                         schemaNames
 	claimSQL, extendSQL, completeSQL, releaseSQL, getSQL, reapSQL string
@@ -494,11 +511,48 @@ func (s *Store) Reap(ctx context.Context) (int64, error) {
 	}
 }
 
-// RunReaper calls Reap at once and then every Config.ReapInterval, until ctx
-// ends; then it returns ctx.Err(). A failed pass is reported to
-// Config.Observer and retried at the next interval. It runs on the caller's
-// goroutine: start it with go and cancel ctx to stop it.
-func (s *Store) RunReaper(ctx context.Context) error {
+// Start starts the reaper on its own goroutine: it calls Reap at once and
+// then every Config.ReapInterval, until ctx ends or Close is called. A failed
+// pass is reported to Config.Observer and retried at the next interval. The
+// reaper only keeps the table small: a Store that is never started works the
+// same, since every operation checks expiry itself. Start returns ErrStarted
+// if called twice and ErrClosed after Close.
+func (s *Store) Start(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.closed:
+		return ErrClosed
+	case s.started:
+		return ErrStarted
+	}
+	s.started = true
+	ctx, s.cancel = context.WithCancel(ctx)
+	s.reaped = make(chan struct{})
+	go func(done chan<- struct{}) {
+		defer close(done)
+		s.reap(ctx)
+	}(s.reaped)
+	return nil
+}
+
+// Close stops the reaper, if started, and waits for it to return. It does
+// not close Config.Pool, and the Store's other methods keep working. Close is
+// idempotent and always returns nil.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	cancel, reaped := s.cancel, s.reaped
+	s.mu.Unlock()
+	if cancel != nil {
+		cancel()
+		<-reaped
+	}
+	return nil
+}
+
+// reap is the reaper's loop; it returns when ctx ends.
+func (s *Store) reap(ctx context.Context) {
 	for {
 		start := s.clock.Now()
 		if _, err := s.Reap(ctx); err != nil && ctx.Err() == nil && s.obs != nil {
@@ -511,8 +565,8 @@ func (s *Store) RunReaper(ctx context.Context) error {
 				Reason:    "reap",
 			})
 		}
-		if err := clockSleep(ctx, s.clock, s.interval); err != nil {
-			return err
+		if clockSleep(ctx, s.clock, s.interval) != nil {
+			return
 		}
 	}
 }

@@ -282,8 +282,9 @@ func TestReap(t *testing.T) {
 	require.Equal(t, []string{"done-live", "inflight-live"}, left, "records left after Reap")
 }
 
-func TestRunReaper(t *testing.T) {
+func TestReaperStartClose(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	pool := serverPool(t)
 	clk := bulwarktest.NewClock(time.Time{})
 	s := newStore(t, pool, clk)
@@ -291,8 +292,10 @@ func TestRunReaper(t *testing.T) {
 	_, err := s.Claim(ctx, "k", fp, 30*time.Second)
 	require.NoError(t, err)
 
-	done := make(chan error, 1)
-	go func() { done <- s.RunReaper(ctx) }()
+	require.NoError(t, s.Start(ctx))
+	if err := s.Start(ctx); !errors.Is(err, ErrStarted) {
+		t.Fatalf("second Start = %v, want ErrStarted", err)
+	}
 	require.NoError(t, clk.BlockUntil(ctx, 1)) // the first pass ran and the reaper waits
 	var n int
 	require.NoError(t, pool.QueryRow(ctx, "SELECT count(*) FROM "+s.table).Scan(&n))
@@ -302,24 +305,29 @@ func TestRunReaper(t *testing.T) {
 	require.Eventually(t, func() bool {
 		return pool.QueryRow(ctx, "SELECT count(*) FROM "+s.table).Scan(&n) == nil && n == 0
 	}, 10*time.Second, 5*time.Millisecond, "the second pass reaps the expired claim")
-	cancel()
-	if err := <-done; !errors.Is(err, context.Canceled) {
-		t.Errorf("RunReaper after cancel = %v, want context.Canceled", err)
+	require.NoError(t, s.Close()) // returns once the reaper has returned
+	if n := clk.Timers(); n != 0 {
+		t.Errorf("%d timers pending after Close, want 0: the reaper still waits", n)
+	}
+	require.NoError(t, s.Close())
+	if err := s.Start(ctx); !errors.Is(err, ErrClosed) {
+		t.Errorf("Start after Close = %v, want ErrClosed", err)
+	}
+	// The Store itself keeps working after Close.
+	if _, err := s.Claim(ctx, "k2", fp, 30*time.Second); err != nil {
+		t.Errorf("Claim after Close = %v, want nil", err)
 	}
 }
 
-func TestRunReaperReportsErrors(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
+func TestReaperReportsErrors(t *testing.T) {
 	pool := serverPool(t)
 	events := make(chan bulwark.Event, 10)
 	s, err := New(Config{Pool: pool, Table: testSchema(t, pool) + ".missing", TestClock: bulwarktest.NewClock(time.Time{}),
 		Name: "orders", Observer: bulwark.ObserverFunc(func(e bulwark.Event) { events <- e })})
 	require.NoError(t, err)
-	done := make(chan error, 1)
-	go func() { done <- s.RunReaper(ctx) }()
+	require.NoError(t, s.Start(context.Background()))
 	e := <-events
-	cancel()
-	<-done
+	require.NoError(t, s.Close())
 	if e.Kind != bulwark.EventStoreError || e.Component != bulwark.ComponentIdempotency || e.Name != "orders" ||
 		e.Reason != "reap" || e.Err == nil || !strings.Contains(e.Err.Error(), "pgstore: reap") {
 		t.Errorf("event of a failed reap = %+v, want a store error from the reaper", e)

@@ -184,10 +184,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		if err := ps.Migrate(ctx); err != nil {
 			return err
 		}
-		reaperCtx, stopReaper := context.WithCancel(context.Background())
-		reaped := make(chan struct{})
-		go func() { defer close(reaped); _ = ps.RunReaper(reaperCtx) }()
-		defer func() { stopReaper(); <-reaped }()
+		if err := ps.Start(context.Background()); err != nil {
+			return err
+		}
+		defer ps.Close()
 		store, inTx = ps, ps // the keys share the orders' database
 
 	default:
