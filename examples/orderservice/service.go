@@ -153,6 +153,7 @@ type Service struct {
 	readModel  *ReadModel
 	payments   *paymentClient
 	breaker    *breaker.Breaker
+	limiter    limit.Acquirer                  // nil with NoShedding
 	shed       func(http.Handler) http.Handler // nil with NoShedding
 	rate       func(http.Handler) http.Handler // nil without a RateLimit
 	reports    *timeout.Policy

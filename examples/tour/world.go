@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,8 +20,33 @@ import (
 	"github.com/bulwark-go/bulwark/idempotency"
 )
 
-// apiKey is the tour clients' API key.
-const apiKey = "tour-client-key-0123456789"
+// tenants are the tour's customers of the order service, each with its API
+// key: the clients are spread over them, and the instances keep each to its
+// share of their limit.
+var tenants = []struct{ name, key string }{
+	{"ann", "tour-ann-key-0123456789"},
+	{"bob", "tour-bob-key-0123456789"},
+	{"cyd", "tour-cyd-key-0123456789"},
+}
+
+// apiKeys is the instances' -api-keys flag.
+func apiKeys() string {
+	var pairs []string
+	for _, t := range tenants {
+		pairs = append(pairs, t.name+"="+t.key)
+	}
+	return strings.Join(pairs, ",")
+}
+
+// The capacity of an instance: its pool of connections to the shared orders,
+// and the least time a query holds one. Four connections at 10 ms a query
+// are 400 queries a second; the tour's normal load keeps them about half
+// busy, and its overload phase, three times as many clients, asks for about
+// three halves of it.
+const (
+	dbConns = 6
+	dbTime  = 30 * time.Millisecond
+)
 
 // lease is how long a create holds its idempotency key: after a kill, the
 // keys the dead instance held are free again this much later.
@@ -120,7 +146,7 @@ func build(ctx context.Context, opt options) (*world, error) {
 		}
 		in := &instance{name: fmt.Sprintf("orders-%d", i+1), zone: zone, addr: addr, tally: w.tally, logs: logs}
 		in.args = []string{"-listen", addr, "-name", in.name, "-state", w.stateSrv.url(), "-payments", w.paySrv.url(),
-			"-lease", lease.String(), "-api-key", apiKey}
+			"-lease", lease.String(), "-api-keys", apiKeys(), "-db-conns", fmt.Sprint(dbConns), "-db-time", dbTime.String()}
 		if err := in.start(); err != nil {
 			return w, err
 		}
