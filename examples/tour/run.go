@@ -200,8 +200,8 @@ func run(ctx context.Context, opt options) (*report, error) {
 			sort.Strings(open)
 			breakers = strings.Join(open, " ")
 		}
-		fmt.Fprintf(out, "t=%4.1fs  requests %5d  client errors %d  shed %4d  retries %4d  replays %4d  ejections %d  breakers: %s\n",
-			elapsed.Seconds(), st.requests.Load(), st.idemErrors.Load(), st.shed.Load(), w.tally.retries.Load(), w.tally.replays.Load(),
+		fmt.Fprintf(out, "t=%4.1fs  requests %5d  client errors %d  shed %4d (clients saw %d)  retries %4d  replays %4d  ejections %d  breakers: %s\n",
+			elapsed.Seconds(), st.requests.Load(), st.idemErrors.Load(), w.tally.shed(), st.shed.Load(), w.tally.retries.Load(), w.tally.replays.Load(),
 			w.tally.ejections.Load(), breakers)
 	}
 	wg.Wait()

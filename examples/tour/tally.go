@@ -157,3 +157,11 @@ func (t *tally) limits() limitStats {
 	}
 	return l
 }
+
+// shed returns the requests that the instances' limiters and rate limits
+// refused so far.
+func (t *tally) shed() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.refusals["limit"] + t.refusals["tenant"] + t.refusals["rate"]
+}
