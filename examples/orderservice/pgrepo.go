@@ -299,4 +299,29 @@ func (r *PostgresRepository) Count(ctx context.Context) (int, error) {
 	return n, err
 }
 
+// Summary implements Repository with one aggregate over the tenant's orders
+// (the (tenant, idempotency_key) index finds them).
+func (r *PostgresRepository) Summary(ctx context.Context, tenant string) ([]SummaryRow, error) {
+	rows, err := r.pool.Query(ctx, fmt.Sprintf(
+		`SELECT body->>'state', body->>'currency', count(*), sum((body->>'amount_cents')::bigint)::bigint
+		FROM %s WHERE tenant = $1 GROUP BY 1, 2`, r.table), tenant)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []SummaryRow{}
+	for rows.Next() {
+		var row SummaryRow
+		if err := rows.Scan(&row.State, &row.Currency, &row.Orders, &row.AmountCents); err != nil {
+			return nil, err
+		}
+		out = append(out, row)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	sortSummary(out) // in Go's order, whatever the database's collation
+	return out, nil
+}
+
 var validTable = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)

@@ -34,6 +34,30 @@ type Repository interface {
 	Changes(ctx context.Context, after int64, limit int) (orders []Order, last int64, more bool, err error)
 	// Count returns the number of orders.
 	Count(ctx context.Context) (int, error)
+	// Summary returns tenant's orders counted and summed by state and
+	// currency, ordered by state then currency: the batch report. It reads
+	// every order of the tenant, as they are now, which makes it the
+	// heaviest call of the API.
+	Summary(ctx context.Context, tenant string) ([]SummaryRow, error)
+}
+
+// SummaryRow is one line of a tenant's report: its orders in one state and
+// currency.
+type SummaryRow struct {
+	State       State  `json:"state"`
+	Currency    string `json:"currency"`
+	Orders      int    `json:"orders"`
+	AmountCents int64  `json:"amount_cents"`
+}
+
+// sortSummary orders rows by state, then currency.
+func sortSummary(rows []SummaryRow) {
+	sort.Slice(rows, func(i, j int) bool {
+		if rows[i].State != rows[j].State {
+			return rows[i].State < rows[j].State
+		}
+		return rows[i].Currency < rows[j].Currency
+	})
 }
 
 // ErrDuplicate is returned by Create for an ID that exists.
@@ -223,6 +247,41 @@ func (r *MemoryRepository) Count(ctx context.Context) (int, error) {
 		p.mu.Unlock()
 	}
 	return n, ctx.Err()
+}
+
+// Summary implements Repository: it scans every partition.
+func (r *MemoryRepository) Summary(ctx context.Context, tenant string) ([]SummaryRow, error) {
+	type group struct {
+		state    State
+		currency string
+	}
+	sums := map[group]*SummaryRow{}
+	for _, p := range r.parts {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		p.mu.Lock()
+		for _, o := range p.orders {
+			if o.Tenant != tenant {
+				continue
+			}
+			g := group{o.State, o.Currency}
+			row := sums[g]
+			if row == nil {
+				row = &SummaryRow{State: o.State, Currency: o.Currency}
+				sums[g] = row
+			}
+			row.Orders++
+			row.AmountCents += o.AmountCents
+		}
+		p.mu.Unlock()
+	}
+	rows := make([]SummaryRow, 0, len(sums))
+	for _, row := range sums {
+		rows = append(rows, *row)
+	}
+	sortSummary(rows)
+	return rows, nil
 }
 
 func clone(o Order) Order {

@@ -260,3 +260,43 @@ func TestRepositoryTenantKeyConcurrentSafe(t *testing.T) {
 		}
 	})
 }
+
+func TestRepositorySummary(t *testing.T) {
+	repoUnderTest(t, func(t *testing.T, r Repository) {
+		ctx := context.Background()
+		add := func(id, tenant, currency string, state State, amount int64) {
+			t.Helper()
+			o := keyedOrder(id, tenant, "")
+			o.Currency, o.AmountCents = currency, amount
+			if err := r.Create(ctx, o); err != nil {
+				t.Fatal(err)
+			}
+			if state != Created {
+				o.State, o.Version = state, 2
+				if err := r.Update(ctx, o); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		add("0-a", "acme", "EUR", Created, 100)
+		add("1-b", "acme", "EUR", Created, 250)
+		add("2-c", "acme", "USD", Created, 7)
+		add("3-d", "acme", "EUR", Paid, 1000)
+		add("0-e", "globex", "EUR", Created, 99999) // another tenant's
+		got, err := r.Summary(ctx, "acme")
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []SummaryRow{
+			{State: Created, Currency: "EUR", Orders: 2, AmountCents: 350},
+			{State: Created, Currency: "USD", Orders: 1, AmountCents: 7},
+			{State: Paid, Currency: "EUR", Orders: 1, AmountCents: 1000},
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("Summary(acme) = %v, want %v", got, want)
+		}
+		if got, err := r.Summary(ctx, "initech"); err != nil || len(got) != 0 {
+			t.Errorf("Summary(a tenant without orders) = %v, %v; want no rows", got, err)
+		}
+	})
+}

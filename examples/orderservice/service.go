@@ -35,7 +35,10 @@ import (
 	"github.com/bulwark-go/bulwark/consistenthash"
 	"github.com/bulwark-go/bulwark/healthz"
 	"github.com/bulwark-go/bulwark/idempotency"
+	"github.com/bulwark-go/bulwark/limit"
+	"github.com/bulwark-go/bulwark/ratelimit"
 	"github.com/bulwark-go/bulwark/retry"
+	"github.com/bulwark-go/bulwark/timeout"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -74,13 +77,47 @@ type Config struct {
 	Lease time.Duration
 	// PaymentURL is the payment provider's base URL. Required.
 	PaymentURL string
-	// PaymentClient sends payment requests. If nil, a client with a 2 s
-	// timeout per attempt.
+	// PaymentClient sends payment requests. If nil, a plain client: each
+	// attempt is bounded by PaymentAttemptTimeout.
 	PaymentClient *http.Client
 	// PaymentBudget is the retry budget for payment calls, which several
 	// instances of the service in one process may share. If nil, one of the
 	// instance's own.
 	PaymentBudget *retry.Budget
+	// PaymentTimeout bounds a charge, its retries and their backoff
+	// included. If zero, 5 s.
+	PaymentTimeout time.Duration
+	// PaymentAttemptTimeout bounds each attempt of a charge. If zero, 2 s.
+	PaymentAttemptTimeout time.Duration
+
+	// Limiter sheds the API's requests when the service has more than it
+	// can do (the health endpoints are never shed): a *limit.Limiter or a
+	// *limit.Bulkhead, given each request's criticality (Rules) and its API
+	// key's tenant. A refused request is answered 503 with Retry-After, or
+	// 429 when its tenant holds more than its share of the limit. If nil,
+	// an adaptive *limit.Limiter with limit.Config's defaults (no tuning:
+	// the limit follows the latency; a tenth of it kept from normal
+	// requests for critical ones, twice that from sheddable ones; half of
+	// it at most for one tenant), named Name.
+	Limiter limit.Acquirer
+	// NoShedding admits every request however loaded the service is: no
+	// Limiter at all. It is for tests about something else, and for
+	// measuring what the Limiter saves.
+	NoShedding bool
+	// Rules give each request its criticality for the Limiter: the first
+	// that matches wins, and a request that none matches is normal. If
+	// nil, the rules of DefaultRules.
+	Rules []limit.Rule
+	// RateLimit bounds the requests of each tenant to this instance
+	// (GCRA: Rate per Period, bursts of Burst): a tenant over it is
+	// answered 429 with Retry-After and the RateLimit and RateLimit-Policy
+	// headers. It is checked before the Limiter, so that a tenant's excess
+	// takes no slot. If Rate is zero, there is no rate limit. Its Name,
+	// Clock and Observer, if unset, are the service's.
+	RateLimit ratelimit.Config
+	// ReportTimeout bounds the repository query of a report; a report that
+	// overruns it is answered 503 with Retry-After. If zero, 5 s.
+	ReportTimeout time.Duration
 	// IdempotencyWait is how long a duplicate request that finds its key in
 	// flight waits for the first to finish before it is answered 409. If
 	// zero, 2 s; negative means no wait.
@@ -116,6 +153,10 @@ type Service struct {
 	readModel  *ReadModel
 	payments   *paymentClient
 	breaker    *breaker.Breaker
+	limiter    limit.Acquirer                  // nil with NoShedding
+	shed       func(http.Handler) http.Handler // nil with NoShedding
+	rate       func(http.Handler) http.Handler // nil without a RateLimit
+	reports    *timeout.Policy
 	callers    callers
 	health     *healthz.Service
 	handler    http.Handler
@@ -128,9 +169,9 @@ type Service struct {
 }
 
 // New builds a Service from cfg. It returns an error if Repository,
-// PaymentURL or APIKeys is missing, an API key or a tenant is malformed, Lease
-// is negative, or CompleteInTx is set without a *PostgresRepository or is not
-// the IdempotencyStore.
+// PaymentURL or APIKeys is missing, an API key or a tenant is malformed, a
+// duration is negative, a rule or the RateLimit is invalid, or CompleteInTx
+// is set without a *PostgresRepository or is not the IdempotencyStore.
 func New(cfg Config) (*Service, error) {
 	if cfg.Repository == nil {
 		return nil, errors.New("orderservice: Repository is required")
@@ -138,8 +179,13 @@ func New(cfg Config) (*Service, error) {
 	if cfg.PaymentURL == "" {
 		return nil, errors.New("orderservice: PaymentURL is required")
 	}
-	if cfg.Lease < 0 {
-		return nil, fmt.Errorf("orderservice: Lease %v is negative", cfg.Lease)
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"Lease", cfg.Lease}, {"PaymentTimeout", cfg.PaymentTimeout}, {"PaymentAttemptTimeout", cfg.PaymentAttemptTimeout}, {"ReportTimeout", cfg.ReportTimeout}} {
+		if d.v < 0 {
+			return nil, fmt.Errorf("orderservice: %s %v is negative", d.name, d.v)
+		}
 	}
 	if cfg.Name == "" {
 		cfg.Name = "orders"
@@ -152,6 +198,15 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.ReadModelInterval == 0 {
 		cfg.ReadModelInterval = 200 * time.Millisecond
+	}
+	if cfg.PaymentTimeout == 0 {
+		cfg.PaymentTimeout = 5 * time.Second
+	}
+	if cfg.PaymentAttemptTimeout == 0 {
+		cfg.PaymentAttemptTimeout = 2 * time.Second
+	}
+	if cfg.ReportTimeout == 0 {
+		cfg.ReportTimeout = 5 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -228,13 +283,19 @@ func New(cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	guard, err := s.paymentGuard(rp)
+	if err != nil {
+		return nil, err
+	}
 	client := cfg.PaymentClient
 	if client == nil {
-		client = &http.Client{Timeout: 2 * time.Second}
+		client = &http.Client{}
 	}
 	s.payments = &paymentClient{
-		base: strings.TrimRight(cfg.PaymentURL, "/"), http: client, clk: s.clk,
-		guard: bulwark.Compose(rp, s.breaker),
+		base: strings.TrimRight(cfg.PaymentURL, "/"), http: client, clk: s.clk, guard: guard,
+	}
+	if err := s.limits(); err != nil {
+		return nil, err
 	}
 
 	s.readModel = NewReadModel(s.repo, cfg.Clock)
@@ -327,10 +388,11 @@ func (s *Service) routes() (http.Handler, error) {
 		return nil, err
 	}
 	mux := http.NewServeMux()
-	mux.Handle("POST /orders", s.authenticate(create(http.HandlerFunc(s.createOrder))))
-	mux.Handle("GET /orders/{id}", s.authenticate(http.HandlerFunc(s.getOrder)))
-	mux.Handle("POST /orders/{id}/{action}", s.authenticate(transition(http.HandlerFunc(s.transition))))
-	mux.Handle("GET /orders", s.authenticate(http.HandlerFunc(s.listOrders)))
+	mux.Handle("POST /orders", s.api(create(http.HandlerFunc(s.createOrder))))
+	mux.Handle("GET /orders/{id}", s.api(http.HandlerFunc(s.getOrder)))
+	mux.Handle("POST /orders/{id}/{action}", s.api(transition(http.HandlerFunc(s.transition))))
+	mux.Handle("GET /orders", s.api(http.HandlerFunc(s.listOrders)))
+	mux.Handle("GET /reports/summary", s.api(http.HandlerFunc(s.summary)))
 	mux.Handle("/livez", s.health.Livez())
 	mux.Handle("/readyz", s.health.Readyz())
 	mux.Handle("/startupz", s.health.Startupz())
@@ -501,10 +563,9 @@ func (s *Service) transition(w http.ResponseWriter, r *http.Request) {
 		// Once the state has moved, the outcome is recorded whatever the
 		// client does: the charge runs to its end even if the client
 		// leaves, so that a disconnect never loses a charge.
+		// The payment guard bounds the charge (PaymentTimeout).
 		rec := context.WithoutCancel(ctx)
-		cctx, cancel := context.WithTimeout(rec, 10*time.Second)
-		charge, err := s.payments.charge(cctx, "order-"+o.ID+"-pay", updated)
-		cancel()
+		charge, err := s.payments.charge(rec, "order-"+o.ID+"-pay", updated)
 		if err != nil {
 			// Only a decline says for sure that nothing was charged: the
 			// order goes back to created. After any other failure (the

@@ -20,6 +20,7 @@ import (
 
 	"github.com/bulwark-go/bulwark"
 	"github.com/bulwark-go/bulwark/examples/orderservice"
+	"github.com/bulwark-go/bulwark/limit"
 )
 
 // roleEnv makes the tour's binary run one order-service instance instead of
@@ -71,8 +72,13 @@ func (ew *eventWriter) Observe(e bulwark.Event) {
 	case bulwark.EventCall, bulwark.EventProbe, bulwark.EventPick:
 		return // too many, and the tally does not count them from instances
 	}
-	ew.send(wireEvent{Kind: e.Kind, Component: e.Component, Name: e.Name, Addr: e.Endpoint.Addr,
-		Attempt: e.Attempt, From: e.From, To: e.To, Reason: e.Reason})
+	we := wireEvent{Kind: e.Kind, Component: e.Component, Name: e.Name, Addr: e.Endpoint.Addr,
+		Attempt: e.Attempt, From: e.From, To: e.To, Reason: e.Reason}
+	var rej *limit.RejectedError
+	if errors.As(e.Err, &rej) {
+		we.To = rej.Criticality.String() // a refusal has no state: To carries its criticality
+	}
+	ew.send(we)
 }
 
 func (ew *eventWriter) send(e wireEvent) {
@@ -97,9 +103,19 @@ func serveOrders(args []string, stdin io.Reader, stdout, stderr io.Writer) error
 	state := fs.String("state", "", "base URL of the tour's shared orders and keys")
 	payments := fs.String("payments", "", "base URL of the payment provider")
 	lease := fs.Duration("lease", 0, "idempotency lease of a create")
-	key := fs.String("api-key", "", "the tour clients' API key")
+	keys := fs.String("api-keys", "", "the tour clients' API keys, as tenant=key,tenant=key")
+	conns := fs.Int("db-conns", 4, "connections of the instance's pool to the shared orders")
+	queryTime := fs.Duration("db-time", 0, "least time a query holds its connection (a report, five times that)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	apiKeys := map[string]string{}
+	for _, pair := range strings.Split(*keys, ",") {
+		tenant, key, ok := strings.Cut(pair, "=")
+		if !ok {
+			return fmt.Errorf("-api-keys: %q is not tenant=key", pair)
+		}
+		apiKeys[key] = tenant
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo})).With("instance", *name)
 	events := newEventWriter(stdout)
@@ -108,9 +124,10 @@ func serveOrders(args []string, stdin io.Reader, stdout, stderr io.Writer) error
 	transport := &http.Transport{MaxIdleConnsPerHost: 64}
 	defer transport.CloseIdleConnections()
 	shared := &stateClient{base: *state, http: &http.Client{Transport: transport, Timeout: 10 * time.Second}}
+	repo := newPool(remoteRepo{shared}, *conns, *queryTime)
 	svc, err := orderservice.New(orderservice.Config{
-		Name: *name, Repository: remoteRepo{shared}, Partitions: 8, IdempotencyStore: remoteStore{shared},
-		APIKeys: map[string]string{*key: "tour"}, Lease: *lease, PaymentURL: *payments,
+		Name: *name, Repository: repo, Partitions: 8, IdempotencyStore: remoteStore{shared},
+		APIKeys: apiKeys, Lease: *lease, PaymentURL: *payments,
 		ReadModelInterval: 100 * time.Millisecond,
 		Observer:          bulwark.Observers(events, bulwark.SlogObserver(logger)), Logger: logger,
 	})
@@ -281,4 +298,64 @@ func (in *instance) setSlow(d time.Duration) {
 	if stdin != nil {
 		_, _ = fmt.Fprintf(stdin, "slow %s\n", d)
 	}
+}
+
+// pool is an instance's pool of connections to the shared orders, as a
+// pgxpool is to PostgreSQL: a query waits for one of its connections, first
+// come first served, and holds it for at least the query time (a report,
+// which scans the tenant's orders, five times that). It is what limits the
+// work an instance can do, and what its Limiter protects: past its
+// capacity, queries queue for a connection.
+type pool struct {
+	orderservice.Repository
+	conns chan struct{}
+	query time.Duration
+}
+
+func newPool(r orderservice.Repository, conns int, query time.Duration) *pool {
+	return &pool{Repository: r, conns: make(chan struct{}, max(conns, 1)), query: query}
+}
+
+// hold runs q on a connection, for at least n query times.
+func (p *pool) hold(ctx context.Context, n int, q func() error) error {
+	select {
+	case p.conns <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-p.conns }()
+	start := time.Now()
+	err := q()
+	if rest := time.Duration(n)*p.query - time.Since(start); rest > 0 && err == nil {
+		t := time.NewTimer(rest)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+		}
+	}
+	return err
+}
+
+func (p *pool) Create(ctx context.Context, o orderservice.Order) error {
+	return p.hold(ctx, 1, func() error { return p.Repository.Create(ctx, o) })
+}
+
+func (p *pool) Get(ctx context.Context, id string) (o orderservice.Order, err error) {
+	err = p.hold(ctx, 1, func() error { o, err = p.Repository.Get(ctx, id); return err })
+	return o, err
+}
+
+func (p *pool) Update(ctx context.Context, o orderservice.Order) error {
+	return p.hold(ctx, 1, func() error { return p.Repository.Update(ctx, o) })
+}
+
+func (p *pool) Changes(ctx context.Context, after int64, limit int) (orders []orderservice.Order, last int64, more bool, err error) {
+	err = p.hold(ctx, 1, func() error { orders, last, more, err = p.Repository.Changes(ctx, after, limit); return err })
+	return orders, last, more, err
+}
+
+func (p *pool) Summary(ctx context.Context, tenant string) (rows []orderservice.SummaryRow, err error) {
+	err = p.hold(ctx, 5, func() error { rows, err = p.Repository.Summary(ctx, tenant); return err })
+	return rows, err
 }

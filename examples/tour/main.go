@@ -7,22 +7,27 @@
 // Three order-service instances (two in zone a, one in zone b), each an OS
 // process (the tour's own binary run again), share one order repository and
 // one idempotency store, which the tour process keeps in memory and serves to
-// them over HTTP, as a fleet shares PostgreSQL and Redis; a reverse proxy in
-// zone a balances them with Peak-EWMA, health checks, outlier ejection,
-// per-backend breakers and budgeted retries; the order service pays through a
-// simulated payment provider under retry and a circuit breaker. Clients
-// create orders with idempotency keys (and resend duplicates, concurrently),
-// read them, pay, ship and cancel them with If-Match, and list them from the
-// lagging read model, while the timeline kills an instance with SIGKILL and
-// restarts it, slows another, takes the payment provider down, and then lets
-// everything recover. Afterwards, pending payments are resumed and the
-// provider's charges are audited through its GET /charges listing.
+// them over HTTP, as a fleet shares PostgreSQL and Redis; each reaches the
+// orders through a pool of connections, its capacity, which its adaptive
+// limit protects by shedding, reports first. A reverse proxy in zone a
+// balances them with Peak-EWMA, health checks, outlier ejection, per-backend
+// breakers and budgeted retries; the order service pays through a simulated
+// payment provider under timeouts, retry and a circuit breaker. Clients of
+// three tenants create orders with idempotency keys (and resend duplicates,
+// concurrently), read them, pay, ship and cancel them with If-Match, list
+// them from the lagging read model and ask for reports, while the timeline
+// overloads the fleet with three times the normal load, kills an instance
+// with SIGKILL and restarts it, slows another, takes the payment provider
+// down, and then lets everything recover. Afterwards, pending payments are
+// resumed and the provider's charges are audited through its GET /charges
+// listing.
 //
 // The tour exits non-zero if an invariant breaks: an idempotent request (a
-// GET, or a create with its key) failed as seen by the client; a key made
-// more than one order, or an order exists without its key; an order was
-// charged twice, or the charges and the paid orders differ; a payment stays
-// pending; a shipped order has no charge.
+// GET, or a create with its key) failed as seen by the client, other than
+// refused by a limit with Retry-After; a key made more than one order, or an
+// order exists without its key; an order was charged twice, or the charges
+// and the paid orders differ; a payment stays pending; a shipped order has
+// no charge.
 package main
 
 import (
@@ -54,7 +59,7 @@ func main() {
 		logs = os.Stderr
 	}
 	rep, err := run(context.Background(), options{
-		duration: *duration, workers: *workers, seed: *seed, out: os.Stdout, logs: logs,
+		duration: *duration, workers: *workers, seed: *seed, out: os.Stdout, logs: logs, dbConns: 6,
 		logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
 	})
 	if err != nil {

@@ -30,7 +30,14 @@ type report struct {
 	charges, paidOrders    int      // charges listed; orders that record a payment
 	maxChargesPer          int      // the most charges one order got
 	unrecorded             []string // charges that their order does not record
+	normal, overload       phase    // what the clients saw before and during the overload phase
 }
+
+// The overload phase, as fractions of the run.
+const (
+	overloadStart = 0.15
+	overloadEnd   = 0.35
+)
 
 // broken lists the invariants that do not hold.
 func (r *report) broken() []string {
@@ -75,40 +82,83 @@ func run(ctx context.Context, opt options) (*report, error) {
 	}
 	out := opt.out
 	fmt.Fprintf(out, "bulwark tour: 3 order-service processes (zones a, a, b) behind a Peak-EWMA proxy in zone a,\n")
-	fmt.Fprintf(out, "a payment provider, %d clients for %v (seed %d)\n\n", opt.workers, opt.duration, opt.seed)
+	fmt.Fprintf(out, "a payment provider, %d clients of %d tenants for %v (seed %d)\n\n", opt.workers, len(tenants), opt.duration, opt.seed)
 
-	st := &stats{keys: map[string]string{}, pending: map[string][]byte{}}
-	transport := &http.Transport{MaxIdleConnsPerHost: 64}
+	st := &stats{start: time.Now(), keys: map[string]string{}, pending: map[string]pending{}, owner: map[string]string{}}
+	transport := &http.Transport{MaxIdleConnsPerHost: 256}
 	defer transport.CloseIdleConnections()
 	httpClient := &http.Client{Transport: transport, Timeout: 15 * time.Second}
 
 	loadCtx, stopLoad := context.WithTimeout(ctx, opt.duration)
 	defer stopLoad()
-	start := time.Now()
+	start := st.start
 	var wg sync.WaitGroup
+	newClient := func(i int) *client {
+		return &client{http: httpClient, base: w.front.url(), apiKey: tenants[i%len(tenants)].key,
+			rng: rand.New(rand.NewPCG(opt.seed, uint64(i))), st: st}
+	}
 	for i := 0; i < opt.workers; i++ {
-		c := &client{http: httpClient, base: w.front.url(), rng: rand.New(rand.NewPCG(opt.seed, uint64(i))), st: st}
+		c := newClient(i)
 		wg.Add(1)
 		go func() { defer wg.Done(); c.work(loadCtx, i) }()
 	}
 
-	// The fault timeline, as fractions of the run.
+	// The overload phase: users who arrive on their own (Poisson arrivals,
+	// each doing one action, whatever the service answers), at twice the
+	// rate of the clients' actions so far, join the clients: three times
+	// the normal load.
+	at := func(f float64) time.Duration { return time.Duration(f * float64(opt.duration)) }
+	overFrom, overTo := at(overloadStart), at(overloadEnd) // until the steps run
+	overCtx, stopOver := context.WithCancel(loadCtx)
+	defer stopOver()
+	var arrivals float64 // a second
+	overload := func() {
+		if overCtx.Err() != nil {
+			return // the run was too short for its timeline
+		}
+		overFrom = time.Since(start)
+		arrivals = 2 * float64(st.actions.Load()) / overFrom.Seconds()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(opt.seed, 1<<32))
+			next := time.Now()
+			for n := 0; ; n++ {
+				next = next.Add(time.Duration(rng.ExpFloat64() / arrivals * float64(time.Second)))
+				sleep(overCtx, time.Until(next))
+				if overCtx.Err() != nil {
+					return
+				}
+				c := newClient(opt.workers + n)
+				wg.Add(1)
+				go func() { defer wg.Done(); c.act(loadCtx, fmt.Sprintf("u%d", n)) }()
+			}
+		}()
+	}
+
+	// The timeline, as fractions of the run.
 	b1, b2 := w.backends[0], w.backends[1]
 	steps := []struct {
 		at   float64
 		what string
 		do   func()
 	}{
-		{0.15, "backend " + b2.name + " (zone a) is killed with SIGKILL mid-run: its requests are cut off, the keys it held " +
+		{overloadStart, "overload: users arrive on their own at twice the clients' rate, three times the normal load; the instances " +
+			"shed what their database cannot serve, reports first (503, or 429 for a tenant over its share), and the clients come back after Retry-After", func() {
+			overload()
+			fmt.Fprintf(out, "          (%.0f arrivals a second)\n", arrivals)
+		}},
+		{overloadEnd, "the overload ends", func() { overTo = time.Since(start); stopOver() }},
+		{0.45, "backend " + b2.name + " (zone a) is killed with SIGKILL mid-run: its requests are cut off, the keys it held " +
 			"stay claimed until their " + lease.String() + " lease passes; zone a is half down, traffic spills to zone b", b2.kill},
-		{0.35, "backend " + b2.name + " restarts", func() {
+		{0.60, "backend " + b2.name + " restarts", func() {
 			if err := b2.start(); err != nil {
 				fmt.Fprintf(out, "  (could not restart %s: %v)\n", b2.name, err)
 			}
 		}},
-		{0.50, "backend " + b1.name + " (zone a) turns slow: +150 ms a request", func() { b1.setSlow(150 * time.Millisecond) }},
-		{0.60, "payment provider fails every request", func() { w.payments.SetFault(paymentsim.Fault{FailRate: 1}) }},
-		{0.80, "payment provider recovers; " + b1.name + " is fast again", func() {
+		{0.70, "backend " + b1.name + " (zone a) turns slow: +150 ms a request", func() { b1.setSlow(150 * time.Millisecond) }},
+		{0.77, "payment provider fails every request", func() { w.payments.SetFault(paymentsim.Fault{FailRate: 1}) }},
+		{0.90, "payment provider recovers; " + b1.name + " is fast again", func() {
 			w.payments.SetFault(paymentsim.Fault{})
 			b1.setSlow(0)
 		}},
@@ -150,8 +200,8 @@ func run(ctx context.Context, opt options) (*report, error) {
 			sort.Strings(open)
 			breakers = strings.Join(open, " ")
 		}
-		fmt.Fprintf(out, "t=%4.1fs  requests %5d  client errors %d  retries %4d  replays %4d  ejections %d  breakers: %s\n",
-			elapsed.Seconds(), st.requests.Load(), st.idemErrors.Load(), w.tally.retries.Load(), w.tally.replays.Load(),
+		fmt.Fprintf(out, "t=%4.1fs  requests %5d  client errors %d  shed %4d (clients saw %d)  retries %4d  replays %4d  ejections %d  breakers: %s\n",
+			elapsed.Seconds(), st.requests.Load(), st.idemErrors.Load(), w.tally.shed(), st.shed.Load(), w.tally.retries.Load(), w.tally.replays.Load(),
 			w.tally.ejections.Load(), breakers)
 	}
 	wg.Wait()
@@ -162,23 +212,30 @@ func run(ctx context.Context, opt options) (*report, error) {
 
 	// A client that never got the answer to a create sends it again, with
 	// the same key, once the system is healthy: it must get its order.
-	rep := &report{st: st, tally: w.tally, byState: map[orderservice.State]int{}}
+	rep := &report{st: st, tally: w.tally, byState: map[orderservice.State]int{},
+		normal: st.phase(at(0.03), overFrom), overload: st.phase(overFrom, overTo)}
 	settle, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	c := &client{http: httpClient, base: w.front.url(), rng: rand.New(rand.NewPCG(opt.seed, 99)), st: st}
+	later := func(apiKey string) *client {
+		return &client{http: httpClient, base: w.front.url(), apiKey: apiKey, rng: rand.New(rand.NewPCG(opt.seed, 99)), st: st}
+	}
 	st.mu.Lock()
-	pending := make(map[string][]byte, len(st.pending))
+	unanswered := make(map[string]pending, len(st.pending))
 	for k, v := range st.pending {
-		pending[k] = v
+		unanswered[k] = v
 	}
 	st.mu.Unlock()
-	for key, body := range pending {
-		c.create(settle, key, body)
+	for key, p := range unanswered {
+		later(p.apiKey).create(settle, key, p.body)
 		rep.reconciled++
 	}
 	st.mu.Lock()
 	rep.unreconcile = len(st.pending)
 	ids := append([]string(nil), st.orders...)
+	owner := make(map[string]string, len(st.owner))
+	for id, k := range st.owner {
+		owner[id] = k
+	}
 	st.mu.Unlock()
 
 	// A payment left pending (its instance was killed, or the provider
@@ -191,7 +248,7 @@ func run(ctx context.Context, opt options) (*report, error) {
 		left := 0
 		for _, id := range ids {
 			if o, err := w.repo.Get(ctx, id); err == nil && o.State == orderservice.Paid && o.PaymentID == "" {
-				c.transition(settle, id, "pay")
+				later(owner[id]).transition(settle, id, "pay")
 				resumed[id] = true
 				left++
 			}
@@ -263,7 +320,8 @@ func (r *report) print(out io.Writer, took time.Duration) {
 		r.charges, r.paidOrders, r.maxChargesPer)
 	fmt.Fprintf(out, "pay refused in outage    %d\n", r.st.payRefused.Load())
 	fmt.Fprintf(out, "retries                  %d  (gave up %d, budget refused %d)\n", r.tally.retries.Load(), r.tally.giveUps.Load(), r.tally.budget.Load())
-	fmt.Fprintf(out, "rejections               %d  (open breakers, budgets)\n", r.tally.rejections.Load())
+	fmt.Fprintf(out, "rejections               %d  (open breakers, budgets, limits)\n", r.tally.rejections.Load())
+	r.printPhases(out)
 	fmt.Fprintf(out, "ejections                %d  (returned %d)\n", r.tally.ejections.Load(), r.tally.unejections.Load())
 	counts := r.tally.transitionCounts()
 	keys := make([]string, 0, len(counts))
@@ -275,4 +333,25 @@ func (r *report) print(out io.Writer, took time.Duration) {
 	for _, k := range keys {
 		fmt.Fprintf(out, "  %-52s %d\n", k, counts[k])
 	}
+}
+
+// printPhases prints what the clients saw before and during the overload
+// phase, and what the instances' limiters did.
+func (r *report) printPhases(out io.Writer) {
+	line := func(name string, p phase) {
+		fmt.Fprintf(out, "  %-9s %6.0f requests/s, goodput %6.0f/s, shed %5.0f/s; admitted p50 %v, p99 %v\n", name,
+			float64(p.sent)/p.seconds, float64(p.oks)/p.seconds, float64(p.sheds)/p.seconds,
+			p.p50.Round(time.Millisecond), p.p99.Round(time.Millisecond))
+	}
+	fmt.Fprintln(out, "load (as the clients saw it):")
+	line("normal", r.normal)
+	line("overload", r.overload)
+	o := r.overload
+	pct := func(c class) float64 { return 100 * float64(o.byClass[c].shed) / float64(max(o.byClass[c].sent, 1)) }
+	fmt.Fprintf(out, "  shed in the overload: critical %.0f %%, normal %.0f %%, sheddable (reports) %.0f %% of their requests\n",
+		pct(critical), pct(normal), pct(sheddable))
+	fmt.Fprintf(out, "  reads given up after three refusals: %d\n", r.st.gaveUp.Load())
+	lim := r.tally.limits()
+	fmt.Fprintf(out, "limiters (instances):    refused %d for the limit, %d for a tenant's share (by criticality: %s); rate limit %d; limits now %s\n",
+		lim.byReason["limit"], lim.byReason["tenant"], lim.crit, lim.rate, lim.now)
 }

@@ -94,22 +94,24 @@ func (e stateError) err() error {
 
 // The arguments and results of the calls; one struct serves them all.
 type stateMsg struct {
-	Order    *orderservice.Order  `json:"order,omitempty"`
-	Orders   []orderservice.Order `json:"orders,omitempty"`
-	ID       string               `json:"id,omitempty"`
-	After    int64                `json:"after,omitempty"`
-	Limit    int                  `json:"limit,omitempty"`
-	Last     int64                `json:"last,omitempty"`
-	More     bool                 `json:"more,omitempty"`
-	Count    int                  `json:"count,omitempty"`
-	Key      string               `json:"key,omitempty"`
-	Token    uint64               `json:"token,omitempty"`
-	Value    []byte               `json:"value,omitempty"`
-	FP       []byte               `json:"fp,omitempty"`
-	Duration time.Duration        `json:"duration,omitempty"`
-	Claim    *idempotency.Claim   `json:"claim,omitempty"`
-	Record   *idempotency.Record  `json:"record,omitempty"`
-	Error    *stateError          `json:"error,omitempty"`
+	Order    *orderservice.Order       `json:"order,omitempty"`
+	Orders   []orderservice.Order      `json:"orders,omitempty"`
+	ID       string                    `json:"id,omitempty"`
+	After    int64                     `json:"after,omitempty"`
+	Limit    int                       `json:"limit,omitempty"`
+	Last     int64                     `json:"last,omitempty"`
+	More     bool                      `json:"more,omitempty"`
+	Count    int                       `json:"count,omitempty"`
+	Tenant   string                    `json:"tenant,omitempty"`
+	Summary  []orderservice.SummaryRow `json:"summary,omitempty"`
+	Key      string                    `json:"key,omitempty"`
+	Token    uint64                    `json:"token,omitempty"`
+	Value    []byte                    `json:"value,omitempty"`
+	FP       []byte                    `json:"fp,omitempty"`
+	Duration time.Duration             `json:"duration,omitempty"`
+	Claim    *idempotency.Claim        `json:"claim,omitempty"`
+	Record   *idempotency.Record       `json:"record,omitempty"`
+	Error    *stateError               `json:"error,omitempty"`
 }
 
 func (h stateHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -138,6 +140,8 @@ func (h stateHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		out.Orders, out.Last, out.More, err = h.repo.Changes(ctx, in.After, in.Limit)
 	case "/repo/count":
 		out.Count, err = h.repo.Count(ctx)
+	case "/repo/summary":
+		out.Summary, err = h.repo.Summary(ctx, in.Tenant)
 	case "/store/claim":
 		var c idempotency.Claim
 		c, err = h.store.Claim(ctx, in.Key, in.FP, in.Duration)
@@ -239,6 +243,11 @@ func (r remoteRepo) Changes(ctx context.Context, after int64, limit int) ([]orde
 func (r remoteRepo) Count(ctx context.Context) (int, error) {
 	out, err := r.c.call(ctx, "/repo/count", stateMsg{})
 	return out.Count, err
+}
+
+func (r remoteRepo) Summary(ctx context.Context, tenant string) ([]orderservice.SummaryRow, error) {
+	out, err := r.c.call(ctx, "/repo/summary", stateMsg{Tenant: tenant})
+	return out.Summary, err
 }
 
 // remoteStore is an idempotency.Store served by a stateHandler.

@@ -1,6 +1,9 @@
 package main
 
 import (
+	"fmt"
+	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -15,6 +18,8 @@ type tally struct {
 	takeovers, fenced                    atomic.Int64
 
 	mu          sync.Mutex        // guards the fields below
+	refusals    map[string]int    // limiter refusals by "reason" and "crit:<criticality>", "rate" for the rate limit
+	limitNow    map[string]int    // instance → its limiter's limit
 	picks       map[string]int64  // endpoint → estimated picks by the proxy
 	transitions map[string]int    // "breaker payments closed→open" → count
 	breakers    map[string]string // breaker name → current state
@@ -22,7 +27,8 @@ type tally struct {
 }
 
 func newTally() *tally {
-	return &tally{picks: map[string]int64{}, transitions: map[string]int{}, breakers: map[string]string{}, health: map[string]string{}}
+	return &tally{picks: map[string]int64{}, transitions: map[string]int{}, breakers: map[string]string{}, health: map[string]string{},
+		refusals: map[string]int{}, limitNow: map[string]int{}}
 }
 
 func (t *tally) Observe(e bulwark.Event) {
@@ -35,6 +41,19 @@ func (t *tally) Observe(e bulwark.Event) {
 		t.budget.Add(1)
 	case bulwark.EventRejected:
 		t.rejections.Add(1)
+		t.mu.Lock()
+		switch e.Component {
+		case bulwark.ComponentLimiter:
+			t.refusals[e.Reason]++
+			t.refusals["crit:"+e.To]++ // the instance puts the criticality there
+		case "ratelimit":
+			t.refusals["rate"]++
+		}
+		t.mu.Unlock()
+	case bulwark.EventLimitChanged:
+		t.mu.Lock()
+		t.limitNow[e.Name] = e.Attempt
+		t.mu.Unlock()
 	case bulwark.EventEjected:
 		t.ejections.Add(1)
 	case bulwark.EventUnejected:
@@ -105,4 +124,44 @@ func (t *tally) takePicks() map[string]int64 {
 	p := t.picks
 	t.picks = map[string]int64{}
 	return p
+}
+
+// limitStats is what the instances' limiters did.
+type limitStats struct {
+	byReason map[string]int
+	crit     string // refusals by criticality
+	rate     int
+	now      string // each instance's limit
+}
+
+func (t *tally) limits() limitStats {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	l := limitStats{byReason: map[string]int{}, rate: t.refusals["rate"]}
+	for k, v := range t.refusals {
+		l.byReason[k] = v
+	}
+	l.crit = fmt.Sprintf("critical %d, normal %d, sheddable %d", t.refusals["crit:critical"], t.refusals["crit:normal"], t.refusals["crit:sheddable"])
+	var names []string
+	for n := range t.limitNow {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var parts []string
+	for _, n := range names {
+		parts = append(parts, fmt.Sprintf("%s %d", n, t.limitNow[n]))
+	}
+	l.now = strings.Join(parts, ", ")
+	if l.now == "" {
+		l.now = "unchanged"
+	}
+	return l
+}
+
+// shed returns the requests that the instances' limiters and rate limits
+// refused so far.
+func (t *tally) shed() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.refusals["limit"] + t.refusals["tenant"] + t.refusals["rate"]
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,8 +21,30 @@ import (
 	"github.com/bulwark-go/bulwark/idempotency"
 )
 
-// apiKey is the tour clients' API key.
-const apiKey = "tour-client-key-0123456789"
+// tenants are the tour's customers of the order service, each with its API
+// key: the clients are spread over them, and the instances keep each to its
+// share of their limit.
+var tenants = []struct{ name, key string }{
+	{"ann", "tour-ann-key-0123456789"},
+	{"bob", "tour-bob-key-0123456789"},
+	{"cyd", "tour-cyd-key-0123456789"},
+}
+
+// apiKeys is the instances' -api-keys flag.
+func apiKeys() string {
+	var pairs []string
+	for _, t := range tenants {
+		pairs = append(pairs, t.name+"="+t.key)
+	}
+	return strings.Join(pairs, ",")
+}
+
+// dbTime is the least time a query of an instance holds one of its
+// connections to the shared orders (options.dbConns): with six connections,
+// an instance serves 200 queries a second. Eight clients keep the two
+// instances of zone a, which the proxy prefers, about half busy, and the
+// overload phase asks them for about three halves of what they can serve.
+const dbTime = 30 * time.Millisecond
 
 // lease is how long a create holds its idempotency key: after a kill, the
 // keys the dead instance held are free again this much later.
@@ -33,6 +57,7 @@ type options struct {
 	out      io.Writer
 	logger   *slog.Logger
 	logs     io.Writer // the instances' logs
+	dbConns  int       // each instance's connections to the shared orders
 }
 
 // world is everything the tour runs: a payment provider, the shared orders
@@ -46,6 +71,7 @@ type world struct {
 	stateSrv *server
 	backends []*instance
 	proxy    *proxy.Proxy
+	upstream *http.Transport // the proxy's, to the instances
 	front    *server
 	tally    *tally
 }
@@ -120,7 +146,7 @@ func build(ctx context.Context, opt options) (*world, error) {
 		}
 		in := &instance{name: fmt.Sprintf("orders-%d", i+1), zone: zone, addr: addr, tally: w.tally, logs: logs}
 		in.args = []string{"-listen", addr, "-name", in.name, "-state", w.stateSrv.url(), "-payments", w.paySrv.url(),
-			"-lease", lease.String(), "-api-key", apiKey}
+			"-lease", lease.String(), "-api-keys", apiKeys(), "-db-conns", fmt.Sprint(opt.dbConns), "-db-time", dbTime.String()}
 		if err := in.start(); err != nil {
 			return w, err
 		}
@@ -132,9 +158,13 @@ func build(ctx context.Context, opt options) (*world, error) {
 			return w, err
 		}
 	}
+	w.upstream = &http.Transport{
+		MaxIdleConns: 512, MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second, ResponseHeaderTimeout: 10 * time.Second,
+	}
 	w.proxy, err = proxy.New(proxy.Config{
 		Name: "edge", Backends: eps, Algorithm: balancer.PeakEWMA, Zone: "a",
 		CheckInterval: 500 * time.Millisecond, EjectionTime: 3 * time.Second, Observer: obs, Logger: opt.logger,
+		Transport: shedAsBusy{w.upstream},
 	})
 	if err != nil {
 		return w, err
@@ -157,6 +187,9 @@ func (w *world) close() error {
 	if w.proxy != nil {
 		errs = append(errs, w.proxy.Close())
 	}
+	if w.upstream != nil {
+		w.upstream.CloseIdleConnections()
+	}
 	var wg sync.WaitGroup
 	for _, in := range w.backends {
 		wg.Add(1)
@@ -172,4 +205,34 @@ func (w *world) close() error {
 		errs = append(errs, w.store.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// shedAsBusy is the proxy's transport to the instances. It hands the proxy a
+// request that an instance's Limiter shed (503 with the limiter's problem)
+// as a 429 Too Many Requests, which the proxy retries on another instance
+// after Retry-After as it does a 503, but does not count against the
+// instance. The proxy's balancer counts every 503 as a failure of its
+// backend: under overload, the 503s of shedding open the per-backend
+// breakers and eject the instances, one after the other, until the proxy has
+// none left and refuses requests itself. The proxy is being reworked to tell
+// a shed request from a failure; until then, this keeps the tour's overload
+// phase about the instances' limits, not the proxy's breakers.
+type shedAsBusy struct{ base http.RoundTripper }
+
+func (t shedAsBusy) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(r)
+	if err != nil || resp.StatusCode != http.StatusServiceUnavailable ||
+		resp.Header.Get("Content-Type") != "application/problem+json" || resp.ContentLength < 0 || resp.ContentLength > 4096 {
+		return resp, err
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	if refusal(resp.StatusCode, body) {
+		resp.StatusCode, resp.Status = http.StatusTooManyRequests, "429 Too Many Requests"
+	}
+	return resp, nil
 }

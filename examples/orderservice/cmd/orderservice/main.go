@@ -31,16 +31,20 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/bulwark-go/bulwark"
 	"github.com/bulwark-go/bulwark/examples/internal/telemetry"
 	"github.com/bulwark-go/bulwark/examples/orderservice"
 	"github.com/bulwark-go/bulwark/examples/paymentsim"
 	"github.com/bulwark-go/bulwark/idempotency"
 	"github.com/bulwark-go/bulwark/idempotency/pgstore"
 	"github.com/bulwark-go/bulwark/idempotency/redisstore"
+	"github.com/bulwark-go/bulwark/limit"
+	"github.com/bulwark-go/bulwark/ratelimit"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 )
@@ -101,6 +105,30 @@ func (k apiKeys) readFile(name string) error {
 	return sc.Err()
 }
 
+// limiter returns the Limiter of the -limit flag: an adaptive limit.Limiter,
+// a fixed limit.Bulkhead of n, or none (off, reported as true).
+func limiter(flag, name string, headroom, tenantShare float64, obs bulwark.Observer) (limit.Acquirer, bool, error) {
+	switch flag {
+	case "off":
+		return nil, true, nil
+	case "adaptive":
+		l, err := limit.New(limit.Config{Name: name, Headroom: headroom, TenantShare: tenantShare, Observer: obs})
+		if err != nil {
+			return nil, false, fmt.Errorf("-limit adaptive: %w", err)
+		}
+		return l, false, nil
+	}
+	n, err := strconv.Atoi(flag)
+	if err != nil {
+		return nil, false, fmt.Errorf(`-limit %q: want "adaptive", a number or "off"`, flag)
+	}
+	b, err := limit.NewBulkhead(limit.BulkheadConfig{Name: name, Limit: n, Headroom: headroom, TenantShare: tenantShare, Observer: obs})
+	if err != nil {
+		return nil, false, fmt.Errorf("-limit %d: %w", n, err)
+	}
+	return b, false, nil
+}
+
 // run runs the service until ctx ends, then drains and shuts it down.
 func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("orderservice", flag.ContinueOnError)
@@ -117,6 +145,16 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	payments := fs.String("payments", "", "payment provider base URL (empty: a simulated one in this process)")
 	lease := fs.Duration("lease", 10*time.Second, "how long a create holds its idempotency key")
 	drainDelay := fs.Duration("drain-delay", 5*time.Second, "how long readiness fails before shutdown starts")
+	concurrency := fs.String("limit", "adaptive", `concurrency limit of the API: "adaptive" (follows the latency), a number (a fixed limit), or "off"`)
+	headroom := fs.Float64("limit-headroom", orderservice.DefaultHeadroom,
+		"share of the limit kept from normal requests for critical ones (twice that from sheddable ones), in [0, 0.5)")
+	tenantShare := fs.Float64("limit-tenant-share", 0.5, "largest share of the limit one tenant may hold (1: no bound)")
+	rules := fs.String("limit-rules", orderservice.DefaultRules, `criticality rules, "[METHOD] PATH-PREFIX = critical|normal|sheddable", comma-separated, first match wins`)
+	rate := fs.Int("rate-limit", 200, "requests a second each tenant may send to this instance (0: no rate limit)")
+	burst := fs.Int("rate-burst", 0, "requests a tenant may send at once after a quiet spell (0: one second's worth)")
+	payTimeout := fs.Duration("payment-timeout", 5*time.Second, "bound of a charge, retries included")
+	attemptTimeout := fs.Duration("payment-attempt-timeout", 2*time.Second, "bound of each attempt of a charge")
+	reportTimeout := fs.Duration("report-timeout", 5*time.Second, "bound of a report's query")
 	keys := apiKeys{}
 	fs.Var(keys, "api-key", "an API key, as tenant=key (repeatable)")
 	keyFile := fs.String("api-keys", "", "file of API keys, one tenant=key a line")
@@ -134,6 +172,14 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer tel.Close(context.Background())
+	lim, noLimit, err := limiter(*concurrency, *name, *headroom, *tenantShare, tel.Observer)
+	if err != nil {
+		return err
+	}
+	critRules, err := limit.ParseRules(*rules)
+	if err != nil {
+		return fmt.Errorf("-limit-rules: %w", err)
+	}
 	if len(keys) == 0 {
 		var b [16]byte
 		_, _ = rand.Read(b[:])
@@ -209,6 +255,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	svc, err := orderservice.New(orderservice.Config{
 		Name: *name, Repository: repo, Partitions: *partitions, IdempotencyStore: store, CompleteInTx: inTx, APIKeys: keys,
 		Lease: *lease, PaymentURL: *payments, Observer: tel.Observer, Logger: tel.Logger,
+		Limiter: lim, NoShedding: noLimit, Rules: critRules, RateLimit: ratelimit.Config{Rate: *rate, Burst: *burst},
+		PaymentTimeout: *payTimeout, PaymentAttemptTimeout: *attemptTimeout, ReportTimeout: *reportTimeout,
 	})
 	if err != nil {
 		return err
