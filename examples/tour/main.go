@@ -1,7 +1,7 @@
 // Command tour runs bulwark's examples together on loopback, under injected
 // faults, and checks that the guarantees hold:
 //
-//	go run ./examples/tour                  # about 20 s
+//	go run ./examples/tour                  # about 30 s
 //	go run ./examples/tour -duration 40s -seed 7 -v
 //
 // Three order-service instances (two in zone a, one in zone b), each an OS
@@ -20,14 +20,18 @@
 // with SIGKILL and restarts it, slows another, takes the payment provider
 // down, and then lets everything recover. Afterwards, pending payments are
 // resumed and the provider's charges are audited through its GET /charges
-// listing.
+// listing. Then the gRPC path runs (examples/grpcfleet): three inventory
+// servers behind bulwark's grpc-go balancer, one killed and restarted and
+// another slowed, with keyed reservations that the servers' idempotency
+// interceptor replays; its figures are printed beside the HTTP ones.
 //
 // The tour exits non-zero if an invariant breaks: an idempotent request (a
 // GET, or a create with its key) failed as seen by the client, other than
 // refused by a limit with Retry-After; a key made more than one order, or an
 // order exists without its key; an order was charged twice, or the charges
 // and the paid orders differ; a payment stays pending; a shipped order has
-// no charge.
+// no charge; on the gRPC path, a read or a keyed reservation failed, or a key
+// was executed more than once.
 package main
 
 import (
@@ -38,6 +42,8 @@ import (
 	"log/slog"
 	"os"
 	"time"
+
+	"github.com/bulwark-go/bulwark/examples/grpcfleet"
 )
 
 func main() {
@@ -66,7 +72,26 @@ func main() {
 		fmt.Fprintln(os.Stderr, "tour:", err)
 		os.Exit(2)
 	}
-	if broken := rep.broken(); len(broken) > 0 {
+	broken := rep.broken()
+
+	// The gRPC path: three inventory servers behind bulwark's grpc-go
+	// balancer, one killed and restarted, another slowed, with keyed
+	// reservations replayed by the servers' idempotency interceptor.
+	fmt.Println()
+	fmt.Println("gRPC path (examples/grpcfleet): one of three servers killed and restarted, another slowed")
+	grep, err := grpcfleet.Run(context.Background(), grpcfleet.Config{
+		Duration: max(*duration/4, 3*time.Second), Workers: *workers, SlowBy: 50 * time.Millisecond, Seed: *seed,
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "tour: grpc:", err)
+		os.Exit(2)
+	}
+	fmt.Println(grep)
+	for _, b := range grep.Broken() {
+		broken = append(broken, "grpc: "+b)
+	}
+
+	if len(broken) > 0 {
 		for _, b := range broken {
 			fmt.Fprintln(os.Stderr, "tour: invariant broken:", b)
 		}
