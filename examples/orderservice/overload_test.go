@@ -109,13 +109,12 @@ type sample struct {
 
 // loadClient sends the overload test's requests, spread over tenants.
 type loadClient struct {
-	t       *testing.T
-	http    *http.Client
-	keys    []string            // API keys, one per tenant
-	orders  map[string][]string // API key → ids of its tenant's orders
-	created sync.Map            // unique keys for creates
-	mu      sync.Mutex          // guards n
-	n       int
+	t      *testing.T
+	http   *http.Client
+	keys   []string            // API keys, one per tenant
+	orders map[string][]string // API key → ids of its tenant's orders
+	mu     sync.Mutex          // guards n
+	n      int
 }
 
 // send sends one request of class to base and returns its sample.
