@@ -12,6 +12,7 @@ import (
 
 	"github.com/bulwark-go/bulwark"
 	"github.com/bulwark-go/bulwark/internal/base"
+	"github.com/bulwark-go/bulwark/internal/notify"
 )
 
 // Probe checks one endpoint once. It returns nil if ep is healthy. It must
@@ -206,7 +207,8 @@ type Checker struct {
 	mu       sync.Mutex         // guards the fields below and every target
 	targets  map[string]*target // by Addr; replaced by SetEndpoints
 	queue    targetHeap         // targets waiting for their next probe
-	notes    notifier
+	notes    notify.Notifier
+	listen   func(bulwark.Endpoint, bool) // cfg.Listener's HealthChanged, or nil
 	report   func(bulwark.Endpoint, bool) // the attached balancer's; nil if none
 	synced   bool                         // SetEndpoints ran since Attach
 	started  bool
@@ -261,6 +263,9 @@ func New(cfg Config) (*Checker, error) {
 		wallTime: cfg.Clock == bulwark.WallClock(),
 	}
 	c.idle = sync.NewCond(&c.mu)
+	if cfg.Listener != nil {
+		c.listen = cfg.Listener.HealthChanged
+	}
 	return c, nil
 }
 
@@ -311,7 +316,7 @@ func (c *Checker) SetEndpoints(eps []bulwark.Endpoint) error {
 		t.removed = true
 		c.removeFromQueueLocked(t)
 		if t.state == Healthy && c.cfg.Listener != nil {
-			c.notes.queue = append(c.notes.queue, notice{ep: t.ep, listen: true})
+			c.notes.Queue = append(c.notes.Queue, notify.Notice{Ep: t.ep, Listen: true})
 		}
 		c.noteLocked(bulwark.Event{Kind: bulwark.EventEndpointRemoved, Endpoint: t.ep})
 	}
@@ -631,7 +636,7 @@ func (c *Checker) setStateLocked(t *target, to State, reason string) {
 		c.report(t.ep, to == Healthy)
 	}
 	if c.cfg.Listener != nil {
-		c.notes.queue = append(c.notes.queue, notice{ep: t.ep, on: to == Healthy, listen: true})
+		c.notes.Queue = append(c.notes.Queue, notify.Notice{Ep: t.ep, On: to == Healthy, Listen: true})
 	}
 	c.noteLocked(bulwark.Event{Kind: bulwark.EventStateChange, Endpoint: t.ep,
 		From: from.String(), To: to.String(), Reason: reason})
@@ -644,11 +649,11 @@ func (c *Checker) noteLocked(e bulwark.Event) {
 		return
 	}
 	e.Component, e.Name = bulwark.ComponentHealthCheck, c.cfg.Name
-	c.notes.queue = append(c.notes.queue, notice{event: e, observe: true})
+	c.notes.Queue = append(c.notes.Queue, notify.Notice{Event: e, Observe: true})
 }
 
 func (c *Checker) flush() {
-	c.notes.flush(&c.mu, c.cfg.Listener, c.cfg.Observer)
+	c.notes.Flush(&c.mu, c.listen, c.cfg.Observer)
 	c.mu.Lock()
 	c.idle.Broadcast() // what was queued has been delivered
 	c.mu.Unlock()

@@ -31,7 +31,7 @@ func (c *Checker) waitIdle(t *testing.T) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for !(c.parked && !c.woken && c.clk.Now().Before(c.armedAt) && c.inflight == 0 &&
-		!c.notes.delivering && len(c.notes.queue) == 0) {
+		c.notes.Idle()) {
 		if timedOut.Load() {
 			t.Fatalf("checker not idle after 10s: parked=%v woken=%v inflight=%d", c.parked, c.woken, c.inflight)
 		}

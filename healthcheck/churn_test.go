@@ -57,7 +57,7 @@ func TestChurnKeepsMemoryFlat(t *testing.T) {
 	check := func(when string) {
 		t.Helper()
 		c.mu.Lock()
-		targets, queued, notes := len(c.targets), len(c.queue), len(c.notes.queue)
+		targets, queued, notes := len(c.targets), len(c.queue), len(c.notes.Queue)
 		c.mu.Unlock()
 		if targets != window || queued > window || notes != 0 {
 			t.Errorf("%s: checker has %d targets, %d queued, %d notices; want %d, at most %d, 0",

@@ -13,6 +13,7 @@ import (
 
 	"github.com/bulwark-go/bulwark"
 	"github.com/bulwark-go/bulwark/internal/base"
+	"github.com/bulwark-go/bulwark/internal/notify"
 )
 
 // Rules selects the ejection rules of a Detector; combine them with |.
@@ -289,7 +290,8 @@ type Detector struct {
 	synced   bool                         // SetEndpoints ran since Attach
 	ejected  int                          // number of ejected hosts
 	lastEval time.Time                    // time of the previous evaluation
-	notes    notifier
+	notes    notify.Notifier
+	listen   func(bulwark.Endpoint, bool) // cfg.Listener's EjectionChanged, or nil
 	started  bool
 	closed   bool
 	cancel   context.CancelFunc
@@ -337,6 +339,9 @@ func New(cfg Config) (*Detector, error) {
 	m := map[string]*host{}
 	d.hosts.Store(&m)
 	d.lastEval = d.clk.Now()
+	if cfg.Listener != nil {
+		d.listen = cfg.Listener.EjectionChanged
+	}
 	return d, nil
 }
 
@@ -563,13 +568,13 @@ func (d *Detector) ejectLocked(h *host, now time.Time, reason string) bool {
 	if d.report != nil {
 		d.report(h.ep, false)
 	}
-	nt := notice{ep: h.ep, on: true, listen: d.cfg.Listener != nil}
+	nt := notify.Notice{Ep: h.ep, On: true, Listen: d.cfg.Listener != nil}
 	if d.cfg.Observer != nil {
-		nt.observe = true
-		nt.event = bulwark.Event{Kind: bulwark.EventEjected, Component: bulwark.ComponentOutlier,
+		nt.Observe = true
+		nt.Event = bulwark.Event{Kind: bulwark.EventEjected, Component: bulwark.ComponentOutlier,
 			Name: d.cfg.Name, Endpoint: h.ep, Delay: dur, Reason: reason, Count: h.ejections}
 	}
-	d.notes.queue = append(d.notes.queue, nt)
+	d.notes.Queue = append(d.notes.Queue, nt)
 	if d.started {
 		d.woken = true
 		select {
@@ -589,17 +594,17 @@ func (d *Detector) unejectLocked(h *host, reason string) {
 	if d.report != nil && !h.removed {
 		d.report(h.ep, true)
 	}
-	nt := notice{ep: h.ep, on: false, listen: d.cfg.Listener != nil}
+	nt := notify.Notice{Ep: h.ep, On: false, Listen: d.cfg.Listener != nil}
 	if d.cfg.Observer != nil {
-		nt.observe = true
-		nt.event = bulwark.Event{Kind: bulwark.EventUnejected, Component: bulwark.ComponentOutlier,
+		nt.Observe = true
+		nt.Event = bulwark.Event{Kind: bulwark.EventUnejected, Component: bulwark.ComponentOutlier,
 			Name: d.cfg.Name, Endpoint: h.ep, Reason: reason, Count: h.ejections}
 	}
-	d.notes.queue = append(d.notes.queue, nt)
+	d.notes.Queue = append(d.notes.Queue, nt)
 }
 
 func (d *Detector) flush() {
-	d.notes.flush(&d.mu, d.cfg.Listener, d.cfg.Observer)
+	d.notes.Flush(&d.mu, d.listen, d.cfg.Observer)
 }
 
 // returnExpiredLocked brings back the hosts whose ejection time ended at or

@@ -157,7 +157,7 @@ func (d *Detector) waitIdle(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		d.mu.Lock()
-		for d.woken || !d.clk.Now().Before(d.armedAt) || d.notes.delivering || len(d.notes.queue) > 0 {
+		for d.woken || !d.clk.Now().Before(d.armedAt) || !d.notes.Idle() {
 			d.idle.Wait()
 		}
 		d.mu.Unlock()
