@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bulwark-go/bulwark/examples/orderservice"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/goleak"
 )
@@ -323,5 +324,36 @@ func TestAPIKeyFlags(t *testing.T) {
 	err := apiKeys{}.readFile(file)
 	if err == nil || strings.Contains(err.Error(), "secret") {
 		t.Errorf("reading a bad key file = %v, want an error that does not repeat the line", err)
+	}
+}
+
+func TestLimitFlag(t *testing.T) {
+	for _, tc := range []struct {
+		flag    string
+		want    string // the type of the Acquirer, "" for none
+		off     bool
+		wantErr bool
+	}{
+		{flag: "adaptive", want: "*limit.Limiter"},
+		{flag: "64", want: "*limit.Bulkhead"},
+		{flag: "off", off: true},
+		{flag: "0", wantErr: true},
+		{flag: "many", wantErr: true},
+	} {
+		lim, off, err := limiter(tc.flag, "orders", orderservice.DefaultHeadroom, 0.5, nil)
+		if (err != nil) != tc.wantErr {
+			t.Errorf("-limit %q: error %v, want an error: %v", tc.flag, err, tc.wantErr)
+			continue
+		}
+		got := ""
+		if lim != nil {
+			got = fmt.Sprintf("%T", lim)
+		}
+		if got != tc.want || off != tc.off {
+			t.Errorf("-limit %q = %s, off %v; want %q, off %v", tc.flag, got, off, tc.want, tc.off)
+		}
+	}
+	if _, _, err := limiter("adaptive", "orders", 0.7, 0.5, nil); err == nil {
+		t.Errorf("-limit-headroom 0.7 accepted, want an error")
 	}
 }
