@@ -5,14 +5,18 @@
 // transitions that are compare-and-set on a version (strong consistency for
 // writes), listings from a read model that may lag (eventual consistency for
 // reads), orders partitioned by consistent hash of the customer, and a
-// payment dependency called under bulwark.Compose(retry, breaker) with the
-// idempotency key forwarded. Every /orders request authenticates with an API
-// key, which names its tenant: a tenant sees only its own orders and keys.
+// payment dependency called under bulwark.Compose(timeout, retry, timeout,
+// breaker) with the idempotency key forwarded. Every API request
+// authenticates with an API key, which names its tenant: a tenant sees only
+// its own orders and keys. Under overload the service sheds: a rate limit per
+// tenant, then an adaptive concurrency limit that refuses batch reports
+// first and keeps one tenant from taking all of it (limits.go).
 //
 //	POST /orders                         create (Idempotency-Key required)
 //	GET  /orders/{id}                    read, with ETag
 //	POST /orders/{id}/pay|ship|cancel    transition (If-Match: the ETag)
 //	GET  /orders?customer=…              listing from the read model
+//	GET  /reports/summary                the tenant's orders by state (batch)
 //	GET  /livez /readyz /startupz        the service's own health (no key)
 package orderservice
 
