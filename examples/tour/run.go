@@ -348,8 +348,8 @@ func (r *report) printPhases(out io.Writer) {
 	line("overload", r.overload)
 	o := r.overload
 	pct := func(c class) float64 { return 100 * float64(o.byClass[c].shed) / float64(max(o.byClass[c].sent, 1)) }
-	fmt.Fprintf(out, "  shed in the overload: critical %.0f %%, normal %.0f %%, sheddable (reports) %.0f %% of their requests\n",
-		pct(critical), pct(normal), pct(sheddable))
+	fmt.Fprintf(out, "  overload requests by criticality: critical %d, normal %d, sheddable (reports) %d; shed as the clients saw it: %.0f %%, %.0f %%, %.0f %%\n",
+		o.byClass[critical].sent, o.byClass[normal].sent, o.byClass[sheddable].sent, pct(critical), pct(normal), pct(sheddable))
 	fmt.Fprintf(out, "  reads given up after three refusals: %d\n", r.st.gaveUp.Load())
 	lim := r.tally.limits()
 	fmt.Fprintf(out, "limiters (instances):    refused %d for the limit, %d for a tenant's share (by criticality: %s); rate limit %d; limits now %s\n",
