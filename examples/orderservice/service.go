@@ -99,10 +99,11 @@ type Config struct {
 	// *limit.Bulkhead, given each request's criticality (Rules) and its API
 	// key's tenant. A refused request is answered 503 with Retry-After, or
 	// 429 when its tenant holds more than its share of the limit. If nil,
-	// an adaptive *limit.Limiter with limit.Config's defaults (no tuning:
-	// the limit follows the latency; a tenth of it kept from normal
-	// requests for critical ones, twice that from sheddable ones; half of
-	// it at most for one tenant), named Name.
+	// an adaptive *limit.Limiter named Name, with limit.Config's defaults
+	// (no tuning: the limit follows the latency; half of it at most for one
+	// tenant) but a Headroom of DefaultHeadroom: three tenths of the limit
+	// kept from normal requests for critical ones, twice that from
+	// sheddable ones.
 	Limiter limit.Acquirer
 	// NoShedding admits every request however loaded the service is: no
 	// Limiter at all. It is for tests about something else, and for
