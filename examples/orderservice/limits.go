@@ -25,9 +25,10 @@ const DefaultRules = "GET /orders/ = critical, POST /orders = critical, /reports
 // makes when its Config has none: the share of the limit kept from normal
 // requests for critical ones, and twice that from sheddable ones (reports).
 // It is three times limit.Config's default, because reports are heavier than
-// the critical requests: with a tenth, critical requests that are half of
-// the capacity lose one in eight to the reports at 3× overload; with three
-// tenths, none in fifty (overload_test.go, and the README).
+// the critical requests: when critical requests are half of the capacity and
+// reports bring the load to three times it, a tenth let the reports take
+// the room of a fifth to a quarter of the critical requests; three tenths,
+// of one in forty at most (overload_test.go, and the README).
 const DefaultHeadroom = 0.3
 
 // limits builds the rate limit and the Limiter's middleware from s.cfg.

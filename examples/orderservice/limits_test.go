@@ -268,3 +268,32 @@ func TestSlowReportIs503(t *testing.T) {
 		t.Errorf("a report past ReportTimeout = %d (Retry-After %q), want 503 with Retry-After 1", code, hdr.Get("Retry-After"))
 	}
 }
+
+func TestShedCreateLeavesItsKeyFree(t *testing.T) {
+	g := newGateRepo(t)
+	_, pay := newPayments(t)
+	lim, err := limit.New(limit.Config{InitialLimit: 2, TenantShare: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarnessConfig(t, Config{Repository: g, Partitions: 4, PaymentURL: pay.URL, Limiter: lim})
+	held := []<-chan int{inFlight(t, h, g, "/orders/0-a", keyA), inFlight(t, h, g, "/orders/0-b", keyA)}
+	if code, hdr, body := call(t, h, http.MethodPost, "/orders", keyA, keyed("shed-1"), orderBody("ann", 1)); code != http.StatusServiceUnavailable {
+		t.Fatalf("a create with the limit full = %d %s, want 503", code, body)
+	} else {
+		limitProblem(t, hdr, body)
+	}
+	close(g.release)
+	for _, c := range held {
+		<-c
+	}
+	// Refused before the idempotency middleware: its key was never
+	// claimed, and the same request, sent again, makes the order.
+	code, hdr, body := call(t, h, http.MethodPost, "/orders", keyA, keyed("shed-1"), orderBody("ann", 1))
+	if code != http.StatusCreated || hdr.Get("Idempotent-Replayed") != "" {
+		t.Fatalf("the shed create sent again = %d (replayed %q) %s, want 201, not a replay", code, hdr.Get("Idempotent-Replayed"), body)
+	}
+	if n, _ := g.Count(context.Background()); n != 1 {
+		t.Errorf("orders = %d, want 1", n)
+	}
+}

@@ -5,14 +5,18 @@
 // transitions that are compare-and-set on a version (strong consistency for
 // writes), listings from a read model that may lag (eventual consistency for
 // reads), orders partitioned by consistent hash of the customer, and a
-// payment dependency called under bulwark.Compose(retry, breaker) with the
-// idempotency key forwarded. Every /orders request authenticates with an API
-// key, which names its tenant: a tenant sees only its own orders and keys.
+// payment dependency called under bulwark.Compose(timeout, retry, timeout,
+// breaker) with the idempotency key forwarded. Every API request
+// authenticates with an API key, which names its tenant: a tenant sees only
+// its own orders and keys. Under overload the service sheds: a rate limit per
+// tenant, then an adaptive concurrency limit that refuses batch reports
+// first and keeps one tenant from taking all of it (limits.go).
 //
 //	POST /orders                         create (Idempotency-Key required)
 //	GET  /orders/{id}                    read, with ETag
 //	POST /orders/{id}/pay|ship|cancel    transition (If-Match: the ETag)
 //	GET  /orders?customer=…              listing from the read model
+//	GET  /reports/summary                the tenant's orders by state (batch)
 //	GET  /livez /readyz /startupz        the service's own health (no key)
 package orderservice
 
@@ -95,10 +99,11 @@ type Config struct {
 	// *limit.Bulkhead, given each request's criticality (Rules) and its API
 	// key's tenant. A refused request is answered 503 with Retry-After, or
 	// 429 when its tenant holds more than its share of the limit. If nil,
-	// an adaptive *limit.Limiter with limit.Config's defaults (no tuning:
-	// the limit follows the latency; a tenth of it kept from normal
-	// requests for critical ones, twice that from sheddable ones; half of
-	// it at most for one tenant), named Name.
+	// an adaptive *limit.Limiter named Name, with limit.Config's defaults
+	// (no tuning: the limit follows the latency; half of it at most for one
+	// tenant) but a Headroom of DefaultHeadroom: three tenths of the limit
+	// kept from normal requests for critical ones, twice that from
+	// sheddable ones.
 	Limiter limit.Acquirer
 	// NoShedding admits every request however loaded the service is: no
 	// Limiter at all. It is for tests about something else, and for

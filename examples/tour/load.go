@@ -290,7 +290,13 @@ func (c *client) list(ctx context.Context, customer string) {
 // later.
 func (c *client) report(ctx context.Context) {
 	a := c.do(ctx, sheddable, http.MethodGet, "/reports/summary", nil, nil)
-	if ctx.Err() == nil && a.err == nil && a.code != http.StatusOK && !a.shed() && a.code != http.StatusServiceUnavailable {
+	switch {
+	case ctx.Err() != nil, a.shed():
+	case a.err != nil:
+		c.st.fail("GET /reports/summary: %v", a.err)
+	case a.code == http.StatusServiceUnavailable && a.hdr.Get("Retry-After") != "":
+		// The report took longer than the service allows: come back later.
+	case a.code != http.StatusOK:
 		c.st.fail("GET /reports/summary: %d %s", a.code, bytes.TrimSpace(a.body))
 	}
 }

@@ -16,9 +16,9 @@
 // three tenants create orders with idempotency keys (and resend duplicates,
 // concurrently), read them, pay, ship and cancel them with If-Match, list
 // them from the lagging read model and ask for reports, while the timeline
-// overloads the fleet with three times the normal load, kills an instance
-// with SIGKILL and restarts it, slows another, takes the payment provider
-// down, and then lets everything recover. Afterwards, pending payments are
+// kills an instance with SIGKILL and restarts it, slows another, takes the
+// payment provider down, lets everything recover, and then overloads the
+// fleet with three times the normal load. Afterwards, pending payments are
 // resumed and the provider's charges are audited through its GET /charges
 // listing. Then the gRPC path runs (examples/grpcfleet): three inventory
 // servers behind bulwark's grpc-go balancer, one killed and restarted and
@@ -65,7 +65,7 @@ func main() {
 		logs = os.Stderr
 	}
 	rep, err := run(context.Background(), options{
-		duration: *duration, workers: *workers, seed: *seed, out: os.Stdout, logs: logs, dbConns: 6,
+		duration: *duration, workers: *workers, seed: *seed, out: os.Stdout, logs: logs, dbConns: 4,
 		logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
 	})
 	if err != nil {

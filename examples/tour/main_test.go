@@ -31,10 +31,10 @@ func TestTourShort(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	var out bytes.Buffer
 	rep, err := run(context.Background(), options{
-		// Two connections an instance instead of six: the four clients
-		// then keep them about as busy as the eight of the tour do the six,
-		// and the overload phase sheds.
-		duration: 6 * time.Second, workers: 4, seed: 3, out: &out, dbConns: 2,
+		// Two connections an instance instead of four: the four clients
+		// then keep them about as busy as the eight of the tour do the
+		// four, and the overload phase sheds.
+		duration: 8 * time.Second, workers: 4, seed: 3, out: &out, dbConns: 2,
 		logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
@@ -50,8 +50,11 @@ func TestTourShort(t *testing.T) {
 	if lim := rep.tally.limits(); lim.byReason["limit"]+lim.byReason["tenant"] == 0 {
 		t.Errorf("the instances' limiters refused nothing: the overload phase did not overload them")
 	}
-	if n, o := rep.normal, rep.overload; float64(o.sent)/o.seconds < 2*float64(n.sent)/n.seconds {
-		t.Errorf("the overload phase sent %.0f requests/s, the normal load %.0f; want about three times as many",
+	// The users who arrive in the overload phase bring twice the normal
+	// load; the clients, who wait for their answers, send less as the
+	// answers slow down.
+	if n, o := rep.normal, rep.overload; float64(o.sent)/o.seconds < 1.5*float64(n.sent)/n.seconds {
+		t.Errorf("the overload phase sent %.0f requests/s, the normal load %.0f; want half as many again at least",
 			float64(o.sent)/o.seconds, float64(n.sent)/n.seconds)
 	}
 	// Passive ejection or the active check, whichever sees it first, takes

@@ -35,8 +35,8 @@ type report struct {
 
 // The overload phase, as fractions of the run.
 const (
-	overloadStart = 0.15
-	overloadEnd   = 0.35
+	overloadStart = 0.72
+	overloadEnd   = 0.92
 )
 
 // broken lists the invariants that do not hold.
@@ -106,18 +106,20 @@ func run(ctx context.Context, opt options) (*report, error) {
 	// The overload phase: users who arrive on their own (Poisson arrivals,
 	// each doing one action, whatever the service answers), at twice the
 	// rate of the clients' actions so far, join the clients: three times
-	// the normal load.
+	// the normal load. It comes last: the proxy's retries of the requests
+	// shed spend its retry budget, which then, for the budget's 10 s, covers
+	// no other failure (an instance killed just after it).
 	at := func(f float64) time.Duration { return time.Duration(f * float64(opt.duration)) }
 	overFrom, overTo := at(overloadStart), at(overloadEnd) // until the steps run
 	overCtx, stopOver := context.WithCancel(loadCtx)
 	defer stopOver()
-	var arrivals float64 // a second
+	var normalRate, arrivals float64 // actions a second
 	overload := func() {
 		if overCtx.Err() != nil {
 			return // the run was too short for its timeline
 		}
 		overFrom = time.Since(start)
-		arrivals = 2 * float64(st.actions.Load()) / overFrom.Seconds()
+		arrivals = 2 * normalRate
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -143,25 +145,28 @@ func run(ctx context.Context, opt options) (*report, error) {
 		what string
 		do   func()
 	}{
-		{overloadStart, "overload: users arrive on their own at twice the clients' rate, three times the normal load; the instances " +
+		{0.12, "backend " + b2.name + " (zone a) is killed with SIGKILL mid-run: its requests are cut off, the keys it held " +
+			"stay claimed until their " + lease.String() + " lease passes; zone a is half down, traffic spills to zone b", func() {
+			normalRate = float64(st.actions.Load()) / time.Since(start).Seconds() // the clients' rate, all healthy
+			b2.kill()
+		}},
+		{0.30, "backend " + b2.name + " restarts", func() {
+			if err := b2.start(); err != nil {
+				fmt.Fprintf(out, "  (could not restart %s: %v)\n", b2.name, err)
+			}
+		}},
+		{0.42, "backend " + b1.name + " (zone a) turns slow: +150 ms a request", func() { b1.setSlow(150 * time.Millisecond) }},
+		{0.50, "payment provider fails every request", func() { w.payments.SetFault(paymentsim.Fault{FailRate: 1}) }},
+		{0.65, "payment provider recovers; " + b1.name + " is fast again", func() {
+			w.payments.SetFault(paymentsim.Fault{})
+			b1.setSlow(0)
+		}},
+		{overloadStart, "overload: users arrive on their own at twice the clients' normal rate, three times the normal load; the instances " +
 			"shed what their database cannot serve, reports first (503, or 429 for a tenant over its share), and the clients come back after Retry-After", func() {
 			overload()
 			fmt.Fprintf(out, "          (%.0f arrivals a second)\n", arrivals)
 		}},
 		{overloadEnd, "the overload ends", func() { overTo = time.Since(start); stopOver() }},
-		{0.45, "backend " + b2.name + " (zone a) is killed with SIGKILL mid-run: its requests are cut off, the keys it held " +
-			"stay claimed until their " + lease.String() + " lease passes; zone a is half down, traffic spills to zone b", b2.kill},
-		{0.60, "backend " + b2.name + " restarts", func() {
-			if err := b2.start(); err != nil {
-				fmt.Fprintf(out, "  (could not restart %s: %v)\n", b2.name, err)
-			}
-		}},
-		{0.70, "backend " + b1.name + " (zone a) turns slow: +150 ms a request", func() { b1.setSlow(150 * time.Millisecond) }},
-		{0.77, "payment provider fails every request", func() { w.payments.SetFault(paymentsim.Fault{FailRate: 1}) }},
-		{0.90, "payment provider recovers; " + b1.name + " is fast again", func() {
-			w.payments.SetFault(paymentsim.Fault{})
-			b1.setSlow(0)
-		}},
 	}
 	share := func() string {
 		picks := w.tally.takePicks()
@@ -213,7 +218,7 @@ func run(ctx context.Context, opt options) (*report, error) {
 	// A client that never got the answer to a create sends it again, with
 	// the same key, once the system is healthy: it must get its order.
 	rep := &report{st: st, tally: w.tally, byState: map[orderservice.State]int{},
-		normal: st.phase(at(0.03), overFrom), overload: st.phase(overFrom, overTo)}
+		normal: st.phase(at(0.03), at(0.12)), overload: st.phase(overFrom, overTo)}
 	settle, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	later := func(apiKey string) *client {
@@ -348,8 +353,8 @@ func (r *report) printPhases(out io.Writer) {
 	line("overload", r.overload)
 	o := r.overload
 	pct := func(c class) float64 { return 100 * float64(o.byClass[c].shed) / float64(max(o.byClass[c].sent, 1)) }
-	fmt.Fprintf(out, "  shed in the overload: critical %.0f %%, normal %.0f %%, sheddable (reports) %.0f %% of their requests\n",
-		pct(critical), pct(normal), pct(sheddable))
+	fmt.Fprintf(out, "  overload requests by criticality: critical %d, normal %d, sheddable (reports) %d; shed as the clients saw it: %.0f %%, %.0f %%, %.0f %%\n",
+		o.byClass[critical].sent, o.byClass[normal].sent, o.byClass[sheddable].sent, pct(critical), pct(normal), pct(sheddable))
 	fmt.Fprintf(out, "  reads given up after three refusals: %d\n", r.st.gaveUp.Load())
 	lim := r.tally.limits()
 	fmt.Fprintf(out, "limiters (instances):    refused %d for the limit, %d for a tenant's share (by criticality: %s); rate limit %d; limits now %s\n",

@@ -40,10 +40,10 @@ func apiKeys() string {
 }
 
 // dbTime is the least time a query of an instance holds one of its
-// connections to the shared orders (options.dbConns): with six connections,
-// an instance serves 200 queries a second. Eight clients keep the two
-// instances of zone a, which the proxy prefers, about half busy, and the
-// overload phase asks them for about three halves of what they can serve.
+// connections to the shared orders (options.dbConns): with four connections,
+// an instance serves 133 queries a second. Eight clients keep the two
+// instances of zone a, which the proxy prefers, about two-thirds busy, and
+// the overload phase asks them for about twice what they can serve.
 const dbTime = 30 * time.Millisecond
 
 // lease is how long a create holds its idempotency key: after a kill, the

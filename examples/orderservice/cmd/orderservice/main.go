@@ -10,8 +10,11 @@
 //
 //	go run ./examples/orderservice/cmd/orderservice -postgres postgres://… -idempotency redis -redis 127.0.0.1:6379 -payments http://… -api-keys keys.txt
 //
-// Every /orders request needs an API key ("Authorization: Bearer <key>"),
-// which names its tenant. Keys come from -api-key tenant=key (repeatable) and
+// Every API request needs an API key ("Authorization: Bearer <key>"),
+// which names its tenant. Each tenant may send -rate-limit requests a second
+// to an instance (429 past it); an adaptive concurrency limit (-limit) sheds
+// the excess of an overloaded instance with 503, reports first (-limit-rules,
+// -limit-headroom), and keeps a tenant to -limit-tenant-share of it (429). Keys come from -api-key tenant=key (repeatable) and
 // from -api-keys, a file with one tenant=key a line (blank lines and lines
 // starting with # are skipped). With neither, the command makes up a key for
 // the tenant "demo" and logs it.
