@@ -1,5 +1,5 @@
 // Package idempotencytest holds the conformance suite that every
-// idempotency.Store must pass. A store's own tests call it:
+// [idempotency.Store] must pass. A store's own tests call [RunStore]:
 //
 //	func TestConformance(t *testing.T) {
 //		idempotencytest.RunStore(t, func(t *testing.T, clk bulwark.Clock) idempotency.Store {
@@ -10,10 +10,10 @@
 //	}
 //
 // For a store that talks to a server, it also holds a crash test across
-// processes (RunCrashes), an outage scenario (RunOutage) through a TCP proxy
-// that fakes network faults (FaultProxy), a round-trip count
-// (CheckRoundTrips), and benchmarks that report latency percentiles
-// (BenchClaimComplete, BenchReplay, RunClients).
+// processes ([RunCrashes]), an outage scenario ([RunOutage]) through a TCP
+// proxy that fakes network faults ([FaultProxy]), a round-trip count
+// ([CheckRoundTrips]), and benchmarks that report latency percentiles
+// ([BenchClaimComplete], [BenchReplay], [RunClients]).
 package idempotencytest
 
 import (
@@ -59,9 +59,10 @@ const (
 // and the refusal of a renewal with a stale token; fencing of a stale
 // owner's Complete and Release; release and re-claim; retention expiry;
 // 1 MiB records; context cancellation; and that the store keeps its own
-// copies of slices. Through two idempotency Engines whose clocks are 5
-// seconds apart, it checks that a run kept alive for one and a half leases
-// keeps its key, and is never taken over early by the other.
+// copies of slices. Through two idempotency Engines whose clocks run 5
+// seconds behind and 5 seconds ahead of the store's, it checks that a run
+// kept alive for one and a half leases keeps its key, and is never taken
+// over early by the other.
 func RunStore(t *testing.T, newStore func(t *testing.T, clk bulwark.Clock) idempotency.Store) {
 	t.Helper()
 	var b [8]byte
