@@ -41,6 +41,12 @@ type Observer interface {
 //     which has no context, passes context.Background). The report of the
 //     call's outcome (EventCall) and a state change that the outcome causes
 //     (a trip) may come without it.
+//   - The limit Bulkhead and Limiter, ratelimit, throttle, timeout and
+//     fallback pass it with the events of a call they guard: a refusal
+//     (EventRejected), and a timeout's or a fallback's EventCall. Calls
+//     without a context (ratelimit's Allow and AllowAt) pass
+//     context.Background; a Limiter's limit changes and a Permit's misuse
+//     come through Observe.
 //   - The balancer, health checks, outlier detection and discovery hold no
 //     call's context and always call Observe.
 type ContextObserver interface {
@@ -268,6 +274,7 @@ type Event struct {
 //	call, retry, hedge, pick,   DEBUG  always: one per call or attempt
 //	probe, claimed, replayed,
 //	conflict
+//	limit_changed               INFO   always
 //	kinds added after this one  INFO
 //
 // A nil l means slog.Default(). Events below l's level cost one Enabled call

@@ -15,7 +15,9 @@ import (
 // not run or was given up on. Implementations pass their own context (derived
 // from ctx) to op, never store ctx, and are safe for concurrent use.
 //
-// *retry.Policy, *retry.Hedge and *breaker.Breaker satisfy Policy.
+// In this library, *retry.Policy, *retry.Hedge, *breaker.Breaker,
+// *limit.Bulkhead, *limit.Limiter, *ratelimit.Limiter, *throttle.Policy and
+// *timeout.Policy satisfy Policy.
 type Policy interface {
 	Do(ctx context.Context, op func(context.Context) error) error
 }
