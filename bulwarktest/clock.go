@@ -1,6 +1,17 @@
 // Package bulwarktest holds test helpers for code that uses bulwark: a fake
-// Clock that tests advance by hand, so that time-based logic runs without
-// sleeping and gives the same result every time.
+// [Clock] that tests advance by hand, so that time-based logic runs without
+// sleeping and gives the same result every time. Pass it wherever a Config
+// takes a [bulwark.Clock]:
+//
+//	clk := bulwarktest.NewClock(time.Time{}) // 2026-01-01T00:00:00Z
+//	cb, err := breaker.New(breaker.Config{Clock: clk, ConsecutiveFailures: 1, OpenDuration: time.Second})
+//	…
+//	_ = cb.Do(ctx, failing)  // the breaker opens
+//	clk.Advance(time.Second) // a second later, without sleeping, it lets a probe through
+//
+// [Clock.Advance] runs the timers that come due on the goroutine that calls
+// it; [Clock.BlockUntil] waits until the code under test has armed its timers,
+// so that a test advances the clock only once that code waits on it.
 package bulwarktest
 
 import (
