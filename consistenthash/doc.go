@@ -4,20 +4,22 @@
 //
 // It offers four placements, with one vocabulary:
 //
-//   - Ring: a consistent-hash ring with virtual nodes (Karger, ketama). Lookups
+//   - [Ring]: a consistent-hash ring with virtual nodes (Karger, ketama). Lookups
 //     take tens of nanoseconds at any size, placement depends only on the set of
 //     nodes, and only the keys of a changed node move.
-//   - Table: a slot table for O(1) lookups at Maglev speed, balanced to within
+//   - [Table]: a slot table for O(1) lookups at Maglev speed, balanced to within
 //     one slot per node, updated incrementally so that only the keys of a
 //     changed node move (no stray moves).
-//   - Rendezvous: weighted highest-random-weight hashing (Thaler and Ravishankar)
+//   - [Rendezvous]: weighted highest-random-weight hashing (Thaler and Ravishankar)
 //     for small sets: the best balance and minimal movement, in O(nodes) per
 //     lookup.
-//   - Jump: jump consistent hashing (Lamping and Veach) for numbered buckets.
+//   - [Jump]: jump consistent hashing (Lamping and Veach) for numbered
+//     buckets; [Hash] turns a string key into its uint64.
 //
-// Ring, Table and Rendezvous implement Placement: Get returns a key's node,
-// Owners its distinct nodes in preference order (replica sets, retries), Add
-// and Remove change membership. Bounded picks, among a key's owners, the first
+// Ring, Table and Rendezvous implement [Placement]: Get returns a key's node,
+// Owners a cursor ([Owners]) over its distinct nodes in preference order
+// (replica sets, retries), Add and Remove change membership. [Bounded] picks,
+// among a key's owners, the first
 // one whose in-flight load is under ⌈c · average⌉ (consistent hashing with
 // bounded loads, Mirrokni, Thorup and Zadimoghaddam).
 //
@@ -28,5 +30,9 @@
 //	shard, err := ring.Get("user-42")
 //
 // Keys and node names are hashed with XXH64. Lookups never lock and do not
-// allocate; updates publish a new immutable snapshot.
+// allocate; updates publish a new immutable snapshot. Constructors and
+// updates return errors that wrap [ErrInvalidConfig], [ErrInvalidNode],
+// [ErrDuplicateNode] or [ErrUnknownNode]; lookups on an empty placement
+// return [ErrEmpty]. The package has no clock, no events and no background
+// work.
 package consistenthash
