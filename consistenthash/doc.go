@@ -19,9 +19,9 @@
 // Ring, Table and Rendezvous implement [Placement]: Get returns a key's node,
 // Owners a cursor ([Owners]) over its distinct nodes in preference order
 // (replica sets, retries), Add and Remove change membership. [Bounded] picks,
-// among a key's owners, the first
-// one whose in-flight load is under ⌈c · average⌉ (consistent hashing with
-// bounded loads, Mirrokni, Thorup and Zadimoghaddam).
+// among a key's owners, the first one whose in-flight load is under
+// ⌈c · average⌉ (consistent hashing with bounded loads, Mirrokni, Thorup and
+// Zadimoghaddam).
 //
 //	ring, err := consistenthash.NewRing(consistenthash.RingConfig{
 //		Nodes: []consistenthash.Node{{Name: "cache-a"}, {Name: "cache-b"}, {Name: "cache-c"}},
