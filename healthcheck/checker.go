@@ -192,7 +192,9 @@ func invalid(format string, args ...any) error {
 // One scheduler goroutine keeps the endpoints in a heap ordered by the time
 // of their next probe and hands due probes to a pool of Workers goroutines;
 // no lock is held while a probe runs, and an endpoint has at most one probe
-// in flight. A probe that panics counts as a failure. Each result is applied
+// in flight. A probe that panics is not recovered: the panic goes on up its
+// worker and ends the program, so that a bug in a probe is not taken for an
+// unhealthy endpoint. Each result is applied
 // under a short lock, and reported to the attached balancer under it; state
 // changes go to the Listener and the Observer afterwards, outside the lock,
 // in order and from one goroutine at a time (a worker, or the caller of

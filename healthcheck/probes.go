@@ -45,7 +45,7 @@ type HTTPConfig struct {
 	Transport http.RoundTripper
 }
 
-// HTTP returns a Probe that sends one request to http://<Addr><Path> and
+// HTTP returns a Probe that sends one request to <Scheme>://<Addr><Path> and
 // passes if the status is one of Expected and, if Body is set, the body
 // matches. The probe's error names the endpoint and the reason. HTTP returns
 // an error wrapping ErrInvalidConfig for a Path without a leading "/", a
