@@ -1,7 +1,8 @@
 // Package outlier ejects the endpoints whose real calls fail (passive health
 // checking, as Envoy's outlier detection does).
 //
-// A [Detector] is fed every call's outcome with Record, and applies the
+// A [Detector] is fed every call's outcome with [Detector.Record], and
+// applies the
 // [Rules] selected in its [Config]: consecutive failures, consecutive gateway
 // failures, success rate and failure percentage, with ejection times that
 // grow with each ejection and a cap on the share of ejected endpoints.
@@ -15,12 +16,14 @@
 //	err = od.Start(ctx) // evaluates the rate-based rules every Interval
 //	defer od.Close()
 //
-// Standalone, the caller calls SetEndpoints and Record, and a [Listener]
-// hears of the ejections.
+// Standalone, the caller calls [Detector.SetEndpoints] and Record, and a
+// [Listener] hears of the ejections. Events ([Config].Observer):
+// EventEjected and EventUnejected.
 //
-// Conventions, as in every bulwark package: New never starts a goroutine;
-// Start starts the evaluation loop (ErrStarted on a second call, ErrClosed
-// after Close) and Close stops it and waits for it; EvaluateAt runs one
-// evaluation on the caller's goroutine. Configuration errors wrap
-// [ErrInvalidConfig]. Package outlier imports only package bulwark.
+// Conventions, as in every bulwark package: [New] never starts a goroutine;
+// [Detector.Start] starts the evaluation loop ([ErrStarted] on a second call,
+// [ErrClosed] after Close) and [Detector.Close] stops it and waits for it;
+// [Detector.EvaluateAt] runs one evaluation on the caller's goroutine.
+// Configuration errors wrap [ErrInvalidConfig]. Of bulwark's packages,
+// outlier imports only the root.
 package outlier

@@ -129,7 +129,8 @@ type Config struct {
 	// Listener, if not nil, is told of ejections and returns. A detector
 	// among a balancer's Followers needs none: it reports to the balancer.
 	Listener Listener
-	// Observer, if not nil, receives EventEjected and EventUnejected.
+	// Observer, if not nil, receives EventEjected and EventUnejected, and
+	// EventMisuse for a Record with an empty Addr.
 	Observer bulwark.Observer
 	// Clock is the time source. If nil, the wall clock.
 	Clock bulwark.Clock
@@ -272,9 +273,8 @@ func (c *Config) normalize() error {
 // whole interval the endpoint spends back in service, so a flapping endpoint
 // stays out longer and longer while a recovered one is forgiven.
 //
-// Use New; the zero Detector is not usable. An
-// Detector is safe for concurrent use by multiple goroutines; Record
-// takes no lock.
+// Use New; the zero Detector is not usable. A Detector is safe for
+// concurrent use by multiple goroutines; Record takes no lock.
 type Detector struct {
 	cfg      Config // normalized; read-only after New
 	clk      bulwark.Clock
@@ -788,7 +788,8 @@ func (d *Detector) run(ctx context.Context, timer bulwark.Timer) {
 }
 
 // Close stops the goroutine started by Start and waits for it to return.
-// Record and EvaluateAt keep working after Close. Close returns nil.
+// Record and EvaluateAt keep working after Close. Close returns nil; calling
+// it again does nothing.
 func (d *Detector) Close() error {
 	d.mu.Lock()
 	d.closed = true
