@@ -14,9 +14,15 @@
 //
 // Probing the endpoints of other services is package healthcheck.
 //
+// [Service.Readyz], [Service.Livez] and [Service.Startupz] are the handlers
+// of each endpoint; the Service itself serves all three under any prefix
+// ([Service.ServeHTTP]), and [Service.MarkStarted] ends the startup phase.
+//
 // A Service has no background work: checks run when a request asks and the
-// cached result is stale. Configuration errors wrap [ErrInvalidConfig]; a
-// check that panics fails (its panic becomes the check's error, so that one
-// bad check cannot take down the health endpoint). Package healthz imports
-// only package bulwark.
+// cached result is stale. [New]'s errors wrap [ErrInvalidConfig]; a check
+// that panics fails (its panic becomes the check's error, so that one bad
+// check cannot take down the health endpoint). Events ([Config].Observer):
+// EventStateChange when readiness changes, EventProbe for each check run,
+// both with Component "healthcheck". Of bulwark's packages, healthz imports
+// only the root.
 package healthz
