@@ -25,4 +25,12 @@
 // Updater keeps the last set it accepted, the failure goes to the Observer,
 // and the Watcher asks again after a backoff. Time is read from
 // [Config].Clock, so tests advance a bulwarktest.Clock instead of sleeping.
+//
+// Conventions, as in every bulwark package: [New] and [NewDNS] never start a
+// goroutine, and their errors wrap [ErrInvalidConfig]; [Watcher.Start] starts
+// the background resolutions ([ErrStarted] on a second call, [ErrClosed]
+// after Close), [Watcher.Close] stops them and waits, and [Watcher.Refresh]
+// resolves once on the caller's goroutine. The events that go to
+// [Config].Observer (a resolution's EventCall, endpoints added and removed,
+// the Watcher's state) are listed on [Watcher].
 package discovery
