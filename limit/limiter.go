@@ -26,7 +26,8 @@ type Config struct {
 	// MinLimit is the lowest limit, kept even when every call times out. If
 	// zero, 1.
 	MinLimit int
-	// MaxLimit is the highest limit. If zero, 1000.
+	// MaxLimit is the highest limit. If zero, 1000, or InitialLimit if that
+	// is larger.
 	MaxLimit int
 
 	// Headroom reserves part of the limit for the more critical calls:
