@@ -13,17 +13,23 @@
 //		return errTooManyRequests
 //	}
 //
-// A Limiter is a [bulwark.Policy]: Do runs the call or refuses it with a
-// [*LimitError], which wraps [ErrLimited] and carries RetryAfter, so that
-// bulwark.Compose(retryPolicy, limiter) waits for the next token instead of
-// spinning. Wait and WaitN block until tokens are available but never past
-// the context's deadline: a wait that cannot end in time returns at once.
-// Every time-dependent method has an explicit-time twin (AllowAt, AllowN),
-// as in golang.org/x/time/rate.
+// A Limiter is a [bulwark.Policy]: [Limiter.Do] runs the call or refuses it
+// with a [*LimitError], which wraps [ErrLimited] and carries RetryAfter, so
+// that bulwark.Compose(retryPolicy, limiter) waits for the next token instead
+// of spinning. [Limiter.Wait] and WaitN block until tokens are available but
+// never past the context's deadline: a wait that cannot end in time returns
+// at once. Allow has explicit-time twins ([Limiter.AllowAt],
+// [Limiter.AllowN]), as in golang.org/x/time/rate.
 //
 // A Group evicts keys whose buckets have been full for a while, which loses
-// nothing, and bounds the keys it holds. Group.Policy makes it a layer of
-// bulwark.Compose too, keyed by the call's context (a tenant, a route). For a limit shared by every
-// instance of a service, see package ratelimit/redisrate, whose limiter
-// plugs into the same Middleware through the [Taker] interface.
+// nothing, and bounds the keys it holds. [Group.Policy] makes it a layer of
+// bulwark.Compose too, keyed by the call's context (a tenant, a route). For a
+// limit shared by every instance of a service, see package
+// ratelimit/redisrate, whose limiter plugs into the same Middleware through
+// the [Taker] interface.
+//
+// Conventions, as in every bulwark package: [New] and [NewGroup] never start
+// a goroutine (there is no background work: a Group evicts as keys are
+// added), and configuration errors wrap [ErrInvalidConfig]. The Observer of
+// the [Config] receives EventRejected for each refusal.
 package ratelimit

@@ -25,9 +25,9 @@ const dead = math.MinInt64
 // moves TAT to max(TAT, now) + n × T.
 //
 // That number is one atomic word: a decision reads the clock once and does
-// one compare-and-swap, without a lock. Every time-dependent method has an
-// explicit-time twin (AllowAt, AllowN), as in golang.org/x/time/rate, for
-// callers that already hold the time or test without a clock.
+// one compare-and-swap, without a lock. Allow has explicit-time twins
+// (AllowAt, AllowN), as in golang.org/x/time/rate, for callers that already
+// hold the time or test without a clock; Do and Wait run on the Clock.
 //
 // A Limiter is safe for concurrent use by multiple goroutines. Use New; the
 // zero Limiter is not usable.
