@@ -16,4 +16,8 @@
 // [Fallback.Call] takes the guard rather than being one of its layers: a
 // bulwark.Policy returns only an error, and the fallback must be the
 // outermost layer anyway, outside every retry.
+//
+// [New]'s error wraps [ErrInvalidConfig]. A Fallback has no clock and no
+// background work; the Observer of the [Config] receives an EventCall each
+// time Func runs.
 package fallback

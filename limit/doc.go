@@ -76,7 +76,7 @@
 // # Criticality and tenants
 //
 // Calls carry a [Criticality] in their context ([WithCriticality]; the
-// middleware sets it from [Rule]s or a trusted header). A Limiter keeps
+// middleware sets it from rules ([Rule]) or a trusted header). A Limiter keeps
 // Headroom (a tenth by default, rounded down) of its limit free of Normal
 // calls and twice that free of Sheddable ones, so that under overload the sheddable calls
 // are refused first and the critical ones still find room; the limit grows

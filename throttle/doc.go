@@ -17,4 +17,10 @@
 //
 // A breaker stops calls to a dependency that fails outright; throttling
 // sheds the excess of one that still serves part of the load, and no more.
+//
+// Conventions, as in every bulwark package: [New] never starts a goroutine
+// (a Policy has no background work; its window slides as calls come), and
+// its errors wrap [ErrInvalidConfig]. [Config].Classify takes the call's
+// context and error, as every classification hook does. The Observer
+// receives EventRejected, with Err [ErrThrottled], for each call refused.
 package throttle

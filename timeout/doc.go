@@ -17,4 +17,9 @@
 //
 // Do waits for the op to return: see [Policy.Do] for why, and what that
 // means for an op that ignores its context.
+//
+// Conventions, as in every bulwark package: [New] never starts a goroutine,
+// and its error wraps [ErrInvalidConfig]. The Observer of the [Config]
+// receives an EventCall for each call, with Reason "timeout" for one that
+// overran.
 package timeout
