@@ -2,8 +2,8 @@
 // and /startupz, as Kubernetes expects, with application/health+json bodies
 // (draft-inadarei-api-health-check).
 //
-// A [Service] runs the checks ([Check]) of its [Config] with a timeout each, caches
-// their results for a TTL, reports a failing optional dependency as
+// A [Service] runs the checks ([Check]) of its [Config] with a timeout each,
+// caches their results for a TTL, reports a failing optional dependency as
 // degraded ("warn") without failing readiness, and [Service.Drain] fails
 // readiness at once for a graceful shutdown:
 //

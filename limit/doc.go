@@ -76,14 +76,14 @@
 // # Criticality and tenants
 //
 // Calls carry a [Criticality] in their context ([WithCriticality]; the
-// middleware sets it from rules ([Rule]) or a trusted header). A Limiter keeps
-// Headroom (a tenth by default, rounded down) of its limit free of Normal
-// calls and twice that free of Sheddable ones, so that under overload the sheddable calls
-// are refused first and the critical ones still find room; the limit grows
-// to keep the callee busy all the same. A Bulkhead's queue serves the most
-// critical waiter first and, when full, evicts a less critical one. With
-// [WithTenant], no tenant holds more than TenantShare of the limit: its
-// excess is refused with [ReasonTenant], which the middleware answers with
-// 429 (the tenant should slow down) rather than 503 (the service is
-// overloaded).
+// middleware sets it from rules ([Rule]) or a trusted header). A Limiter
+// keeps Headroom (a tenth by default, rounded down) of its limit free of
+// Normal calls and twice that free of Sheddable ones, so that under overload
+// the sheddable calls are refused first and the critical ones still find
+// room; the limit grows to keep the callee busy all the same. A Bulkhead's
+// queue serves the most critical waiter first and, when full, evicts a less
+// critical one. With [WithTenant], no tenant holds more than TenantShare of
+// the limit: its excess is refused with [ReasonTenant], which the middleware
+// answers with 429 (the tenant should slow down) rather than 503 (the
+// service is overloaded).
 package limit
