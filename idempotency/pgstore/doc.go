@@ -1,6 +1,6 @@
-// Package pgstore is an idempotency.Store kept in a PostgreSQL table, for a
+// Package pgstore is an [idempotency.Store] kept in a PostgreSQL table, for a
 // fleet of service instances that already share a database, with one thing
-// no other store offers: CompleteTx stores a result in the same transaction
+// no other store offers: [Store.CompleteTx] stores a result in the same transaction
 // as the business write, and checks the claim's fencing token there, so that
 // the two commit or roll back together and a run whose lease was taken over
 // cannot commit (the "atomic phases" of Brandur Leach's idempotency keys).
@@ -13,7 +13,7 @@
 //
 // # Schema and migrations
 //
-// Migrate brings the schema to SchemaVersion and records each version applied
+// [Store.Migrate] brings the schema to [SchemaVersion] and records each version applied
 // in a table beside the records (Config.Table + "_version"). Against an
 // up-to-date schema it only reads that version: no DDL, and no lock on the
 // records table or its sequence, so instances start and stop freely under
@@ -75,8 +75,8 @@
 // sending), clock_timestamp() in those that may run in a longer one (Extend,
 // Complete, CompleteTx, Release), to the microsecond, with durations rounded
 // up so that a lease never ends early. A client whose clock is skewed cannot
-// shorten another's lease. Config.TestClock replaces the server's clock, for
-// tests only.
+// shorten another's lease. [Config].TestClock replaces the server's clock,
+// for tests only.
 //
 // # Transactional completion
 //
@@ -113,9 +113,11 @@
 //
 // # Reaping
 //
-// Every operation checks expiry itself, so expired rows are harmless; Reap
-// (or the reaper that Start starts, every Config.ReapInterval, until Close)
-// deletes them in batches, skipping rows that are locked.
+// Every operation checks expiry itself, so expired rows are harmless;
+// [Store.Reap] (or the reaper that [Store.Start] starts, every
+// Config.ReapInterval, until [Store.Close]) deletes them in batches, skipping
+// rows that are locked. [New] does no I/O and starts no goroutine; its errors
+// wrap [ErrInvalidConfig].
 //
 // # Failures
 //

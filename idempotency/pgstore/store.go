@@ -56,8 +56,8 @@ type Config struct {
 	TestClock bulwark.Clock
 
 	// ReapInterval is the time between two passes of the reaper that Start
-	// starts, on the wall
-	// clock (or TestClock). If zero, one minute; negative is an error.
+	// starts, on the wall clock (or TestClock). If zero, one minute;
+	// negative is an error.
 	ReapInterval time.Duration
 
 	// ReapBatch is the most records one DELETE of the reaper removes, so
