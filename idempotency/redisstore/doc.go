@@ -1,4 +1,4 @@
-// Package redisstore is an idempotency.Store kept in Redis, for a fleet of
+// Package redisstore is an [idempotency.Store] kept in Redis, for a fleet of
 // service instances that must share one view of their idempotency keys.
 //
 //	rdb := redis.NewUniversalClient(&redis.UniversalOptions{
@@ -8,9 +8,10 @@
 //	store, err := redisstore.New(redisstore.Config{Client: rdb})
 //
 // Any redis.UniversalClient works: a single node or a Redis Cluster, both
-// tested against real servers (a three-node cluster in CI). The client must honour context deadlines
-// (ContextTimeoutEnabled), so that a slow or unreachable server costs a
-// request no more than its deadline.
+// tested against real servers (a three-node cluster in CI). The client must
+// honour context deadlines (ContextTimeoutEnabled), so that a slow or
+// unreachable server costs a request no more than its deadline; [New]
+// refuses one that does not, with an error wrapping [ErrInvalidConfig].
 //
 // # Data model
 //
@@ -26,10 +27,10 @@
 // Leases and retention are decided by the server's clock: each script reads
 // Redis TIME and compares and sets expiries against it, to the microsecond,
 // with durations rounded up so that a lease never ends early. A client whose
-// clock is skewed cannot shorten another's lease. Config.TestClock replaces
-// the server's clock, for tests only. The Redis TTL of each record is its
-// lease or retention plus Config.ExpiryGrace and only collects garbage: no
-// reaper is needed.
+// clock is skewed cannot shorten another's lease. [Config].TestClock
+// replaces the server's clock, for tests only. The Redis TTL of each record
+// is its lease or retention plus Config.ExpiryGrace and only collects
+// garbage: no reaper is needed, and a [Store] has no background work.
 //
 // # Failures
 //
@@ -67,7 +68,8 @@
 // (host:port), in the database BULWARK_REDIS_DB (0 if unset). When the
 // address is unset they skip, except under CI=true, where they fail. The
 // crash test (TestCrashes) keeps its business table in PostgreSQL, named by
-// BULWARK_POSTGRES_URL:
+// BULWARK_POSTGRES_URL, and the Cluster test (TestClusterConformance) runs
+// against the nodes that BULWARK_REDIS_CLUSTER_ADDRS lists:
 //
 //	BULWARK_REDIS_ADDR=127.0.0.1:6379 BULWARK_POSTGRES_URL='postgres://…' go test -race ./...
 package redisstore

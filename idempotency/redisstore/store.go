@@ -51,11 +51,11 @@ type Config struct {
 }
 
 // Store is an idempotency.Store kept in Redis. Each record is one Redis hash;
-// Claim, Complete and Release each run one Lua script, so each is one round
-// trip (plus one the first time a script is missing from a server's script
-// cache), and Get is one HGETALL. A Store is safe for concurrent use by
-// multiple goroutines, and any number of Stores in any number of processes
-// may share one Redis deployment and Prefix.
+// Claim, Extend, Complete, Release and Get each run one Lua script, so each
+// is one round trip (plus one the first time a script is missing from a
+// server's script cache). A Store is safe for concurrent use by multiple
+// goroutines, and any number of Stores in any number of processes may share
+// one Redis deployment and Prefix.
 type Store struct {
 	client redis.UniversalClient
 	prefix string
@@ -63,10 +63,10 @@ type Store struct {
 	grace  time.Duration
 }
 
-// New returns a Store for cfg. It does no I/O. It returns an error wrapping
-// ErrInvalidConfig if
-// cfg.Client is nil or known not to honour context deadlines, if cfg.Prefix
-// contains a brace, or if cfg.ExpiryGrace is negative.
+// New returns a Store for cfg. It does no I/O and starts no goroutine. It
+// returns an error wrapping ErrInvalidConfig if cfg.Client is nil or known
+// not to honour context deadlines, if cfg.Prefix contains a brace, or if
+// cfg.ExpiryGrace is negative.
 func New(cfg Config) (*Store, error) {
 	if cfg.Client == nil {
 		return nil, fmt.Errorf("%w: Config.Client is nil", ErrInvalidConfig)
