@@ -173,7 +173,7 @@
 //     call.duration of the balancer family is the latency histogram per
 //     endpoint. Nothing needs to be reported by hand: an EventCall for a
 //     balancer emitted by the caller as well would count each call twice and
-//     drive in flight below zero. A sampled pick (Attempt > 1) adds Attempt
+//     drive in flight below zero. A sampled pick (Weight > 1) adds Weight
 //     to picks but cannot pair with the calls it stands for, so once the
 //     Observer sees one it stops updating in flight.
 //   - store.duration records Event.Latency of idempotency events that carry
