@@ -13,9 +13,16 @@
 //	si, err := bulwarkgrpc.NewServerInterceptor(bulwarkgrpc.ServerConfig{Limiter: lim, Idempotency: engine})
 //	srv := grpc.NewServer(si.ServerOptions()...)
 //
+// The pieces: [NewClientInterceptor] and [ClientConfig]; [NewBuilder],
+// [BuilderConfig] and [Register] for the load-balancing policy (registered
+// only by that explicit call, never in init); [NewServerInterceptor] and
+// [ServerConfig]; [NewHealthServer] and [HealthProbe] for grpc.health.v1.
+// The constructors never start a goroutine and their errors wrap
+// [ErrInvalidConfig].
+//
 // # Status codes
 //
-// Status and Error map errors to gRPC statuses, and Classify maps statuses
+// [Status] and [Error] map errors to gRPC statuses, and [Classify] maps statuses
 // back to bulwark outcomes, by one table, chosen by gRPC's status code guide
 // (UNAVAILABLE when the client can retry the call as it is, ABORTED when a
 // concurrency conflict must be retried later, FAILED_PRECONDITION when
