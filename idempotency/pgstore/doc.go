@@ -126,15 +126,4 @@
 // callers may test it with errors.Is for context.DeadlineExceeded and the
 // like. A claim whose reply was lost leaves the key in flight until its
 // lease passes, after which any instance takes it over.
-//
-// # Tests
-//
-// The tests run against a real server named by BULWARK_POSTGRES_URL, each in
-// a schema of its own that is dropped at the end. When it is unset they skip,
-// except under CI=true, where they fail:
-//
-//	BULWARK_POSTGRES_URL='postgres://postgres:bulwark@127.0.0.1:5432/bulwark_test?sslmode=disable' go test -race ./...
-//
-// TestCrashes kills worker processes, copies of the test binary, at the
-// dangerous points of their runs (idempotencytest.RunCrashes).
 package pgstore

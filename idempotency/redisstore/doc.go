@@ -61,15 +61,4 @@
 // constraint on the tenant and the idempotency key, and have the operation
 // return the existing row's result when its insert conflicts: the second run
 // then answers what the first wrote.
-//
-// # Tests
-//
-// The tests run against a real server named by BULWARK_REDIS_ADDR
-// (host:port), in the database BULWARK_REDIS_DB (0 if unset). When the
-// address is unset they skip, except under CI=true, where they fail. The
-// crash test (TestCrashes) keeps its business table in PostgreSQL, named by
-// BULWARK_POSTGRES_URL, and the Cluster test (TestClusterConformance) runs
-// against the nodes that BULWARK_REDIS_CLUSTER_ADDRS lists:
-//
-//	BULWARK_REDIS_ADDR=127.0.0.1:6379 BULWARK_POSTGRES_URL='postgres://…' go test -race ./...
 package redisstore
