@@ -10,8 +10,9 @@
 // outlier ejection), retries reads and keyed reservations under a retry
 // budget with gRFC A6 pushback, and guards the target with a breaker. Run
 // kills one server a third of the way through the load, restarts it at the
-// half, and slows another by SlowBy from two thirds on, and then reports what
-// the client saw.
+// half, and slows another by [Config].SlowBy from two thirds on, and then
+// reports what the client saw ([Run] returns a [Report]; command grpcfleet,
+// in cmd/grpcfleet, prints it).
 //
 // The service is written by hand (a grpc.ServiceDesc over the well-known
 // wrapper types), so that nothing needs protoc.

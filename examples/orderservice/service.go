@@ -18,6 +18,11 @@
 //	GET  /orders?customer=…              listing from the read model
 //	GET  /reports/summary                the tenant's orders by state (batch)
 //	GET  /livez /readyz /startupz        the service's own health (no key)
+//
+// [New] builds a [Service] from a [Config]: a [Repository] for the orders
+// ([MemoryRepository] or [PostgresRepository]), an idempotency.Store for the
+// keys, the payment provider's URL and the limits. Command orderservice
+// (cmd/orderservice) runs one; README.md tells the whole story.
 package orderservice
 
 import (

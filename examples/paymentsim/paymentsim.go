@@ -7,8 +7,9 @@
 //	GET  /charges?limit=&starting_after=   every charge made, oldest first
 //
 // The listing lets anyone audit the charges from outside: two charges for
-// one order are a double charge. Command paymentsim (cmd/paymentsim) serves
-// a Provider on its own.
+// one order are a double charge ([FetchCharges] reads it all). [New] returns
+// a [Provider], an http.Handler that [Provider.SetFault] makes misbehave
+// (a [Fault]); command paymentsim (cmd/paymentsim) serves one on its own.
 package paymentsim
 
 import (
