@@ -79,7 +79,9 @@ func New[T any](cfg Config[T]) (*Fallback[T], error) {
 // Call runs op under p, as bulwark.Call does, and returns its value. When
 // the call fails with an error that When selects, Call returns Func(ctx,
 // err) instead; any other error is returned as it is, with the zero T. A nil
-// p runs op directly.
+// p runs op directly; a typed nil (a nil *breaker.Breaker in p) is not nil
+// here and is called as it is: build p with [bulwark.Compose], which skips
+// typed nils, when a policy may be missing.
 //
 // Call never recovers a panic: a panic in op, p or Func goes up to the
 // caller as it is, and Func does not run for it.
