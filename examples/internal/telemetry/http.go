@@ -14,7 +14,6 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/semconv/v1.43.0/httpconv"
-	"go.opentelemetry.io/otel/trace"
 )
 
 // scopeName is the instrumentation scope of the server metrics this package
@@ -137,33 +136,26 @@ func route(pattern string) string {
 }
 
 // serverHandler is Middleware's handler: it records each request's duration
-// and, when it has a tracer (span export off), puts a span that is not
-// recorded in the request's context, continuing an incoming traceparent.
+// and, with extract (span export off), puts the trace context of an incoming
+// traceparent in the request's context.
 type serverHandler struct {
 	next    http.Handler
 	metrics *serverMetrics
 	prop    propagation.TraceContext
-	tracer  trace.Tracer // nil: the context is left as it is
+	extract bool
 }
 
-// serverSpan are the options of the span serverHandler starts.
-var serverSpan = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer)}
-
 func (h *serverHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if h.tracer == nil && !h.metrics.duration.Enabled(r.Context()) {
+	if h.extract {
+		if _, ok := r.Header["Traceparent"]; ok {
+			r = r.WithContext(h.prop.Extract(r.Context(), headerCarrier(r.Header)))
+		}
+	}
+	if !h.metrics.duration.Enabled(r.Context()) {
 		h.next.ServeHTTP(w, r) // a View dropped the histogram
 		return
 	}
 	start := time.Now()
-	if h.tracer != nil {
-		ctx := r.Context()
-		if _, ok := r.Header["Traceparent"]; ok {
-			ctx = h.prop.Extract(ctx, headerCarrier(r.Header))
-		}
-		ctx, span := h.tracer.Start(ctx, "server", serverSpan...)
-		defer span.End()
-		r = r.WithContext(ctx)
-	}
 	sw := &statusWriter{ResponseWriter: w}
 	h.next.ServeHTTP(sw, r)
 	status := sw.status

@@ -11,13 +11,15 @@
 // set; the other standard OTEL_EXPORTER_OTLP_* variables (headers, timeout,
 // compression, protocol) and OTEL_TRACES_SAMPLER apply, and
 // OTEL_TRACES_EXPORTER=none or OTEL_SDK_DISABLED=true turn it off again.
-// With export off no span is recorded: a request still gets a trace id
-// (continued from its traceparent, if any), which its logs carry and
-// outgoing requests through Transport propagate, but nothing is collected
-// for it. Middleware then does not run otelhttp, whose fixed cost (about 30
-// allocations a request, whatever its providers) would be a large share of a
-// proxied request's, and records the same http.server.request.duration
-// series itself.
+// With export off no span is recorded, and Middleware does not run otelhttp,
+// whose fixed cost (about 30 allocations a request, whatever its providers)
+// would be a large share of a proxied request's: it records the same
+// http.server.request.duration series itself, and a request that carries a
+// traceparent keeps its trace id, which its logs carry and outgoing requests
+// through Transport propagate. A request without one gets no trace id on the
+// server side (it would name no trace anyone could find); Transport still
+// gives an outgoing request one, so that the services it calls can tie their
+// logs together.
 package telemetry
 
 import (
@@ -159,20 +161,20 @@ func (t *Telemetry) MetricsHandler() http.Handler {
 }
 
 // Middleware records http.server.request.duration for each request, by
-// method, route (the mux's pattern), status, scheme and protocol, and gives it
-// a server span, continuing an incoming traceparent. With span export on, the
-// span is otelhttp's, named after the method and route and recorded; with it
-// off, a span that is not recorded gives the request its trace id, and
-// otelhttp is not used (see the package documentation). The histogram is
-// recorded here in both cases, with the attributes otelhttp gives it but
-// server.address and server.port (opt-in in the semantic conventions, and
-// taken from the Host header, which the client chooses), and with the
-// request's context, so that the SDK can attach a recorded span to it as an
-// exemplar.
+// method, route (the mux's pattern), status, scheme and protocol, and
+// continues an incoming traceparent. With span export on, otelhttp gives the
+// request a recorded server span, named after the method and route; with it
+// off, otelhttp is not used and the request's context carries only the
+// incoming trace context, if any (see the package documentation). The
+// histogram is recorded here in both cases, with the attributes otelhttp
+// gives it but server.address and server.port (opt-in in the semantic
+// conventions, and taken from the Host header, which the client chooses), and
+// with the request's context, so that the SDK can attach a recorded span to
+// it as an exemplar.
 func (t *Telemetry) Middleware(next http.Handler) http.Handler {
 	h := &serverHandler{next: next, metrics: t.server, prop: t.prop}
 	if !t.exporting {
-		h.tracer = t.tracers.Tracer(scopeName)
+		h.extract = true
 		return h
 	}
 	return otelhttp.NewHandler(h, "server", otelhttp.WithTracerProvider(t.tracers),

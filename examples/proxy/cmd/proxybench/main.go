@@ -23,7 +23,7 @@
 //     least-request, health checks, outlier detection, breakers, retries,
 //     the telemetry Observer (metrics and logs) and Middleware (the HTTP
 //     server metrics, and spans as the OTEL_* environment says: by default
-//     not recorded);
+//     not recorded), its /metrics scraped every 10 s;
 //   - no-telemetry: the same proxy without its Observer and middleware, to
 //     tell the proxy's own cost from the telemetry's;
 //   - haproxy: HAProxy round-robin with connection reuse, when the haproxy
@@ -211,6 +211,13 @@ func run(rounds int, d time.Duration, conns, threads int, only []string) error {
 	if err := add("shipped", mux); err != nil {
 		return err
 	}
+	if i := slices.IndexFunc(targets, func(t target) bool { return t.name == "shipped" }); i >= 0 {
+		// Scraped as Prometheus would scrape it: the collections are part
+		// of what the telemetry costs, and after the first one otelbulwark
+		// holds counts between them.
+		stop := scrapeEvery(10*time.Second, "http://"+targets[i].addr+"/metrics")
+		defer stop()
+	}
 
 	// no-telemetry: the same proxy, bare of telemetry.
 	plain, err := proxy.New(proxy.Config{
@@ -304,6 +311,35 @@ func loadAverage() string {
 		return strings.Join(f[:3], " ")
 	}
 	return "unknown"
+}
+
+// scrapeEvery gets url now and then every interval until stop is called.
+func scrapeEvery(interval time.Duration, url string) (stop func()) {
+	get := func() {
+		resp, err := http.Get(url)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "proxybench: scrape:", err)
+			return
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	get()
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				get()
+			case <-done:
+				return
+			}
+		}
+	})
+	return func() { close(done); wg.Wait() }
 }
 
 // bufferPool is an httputil.BufferPool of 32 KiB buffers.
