@@ -14,8 +14,8 @@
 // time per request of the proxy, the backends and wrk together; and each
 // round's ratio of bare's total to the target's, an estimate of the ratio of
 // requests per second on a machine that nothing else loads, which the other
-// work of a shared machine moves less than it moves the requests per second.
-// The targets:
+// work of a shared machine moves less than it moves the requests per second;
+// and the heap allocations per request of the Go proxies. The targets:
 //
 //   - bare: httputil.ReverseProxy round-robin over the backends, with a
 //     BufferPool, and nothing else;
@@ -49,6 +49,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -134,6 +135,7 @@ type target struct {
 	name string
 	addr string
 	cpu  func() time.Duration // CPU time used so far by the process serving it
+	inGo bool                 // served by this process: its allocations are counted
 }
 
 func run(rounds int, d time.Duration, conns, threads int, only []string) error {
@@ -168,7 +170,7 @@ func run(rounds int, d time.Duration, conns, threads int, only []string) error {
 			return err
 		}
 		stops = append(stops, stop)
-		targets = append(targets, target{name: name, addr: addr, cpu: selfCPU})
+		targets = append(targets, target{name: name, addr: addr, cpu: selfCPU, inGo: true})
 		return nil
 	}
 
@@ -205,10 +207,16 @@ func run(rounds int, d time.Duration, conns, threads int, only []string) error {
 	if err != nil {
 		return err
 	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", tel.MetricsHandler())
-	mux.Handle("/", tel.Middleware(shipped.Handler()))
-	if err := add("shipped", mux); err != nil {
+	// As cmd/proxy's withMetrics wires it: /metrics, and the rest through
+	// Middleware to the proxy.
+	metrics, proxied := tel.MetricsHandler(), tel.Middleware(shipped.Handler())
+	if err := add("shipped", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/metrics" {
+			metrics.ServeHTTP(w, r)
+			return
+		}
+		proxied.ServeHTTP(w, r)
+	})); err != nil {
 		return err
 	}
 	if i := slices.IndexFunc(targets, func(t target) bool { return t.name == "shipped" }); i >= 0 {
@@ -249,7 +257,7 @@ func run(rounds int, d time.Duration, conns, threads int, only []string) error {
 		return fmt.Errorf("no target among %q", only)
 	}
 
-	type result struct{ rps, ofBare, cpuPerReq, allPerReq, ofBareCPU []float64 }
+	type result struct{ rps, ofBare, cpuPerReq, allPerReq, ofBareCPU, allocsPerReq []float64 }
 	results := map[string]*result{}
 	for _, t := range targets {
 		results[t.name] = &result{}
@@ -262,17 +270,20 @@ func run(rounds int, d time.Duration, conns, threads int, only []string) error {
 		rps, all := map[string]float64{}, map[string]float64{}
 		for i := range targets {
 			t := targets[(r+i)%len(targets)]
-			before, beforeBackends := t.cpu(), backendsCPU()
+			before, beforeBackends, beforeAllocs := t.cpu(), backendsCPU(), mallocs()
 			x, n, wrkCPU, err := wrk(t.addr, d, conns, threads)
 			if err != nil {
 				return fmt.Errorf("%s: %w", t.name, err)
 			}
-			proxyCPU := t.cpu() - before
+			proxyCPU, allocs := t.cpu()-before, mallocs()-beforeAllocs
 			perReq := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(n) }
 			res := results[t.name]
 			res.rps = append(res.rps, x)
 			res.cpuPerReq = append(res.cpuPerReq, perReq(proxyCPU))
 			res.allPerReq = append(res.allPerReq, perReq(proxyCPU+backendsCPU()-beforeBackends+wrkCPU))
+			if t.inGo {
+				res.allocsPerReq = append(res.allocsPerReq, float64(allocs)/float64(n))
+			}
 			rps[t.name], all[t.name] = x, perReq(proxyCPU+backendsCPU()-beforeBackends+wrkCPU)
 			fmt.Printf("round %d  %-13s %8.0f req/s  %5.1f µs CPU/req, %5.1f with backends and wrk\n",
 				r+1, t.name, x, perReq(proxyCPU), all[t.name])
@@ -288,18 +299,19 @@ func run(rounds int, d time.Duration, conns, threads int, only []string) error {
 	}
 	fmt.Printf("load average %s\n", loadAverage())
 	fmt.Printf("\nmedians of %d rounds of %v, %d connections, %d wrk thread(s):\n", rounds, d, conns, threads)
-	fmt.Printf("  %-13s %8s  %7s  %7s  %7s  %7s\n", "target", "req/s", "of bare", "µs CPU", "µs all", "by CPU")
+	fmt.Printf("  %-13s %8s  %7s  %7s  %7s  %7s  %7s\n", "target", "req/s", "of bare", "µs CPU", "µs all", "by CPU", "allocs")
 	for _, t := range targets {
 		res := results[t.name]
-		fmt.Printf("  %-13s %8.0f  %6.1f%%  %7.1f  %7.1f  %6.1f%%\n", t.name, median(res.rps), 100*median(res.ofBare),
-			median(res.cpuPerReq), median(res.allPerReq), 100*median(res.ofBareCPU))
+		fmt.Printf("  %-13s %8.0f  %6.1f%%  %7.1f  %7.1f  %6.1f%%  %7.1f\n", t.name, median(res.rps), 100*median(res.ofBare),
+			median(res.cpuPerReq), median(res.allPerReq), 100*median(res.ofBareCPU), median(res.allocsPerReq))
 	}
 	fmt.Println(`
 of bare: the median of each round's ratio to bare's req/s (measured in the
 same round); µs CPU: the proxy's CPU time per request; µs all: with the
 backends' and wrk's; by CPU: the median of each round's ratio of bare's
 "µs all" to the target's, an estimate of the ratio of req/s on a machine
-that nothing else loads.`)
+that nothing else loads; allocs: heap allocations per request in this
+process (the Go proxies).`)
 	return nil
 }
 
@@ -340,6 +352,13 @@ func scrapeEvery(interval time.Duration, url string) (stop func()) {
 		}
 	})
 	return func() { close(done); wg.Wait() }
+}
+
+// mallocs returns the number of heap objects this process has allocated.
+func mallocs() uint64 {
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.Mallocs
 }
 
 // bufferPool is an httputil.BufferPool of 32 KiB buffers.
