@@ -302,8 +302,8 @@ func run(rounds int, d time.Duration, conns, threads int, only []string) error {
 	fmt.Printf("  %-13s %8s  %7s  %7s  %7s  %7s  %7s\n", "target", "req/s", "of bare", "µs CPU", "µs all", "by CPU", "allocs")
 	for _, t := range targets {
 		res := results[t.name]
-		fmt.Printf("  %-13s %8.0f  %6.1f%%  %7.1f  %7.1f  %6.1f%%  %7.1f\n", t.name, median(res.rps), 100*median(res.ofBare),
-			median(res.cpuPerReq), median(res.allPerReq), 100*median(res.ofBareCPU), median(res.allocsPerReq))
+		fmt.Printf("  %-13s %8.0f  %7s  %7.1f  %7.1f  %7s  %7s\n", t.name, median(res.rps), percent(res.ofBare),
+			median(res.cpuPerReq), median(res.allPerReq), percent(res.ofBareCPU), number(res.allocsPerReq))
 	}
 	fmt.Println(`
 of bare: the median of each round's ratio to bare's req/s (measured in the
@@ -520,6 +520,23 @@ func wrk(addr string, d time.Duration, conns, threads int) (float64, int64, time
 		err = errors.New("wrk made no request")
 	}
 	return rps, total, cpu, err
+}
+
+// percent formats the median of the ratios xs as a percentage, "-" if there
+// are none.
+func percent(xs []float64) string {
+	if len(xs) == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f%%", 100*median(xs))
+}
+
+// number formats the median of xs, "-" if it is empty.
+func number(xs []float64) string {
+	if len(xs) == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f", median(xs))
 }
 
 // median returns the median of xs, NaN if it is empty.
