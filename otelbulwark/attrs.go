@@ -105,10 +105,23 @@ type attrKey struct {
 }
 
 // attrEntry is a cached attribute set, wrapped in the option slices that the
-// instruments take, so that a measurement passes them without allocating.
+// instruments take, so that a measurement passes them without allocating,
+// with the cells in which its counters add up between collections (see
+// Observer.add), one a counter slot, created on first use.
 type attrEntry struct {
-	add []metric.AddOption
-	rec []metric.RecordOption
+	add    []metric.AddOption
+	rec    []metric.RecordOption
+	cached bool // kept in the cache; only a cached entry has cells
+	cells  [numCounters]atomic.Pointer[cell]
+}
+
+// cell is the count a counter has added for one attribute set since the last
+// collection, alone on its cache line so that cells on different cores do not
+// contend.
+type cell struct {
+	n     atomic.Int64
+	fresh atomic.Bool // not flushed yet
+	_     [52]byte
 }
 
 // attrCache maps attrKeys to entries. Lookups read an immutable map through
@@ -177,6 +190,7 @@ func (c *attrCache) miss(k attrKey) *attrEntry {
 		if len(c.dirty) >= maxCachedSets {
 			return a
 		}
+		a.cached = true
 		c.dirty[k] = a
 	}
 	c.misses++

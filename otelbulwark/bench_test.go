@@ -12,7 +12,10 @@ import (
 // Observer; noSDK uses the global provider with no SDK installed, the cost a
 // library user pays for wiring the adapter in without exporting (what it adds
 // is noSDK minus baseline); sdk records into an SDK MeterProvider with a
-// ManualReader.
+// ManualReader that has collected once, as in a service that is scraped or
+// exports periodically (counts add up in the Observer until the next
+// collection); sdkUncollected into one that has not collected yet (counts go
+// to the SDK at once).
 func BenchmarkObserver(b *testing.B) {
 	events := everyKind()
 	noSDK := func(b *testing.B) *otelbulwark.Observer {
@@ -23,6 +26,11 @@ func BenchmarkObserver(b *testing.B) {
 		return o
 	}
 	sdk := func(b *testing.B) *otelbulwark.Observer {
+		o, r := newObserver(b)
+		collect(b, r)
+		return o
+	}
+	sdkUncollected := func(b *testing.B) *otelbulwark.Observer {
 		o, _ := newObserver(b)
 		return o
 	}
@@ -36,6 +44,7 @@ func BenchmarkObserver(b *testing.B) {
 		{"baseline", baseline},
 		{"noSDK", func(b *testing.B) bulwark.Observer { return noSDK(b) }},
 		{"sdk", func(b *testing.B) bulwark.Observer { return sdk(b) }},
+		{"sdkUncollected", func(b *testing.B) bulwark.Observer { return sdkUncollected(b) }},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			obs := bc.new(b)

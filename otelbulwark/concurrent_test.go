@@ -10,7 +10,8 @@ import (
 )
 
 // TestObserveConcurrentSafe races picks and calls on shared endpoints, state
-// changes and collections, then checks that every pick met its call.
+// changes and collections, then checks that every pick met its call and that
+// no count was lost or counted twice.
 func TestObserveConcurrentSafe(t *testing.T) {
 	o, r := newObserver(t)
 	const (
@@ -22,7 +23,20 @@ func TestObserveConcurrentSafe(t *testing.T) {
 	for i := range eps {
 		eps[i] = bulwark.Endpoint{Addr: fmt.Sprintf("10.0.0.%d:80", i+1)}
 	}
-	var wg sync.WaitGroup
+	var wg, collector sync.WaitGroup
+	done := make(chan struct{})
+	collector.Go(func() {
+		// Collections all along, so that counts are held in the Observer
+		// and taken while others are added.
+		for {
+			collect(t, r)
+			select {
+			case <-done:
+				return
+			default:
+			}
+		}
+	})
 	for g := range goroutines {
 		wg.Go(func() {
 			for i := range rounds {
@@ -41,12 +55,9 @@ func TestObserveConcurrentSafe(t *testing.T) {
 			}
 		})
 	}
-	wg.Go(func() {
-		for range 20 {
-			collect(t, r)
-		}
-	})
 	wg.Wait()
+	close(done)
+	collector.Wait()
 
 	got := collect(t, r)
 	var picks, calls int64

@@ -190,14 +190,24 @@
 //     instances are kept from events.
 //   - Admitted calls are not events (admission is the hot path, and stays
 //     free): the share of the load a limit sheds is its rejections over the
-//     requests of the service, such as http.server.request.duration's count
-//     from otelhttp, as the dashboard and the shedding alert of
-//     examples/deploy compute it.
+//     requests of the service, such as the count of the semantic-convention
+//     http.server.request.duration (which otelhttp records), as the
+//     dashboard and the shedding alert of examples/deploy compute it.
 //
 // The state and ejected gauges are kept only while their family's
 // transitions (respectively ejections) counter is enabled, and the limit and
 // baseline that events set while adjustments is, so that without an SDK a
 // state change costs no lock and a limit change nothing.
+//
+// Once the SDK has collected (it runs the Observer's callbacks, as a
+// Prometheus scrape or a periodic OTLP export does), the counters and up-down
+// counters add up in the Observer, one atomic add an event, and are handed to
+// the SDK at the start of each collection, before it reads them: what is
+// exported is the same, but an event costs a fraction of the SDK's Add, which
+// de-duplicates the attributes and looks up their series on every call. The
+// histograms are recorded on the SDK at once. Until a first collection, and
+// if the SDK runs none of the Observer's callbacks (a View drops all its
+// gauges), counts go to the SDK at once.
 //
 // # Spans
 //

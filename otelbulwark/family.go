@@ -1,6 +1,7 @@
 package otelbulwark
 
 import (
+	"context"
 	"errors"
 
 	"go.opentelemetry.io/otel/metric"
@@ -74,45 +75,62 @@ func familyOf(component string) familyID {
 	return famOther
 }
 
+// adder is what Int64Counter and Int64UpDownCounter have in common.
+type adder interface {
+	Add(ctx context.Context, incr int64, options ...metric.AddOption)
+	Enabled(ctx context.Context) bool
+}
+
+// counter is a counter or up-down counter of a family, with its slot: its
+// index among the family's counters, which picks its cell in an attrEntry.
+type counter struct {
+	adder
+	slot uint8
+}
+
+// numCounters is the number of counters and up-down counters a family has at
+// most: the slots of an attrEntry's cells.
+const numCounters = 22
+
 // family holds the instruments of one familyID. Every family has every
 // instrument, so that an event of any kind from any component is recorded;
 // the SDK exports only those that received measurements. inflight exists only
 // for the balancer, whose picks and calls pair up, and limitInflight (a gauge
 // of the same name, for the limits of RegisterLimit) for every other family.
 type family struct {
-	calls           metric.Int64Counter
+	calls           counter
 	callDuration    metric.Float64Histogram
-	rejections      metric.Int64Counter
-	transitions     metric.Int64Counter
+	rejections      counter
+	transitions     counter
 	state           metric.Int64ObservableGauge
-	retries         metric.Int64Counter
+	retries         counter
 	backoff         metric.Float64Histogram
-	giveUps         metric.Int64Counter
-	hedges          metric.Int64Counter
-	budgetExhausted metric.Int64Counter
-	picks           metric.Int64Counter
-	inflight        metric.Int64UpDownCounter // nil but for famBalancer
-	endpoints       metric.Int64UpDownCounter
-	endpointChanges metric.Int64Counter
-	ejections       metric.Int64Counter
+	giveUps         counter
+	hedges          counter
+	budgetExhausted counter
+	picks           counter
+	inflight        counter // without adder but for famBalancer
+	endpoints       counter
+	endpointChanges counter
+	ejections       counter
 	ejected         metric.Int64ObservableGauge
-	probes          metric.Int64Counter
+	probes          counter
 	probeDuration   metric.Float64Histogram
-	claims          metric.Int64Counter
-	replays         metric.Int64Counter
-	conflicts       metric.Int64Counter
-	mismatches      metric.Int64Counter
-	leaseTakeovers  metric.Int64Counter
-	storeErrors     metric.Int64Counter
+	claims          counter
+	replays         counter
+	conflicts       counter
+	mismatches      counter
+	leaseTakeovers  counter
+	storeErrors     counter
 	storeDuration   metric.Float64Histogram
-	misuses         metric.Int64Counter
-	adjustments     metric.Int64Counter
+	misuses         counter
+	adjustments     counter
 	limit           metric.Int64ObservableGauge
 	limitInflight   metric.Int64ObservableGauge // nil for famBalancer
 	queued          metric.Int64ObservableGauge
 	baseline        metric.Float64ObservableGauge
 	probability     metric.Float64ObservableGauge
-	events          metric.Int64Counter
+	events          counter
 }
 
 // builder creates instruments under one prefix, collecting errors and putting
@@ -121,23 +139,30 @@ type builder struct {
 	m      metric.Meter
 	prefix string
 	errs   []error
+	slots  uint8 // counters created so far
 }
 
-func (b *builder) counter(name, unit, desc string) metric.Int64Counter {
+func (b *builder) counter(name, unit, desc string) counter {
 	c, err := b.m.Int64Counter(b.prefix+"."+name, metric.WithUnit(unit), metric.WithDescription(desc))
 	b.errs = append(b.errs, err)
 	if c == nil {
-		return noop.Int64Counter{}
+		c = noop.Int64Counter{}
 	}
-	return c
+	return b.slot(c)
 }
 
-func (b *builder) upDown(name, unit, desc string) metric.Int64UpDownCounter {
+func (b *builder) upDown(name, unit, desc string) counter {
 	c, err := b.m.Int64UpDownCounter(b.prefix+"."+name, metric.WithUnit(unit), metric.WithDescription(desc))
 	b.errs = append(b.errs, err)
 	if c == nil {
-		return noop.Int64UpDownCounter{}
+		c = noop.Int64UpDownCounter{}
 	}
+	return b.slot(c)
+}
+
+func (b *builder) slot(a adder) counter {
+	c := counter{adder: a, slot: b.slots}
+	b.slots++
 	return c
 }
 

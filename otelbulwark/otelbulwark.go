@@ -3,6 +3,7 @@ package otelbulwark
 import (
 	"context"
 	"errors"
+	"sync"
 	"sync/atomic"
 
 	"go.opentelemetry.io/otel"
@@ -36,19 +37,31 @@ var _ bulwark.ContextObserver = (*Observer)(nil)
 // created once and its attribute sets cached (up to 8192 combinations; past
 // that, each new one is built per event), so Observe does not allocate once
 // the combinations seen have been cached, and costs a few atomic loads per
-// event when no SDK is installed.
+// event when no SDK is installed. Once the SDK has collected, counts add up
+// in the Observer until the next collection (see the package documentation).
 //
 // An Observer is safe for concurrent use by multiple goroutines. Observe runs
 // on the caller's goroutine and does no I/O; it takes a short internal lock
 // only for state changes, ejections, endpoint removals, the first sight of an
-// attribute combination and the first limit change of a component instance.
-// Use New; the zero Observer is not usable.
+// attribute combination, the first count of a counter for it after a
+// collection, and the first limit change of a component instance. Use New;
+// the zero Observer is not usable.
 type Observer struct {
-	fams    [numFamilies]family
-	attrs   attrCache
-	gauges  gaugeStore
-	limits  limitStore
-	sampled atomic.Bool // a sampled pick was seen: in flight cannot be kept
+	fams     [numFamilies]family
+	attrs    attrCache
+	gauges   gaugeStore
+	limits   limitStore
+	sampled  atomic.Bool // a sampled pick was seen: in flight cannot be kept
+	batching atomic.Bool // flush has run: counters add up in cells
+	cellsMu  sync.Mutex
+	cells    []pending // guarded by cellsMu; appended to, never changed
+}
+
+// pending is a cell of counter c for the attributes of entry.
+type pending struct {
+	c     adder
+	entry *attrEntry
+	cell  *cell
 }
 
 // Option configures New.
@@ -74,10 +87,11 @@ func WithMeterProvider(mp metric.MeterProvider) Option {
 // New returns an Observer that records events on a meter named ScopeName, at
 // Version and with the schema URL of the semantic conventions its attributes
 // follow, from the configured MeterProvider. It creates every instrument up
-// front and registers two callbacks, one for the state gauges and one for the
-// limit gauges, which stay registered for the life of the MeterProvider:
-// create one Observer per provider and share it between components. The SDK
-// exports only the instruments that received measurements.
+// front and registers three callbacks, one for the state gauges, one for the
+// limit gauges and one that hands the SDK the counts held since the last
+// collection, which stay registered for the life of the MeterProvider: create
+// one Observer per provider and share it between components. The SDK exports
+// only the instruments that received measurements.
 //
 // The error, if any, joins the errors the MeterProvider returned while
 // creating instruments (an SDK reports invalid names or conflicting
@@ -115,6 +129,8 @@ func New(opts ...Option) (*Observer, error) {
 	errs = append(errs, err)
 	_, err = meter.RegisterCallback(o.limits.observe(&o.fams), limits...)
 	errs = append(errs, err)
+	_, err = meter.RegisterCallback(o.flush, append(states, limits...)...)
+	errs = append(errs, err)
 	return o, errors.Join(errs...)
 }
 
@@ -138,14 +154,14 @@ func (o *Observer) Observe(e bulwark.Event) {
 	switch e.Kind {
 	case bulwark.EventCall:
 		o.measure(ctx, f.calls, f.callDuration, shapeCall, &e, e.Latency.Seconds())
-		if f.inflight != nil && !o.sampled.Load() && f.inflight.Enabled(ctx) {
-			f.inflight.Add(ctx, -1, o.attrs.get(shapeBase, &e).add...)
+		if f.inflight.adder != nil && !o.sampled.Load() && f.inflight.Enabled(ctx) {
+			o.add(ctx, f.inflight, o.attrs.get(shapeBase, &e), -1)
 		}
 	case bulwark.EventRejected:
 		o.count(ctx, f.rejections, shapeRejection, &e)
 	case bulwark.EventStateChange:
 		if f.transitions.Enabled(ctx) {
-			f.transitions.Add(ctx, 1, o.attrs.get(shapeTransition, &e).add...)
+			o.add(ctx, f.transitions, o.attrs.get(shapeTransition, &e), 1)
 			o.gauges.setState(fid, &e)
 		}
 	case bulwark.EventRetry:
@@ -159,29 +175,34 @@ func (o *Observer) Observe(e bulwark.Event) {
 	case bulwark.EventPick:
 		// A sampled pick stands for Weight picks; it cannot pair with the
 		// calls it stands for, so once one is seen in flight stops.
+		var a *attrEntry // both counters have the same attributes: look them up once
 		if f.picks.Enabled(ctx) {
-			f.picks.Add(ctx, max(int64(e.Weight), 1), o.attrs.get(shapeBase, &e).add...)
+			a = o.attrs.get(shapeBase, &e)
+			o.add(ctx, f.picks, a, max(int64(e.Weight), 1))
 		}
 		if e.Weight > 1 && fid == famBalancer && !o.sampled.Load() {
 			o.sampled.Store(true)
 		}
-		if f.inflight != nil && !o.sampled.Load() && f.inflight.Enabled(ctx) {
-			f.inflight.Add(ctx, 1, o.attrs.get(shapeBase, &e).add...)
+		if f.inflight.adder != nil && !o.sampled.Load() && f.inflight.Enabled(ctx) {
+			if a == nil {
+				a = o.attrs.get(shapeBase, &e)
+			}
+			o.add(ctx, f.inflight, a, 1)
 		}
 	case bulwark.EventEndpointAdded:
 		if f.endpoints.Enabled(ctx) {
-			f.endpoints.Add(ctx, 1, o.attrs.get(shapeNamed, &e).add...)
+			o.add(ctx, f.endpoints, o.attrs.get(shapeNamed, &e), 1)
 		}
 		o.count(ctx, f.endpointChanges, shapeChange, &e)
 	case bulwark.EventEndpointRemoved:
 		if f.endpoints.Enabled(ctx) {
-			f.endpoints.Add(ctx, -1, o.attrs.get(shapeNamed, &e).add...)
+			o.add(ctx, f.endpoints, o.attrs.get(shapeNamed, &e), -1)
 		}
 		o.count(ctx, f.endpointChanges, shapeChange, &e)
 		o.gauges.forget(&e)
 	case bulwark.EventEjected:
 		if f.ejections.Enabled(ctx) {
-			f.ejections.Add(ctx, 1, o.attrs.get(shapeReason, &e).add...)
+			o.add(ctx, f.ejections, o.attrs.get(shapeReason, &e), 1)
 			o.gauges.setEjected(fid, &e, true)
 		}
 	case bulwark.EventUnejected:
@@ -206,7 +227,7 @@ func (o *Observer) Observe(e bulwark.Event) {
 		o.count(ctx, f.misuses, shapeReason, &e)
 	case bulwark.EventLimitChanged:
 		if f.adjustments.Enabled(ctx) {
-			f.adjustments.Add(ctx, 1, o.attrs.get(shapeReason, &e).add...)
+			o.add(ctx, f.adjustments, o.attrs.get(shapeReason, &e), 1)
 			o.limits.set(fid, &e)
 		}
 	default:
@@ -215,22 +236,74 @@ func (o *Observer) Observe(e bulwark.Event) {
 }
 
 // count adds one to c with the attributes of shape, if c is enabled.
-func (o *Observer) count(ctx context.Context, c metric.Int64Counter, s shape, e *bulwark.Event) {
+func (o *Observer) count(ctx context.Context, c counter, s shape, e *bulwark.Event) {
 	if c.Enabled(ctx) {
-		c.Add(ctx, 1, o.attrs.get(s, e).add...)
+		o.add(ctx, c, o.attrs.get(s, e), 1)
 	}
+}
+
+// add adds n to c with the attributes of a. Once a collection has run flush,
+// n goes to a's cell for c, an atomic add, and flush gives the SDK the sum at
+// the next collection: the SDK's own Add, which de-duplicates the attributes
+// and finds their aggregator on every call, costs several times more. Until
+// then, and for an attribute set the cache did not keep, n goes to the SDK at
+// once, so that counts are not held when no collection runs flush (the SDK
+// skips the callbacks of instruments that every View drops).
+func (o *Observer) add(ctx context.Context, c counter, a *attrEntry, n int64) {
+	if !a.cached || !o.batching.Load() {
+		c.Add(ctx, n, a.add...)
+		return
+	}
+	cl := a.cells[c.slot].Load()
+	if cl == nil {
+		cl = o.newCell(c, a)
+	}
+	cl.n.Add(n)
+}
+
+// newCell returns a's cell for c, creating it.
+func (o *Observer) newCell(c counter, a *attrEntry) *cell {
+	o.cellsMu.Lock()
+	defer o.cellsMu.Unlock()
+	if cl := a.cells[c.slot].Load(); cl != nil {
+		return cl
+	}
+	cl := new(cell)
+	cl.fresh.Store(true)
+	a.cells[c.slot].Store(cl)
+	o.cells = append(o.cells, pending{c: c.adder, entry: a, cell: cl})
+	return cl
+}
+
+// flush is a callback that the SDK runs at the start of each collection,
+// before it reads the instruments: it adds the counts held in cells to their
+// counters, so that the collection sees every count, and from then on lets
+// add hold counts.
+func (o *Observer) flush(ctx context.Context, _ metric.Observer) error {
+	o.batching.Store(true)
+	o.cellsMu.Lock()
+	cells := o.cells
+	o.cellsMu.Unlock()
+	for _, p := range cells {
+		// A fresh cell is added even at zero (an up-down counter's +1 and
+		// -1), so that its series exists as it would without cells.
+		if n := p.cell.n.Swap(0); n != 0 || p.cell.fresh.Swap(false) {
+			p.c.Add(ctx, n, p.entry.add...)
+		}
+	}
+	return nil
 }
 
 // measure adds one to c and records v on h, both with the attributes of shape,
 // for those of them that are enabled.
-func (o *Observer) measure(ctx context.Context, c metric.Int64Counter, h metric.Float64Histogram, s shape, e *bulwark.Event, v float64) {
+func (o *Observer) measure(ctx context.Context, c counter, h metric.Float64Histogram, s shape, e *bulwark.Event, v float64) {
 	ce, he := c.Enabled(ctx), h.Enabled(ctx)
 	if !ce && !he {
 		return
 	}
 	a := o.attrs.get(s, e)
 	if ce {
-		c.Add(ctx, 1, a.add...)
+		o.add(ctx, c, a, 1)
 	}
 	if he {
 		h.Record(ctx, v, a.rec...)
@@ -240,7 +313,7 @@ func (o *Observer) measure(ctx context.Context, c metric.Int64Counter, h metric.
 // store counts an idempotency event on c and, when the event carries the
 // latency of the store operation, records it on the store.duration histogram
 // with bulwark.outcome "failure" for a store error and "success" otherwise.
-func (o *Observer) store(ctx context.Context, f *family, c metric.Int64Counter, e *bulwark.Event) {
+func (o *Observer) store(ctx context.Context, f *family, c counter, e *bulwark.Event) {
 	o.count(ctx, c, shapeReason, e)
 	if e.Latency > 0 && f.storeDuration.Enabled(ctx) {
 		s := bulwark.Event{Component: e.Component, Name: e.Name, Outcome: bulwark.Success}

@@ -347,9 +347,19 @@ func TestObserveNoSDKAllocs(t *testing.T) {
 
 // TestObserveSDKAllocs checks that, once its attribute set is cached, an event
 // costs the adapter no allocation on the SDK path either (the SDK itself
-// allocates nothing for an existing series of a cumulative counter).
+// allocates nothing for an existing series of a cumulative counter), whether
+// counts go to the SDK at once (before any collection) or are held until the
+// next one.
 func TestObserveSDKAllocs(t *testing.T) {
-	o, _ := newObserver(t)
+	t.Run("before a collection", func(t *testing.T) { checkSDKAllocs(t, false) })
+	t.Run("after a collection", func(t *testing.T) { checkSDKAllocs(t, true) })
+}
+
+func checkSDKAllocs(t *testing.T, collected bool) {
+	o, r := newObserver(t)
+	if collected {
+		collect(t, r) // from now on, counts are held until the next
+	}
 	for _, e := range everyKind() {
 		switch e.Kind {
 		case bulwark.EventStateChange, bulwark.EventEjected, bulwark.EventUnejected, bulwark.EventEndpointRemoved:

@@ -34,7 +34,8 @@ func (w *discardWriter) WriteHeader(int)             {}
 
 // BenchmarkMiddleware measures what Middleware adds to one request served in
 // process: bare is a mux with one route, telemetry the same mux behind
-// Middleware (a server span, not recorded, and the HTTP server metrics).
+// Middleware (the HTTP server metrics; with span export off, the default,
+// no span).
 func BenchmarkMiddleware(b *testing.B) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /orders/{id}", func(w http.ResponseWriter, r *http.Request) {
@@ -132,11 +133,23 @@ func BenchmarkLoopback(b *testing.B) {
 	}
 }
 
+// scrape serves tel's /metrics once, as Prometheus would: a collection, after
+// which otelbulwark holds counts until the next one.
+func scrape(b *testing.B, tel *Telemetry) {
+	rec := httptest.NewRecorder()
+	tel.MetricsHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	if rec.Code != http.StatusOK {
+		b.Fatalf("/metrics: status %d", rec.Code)
+	}
+}
+
 // BenchmarkObserver measures the services' Observer (otelbulwark into the
-// Prometheus exporter's SDK, and SlogObserver at INFO) on the events of a
-// request, cycling through requestEvents, with the request's context.
+// Prometheus exporter's SDK, scraped once, and SlogObserver at INFO) on the
+// events of a request, cycling through requestEvents, with the request's
+// context.
 func BenchmarkObserver(b *testing.B) {
 	tel := newBenchTelemetry(b)
+	scrape(b, tel)
 	events := requestEvents()
 	ctx, span := tel.tracers.Tracer("bench").Start(context.Background(), "request")
 	defer span.End()
@@ -149,4 +162,25 @@ func BenchmarkObserver(b *testing.B) {
 			i = 0
 		}
 	}
+}
+
+// BenchmarkObserverParallel is BenchmarkObserver from parallel goroutines,
+// which record on the same series as a proxy's requests do.
+func BenchmarkObserverParallel(b *testing.B) {
+	tel := newBenchTelemetry(b)
+	scrape(b, tel)
+	events := requestEvents()
+	ctx, span := tel.tracers.Tracer("bench").Start(context.Background(), "request")
+	defer span.End()
+	obs := tel.Observer.(bulwark.ContextObserver)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			obs.ObserveContext(ctx, events[i])
+			if i++; i == len(events) {
+				i = 0
+			}
+		}
+	})
 }

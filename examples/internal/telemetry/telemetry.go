@@ -1,20 +1,25 @@
 // Package telemetry wires the examples' observability: bulwark events to
 // OpenTelemetry metrics (otelbulwark) and to logs (bulwark.SlogObserver);
-// metrics served in the Prometheus text format; HTTP server and client
-// telemetry by otelhttp (a span per request, W3C trace-context propagation,
-// and the semantic-convention metrics http.server.request.duration and
-// http.client.request.duration); spans exported by OTLP/HTTP when an endpoint
-// is configured; and slog logs that carry the trace id.
+// metrics served in the Prometheus text format; the semantic-convention HTTP
+// metrics http.server.request.duration and http.client.request.duration;
+// server and client spans by otelhttp, with W3C trace-context propagation,
+// exported by OTLP/HTTP when an endpoint is configured; and slog logs that
+// carry the trace id.
 //
 // Span export is off by default. It is on when OTEL_EXPORTER_OTLP_ENDPOINT
 // (such as http://localhost:4318) or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is
 // set; the other standard OTEL_EXPORTER_OTLP_* variables (headers, timeout,
 // compression, protocol) and OTEL_TRACES_SAMPLER apply, and
 // OTEL_TRACES_EXPORTER=none or OTEL_SDK_DISABLED=true turn it off again.
-// With export off no span is recorded: a request still gets a trace id
-// (continued from its traceparent, if any), which its logs carry and
-// outgoing requests through Transport propagate, but nothing is collected
-// for it.
+// With export off no span is recorded, and Middleware does not run otelhttp,
+// whose fixed cost (about 30 allocations a request, whatever its providers)
+// would be a large share of a proxied request's: it records the same
+// http.server.request.duration series itself, and a request that carries a
+// traceparent keeps its trace id, which its logs carry and outgoing requests
+// through Transport propagate. A request without one gets no trace id on the
+// server side (it would name no trace anyone could find); Transport still
+// gives an outgoing request one, so that the services it calls can tie their
+// logs together.
 package telemetry
 
 import (
@@ -37,6 +42,7 @@ import (
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/propagation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/resource"
@@ -66,7 +72,8 @@ type Telemetry struct {
 	registry  *prometheus.Registry
 	meters    *sdkmetric.MeterProvider
 	tracers   *sdktrace.TracerProvider
-	prop      propagation.TextMapPropagator
+	prop      propagation.TraceContext
+	server    *serverMetrics
 	exporting bool // spans go to an OTLP endpoint
 }
 
@@ -98,7 +105,12 @@ func New(service string, w io.Writer, level slog.Level) (*Telemetry, error) {
 		return nil, fmt.Errorf("telemetry: otelbulwark: %w", err)
 	}
 
-	t := &Telemetry{Metrics: obs, registry: reg, meters: mp, prop: propagation.TraceContext{}}
+	server, err := newServerMetrics(mp)
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: server metrics: %w", err)
+	}
+
+	t := &Telemetry{Metrics: obs, registry: reg, meters: mp, prop: propagation.TraceContext{}, server: server}
 	if t.exporting = tracesExported(os.Getenv); t.exporting {
 		spans, err := otlptracehttp.New(ctx)
 		if err != nil {
@@ -122,12 +134,11 @@ func New(service string, w io.Writer, level slog.Level) (*Telemetry, error) {
 }
 
 // dropBodySizes drops the request and response body-size histograms that
-// otelhttp records beside the durations: no dashboard reads them, and each
-// costs a histogram record per request.
+// otelhttp's Transport records beside the durations: no dashboard reads them,
+// and each costs a histogram record per request.
 func dropBodySizes(i sdkmetric.Instrument) (sdkmetric.Stream, bool) {
 	switch i.Name {
-	case "http.server.request.body.size", "http.server.response.body.size",
-		"http.client.request.body.size", "http.client.response.body.size":
+	case "http.client.request.body.size", "http.client.response.body.size":
 		return sdkmetric.Stream{Aggregation: sdkmetric.AggregationDrop{}}, true
 	}
 	return sdkmetric.Stream{}, false
@@ -149,13 +160,25 @@ func (t *Telemetry) MetricsHandler() http.Handler {
 	return promhttp.HandlerFor(t.registry, promhttp.HandlerOpts{})
 }
 
-// Middleware gives each request a server span, continuing an incoming
-// traceparent and named after the method and the mux's route, and records
-// http.server.request.duration (and the body sizes) by method, route and
-// status, with otelhttp.
+// Middleware records http.server.request.duration for each request, by
+// method, route (the mux's pattern), status, scheme and protocol, and
+// continues an incoming traceparent. With span export on, otelhttp gives the
+// request a recorded server span, named after the method and route; with it
+// off, otelhttp is not used and the request's context carries only the
+// incoming trace context, if any (see the package documentation). The
+// histogram is recorded here in both cases, with the attributes otelhttp
+// gives it but server.address and server.port (opt-in in the semantic
+// conventions, and taken from the Host header, which the client chooses), and
+// with the request's context, so that the SDK can attach a recorded span to
+// it as an exemplar.
 func (t *Telemetry) Middleware(next http.Handler) http.Handler {
-	return otelhttp.NewHandler(next, "server",
-		otelhttp.WithTracerProvider(t.tracers), otelhttp.WithMeterProvider(t.meters), otelhttp.WithPropagators(t.prop))
+	h := &serverHandler{next: next, metrics: t.server, prop: t.prop}
+	if !t.exporting {
+		h.extract = true
+		return h
+	}
+	return otelhttp.NewHandler(h, "server", otelhttp.WithTracerProvider(t.tracers),
+		otelhttp.WithMeterProvider(metricnoop.NewMeterProvider()), otelhttp.WithPropagators(t.prop))
 }
 
 // Transport returns base (http.DefaultTransport if nil) with a client span

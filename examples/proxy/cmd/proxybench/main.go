@@ -6,15 +6,24 @@
 //	go run ./examples/proxy/cmd/proxybench -rounds 5 -duration 5s
 //
 // The backends run in a child process, so that the CPU time of this process
-// is the proxies' own. wrk hits the targets in turn, round after round; the
-// medians of the requests per second, their ratio to the bare
-// ReverseProxy, and the CPU time per request are printed. The targets:
+// is the proxies' own. wrk hits the targets in turn, round after round, each
+// round starting one target further on. Printed are the load average before
+// and after, and the medians of: the requests per second; each round's ratio
+// to the bare ReverseProxy's (the load of a shared machine drifts less within
+// a round than across the run); the proxy's CPU time per request; the CPU
+// time per request of the proxy, the backends and wrk together; and each
+// round's ratio of bare's total to the target's, an estimate of the ratio of
+// requests per second on a machine that nothing else loads, which the other
+// work of a shared machine moves less than it moves the requests per second;
+// and the heap allocations per request of the Go proxies. The targets:
 //
 //   - bare: httputil.ReverseProxy round-robin over the backends, with a
 //     BufferPool, and nothing else;
 //   - shipped: the proxy as cmd/proxy runs it with its default flags:
 //     least-request, health checks, outlier detection, breakers, retries,
-//     the telemetry Observer (metrics and logs) and otelhttp middleware;
+//     the telemetry Observer (metrics and logs) and Middleware (the HTTP
+//     server metrics, and spans as the OTEL_* environment says: by default
+//     not recorded), its /metrics scraped every 10 s;
 //   - no-telemetry: the same proxy without its Observer and middleware, to
 //     tell the proxy's own cost from the telemetry's;
 //   - haproxy: HAProxy round-robin with connection reuse, when the haproxy
@@ -31,6 +40,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -39,6 +49,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -124,13 +135,14 @@ type target struct {
 	name string
 	addr string
 	cpu  func() time.Duration // CPU time used so far by the process serving it
+	inGo bool                 // served by this process: its allocations are counted
 }
 
 func run(rounds int, d time.Duration, conns, threads int, only []string) error {
 	if _, err := exec.LookPath("wrk"); err != nil {
 		return fmt.Errorf("wrk not found (apt-get install wrk): %w", err)
 	}
-	addrs, stopBackends, err := startBackends()
+	addrs, backendsCPU, stopBackends, err := startBackends()
 	if err != nil {
 		return err
 	}
@@ -158,7 +170,7 @@ func run(rounds int, d time.Duration, conns, threads int, only []string) error {
 			return err
 		}
 		stops = append(stops, stop)
-		targets = append(targets, target{name: name, addr: addr, cpu: selfCPU})
+		targets = append(targets, target{name: name, addr: addr, cpu: selfCPU, inGo: true})
 		return nil
 	}
 
@@ -195,11 +207,24 @@ func run(rounds int, d time.Duration, conns, threads int, only []string) error {
 	if err != nil {
 		return err
 	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", tel.MetricsHandler())
-	mux.Handle("/", tel.Middleware(shipped.Handler()))
-	if err := add("shipped", mux); err != nil {
+	// As cmd/proxy's withMetrics wires it: /metrics, and the rest through
+	// Middleware to the proxy.
+	metrics, proxied := tel.MetricsHandler(), tel.Middleware(shipped.Handler())
+	if err := add("shipped", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/metrics" {
+			metrics.ServeHTTP(w, r)
+			return
+		}
+		proxied.ServeHTTP(w, r)
+	})); err != nil {
 		return err
+	}
+	if i := slices.IndexFunc(targets, func(t target) bool { return t.name == "shipped" }); i >= 0 {
+		// Scraped as Prometheus would scrape it: the collections are part
+		// of what the telemetry costs, and after the first one otelbulwark
+		// holds counts between them.
+		stop := scrapeEvery(10*time.Second, "http://"+targets[i].addr+"/metrics")
+		defer stop()
 	}
 
 	// no-telemetry: the same proxy, bare of telemetry.
@@ -232,41 +257,108 @@ func run(rounds int, d time.Duration, conns, threads int, only []string) error {
 		return fmt.Errorf("no target among %q", only)
 	}
 
-	type result struct{ rps, cpuPerReq []float64 }
+	type result struct{ rps, ofBare, cpuPerReq, allPerReq, ofBareCPU, allocsPerReq []float64 }
 	results := map[string]*result{}
+	for _, t := range targets {
+		results[t.name] = &result{}
+	}
+	fmt.Printf("load average %s\n", loadAverage())
 	for r := 0; r < rounds; r++ {
-		for _, t := range targets {
-			before := t.cpu()
-			rps, n, err := wrk(t.addr, d, conns, threads)
+		// Each round starts one target further on, so that no target
+		// always follows the same one or runs at the same point of a
+		// round while the load of the machine drifts.
+		rps, all := map[string]float64{}, map[string]float64{}
+		for i := range targets {
+			t := targets[(r+i)%len(targets)]
+			before, beforeBackends, beforeAllocs := t.cpu(), backendsCPU(), mallocs()
+			x, n, wrkCPU, err := wrk(t.addr, d, conns, threads)
 			if err != nil {
 				return fmt.Errorf("%s: %w", t.name, err)
 			}
-			cpu := t.cpu() - before
+			proxyCPU, allocs := t.cpu()-before, mallocs()-beforeAllocs
+			perReq := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(n) }
 			res := results[t.name]
-			if res == nil {
-				res = &result{}
-				results[t.name] = res
+			res.rps = append(res.rps, x)
+			res.cpuPerReq = append(res.cpuPerReq, perReq(proxyCPU))
+			res.allPerReq = append(res.allPerReq, perReq(proxyCPU+backendsCPU()-beforeBackends+wrkCPU))
+			if t.inGo {
+				res.allocsPerReq = append(res.allocsPerReq, float64(allocs)/float64(n))
 			}
-			res.rps = append(res.rps, rps)
-			res.cpuPerReq = append(res.cpuPerReq, float64(cpu.Microseconds())/float64(n))
-			fmt.Printf("round %d  %-13s %8.0f req/s  %5.1f µs CPU/req\n", r+1, t.name, rps, float64(cpu.Microseconds())/float64(n))
+			rps[t.name], all[t.name] = x, perReq(proxyCPU+backendsCPU()-beforeBackends+wrkCPU)
+			fmt.Printf("round %d  %-13s %8.0f req/s  %5.1f µs CPU/req, %5.1f with backends and wrk\n",
+				r+1, t.name, x, perReq(proxyCPU), all[t.name])
+		}
+		for name := range rps {
+			if rps["bare"] > 0 {
+				results[name].ofBare = append(results[name].ofBare, rps[name]/rps["bare"])
+			}
+			if all["bare"] > 0 && all[name] > 0 {
+				results[name].ofBareCPU = append(results[name].ofBareCPU, all["bare"]/all[name])
+			}
 		}
 	}
-	base := 0.0
-	if res := results["bare"]; res != nil {
-		base = median(res.rps)
-	}
+	fmt.Printf("load average %s\n", loadAverage())
 	fmt.Printf("\nmedians of %d rounds of %v, %d connections, %d wrk thread(s):\n", rounds, d, conns, threads)
+	fmt.Printf("  %-13s %8s  %7s  %7s  %7s  %7s  %7s\n", "target", "req/s", "of bare", "µs CPU", "µs all", "by CPU", "allocs")
 	for _, t := range targets {
 		res := results[t.name]
-		rps := median(res.rps)
-		ratio := ""
-		if base > 0 {
-			ratio = fmt.Sprintf("%6.1f %% of bare", 100*rps/base)
-		}
-		fmt.Printf("  %-13s %8.0f req/s  %s  %5.1f µs CPU/req\n", t.name, rps, ratio, median(res.cpuPerReq))
+		fmt.Printf("  %-13s %8.0f  %7s  %7.1f  %7.1f  %7s  %7s\n", t.name, median(res.rps), percent(res.ofBare),
+			median(res.cpuPerReq), median(res.allPerReq), percent(res.ofBareCPU), number(res.allocsPerReq))
 	}
+	fmt.Println(`
+of bare: the median of each round's ratio to bare's req/s (measured in the
+same round); µs CPU: the proxy's CPU time per request; µs all: with the
+backends' and wrk's; by CPU: the median of each round's ratio of bare's
+"µs all" to the target's, an estimate of the ratio of req/s on a machine
+that nothing else loads; allocs: heap allocations per request in this
+process (the Go proxies).`)
 	return nil
+}
+
+// loadAverage returns the 1, 5 and 15 minute load averages, from
+// /proc/loadavg, or "unknown".
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) >= 3 {
+		return strings.Join(f[:3], " ")
+	}
+	return "unknown"
+}
+
+// scrapeEvery gets url now and then every interval until stop is called.
+func scrapeEvery(interval time.Duration, url string) (stop func()) {
+	get := func() {
+		resp, err := http.Get(url)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "proxybench: scrape:", err)
+			return
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	get()
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				get()
+			case <-done:
+				return
+			}
+		}
+	})
+	return func() { close(done); wg.Wait() }
+}
+
+// mallocs returns the number of heap objects this process has allocated.
+func mallocs() uint64 {
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.Mallocs
 }
 
 // bufferPool is an httputil.BufferPool of 32 KiB buffers.
@@ -278,35 +370,36 @@ func (bufferPool) Get() []byte  { return *buffers.Get().(*[]byte) }
 func (bufferPool) Put(b []byte) { buffers.Put(&b) }
 
 // startBackends runs this program again with -backends and reads the
-// addresses it serves.
-func startBackends() ([]string, func(), error) {
+// addresses it serves. cpu returns the CPU time the backends have used.
+func startBackends() (addrs []string, cpu func() time.Duration, stop func(), err error) {
 	self, err := os.Executable()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	cmd := exec.Command(self, "-backends")
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	stop := func() {
+	stop = func() {
 		stdin.Close()
 		_ = cmd.Wait()
 	}
 	line, err := bufio.NewReader(stdout).ReadString('\n')
 	if err != nil {
 		stop()
-		return nil, nil, fmt.Errorf("backends: %w", err)
+		return nil, nil, nil, fmt.Errorf("backends: %w", err)
 	}
-	return strings.Split(strings.TrimSpace(line), ","), stop, nil
+	pid := cmd.Process.Pid
+	return strings.Split(strings.TrimSpace(line), ","), func() time.Duration { return procCPU(pid) }, stop, nil
 }
 
 // startHAProxy runs haproxy in the foreground, round-robin over addrs with
@@ -401,30 +494,56 @@ var (
 	errorsRe  = regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)|Socket errors: .*`)
 )
 
-// wrk runs wrk against addr and returns its requests per second and the
-// number of requests.
-func wrk(addr string, d time.Duration, conns, threads int) (float64, int64, error) {
-	out, err := exec.Command("wrk", "-t", strconv.Itoa(threads), "-c", strconv.Itoa(conns),
-		"-d", strconv.Itoa(int(d.Seconds()))+"s", "http://"+addr+"/item").CombinedOutput()
+// wrk runs wrk against addr and returns its requests per second, the
+// number of requests and the CPU time wrk used.
+func wrk(addr string, d time.Duration, conns, threads int) (float64, int64, time.Duration, error) {
+	cmd := exec.Command("wrk", "-t", strconv.Itoa(threads), "-c", strconv.Itoa(conns),
+		"-d", strconv.Itoa(int(d.Seconds()))+"s", "http://"+addr+"/item")
+	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return 0, 0, fmt.Errorf("wrk: %v: %s", err, out)
+		return 0, 0, 0, fmt.Errorf("wrk: %v: %s", err, out)
 	}
+	cpu := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	if m := errorsRe.Find(out); m != nil {
-		return 0, 0, fmt.Errorf("wrk saw errors: %s", m)
+		return 0, 0, 0, fmt.Errorf("wrk saw errors: %s", m)
 	}
 	m, n := reqPerSec.FindSubmatch(out), requests.FindSubmatch(out)
 	if m == nil || n == nil {
-		return 0, 0, fmt.Errorf("wrk printed no Requests/sec: %s", out)
+		return 0, 0, 0, fmt.Errorf("wrk printed no Requests/sec: %s", out)
 	}
 	rps, err := strconv.ParseFloat(string(m[1]), 64)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	total, err := strconv.ParseInt(string(n[1]), 10, 64)
-	return rps, total, err
+	if err == nil && total == 0 {
+		err = errors.New("wrk made no request")
+	}
+	return rps, total, cpu, err
 }
 
+// percent formats the median of the ratios xs as a percentage, "-" if there
+// are none.
+func percent(xs []float64) string {
+	if len(xs) == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f%%", 100*median(xs))
+}
+
+// number formats the median of xs, "-" if it is empty.
+func number(xs []float64) string {
+	if len(xs) == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f", median(xs))
+}
+
+// median returns the median of xs, NaN if it is empty.
 func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return math.NaN()
+	}
 	s := slices.Clone(xs)
 	slices.Sort(s)
 	return s[len(s)/2]
