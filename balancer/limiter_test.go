@@ -258,11 +258,16 @@ func TestLimiterFuncError(t *testing.T) {
 	}
 }
 
-// newLimits returns a Limiter func that gives each endpoint a fixed limit of
-// n (a *limit.Limiter that never moves), and the limiters it made.
-func newLimits(n int) (func(bulwark.Endpoint) (balancer.Limiter, error), *sync.Map) {
+// newLimits returns a Limiter func that gives each endpoint a fixed limit
+// (a *limit.Limiter that never moves) of n, or of the n of its Addr in
+// byAddr, and the limiters it made.
+func newLimits(n int, byAddr map[string]int) (func(bulwark.Endpoint) (balancer.Limiter, error), *sync.Map) {
 	made := &sync.Map{}
 	return func(ep bulwark.Endpoint) (balancer.Limiter, error) {
+		n := n
+		if m, ok := byAddr[ep.Addr]; ok {
+			n = m
+		}
 		l, err := limit.New(limit.Config{Name: "lb/" + ep.Addr, InitialLimit: n, MinLimit: n, MaxLimit: n, Headroom: -1})
 		if err != nil {
 			return nil, err
@@ -276,7 +281,7 @@ func newLimits(n int) (func(bulwark.Endpoint) (balancer.Limiter, error), *sync.M
 // Pick fails with an error that is both ErrUnavailable and the limiter's
 // *limit.RejectedError.
 func TestLimitLimiterPerEndpoint(t *testing.T) {
-	newLimiter, made := newLimits(2)
+	newLimiter, made := newLimits(2, nil)
 	lb := mustNew(t, balancer.Config{Algorithm: balancer.LeastRequest, Endpoints: endpoints(2), Limiter: newLimiter})
 	var held []balancer.Pick
 	for range 4 {
@@ -303,27 +308,55 @@ func TestLimitLimiterPerEndpoint(t *testing.T) {
 }
 
 // A pick of an endpoint with a limiter allocates nothing, nor does one that
-// spills over from an endpoint at its limit.
+// spills over from an endpoint at its limit: one endpoint is full with a
+// call in flight, the other has room with three, so that every algorithm
+// (least-request by load, consistent hashing by key) goes to the full one
+// first, and each run of four picks meets a refusal or more (Random: 2 on
+// average).
 func TestLimiterPickAllocatesNothing(t *testing.T) {
-	newLimiter, _ := newLimits(1)
 	for _, a := range benchAlgorithms {
 		t.Run(a.name, func(t *testing.T) {
-			lb := mustNew(t, balancer.Config{Algorithm: a.algo, Endpoints: endpoints(4), Limiter: newLimiter})
-			held, err := lb.Pick("k", nil) // one endpoint full from now on
+			eps := endpoints(2)
+			lb0 := mustNew(t, balancer.Config{Algorithm: a.algo, Endpoints: eps})
+			pk, err := lb0.Pick("k", nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer held.Done(balancer.Result{})
-			spilled := 0
-			allocs := testing.AllocsPerRun(500, func() {
-				pk, err := lb.Pick("k", nil)
+			full := pk.Endpoint() // where the key goes first
+			pk.Done(balancer.Result{})
+			newLimiter, made := newLimits(100, map[string]int{full.Addr: 1})
+			lb := mustNew(t, balancer.Config{Algorithm: a.algo, Endpoints: eps, Limiter: newLimiter})
+			var held []balancer.Pick
+			for i := 0; len(held) < 4; i++ {
+				if i > 1000 {
+					t.Fatal("could not put 1 call on one endpoint and 3 on the other")
+				}
+				pk, err := lb.Pick(fmt.Sprint(i), nil)
 				if err != nil {
 					t.Fatal(err)
 				}
-				if pk.Endpoint() != held.Endpoint() {
+				held = append(held, pk)
+			}
+			for i := range held {
+				defer held[i].Done(balancer.Result{})
+			}
+			l, _ := made.Load(full.Addr)
+			if l.(*limit.Limiter).InFlight() != 1 {
+				t.Fatalf("full endpoint holds %d calls, want 1", l.(*limit.Limiter).InFlight())
+			}
+			spilled := 0
+			allocs := testing.AllocsPerRun(500, func() {
+				for range 4 {
+					pk, err := lb.Pick("k", nil)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if pk.Endpoint() == full {
+						t.Fatalf("Pick = %s, at its limit", full.Addr)
+					}
 					spilled++
+					pk.Done(balancer.Result{Latency: time.Millisecond})
 				}
-				pk.Done(balancer.Result{Latency: time.Millisecond})
 			})
 			if allocs != 0 {
 				t.Errorf("Pick and Done with per-endpoint limiters: %v allocs, want 0", allocs)
