@@ -47,8 +47,7 @@ func (l *Limiter) TryAcquire() (token uint64, err error) {
 // be called exactly once per token: a token released twice returns a slot it
 // does not hold. Release never blocks.
 func (l *Limiter) Release(token uint64, o bulwark.Outcome, overload bool) {
-	start, stripe := unpackToken(token)
-	p := Permit{l: l, start: start, stripe: stripe}
+	p := l.unpackToken(token)
 	switch {
 	case overload:
 		p.end(outcomeDrop)
@@ -63,19 +62,30 @@ func (l *Limiter) Release(token uint64, o bulwark.Outcome, overload bool) {
 
 // A token is a Permit of TryAcquire in one word: the stripe in the low
 // tokenStripeBits, and above them the sampled call's start (elapsed ns, 0
-// when not sampled) in units of 2^tokenGrain ns, which lasts 2^60 ns (36
-// years) after New. A start within the first unit is not sampled.
+// when not sampled) modulo 2^56 ns (2.28 years): Release finds the start
+// from the time it reads, since no call lasts that long.
 const (
 	tokenStripeBits = 8 // stripes number at most 64
-	tokenGrain      = 4
+	tokenStartMask  = 1<<(64-tokenStripeBits) - 1
 )
 
 func packToken(start int64, stripe uint32) uint64 {
-	return uint64(start)>>tokenGrain<<tokenStripeBits | uint64(stripe)
+	s := uint64(start) & tokenStartMask
+	if s == 0 && start != 0 {
+		s = tokenStartMask // a sampled start on a multiple of 2^56: 1 ns early
+	}
+	return s<<tokenStripeBits | uint64(stripe)
 }
 
-func unpackToken(t uint64) (start int64, stripe uint32) {
-	return int64(t>>tokenStripeBits) << tokenGrain, uint32(t & (1<<tokenStripeBits - 1))
+// unpackToken returns the Permit of t, reading the limiter's clock if the
+// call was sampled.
+func (l *Limiter) unpackToken(t uint64) Permit {
+	p := Permit{l: l, stripe: uint32(t & (1<<tokenStripeBits - 1))}
+	if s := t >> tokenStripeBits; s != 0 {
+		now := l.now()
+		p.start = now - int64((uint64(now)-s)&tokenStartMask)
+	}
+	return p
 }
 
 // tryRefusal is TryAcquire's refusal: one pointer, so that returning it as an
