@@ -309,10 +309,11 @@ func TestLimitLimiterPerEndpoint(t *testing.T) {
 
 // A pick of an endpoint with a limiter allocates nothing, nor does one that
 // spills over from an endpoint at its limit: one endpoint is full with a
-// call in flight, the other has room with three, so that every algorithm
-// (least-request by load, consistent hashing by key) goes to the full one
-// first, and each run of four picks meets a refusal or more (Random: 2 on
-// average).
+// call in flight, the other has room with three, so that the algorithms go
+// to the full one first (least-request by load, consistent hashing by key)
+// or often (round robin, random), and a run of four picks meets a refusal
+// or more, but for Peak-EWMA, which has measured only the other endpoint and
+// never tries the full one.
 func TestLimiterPickAllocatesNothing(t *testing.T) {
 	for _, a := range benchAlgorithms {
 		t.Run(a.name, func(t *testing.T) {

@@ -80,7 +80,9 @@ func TestTryAcquireRefusesSilently(t *testing.T) {
 
 // A limiter fed through TryAcquire and Release learns as one fed through
 // Acquire and the Permit: Success as Done(nil), Failure as a failure that is
-// not a timeout, Neutral as a cancellation, and overload as Drop. Two
+// not a timeout, Neutral as a cancellation, and overload as Drop (fast
+// failures and cancellations end before the others: learning from their
+// latency would move the limit). Two
 // limiters on one clock see the same calls, one through each API, and their
 // limits must stay equal round after round, and move.
 func TestReleaseLearnsAsPermit(t *testing.T) {
@@ -88,8 +90,9 @@ func TestReleaseLearnsAsPermit(t *testing.T) {
 		permit  func(p *limit.Permit)
 		outcome bulwark.Outcome
 		over    bool
+		fast    bool // ends at once, before the others are answered
 	}
-	success := end{func(p *limit.Permit) { p.Done(nil) }, bulwark.Success, false}
+	success := end{func(p *limit.Permit) { p.Done(nil) }, bulwark.Success, false, false}
 	phases := []struct {
 		name   string
 		rounds int
@@ -98,23 +101,23 @@ func TestReleaseLearnsAsPermit(t *testing.T) {
 	}{
 		{"successes find the knee", 300, 40, func(int) end { return success }},
 		{"fast failures and cancellations teach nothing", 100, 40, func(i int) end {
-			switch i % 4 {
-			case 0:
-				return end{func(p *limit.Permit) { p.Done(errors.New("bad request")) }, bulwark.Failure, false}
-			case 1:
-				return end{func(p *limit.Permit) { p.Done(context.Canceled) }, bulwark.Neutral, false}
+			switch i % 5 {
+			case 0, 1:
+				return end{func(p *limit.Permit) { p.Done(errors.New("bad request")) }, bulwark.Failure, false, true}
+			case 2, 3:
+				return end{func(p *limit.Permit) { p.Done(context.Canceled) }, bulwark.Neutral, false, true}
 			}
 			return success
 		}},
 		{"a third refused as too busy", 100, 40, func(i int) end {
 			if i%3 == 0 {
-				return end{func(p *limit.Permit) { p.Drop() }, bulwark.Failure, true}
+				return end{func(p *limit.Permit) { p.Drop() }, bulwark.Failure, true, false}
 			}
 			return success
 		}},
 		{"timeouts", 100, 20, func(i int) end {
 			if i%2 == 0 {
-				return end{func(p *limit.Permit) { p.Done(context.DeadlineExceeded) }, bulwark.Success, true}
+				return end{func(p *limit.Permit) { p.Done(context.DeadlineExceeded) }, bulwark.Success, true, false}
 			}
 			return success
 		}},
@@ -154,11 +157,16 @@ func TestReleaseLearnsAsPermit(t *testing.T) {
 			if len(permits) != len(tokens) {
 				t.Fatalf("%s, round %d: %d calls admitted through Acquire, %d through TryAcquire; want the same", ph.name, round, len(permits), len(tokens))
 			}
-			clk.Advance(srv.latency(len(permits)))
-			for i := range permits {
-				e := ph.end(i)
-				e.permit(&permits[i])
-				byToken.Release(tokens[i], e.outcome, e.over)
+			for _, fast := range []bool{true, false} {
+				if !fast {
+					clk.Advance(srv.latency(len(permits)))
+				}
+				for i := range permits {
+					if e := ph.end(i); e.fast == fast {
+						e.permit(&permits[i])
+						byToken.Release(tokens[i], e.outcome, e.over)
+					}
+				}
 			}
 			if a, b := byPermit.Limit(), byToken.Limit(); a != b {
 				t.Fatalf("%s, round %d: limit %d through Permit, %d through Release; want the same", ph.name, round, a, b)
