@@ -485,3 +485,50 @@ func TestTransportRetryAfterPerEndpoint(t *testing.T) {
 		})
 	}
 }
+
+// Under concurrent picks, no endpoint ever holds more calls than its limit,
+// a pick fails only for the limit (16 workers share 12 slots), and every slot
+// comes back.
+func TestLimiterConcurrentSafe(t *testing.T) {
+	for _, a := range benchAlgorithms {
+		t.Run(a.name, func(t *testing.T) {
+			const perEndpoint, workers, picks = 3, 16, 2000
+			eps := endpoints(4)
+			newLimiter, made := newLimits(perEndpoint, nil)
+			lb := mustNew(t, balancer.Config{Algorithm: a.algo, Endpoints: eps, Limiter: newLimiter})
+			inflight := map[bulwark.Endpoint]*atomic.Int64{}
+			for _, ep := range eps {
+				inflight[ep] = &atomic.Int64{}
+			}
+			var wg sync.WaitGroup
+			for w := range workers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := range picks {
+						pk, err := lb.Pick(fmt.Sprint(w*picks+i), nil)
+						if err != nil {
+							if !errors.Is(err, balancer.ErrUnavailable) || !errors.Is(err, limit.ErrRejected) {
+								t.Errorf("Pick = %v, want a pick or a refusal for the limit", err)
+								return
+							}
+							continue
+						}
+						if n := inflight[pk.Endpoint()].Add(1); n > perEndpoint {
+							t.Errorf("%s holds %d calls, above its limit of %d", pk.Endpoint().Addr, n, perEndpoint)
+						}
+						inflight[pk.Endpoint()].Add(-1)
+						pk.Done(balancer.Result{Latency: time.Millisecond})
+					}
+				}()
+			}
+			wg.Wait()
+			made.Range(func(addr, l any) bool {
+				if got := l.(*limit.Limiter).InFlight(); got != 0 {
+					t.Errorf("limiter of %s holds %d calls after every Done, want 0", addr, got)
+				}
+				return true
+			})
+		})
+	}
+}
