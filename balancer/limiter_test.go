@@ -487,8 +487,10 @@ func TestTransportRetryAfterPerEndpoint(t *testing.T) {
 }
 
 // Under concurrent picks, no endpoint ever holds more calls than its limit,
-// a pick fails only for the limit (16 workers share 12 slots), and every slot
-// comes back.
+// a pick fails only for the limit, and every slot comes back. Each worker
+// keeps its latest call in flight until its next pick, and the workers wait
+// for each other after their first pick: 16 calls then want the 12 slots
+// at once, whatever the scheduling.
 func TestLimiterConcurrentSafe(t *testing.T) {
 	for _, a := range benchAlgorithms {
 		t.Run(a.name, func(t *testing.T) {
@@ -500,25 +502,38 @@ func TestLimiterConcurrentSafe(t *testing.T) {
 			for _, ep := range eps {
 				inflight[ep] = &atomic.Int64{}
 			}
-			var wg sync.WaitGroup
+			var wg, ready sync.WaitGroup
+			ready.Add(workers)
 			for w := range workers {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
+					var last *balancer.Pick
+					end := func() {
+						if last != nil {
+							inflight[last.Endpoint()].Add(-1)
+							last.Done(balancer.Result{Latency: time.Millisecond})
+							last = nil
+						}
+					}
+					defer end()
 					for i := range picks {
+						if i == 1 {
+							ready.Done()
+							ready.Wait()
+						}
 						pk, err := lb.Pick(fmt.Sprint(w*picks+i), nil)
+						end()
 						if err != nil {
 							if !errors.Is(err, balancer.ErrUnavailable) || !errors.Is(err, limit.ErrRejected) {
 								t.Errorf("Pick = %v, want a pick or a refusal for the limit", err)
-								return
 							}
 							continue
 						}
 						if n := inflight[pk.Endpoint()].Add(1); n > perEndpoint {
 							t.Errorf("%s holds %d calls, above its limit of %d", pk.Endpoint().Addr, n, perEndpoint)
 						}
-						inflight[pk.Endpoint()].Add(-1)
-						pk.Done(balancer.Result{Latency: time.Millisecond})
+						last = &pk
 					}
 				}()
 			}
