@@ -204,8 +204,8 @@ func (t *Tried) add(st *state) {
 // eligible or pending, with panic mode off, or the breakers and limiters
 // refused it on every endpoint that could take it; then the error also
 // wraps the refusal with the shortest RetryAfter (the first one met when
-// none has a RetryAfter method), so that errors.As finds the breaker's or
-// the limiter's error and when to try again.
+// none has an estimate), so that errors.As finds the breaker's or the
+// limiter's error and when to try again.
 func (b *Balancer) Pick(key string, tried *Tried) (Pick, error) {
 	s := b.snap.Load()
 	if len(s.entries) == 0 {
@@ -334,17 +334,17 @@ var (
 
 // refused keeps, of the refusals by breakers and limiters that one pick met,
 // the one its error wraps: the one with the shortest RetryAfter, or the
-// first one if none has a RetryAfter method.
+// first one if none has a positive RetryAfter (zero is no estimate).
 type refused struct {
 	err     error
-	wait    time.Duration // err's RetryAfter; -1 without one
+	wait    time.Duration // err's RetryAfter; -1 for none
 	limited bool          // err is a limiter's
 }
 
 func (r *refused) note(err error, limited bool) {
 	wait := time.Duration(-1)
-	if ra, ok := err.(interface{ RetryAfter() time.Duration }); ok {
-		wait = max(ra.RetryAfter(), 0)
+	if ra, ok := err.(interface{ RetryAfter() time.Duration }); ok && ra.RetryAfter() > 0 {
+		wait = ra.RetryAfter()
 	}
 	if r.err == nil || (wait >= 0 && (r.wait < 0 || wait < r.wait)) {
 		*r = refused{err: err, wait: wait, limited: limited}

@@ -11,7 +11,10 @@
 //
 // Both are [bulwark.Policy] values. Callers that cannot wrap the call in a
 // function use Acquire and the returned [Permit]'s Done, which allocate
-// nothing, so that a client transport can keep one Limiter per endpoint.
+// nothing. A client-side balancer keeps one Limiter per endpoint through
+// [Limiter.TryAcquire] and [Limiter.Release] (a *Limiter is a
+// balancer.Limiter), whose refusal is silent and allocates nothing, since
+// the call may still go to another endpoint.
 // A refusal is a [*RejectedError] wrapping [ErrRejected]; it says why
 // ([Reason]) and, where it can, when to try again (RetryAfter, which
 // package retry honours).
