@@ -1,0 +1,368 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/bulwark-go/bulwark"
+	"github.com/bulwark-go/bulwark/bulwarktest"
+	"github.com/bulwark-go/bulwark/limit"
+)
+
+// limitEvents records the limiters' limit changes and the refusals for the
+// limit that the proxy's components report.
+type limitEvents struct {
+	mu       sync.Mutex
+	limits   map[string][]int // limiter name → the limits it announced
+	rejected int              // EventRejected for the limit, from the balancer
+}
+
+func (e *limitEvents) Observe(ev bulwark.Event) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	switch {
+	case ev.Kind == bulwark.EventLimitChanged && ev.Component == bulwark.ComponentLimiter:
+		if e.limits == nil {
+			e.limits = map[string][]int{}
+		}
+		e.limits[ev.Name] = append(e.limits[ev.Name], ev.Limit)
+	case ev.Kind == bulwark.EventRejected && ev.Component == bulwark.ComponentBalancer && ev.Reason == "limit":
+		e.rejected++
+	}
+}
+
+func (e *limitEvents) announced(name string) []int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]int(nil), e.limits[name]...)
+}
+
+// defaultLimit is the limit a backend's adaptive limiter starts at: the
+// proxy's limiters take limit's defaults.
+func defaultLimit(t *testing.T) int {
+	l, err := limit.New(limit.Config{Headroom: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l.Limit()
+}
+
+// A backend that turns slow gets no more requests in flight than its
+// adaptive limit, and the traffic that it cannot take goes to the others,
+// with no request failing: round robin would otherwise send it a third of
+// the requests and, as they pile up there, every client.
+func TestSlowBackendIsBoundedAndTrafficSpills(t *testing.T) {
+	initial := defaultLimit(t)
+	clients := 2 * initial // the slow backend's limit could hold only half of them
+	work := &workClock{active: clients}
+	work.cond.L = &work.mu
+	var slowNow atomic.Bool
+	var inflight, maxIn atomic.Int64
+	slow := &backend{name: "slow"}
+	slow.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/readyz" && slowNow.Load() {
+			n := inflight.Add(1)
+			for m := maxIn.Load(); n > m && !maxIn.CompareAndSwap(m, n); m = maxIn.Load() {
+			}
+			// Slow: it answers once the fast ones have answered 200 more
+			// requests (or when every client waits here).
+			work.hold(200)
+			inflight.Add(-1)
+		}
+		slow.ServeHTTP(w, r)
+	}))
+	slow.addr = slow.srv.Listener.Addr().String()
+	t.Cleanup(slow.srv.Close)
+	backends := []*backend{slow}
+	eps := []bulwark.Endpoint{{Addr: slow.addr}}
+	for _, name := range []string{"f1", "f2"} {
+		b := &backend{name: name}
+		b.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			b.ServeHTTP(w, r)
+			if r.URL.Path != "/readyz" {
+				work.fastDone()
+			}
+		}))
+		b.addr = b.srv.Listener.Addr().String()
+		t.Cleanup(b.srv.Close)
+		backends = append(backends, b)
+		eps = append(eps, bulwark.Endpoint{Addr: b.addr})
+	}
+	obs := &limitEvents{}
+	p, err := New(Config{Name: "edge", Backends: eps, Observer: obs, Logger: quietLogger()}) // round robin, adaptive limits
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	front := httptest.NewServer(p.Handler())
+	defer front.Close()
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients}}
+	defer client.CloseIdleConnections()
+
+	run := func(requests int64) {
+		var wg sync.WaitGroup
+		var next atomic.Int64
+		for range clients {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer work.clientDone()
+				for next.Add(1) <= requests {
+					if code, _, err := get(client, front.URL+"/x"); err != nil || code != http.StatusOK {
+						t.Errorf("GET = %d, %v; want 200 (the fast backends have room)", code, err)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	run(600) // all fast
+	before := slow.hits.Load()
+	slowNow.Store(true)
+	work.mu.Lock()
+	work.active = clients
+	work.mu.Unlock()
+	const requests = 3000
+	run(requests)
+
+	limitMax := initial
+	for _, n := range obs.announced("edge/" + slow.addr) {
+		limitMax = max(limitMax, n)
+	}
+	share := float64(slow.hits.Load()-before) / requests
+	t.Logf("slow backend: at most %d in flight (limits announced %v), %.1f%% of the requests", maxIn.Load(), obs.announced("edge/"+slow.addr), 100*share)
+	t.Logf("all: %v", obs.limits)
+	if n := maxIn.Load(); n > int64(limitMax) || n == 0 {
+		t.Errorf("the slow backend held up to %d requests at once, want 1 to its limit (at most %d)", n, limitMax)
+	}
+	if share >= 0.2 {
+		t.Errorf("the slow backend got %.1f%% of the requests once slow, want well under round robin's third (< 20%%)", 100*share)
+	}
+}
+
+// heldBackend holds every request until released, and signals each arrival.
+type heldBackend struct {
+	srv     *httptest.Server
+	addr    string
+	arrived chan struct{}
+	release chan struct{}
+	hits    atomic.Int64
+}
+
+func newHeldBackend(t *testing.T) *heldBackend {
+	b := &heldBackend{arrived: make(chan struct{}, 100), release: make(chan struct{})}
+	b.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/readyz" {
+			return
+		}
+		b.hits.Add(1)
+		b.arrived <- struct{}{}
+		select {
+		case <-b.release:
+		case <-r.Context().Done():
+		}
+	}))
+	b.addr = b.srv.Listener.Addr().String()
+	t.Cleanup(b.srv.Close)
+	return b
+}
+
+// When every backend is at its limit, the proxy answers the next request at
+// once, while the others are still held, with 503, Retry-After and the
+// problem of a limit's refusal, and sends it nowhere; the balancer reports
+// the refusal. With -endpoint-limit off, the request goes to a backend.
+func TestEveryBackendAtItsLimitAnswers503AtOnce(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		limit   int
+		refused bool
+	}{
+		{"limit 3", 3, true},
+		{"off", -1, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bs := []*heldBackend{newHeldBackend(t), newHeldBackend(t)}
+			obs := &limitEvents{}
+			p, err := New(Config{
+				Name:     "edge",
+				Backends: []bulwark.Endpoint{{Addr: bs[0].addr}, {Addr: bs[1].addr}}, EndpointLimit: tc.limit,
+				Observer: obs, Logger: quietLogger(),
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			if err := p.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			front := httptest.NewServer(p.Handler())
+			defer front.Close()
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
+			defer client.CloseIdleConnections()
+
+			// Six requests fill both backends' limits of 3.
+			var wg sync.WaitGroup
+			codes := make(chan int, 6)
+			for range 6 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					code, _, err := get(client, front.URL+"/x")
+					if err != nil {
+						t.Errorf("held GET: %v", err)
+					}
+					codes <- code
+				}()
+			}
+			for range 6 {
+				select {
+				case <-bs[0].arrived:
+				case <-bs[1].arrived:
+				}
+			}
+			if got := [2]int64{bs[0].hits.Load(), bs[1].hits.Load()}; tc.limit > 0 && got != [2]int64{3, 3} {
+				t.Fatalf("held requests per backend = %v, want 3 on each (their limit)", got)
+			}
+
+			// The seventh, while the six are held.
+			seventh := make(chan *http.Response, 1)
+			go func() {
+				resp, err := client.Get(front.URL + "/x")
+				if err != nil {
+					t.Errorf("7th GET: %v", err)
+					seventh <- nil
+					return
+				}
+				seventh <- resp
+			}()
+			if !tc.refused {
+				select {
+				case <-bs[0].arrived:
+				case <-bs[1].arrived:
+				case <-time.After(10 * time.Second):
+					t.Fatal("the 7th request did not reach a backend within 10 s with no limit")
+				}
+			} else {
+				select {
+				case resp := <-seventh:
+					if resp == nil {
+						return
+					}
+					var prob struct {
+						Status int    `json:"status"`
+						Detail string `json:"detail"`
+					}
+					err := json.NewDecoder(resp.Body).Decode(&prob)
+					resp.Body.Close()
+					ra, _ := strconv.Atoi(resp.Header.Get("Retry-After"))
+					if resp.StatusCode != http.StatusServiceUnavailable || ra < 1 || err != nil ||
+						resp.Header.Get("Content-Type") != "application/problem+json" || !strings.HasPrefix(prob.Detail, "limit: rejected") {
+						t.Errorf("7th GET with both backends at their limit = %d, Retry-After %q, %s %+v (%v); want 503, Retry-After >= 1, a problem with detail \"limit: rejected…\"",
+							resp.StatusCode, resp.Header.Get("Retry-After"), resp.Header.Get("Content-Type"), prob, err)
+					}
+				case <-time.After(10 * time.Second):
+					t.Fatal("the 7th request was not answered within 10 s while the backends held the others: queued, not refused")
+				}
+				if n := bs[0].hits.Load() + bs[1].hits.Load(); n != 6 {
+					t.Errorf("backends got %d requests, want the 6 held (the refused one sent nowhere)", n)
+				}
+				obs.mu.Lock()
+				if obs.rejected != 1 {
+					t.Errorf("the balancer reported %d refusals for the limit, want 1", obs.rejected)
+				}
+				obs.mu.Unlock()
+			}
+			for _, b := range bs {
+				close(b.release)
+			}
+			wg.Wait()
+			close(codes)
+			for code := range codes {
+				if code != http.StatusOK {
+					t.Errorf("held GET = %d after its release, want 200", code)
+				}
+			}
+			if !tc.refused {
+				if resp := <-seventh; resp != nil {
+					resp.Body.Close()
+				}
+			}
+		})
+	}
+}
+
+// A backend's limiter tells the Observer when it moves its limit, under the
+// name Name/host:port: here, a backend that answers every request 429 (too
+// many requests, a sign of overload) has its limit lowered.
+func TestBackendLimiterEventsReachTheObserver(t *testing.T) {
+	b := newBackend(t, "busy", 0)
+	b.fail.Store(http.StatusTooManyRequests)
+	clk := bulwarktest.NewClock(time.Time{})
+	obs := &limitEvents{}
+	p, err := New(Config{Name: "edge", Backends: []bulwark.Endpoint{{Addr: b.addr}}, MaxAttempts: 1,
+		Clock: clk, Observer: obs, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	front := httptest.NewServer(p.Handler())
+	defer front.Close()
+	client := &http.Client{Transport: &http.Transport{}}
+	defer client.CloseIdleConnections()
+	name := "edge/" + b.addr
+	for i := 0; len(obs.announced(name)) == 0; i++ {
+		if i == 500 {
+			t.Fatalf("no limit change from %s after 500 requests answered 429", name)
+		}
+		if code, _, err := get(client, front.URL+"/x"); err != nil || code != http.StatusTooManyRequests {
+			t.Fatalf("GET = %d, %v; want the backend's 429", code, err)
+		}
+		clk.Advance(100 * time.Millisecond) // the limiter's measurement windows last at least a second when calls are few
+	}
+	if got := obs.announced(name); got[0] >= defaultLimit(t) {
+		t.Errorf("limits announced by %s = %v, want lower than %d", name, got, defaultLimit(t))
+	}
+}
+
+func TestParseEndpointLimit(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want int
+		ok   bool
+	}{
+		{"adaptive", 0, true},
+		{"", 0, true},
+		{"off", -1, true},
+		{"16", 16, true},
+		{" 4 ", 4, true},
+		{"0", 0, false},
+		{"-3", 0, false},
+		{"lots", 0, false},
+	} {
+		got, err := ParseEndpointLimit(tc.in)
+		if (err == nil) != tc.ok || got != tc.want {
+			t.Errorf("ParseEndpointLimit(%q) = %d, %v; want %d, ok %v", tc.in, got, err, tc.want, tc.ok)
+		}
+	}
+}
