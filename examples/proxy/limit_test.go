@@ -18,17 +18,23 @@ import (
 )
 
 // limitEvents records the limiters' limit changes and the refusals for the
-// limit that the proxy's components report.
+// limit that the proxy's components report, and the backends found healthy.
 type limitEvents struct {
 	mu       sync.Mutex
 	limits   map[string][]int // limiter name → the limits it announced
 	rejected int              // EventRejected for the limit, from the balancer
+	healthy  map[string]bool  // by Addr
 }
 
 func (e *limitEvents) Observe(ev bulwark.Event) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	switch {
+	case ev.Kind == bulwark.EventStateChange && ev.Component == bulwark.ComponentHealthCheck && ev.Endpoint.Addr != "":
+		if e.healthy == nil {
+			e.healthy = map[string]bool{}
+		}
+		e.healthy[ev.Endpoint.Addr] = ev.To == "healthy"
 	case ev.Kind == bulwark.EventLimitChanged && ev.Component == bulwark.ComponentLimiter:
 		if e.limits == nil {
 			e.limits = map[string][]int{}
@@ -36,6 +42,32 @@ func (e *limitEvents) Observe(ev bulwark.Event) {
 		e.limits[ev.Name] = append(e.limits[ev.Name], ev.Limit)
 	case ev.Kind == bulwark.EventRejected && ev.Component == bulwark.ComponentBalancer && ev.Reason == "limit":
 		e.rejected++
+	}
+}
+
+// waitHealthy waits, in real time but at most 10 s, until the checker has
+// found every backend of addrs healthy: until then, the picks go to the
+// healthy ones only (the others are pending), and their limits would refuse
+// what the others could take.
+func (e *limitEvents) waitHealthy(t *testing.T, addrs ...string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		e.mu.Lock()
+		n := 0
+		for _, a := range addrs {
+			if e.healthy[a] {
+				n++
+			}
+		}
+		e.mu.Unlock()
+		if n == len(addrs) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d backends healthy after 10 s", n, len(addrs))
+		}
+		time.Sleep(5 * time.Millisecond) // waiting for the checker's first probes, not for time logic
 	}
 }
 
@@ -56,12 +88,32 @@ func defaultLimit(t *testing.T) int {
 }
 
 // A backend that turns slow gets no more requests in flight than its
-// adaptive limit, and the traffic that it cannot take goes to the others,
-// with no request failing: round robin would otherwise send it a third of
-// the requests and, as they pile up there, every client.
+// limit, and the traffic that it cannot take goes to the others: round robin
+// would otherwise send it a third of the requests and, as they pile up
+// there, every client. With a fixed limit, no request fails: the fast
+// backends have room for the clients that the slow one cannot hold. With
+// the adaptive limit (the default), the slow backend's limit falls as its
+// answers slow down; on this shared machine the fast backends' limits move
+// with the load too (their latency is the machine's), so a request may be
+// refused (503, "limit: rejected") when every limit is reached at once.
 func TestSlowBackendIsBoundedAndTrafficSpills(t *testing.T) {
 	initial := defaultLimit(t)
-	clients := 2 * initial // the slow backend's limit could hold only half of them
+	for _, tc := range []struct {
+		name     string
+		limit    int // Config.EndpointLimit
+		clients  int
+		refusals bool // the proxy may refuse for the limit
+	}{
+		{"fixed", 8, 16, false},
+		{"adaptive", 0, 16, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			testSlowBackend(t, tc.limit, tc.clients, tc.refusals, initial)
+		})
+	}
+}
+
+func testSlowBackend(t *testing.T, endpointLimit, clients int, refusals bool, initial int) {
 	work := &workClock{active: clients}
 	work.cond.L = &work.mu
 	var slowNow atomic.Bool
@@ -81,7 +133,6 @@ func TestSlowBackendIsBoundedAndTrafficSpills(t *testing.T) {
 	}))
 	slow.addr = slow.srv.Listener.Addr().String()
 	t.Cleanup(slow.srv.Close)
-	backends := []*backend{slow}
 	eps := []bulwark.Endpoint{{Addr: slow.addr}}
 	for _, name := range []string{"f1", "f2"} {
 		b := &backend{name: name}
@@ -93,11 +144,10 @@ func TestSlowBackendIsBoundedAndTrafficSpills(t *testing.T) {
 		}))
 		b.addr = b.srv.Listener.Addr().String()
 		t.Cleanup(b.srv.Close)
-		backends = append(backends, b)
 		eps = append(eps, bulwark.Endpoint{Addr: b.addr})
 	}
 	obs := &limitEvents{}
-	p, err := New(Config{Name: "edge", Backends: eps, Observer: obs, Logger: quietLogger()}) // round robin, adaptive limits
+	p, err := New(Config{Name: "edge", Backends: eps, EndpointLimit: endpointLimit, Observer: obs, Logger: quietLogger()}) // round robin
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,8 +161,13 @@ func TestSlowBackendIsBoundedAndTrafficSpills(t *testing.T) {
 	defer front.Close()
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients}}
 	defer client.CloseIdleConnections()
+	obs.waitHealthy(t, eps[0].Addr, eps[1].Addr, eps[2].Addr)
 
+	var refused atomic.Int64
 	run := func(requests int64) {
+		work.mu.Lock()
+		work.active = clients
+		work.mu.Unlock()
 		var wg sync.WaitGroup
 		var next atomic.Int64
 		for range clients {
@@ -121,8 +176,13 @@ func TestSlowBackendIsBoundedAndTrafficSpills(t *testing.T) {
 				defer wg.Done()
 				defer work.clientDone()
 				for next.Add(1) <= requests {
-					if code, _, err := get(client, front.URL+"/x"); err != nil || code != http.StatusOK {
-						t.Errorf("GET = %d, %v; want 200 (the fast backends have room)", code, err)
+					code, body, err := get(client, front.URL+"/x")
+					switch {
+					case err == nil && code == http.StatusOK:
+					case refusals && err == nil && code == http.StatusServiceUnavailable && strings.Contains(body, "limit: rejected"):
+						refused.Add(1)
+					default:
+						t.Errorf("GET = %d %q, %v; want 200", code, body, err)
 						return
 					}
 				}
@@ -133,24 +193,29 @@ func TestSlowBackendIsBoundedAndTrafficSpills(t *testing.T) {
 	run(600) // all fast
 	before := slow.hits.Load()
 	slowNow.Store(true)
-	work.mu.Lock()
-	work.active = clients
-	work.mu.Unlock()
 	const requests = 3000
 	run(requests)
 
-	limitMax := initial
-	for _, n := range obs.announced("edge/" + slow.addr) {
-		limitMax = max(limitMax, n)
+	name := "edge/" + slow.addr
+	limitMax := endpointLimit
+	if endpointLimit == 0 {
+		limitMax = initial
+		for _, n := range obs.announced(name) {
+			limitMax = max(limitMax, n)
+		}
 	}
 	share := float64(slow.hits.Load()-before) / requests
-	t.Logf("slow backend: at most %d in flight (limits announced %v), %.1f%% of the requests", maxIn.Load(), obs.announced("edge/"+slow.addr), 100*share)
-	t.Logf("all: %v", obs.limits)
+	t.Logf("slow backend: at most %d in flight, %.1f%% of the requests; limits announced %v; %d requests refused", maxIn.Load(), 100*share, obs.announced(name), refused.Load())
 	if n := maxIn.Load(); n > int64(limitMax) || n == 0 {
 		t.Errorf("the slow backend held up to %d requests at once, want 1 to its limit (at most %d)", n, limitMax)
 	}
 	if share >= 0.2 {
 		t.Errorf("the slow backend got %.1f%% of the requests once slow, want well under round robin's third (< 20%%)", 100*share)
+	}
+	if endpointLimit == 0 {
+		if got := obs.announced(name); len(got) == 0 || got[len(got)-1] >= initial {
+			t.Errorf("the slow backend's adaptive limit moved %v from %d, want it lower at the end", got, initial)
+		}
 	}
 }
 
@@ -215,6 +280,7 @@ func TestEveryBackendAtItsLimitAnswers503AtOnce(t *testing.T) {
 			defer front.Close()
 			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
 			defer client.CloseIdleConnections()
+			obs.waitHealthy(t, bs[0].addr, bs[1].addr)
 
 			// Six requests fill both backends' limits of 3.
 			var wg sync.WaitGroup
