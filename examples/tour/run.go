@@ -359,4 +359,6 @@ func (r *report) printPhases(out io.Writer) {
 	lim := r.tally.limits()
 	fmt.Fprintf(out, "limiters (instances):    refused %d for the limit, %d for a tenant's share (by criticality: %s); rate limit %d; limits now %s\n",
 		lim.byReason["limit"], lim.byReason["tenant"], lim.crit, lim.rate, lim.now)
+	fmt.Fprintf(out, "proxy (limit a backend): refused %d with every backend at its limit; limits now %s\n",
+		r.tally.proxyRefused.Load(), lim.proxyNow)
 }

@@ -151,6 +151,7 @@ func build(ctx context.Context, opt options) (*world, error) {
 			return w, err
 		}
 		w.backends = append(w.backends, in)
+		w.tally.name(addr, in.name)
 		eps = append(eps, bulwark.Endpoint{Addr: addr, Zone: zone})
 	}
 	for _, in := range w.backends {
@@ -162,7 +163,7 @@ func build(ctx context.Context, opt options) (*world, error) {
 		MaxIdleConns: 512, MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second, ResponseHeaderTimeout: 10 * time.Second,
 	}
 	w.proxy, err = proxy.New(proxy.Config{
-		Name: "edge", Backends: eps, Algorithm: balancer.PeakEWMA, Zone: "a",
+		Name: proxyName, Backends: eps, Algorithm: balancer.PeakEWMA, Zone: "a",
 		CheckInterval: 500 * time.Millisecond, EjectionTime: 3 * time.Second, Observer: obs, Logger: opt.logger,
 		Transport: shedAsBusy{w.upstream},
 	})
