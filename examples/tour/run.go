@@ -162,7 +162,7 @@ func run(ctx context.Context, opt options) (*report, error) {
 			b1.setSlow(0)
 		}},
 		{overloadStart, "overload: users arrive on their own at twice the clients' normal rate, three times the normal load; the instances " +
-			"shed what their database cannot serve, reports first (503, or 429 for a tenant over its share), the proxy sends a shed request to another instance "+
+			"shed what their database cannot serve, reports first (503, or 429 for a tenant over its share), the proxy sends a shed request to another instance " +
 			"at once and refuses one that no instance has room for, and the clients come back after Retry-After", func() {
 			overload()
 			fmt.Fprintf(out, "          (%.0f arrivals a second)\n", arrivals)
