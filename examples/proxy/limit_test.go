@@ -432,3 +432,79 @@ func TestParseEndpointLimit(t *testing.T) {
 		}
 	}
 }
+
+// A request that a backend sheds (here 429 with Retry-After: 5) goes to
+// another backend at once: the Retry-After speaks for the backend that sent
+// it. The clock is fake and never moves, so a retry that waited for it would
+// never be made. The retry budget still bounds the extra load: the backends
+// get at most (1 + RetryRatio) × the requests, plus the budget's reserve of
+// 10 retries a second over its 10 s window; the requests it leaves without a
+// retry get the backend's answer, with its Retry-After.
+func TestShedRequestGoesElsewhereAtOnceWithinTheBudget(t *testing.T) {
+	ok := newBackend(t, "ok", 0)
+	busy := &backend{name: "busy"}
+	busy.fail.Store(http.StatusTooManyRequests)
+	busy.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Retry-After", "5")
+		busy.ServeHTTP(w, r)
+	}))
+	busy.addr = busy.srv.Listener.Addr().String()
+	t.Cleanup(busy.srv.Close)
+	clk := bulwarktest.NewClock(time.Time{})
+	p, err := New(Config{Backends: []bulwark.Endpoint{{Addr: busy.addr}, {Addr: ok.addr}},
+		RetryDelay: func(int) time.Duration { return 0 }, Clock: clk, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	front := httptest.NewServer(p.Handler())
+	defer front.Close()
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8}, Timeout: 10 * time.Second}
+	defer client.CloseIdleConnections()
+
+	const requests = 1000
+	var served, passedOn atomic.Int64
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= requests {
+				resp, err := client.Get(front.URL + "/x")
+				if err != nil {
+					t.Errorf("GET: %v (a retry that waits for the fake clock never ends)", err)
+					return
+				}
+				resp.Body.Close()
+				switch {
+				case resp.StatusCode == http.StatusOK:
+					served.Add(1)
+				case resp.StatusCode == http.StatusTooManyRequests && resp.Header.Get("Retry-After") == "5":
+					passedOn.Add(1)
+				default:
+					t.Errorf("GET = %d, want 200, or the busy backend's 429 with its Retry-After", resp.StatusCode)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	attempts := busy.hits.Load() + ok.hits.Load()
+	t.Logf("%d requests: %d served, %d passed on the busy backend's 429; %d attempts (busy %d, ok %d)",
+		requests, served.Load(), passedOn.Load(), attempts, busy.hits.Load(), ok.hits.Load())
+	if busy.hits.Load() < requests/4 {
+		t.Fatalf("the busy backend got %d of %d first attempts, want about half (round robin)", busy.hits.Load(), requests)
+	}
+	if served.Load() <= requests/2 {
+		t.Errorf("%d of %d requests served, want more than the half that went to the healthy backend first: the shed ones retried there", served.Load(), requests)
+	}
+	if max := int64(requests*1.2) + 100 + 5; attempts > max {
+		t.Errorf("%d attempts for %d requests, want at most %d: the retry budget (20 %% plus a reserve of 100) bounds them", attempts, requests, max)
+	}
+}
