@@ -374,11 +374,10 @@ func TestEveryBackendAtItsLimitAnswers503AtOnce(t *testing.T) {
 }
 
 // A backend's limiter tells the Observer when it moves its limit, under the
-// name Name/host:port: here, a backend that answers every request 429 (too
-// many requests, a sign of overload) has its limit lowered.
+// name Name/host:port: here, a backend that answers its first requests, then
+// only 429 (too many requests, a sign of overload), has its limit lowered.
 func TestBackendLimiterEventsReachTheObserver(t *testing.T) {
 	b := newBackend(t, "busy", 0)
-	b.fail.Store(http.StatusTooManyRequests)
 	clk := bulwarktest.NewClock(time.Time{})
 	obs := &limitEvents{}
 	p, err := New(Config{Name: "edge", Backends: []bulwark.Endpoint{{Addr: b.addr}}, MaxAttempts: 1,
@@ -397,6 +396,15 @@ func TestBackendLimiterEventsReachTheObserver(t *testing.T) {
 	client := &http.Client{Transport: &http.Transport{}}
 	defer client.CloseIdleConnections()
 	name := "edge/" + b.addr
+	// The limiter measures its baseline from answers first…
+	for range 50 {
+		if code, _, err := get(client, front.URL+"/x"); err != nil || code != http.StatusOK {
+			t.Fatalf("GET = %d, %v; want 200", code, err)
+		}
+		clk.Advance(100 * time.Millisecond) // the limiter's measurement windows last at least a second when calls are few
+	}
+	// …then lowers its limit when they turn into refusals.
+	b.fail.Store(http.StatusTooManyRequests)
 	for i := 0; len(obs.announced(name)) == 0; i++ {
 		if i == 500 {
 			t.Fatalf("no limit change from %s after 500 requests answered 429", name)
@@ -404,7 +412,7 @@ func TestBackendLimiterEventsReachTheObserver(t *testing.T) {
 		if code, _, err := get(client, front.URL+"/x"); err != nil || code != http.StatusTooManyRequests {
 			t.Fatalf("GET = %d, %v; want the backend's 429", code, err)
 		}
-		clk.Advance(100 * time.Millisecond) // the limiter's measurement windows last at least a second when calls are few
+		clk.Advance(100 * time.Millisecond)
 	}
 	if got := obs.announced(name); got[0] >= defaultLimit(t) {
 		t.Errorf("limits announced by %s = %v, want lower than %d", name, got, defaultLimit(t))
