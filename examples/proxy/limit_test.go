@@ -225,8 +225,12 @@ type heldBackend struct {
 	addr    string
 	arrived chan struct{}
 	release chan struct{}
+	once    sync.Once
 	hits    atomic.Int64
 }
+
+// free lets the held requests go, once.
+func (b *heldBackend) free() { b.once.Do(func() { close(b.release) }) }
 
 func newHeldBackend(t *testing.T) *heldBackend {
 	b := &heldBackend{arrived: make(chan struct{}, 100), release: make(chan struct{})}
@@ -243,6 +247,7 @@ func newHeldBackend(t *testing.T) *heldBackend {
 	}))
 	b.addr = b.srv.Listener.Addr().String()
 	t.Cleanup(b.srv.Close)
+	t.Cleanup(b.free) // before the server closes, even when the test fails
 	return b
 }
 
@@ -355,7 +360,7 @@ func TestEveryBackendAtItsLimitAnswers503AtOnce(t *testing.T) {
 				obs.mu.Unlock()
 			}
 			for _, b := range bs {
-				close(b.release)
+				b.free()
 			}
 			wg.Wait()
 			close(codes)
