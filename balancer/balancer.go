@@ -77,9 +77,11 @@ var (
 	// ErrNoEndpoints is returned by Pick when the endpoint set is empty.
 	ErrNoEndpoints = errors.New("balancer: no endpoints")
 	// ErrUnavailable is returned by Pick when endpoints exist but none can
-	// take the call: none is eligible and panic mode is off, or every breaker
-	// refused. In the second case the error also wraps the last refusal, so
-	// errors.As finds the breaker's error and its RetryAfter.
+	// take the call: none is eligible and panic mode is off, or the
+	// breakers and limiters refused it on every endpoint that could take it.
+	// In the second case the error also wraps the refusal with the shortest
+	// RetryAfter, so errors.As finds the breaker's or the limiter's error
+	// and when to try again; its message says when the limits refused it.
 	ErrUnavailable = errors.New("balancer: no eligible endpoint")
 	// ErrInvalidConfig is wrapped by the error of New for a Config it
 	// refuses.

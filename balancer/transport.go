@@ -36,12 +36,14 @@ import (
 // response, RoundTrip returns the latest one and no error, as a proxy must.
 //
 // With per-endpoint Limiters (Config.Limiter), a request goes to an
-// endpoint with room; when every endpoint that could take it is at its
-// limit, RoundTrip fails at once with the Balancer's ErrUnavailable, which
-// wraps the limiter's refusal and its RetryAfter, and does not retry: the
-// limit is there to refuse the excess rather than queue it. Each attempt
-// tells its endpoint's limiter its latency and outcome through Pick.Done: a
-// 503 or 429, or a timeout, is a sign of overload (Result.Overload).
+// endpoint with room. When every endpoint that could take an attempt is at
+// its limit, the attempt fails at once with the Balancer's ErrUnavailable,
+// which wraps the limiter's refusal and its RetryAfter, marked
+// bulwark.Permanent: it is not retried, since the limit is there to refuse
+// the excess rather than queue it. RoundTrip then returns that error (in the
+// Policy's), or the response of an earlier attempt if there was one. Each
+// attempt tells its endpoint's limiter how it went through Pick.Done: a 503
+// or 429, or a timeout, is a sign of overload (Result.Overload).
 //
 // A Transport is safe for concurrent use by multiple goroutines, and must not
 // be changed once in use.
@@ -74,8 +76,9 @@ var _ http.RoundTripper = (*Transport)(nil)
 
 // RoundTrip sends req to a picked endpoint, retrying under Policy as the type
 // documentation says. It returns the Balancer's ErrNoEndpoints or
-// ErrUnavailable when no endpoint can take the request, the last attempt's
-// error when retries end on one, or the Policy's error.
+// ErrUnavailable when no endpoint can take the request (within the Policy's
+// error, if any), the last attempt's error when retries end on one, or the
+// Policy's error.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if t.Balancer == nil {
 		closeBody(req)
