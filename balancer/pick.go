@@ -22,7 +22,7 @@ type Pick struct {
 	b      *Balancer
 	token  uint64   // the breaker's, if any
 	ltoken uint64   // the limiter's, if any
-	at     uint8    // ConsistentHash: the stripe of total that counts the call
+	at     int64    // ConsistentHash: the stripe of total that counts the call
 	kind   doneKind // e.done; doneGeneral in the zero Pick
 	done   bool
 }
@@ -229,7 +229,7 @@ func (b *Balancer) Pick(key string, tried *Tried) (Pick, error) {
 	if e.st.gated || (stale && e.st.verdict.Load()&downBits != 0) || (tried != nil && tried.has(e.st)) {
 		return b.pickSlow(s, p, i, tried, stale)
 	}
-	var at uint8
+	var at int64
 	if b.inflight {
 		at = b.begin(e.st)
 	}
@@ -243,13 +243,13 @@ func (b *Balancer) Pick(key string, tried *Tried) (Pick, error) {
 }
 
 // begin counts a call in flight, and returns the Pick's at.
-func (b *Balancer) begin(st *state) uint8 {
+func (b *Balancer) begin(st *state) int64 {
 	st.inflight.Add(1)
 	switch b.algo {
 	case ConsistentHash:
-		s := stripeHint()
+		s := int64(stripeHint())
 		b.total[s].n.Add(1)
-		return uint8(s)
+		return s
 	}
 	return 0
 }
@@ -414,7 +414,7 @@ func (b *Balancer) admit(e *entry, tried *Tried, stale bool, rf *refused) (Pick,
 			return Pick{}, errRefused
 		}
 	}
-	var at uint8
+	var at int64
 	if b.inflight {
 		at = b.begin(e.st)
 	}
