@@ -359,7 +359,7 @@ type unavailableError struct {
 
 func (e *unavailableError) Error() string {
 	if e.limited {
-		return ErrUnavailable.Error() + " (every one at its concurrency limit): " + e.err.Error()
+		return ErrUnavailable.Error() + " (concurrency limits reached): " + e.err.Error()
 	}
 	return ErrUnavailable.Error() + ": " + e.err.Error()
 }
