@@ -473,7 +473,7 @@ func (p *Proxy) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 		}
 		w.Header().Set("Retry-After", strconv.FormatInt(int64(math.Ceil(wait.Seconds())), 10))
 		writeProblem(w, http.StatusServiceUnavailable, "limit: rejected (every backend is at its concurrency limit)")
-		return // refused by design, at any rate: not logged
+		return // load shed as designed, each request a warning would flood the log under overload
 	case errors.Is(err, balancer.ErrNoEndpoints), errors.Is(err, balancer.ErrUnavailable), errors.Is(err, retry.ErrBudget):
 		w.Header().Set("Retry-After", "1")
 		p.cfg.Logger.WarnContext(r.Context(), "proxy error", "method", r.Method, "path", r.URL.Path, "status", http.StatusServiceUnavailable, "error", err)
