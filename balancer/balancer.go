@@ -77,9 +77,11 @@ var (
 	// ErrNoEndpoints is returned by Pick when the endpoint set is empty.
 	ErrNoEndpoints = errors.New("balancer: no endpoints")
 	// ErrUnavailable is returned by Pick when endpoints exist but none can
-	// take the call: none is eligible and panic mode is off, or every breaker
-	// refused. In the second case the error also wraps the last refusal, so
-	// errors.As finds the breaker's error and its RetryAfter.
+	// take the call: none is eligible and panic mode is off, or the
+	// breakers and limiters refused it on every endpoint that could take it.
+	// In the second case the error also wraps the refusal with the shortest
+	// RetryAfter, so errors.As finds the breaker's or the limiter's error
+	// and when to try again; its message says when the limits refused it.
 	ErrUnavailable = errors.New("balancer: no eligible endpoint")
 	// ErrInvalidConfig is wrapped by the error of New for a Config it
 	// refuses.
@@ -95,6 +97,26 @@ type Breaker interface {
 	Acquire() (token uint64, err error)
 	// Release reports the outcome and latency of the call admitted with token.
 	Release(token uint64, o bulwark.Outcome, latency time.Duration)
+}
+
+// Limiter is a per-endpoint concurrency limit as the balancer uses it;
+// *limit.Limiter satisfies it (its TryAcquire and Release). An endpoint
+// whose Limiter refuses is passed over, for this pick only, for another
+// eligible endpoint with room: calls spill over rather than queue. When every
+// endpoint that could take the call refuses, Pick fails at once with
+// ErrUnavailable, wrapping the refusal. The balancer calls Release exactly
+// once for each successful TryAcquire, from Pick.Done.
+type Limiter interface {
+	// TryAcquire takes a slot for one call, or refuses at once with an
+	// error that says why and, with a method RetryAfter() time.Duration,
+	// when a slot may be free. It is called on every pick of the endpoint,
+	// which may then go elsewhere, so it should neither allocate nor report
+	// a refusal.
+	TryAcquire() (token uint64, err error)
+	// Release ends the call admitted with token: o is how it went (see
+	// Result), and overload tells a call that timed out or that the
+	// endpoint refused as too busy (Result.Overload).
+	Release(token uint64, o bulwark.Outcome, overload bool)
 }
 
 // Follower follows the balancer's endpoint set, so that the set is given in
@@ -226,14 +248,25 @@ type Config struct {
 	// lock held. An error makes New or Update fail, wrapping it, with the
 	// set unchanged; a nil Breaker means none for that endpoint.
 	Breaker func(bulwark.Endpoint) (Breaker, error)
+	// Limiter, if not nil, returns the concurrency limiter of an endpoint,
+	// such as a new *limit.Limiter: an endpoint at its limit is passed over
+	// for one with room, and a pick finds every endpoint that could take it
+	// at its limit fails at once (see Limiter). It is called when the
+	// endpoint joins the set, from New or Update, with no balancer lock
+	// held: an endpoint removed and added again gets a new one. An error
+	// makes New or Update fail, wrapping it, with the set unchanged; a nil
+	// Limiter means no limit for that endpoint.
+	Limiter func(bulwark.Endpoint) (Limiter, error)
 
 	// Clock is the time source for slow start, PeakEWMA and the latencies
 	// that Transport measures. If nil, the wall clock.
 	Clock bulwark.Clock
 	// Observer receives events: EventPick (sampled, see PickSample),
 	// EventEndpointAdded and EventEndpointRemoved, EventStateChange on
-	// entering ("panic") and leaving ("normal") panic mode, and EventMisuse for
-	// a second Done on one pick. If nil, no events and no cost.
+	// entering ("panic") and leaving ("normal") panic mode, EventRejected
+	// (Reason "limit", Err the error of Pick) when a pick fails because the
+	// Limiters refused it, and EventMisuse for a second Done on one pick. If
+	// nil, no events and no cost.
 	Observer bulwark.Observer
 	// PickSample is how many picks one EventPick stands for: each pick emits
 	// one with probability 1/PickSample, and its Weight field is PickSample,
@@ -262,6 +295,7 @@ type Balancer struct {
 	clk        bulwark.Clock
 	obs        bulwark.Observer
 	newBreaker func(bulwark.Endpoint) (Breaker, error)
+	newLimiter func(bulwark.Endpoint) (Limiter, error)
 	followers  []Follower
 	recorders  []Recorder
 	gate       uint64 // the pending bits of a new endpoint's verdict
@@ -332,10 +366,12 @@ type state struct {
 	// makes new endpoints pending, has pronounced on it. Zero is eligible.
 	verdict   atomic.Uint64
 	breaker   Breaker // immutable
+	limiter   Limiter // immutable
 	rampStart int64   // guarded by Balancer.mu; ns since base; -1 when not ramping
 	eligible  bool    // guarded by Balancer.mu; as the last snapshot built saw it
 	fullStart bool    // guarded by Balancer.mu; joined an empty set and was never eligible: no ramp
-	_         [stateSize - 56]byte
+	gated     bool    // immutable: breaker or limiter is not nil
+	_         [stateSize - 72]byte
 }
 
 // The halves of a verdict.
@@ -376,6 +412,7 @@ func New(cfg Config) (*Balancer, error) {
 		clk:        base.ClockOrWall(cfg.Clock),
 		obs:        cfg.Observer,
 		newBreaker: cfg.Breaker,
+		newLimiter: cfg.Limiter,
 		zone:       cfg.Zone,
 		minLocal:   cfg.MinLocalShare,
 		panicAt:    cfg.PanicThreshold,
@@ -464,8 +501,9 @@ func New(cfg Config) (*Balancer, error) {
 	none := map[string]*state{}
 	b.members.Store(&none)
 
-	// The set is checked, and its breakers made, before any judge is bound.
-	set, hashIdx, breakers, err := b.prepare(cfg.Endpoints)
+	// The set is checked, and its breakers and limiters made, before any
+	// judge is bound.
+	set, hashIdx, guards, err := b.prepare(cfg.Endpoints)
 	if err != nil {
 		return nil, err
 	}
@@ -483,7 +521,7 @@ func New(cfg Config) (*Balancer, error) {
 	}
 	b.upMu.Lock()
 	defer b.upMu.Unlock()
-	if err := b.apply(set, hashIdx, breakers); err != nil {
+	if err := b.apply(set, hashIdx, guards); err != nil {
 		b.Close()
 		return nil, err
 	}
@@ -509,18 +547,24 @@ func (b *Balancer) now() int64 { return int64(b.clk.Since(b.base)) }
 func (b *Balancer) Update(eps []bulwark.Endpoint) error {
 	b.upMu.Lock()
 	defer b.upMu.Unlock()
-	set, hashIdx, breakers, err := b.prepare(eps)
+	set, hashIdx, guards, err := b.prepare(eps)
 	if err != nil {
 		return err
 	}
-	return b.apply(set, hashIdx, breakers)
+	return b.apply(set, hashIdx, guards)
+}
+
+// guards are the breaker and the limiter of an endpoint that joins the set.
+type guards struct {
+	breaker Breaker
+	limiter Limiter
 }
 
 // prepare checks eps, builds the hash ring of the new set and makes the
-// breakers of its new endpoints. Breakers are made with no balancer lock held
-// but upMu or, in New, before the balancer is shared: user code does not run
-// under mu.
-func (b *Balancer) prepare(eps []bulwark.Endpoint) ([]bulwark.Endpoint, *hashIndex, map[string]Breaker, error) {
+// breakers and limiters of its new endpoints. They are made with no balancer
+// lock held but upMu or, in New, before the balancer is shared: user code
+// does not run under mu.
+func (b *Balancer) prepare(eps []bulwark.Endpoint) ([]bulwark.Endpoint, *hashIndex, map[string]guards, error) {
 	seen := make(map[string]struct{}, len(eps))
 	for _, ep := range eps {
 		if err := ep.Validate(); err != nil {
@@ -539,27 +583,38 @@ func (b *Balancer) prepare(eps []bulwark.Endpoint) ([]bulwark.Endpoint, *hashInd
 			return nil, nil, nil, err
 		}
 	}
-	var breakers map[string]Breaker
-	if b.newBreaker != nil {
-		breakers = map[string]Breaker{}
+	var made map[string]guards
+	if b.newBreaker != nil || b.newLimiter != nil {
+		made = map[string]guards{}
 		for _, ep := range set {
 			if _, ok := b.states[ep.Addr]; ok { // states changes only under upMu
 				continue
 			}
-			br, err := b.newBreaker(ep)
-			if err != nil {
-				return nil, nil, nil, fmt.Errorf("balancer: breaker of %s: %w", ep.Addr, err)
+			var g guards
+			if b.newBreaker != nil {
+				br, err := b.newBreaker(ep)
+				if err != nil {
+					return nil, nil, nil, fmt.Errorf("balancer: breaker of %s: %w", ep.Addr, err)
+				}
+				g.breaker = br
 			}
-			if br != nil {
-				breakers[ep.Addr] = br
+			if b.newLimiter != nil {
+				lim, err := b.newLimiter(ep)
+				if err != nil {
+					return nil, nil, nil, fmt.Errorf("balancer: limiter of %s: %w", ep.Addr, err)
+				}
+				g.limiter = lim
+			}
+			if g.breaker != nil || g.limiter != nil {
+				made[ep.Addr] = g
 			}
 		}
 	}
-	return set, hashIdx, breakers, nil
+	return set, hashIdx, made, nil
 }
 
 // apply makes set the current set and tells the followers; upMu is held.
-func (b *Balancer) apply(set []bulwark.Endpoint, hashIdx *hashIndex, breakers map[string]Breaker) error {
+func (b *Balancer) apply(set []bulwark.Endpoint, hashIdx *hashIndex, made map[string]guards) error {
 	b.mu.Lock()
 	now := b.now()
 	full := len(b.set) == 0
@@ -567,7 +622,8 @@ func (b *Balancer) apply(set []bulwark.Endpoint, hashIdx *hashIndex, breakers ma
 	for _, ep := range set {
 		st := b.states[ep.Addr]
 		if st == nil {
-			st = &state{rampStart: -1, breaker: breakers[ep.Addr], fullStart: full}
+			g := made[ep.Addr]
+			st = &state{rampStart: -1, breaker: g.breaker, limiter: g.limiter, fullStart: full, gated: g.breaker != nil || g.limiter != nil}
 			st.verdict.Store(b.gate)
 			if b.obs != nil {
 				b.pending = append(b.pending, b.event(bulwark.EventEndpointAdded, ep))

@@ -11,6 +11,7 @@ import (
 
 	"github.com/bulwark-go/bulwark"
 	"github.com/bulwark-go/bulwark/balancer"
+	"github.com/bulwark-go/bulwark/limit"
 )
 
 func endpoints(n int) []bulwark.Endpoint {
@@ -76,6 +77,70 @@ func BenchmarkPickParallel(b *testing.B) {
 	for _, a := range benchAlgorithms {
 		b.Run(a.name, func(b *testing.B) {
 			lb := newBench(b, a.algo)
+			out := balancer.Result{Latency: time.Millisecond}
+			b.ReportAllocs()
+			cpu := cpuTime()
+			b.RunParallel(func(pb *testing.PB) {
+				i := 0
+				for pb.Next() {
+					pk, err := lb.Pick(benchKeys[i&1023], nil)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					pk.Done(out)
+					i++
+				}
+			})
+			reportCPU(b, cpu)
+		})
+	}
+}
+
+// newLimitedBench is newBench with an adaptive *limit.Limiter, as a proxy
+// would configure it (no reserve for critical calls), on every endpoint.
+func newLimitedBench(b *testing.B, algo balancer.Algorithm) *balancer.Balancer {
+	b.Helper()
+	lb, err := balancer.New(balancer.Config{Algorithm: algo, Endpoints: endpoints(100),
+		Limiter: func(ep bulwark.Endpoint) (balancer.Limiter, error) {
+			return limit.New(limit.Config{Name: "bench/" + ep.Addr, Headroom: -1})
+		}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return lb
+}
+
+// BenchmarkPickLimiter is BenchmarkPick with a concurrency limiter on every
+// endpoint: each pick takes a slot of the endpoint's *limit.Limiter, and
+// Done gives it back and feeds it the call's outcome.
+func BenchmarkPickLimiter(b *testing.B) {
+	for _, a := range benchAlgorithms {
+		b.Run(a.name, func(b *testing.B) {
+			lb := newLimitedBench(b, a.algo)
+			out := balancer.Result{Latency: time.Millisecond}
+			b.ReportAllocs()
+			cpu := cpuTime()
+			i := 0
+			for b.Loop() {
+				pk, err := lb.Pick(benchKeys[i&1023], nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				pk.Done(out)
+				i++
+			}
+			reportCPU(b, cpu)
+		})
+	}
+}
+
+// BenchmarkPickLimiterParallel is BenchmarkPickLimiter from every core at
+// once.
+func BenchmarkPickLimiterParallel(b *testing.B) {
+	for _, a := range benchAlgorithms {
+		b.Run(a.name, func(b *testing.B) {
+			lb := newLimitedBench(b, a.algo)
 			out := balancer.Result{Latency: time.Millisecond}
 			b.ReportAllocs()
 			cpu := cpuTime()

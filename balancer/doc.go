@@ -5,7 +5,8 @@
 // filters the endpoints by eligibility, in this order: zone preference (stay
 // in the caller's zone, spill over when too little of it is left), the
 // verdicts of the judges (an active health checker, an outlier detector),
-// then optional per-endpoint circuit breakers. When too few endpoints are
+// then optional per-endpoint circuit breakers and concurrency limiters. When
+// too few endpoints are
 // eligible, the balancer enters panic mode and picks among all of them, as
 // Envoy does. Endpoints that are new or back from failure ramp their weight
 // up over a slow-start window.
@@ -47,10 +48,27 @@
 // Transport does all of this for HTTP: it picks an endpoint per request and
 // retries replayable requests on another endpoint under a bulwark.Policy.
 //
-// Pick never blocks and does no I/O: the endpoint set lives in an immutable
-// snapshot behind an atomic pointer, with per-endpoint atomic counters and
-// verdicts, and is replaced as a whole by Update and after verdicts change;
-// Done never rebuilds it, even when its outcome gets the endpoint ejected.
+// A concurrency limiter per endpoint (Config.Limiter; a *limit.Limiter,
+// adaptive, learns each endpoint's capacity from the latency and outcome of
+// its calls) bounds the calls in flight on each: an endpoint at its limit is
+// passed over for one with room, so that calls spill over to the others
+// rather than queue on a slow one, and a pick that finds every endpoint at
+// its limit fails at once with ErrUnavailable, wrapping the limiter's
+// refusal and its RetryAfter. Done releases the slot and tells the limiter
+// how the call went; Result.Overload marks a call the endpoint refused as
+// too busy. Transport does not retry a request that the limits refused.
+//
+//	lb, err := balancer.New(balancer.Config{Endpoints: eps,
+//		Limiter: func(ep bulwark.Endpoint) (balancer.Limiter, error) {
+//			return limit.New(limit.Config{Name: "orders/" + ep.Addr, Headroom: -1})
+//		}})
+//
+// Pick never blocks and does no I/O, and a pick that succeeds allocates
+// nothing (with *limit.Limiter limiters too, even when it spills over): the
+// endpoint set lives in an immutable snapshot behind an atomic pointer,
+// with per-endpoint atomic counters and verdicts, and is replaced as a whole
+// by Update and after verdicts change; Done never rebuilds it, even when its
+// outcome gets the endpoint ejected.
 //
 // Conventions, as in every bulwark package: New never starts a goroutine,
 // and its errors wrap [ErrInvalidConfig]. The Balancer has no standing

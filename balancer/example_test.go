@@ -17,6 +17,7 @@ import (
 	"github.com/bulwark-go/bulwark/balancer"
 	"github.com/bulwark-go/bulwark/bulwarktest"
 	"github.com/bulwark-go/bulwark/healthcheck"
+	"github.com/bulwark-go/bulwark/limit"
 	"github.com/bulwark-go/bulwark/outlier"
 	"github.com/bulwark-go/bulwark/retry"
 )
@@ -283,4 +284,44 @@ func Example_retry() {
 	// attempt 2 on orders-2:8080
 	// attempt 3 on orders-0:8080
 	// error: <nil>
+}
+
+// A concurrency limit per endpoint: here a fixed one of 2 calls (a
+// limit.Limiter whose limit cannot move; the default one adapts). Calls go
+// to an endpoint with room; when both are full, Pick refuses at once.
+func ExampleConfig_limiter() {
+	lb, err := balancer.New(balancer.Config{
+		Algorithm: balancer.LeastRequest,
+		Endpoints: []bulwark.Endpoint{{Addr: "orders-0:8080"}, {Addr: "orders-1:8080"}},
+		Limiter: func(ep bulwark.Endpoint) (balancer.Limiter, error) {
+			return limit.New(limit.Config{Name: "orders/" + ep.Addr, InitialLimit: 2, MinLimit: 2, MaxLimit: 2, Headroom: -1})
+		},
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	var calls []balancer.Pick
+	for {
+		pk, err := lb.Pick("", nil)
+		if err != nil {
+			fmt.Printf("call %d: refused; ErrUnavailable %v, limit.ErrRejected %v\n",
+				len(calls)+1, errors.Is(err, balancer.ErrUnavailable), errors.Is(err, limit.ErrRejected))
+			break
+		}
+		calls = append(calls, pk)
+	}
+	perEndpoint := map[string]int{}
+	for i := range calls {
+		perEndpoint[calls[i].Endpoint().Addr]++
+		calls[i].Done(balancer.Result{Latency: 20 * time.Millisecond})
+	}
+	fmt.Println("in flight when refused:", perEndpoint)
+	pk, err := lb.Pick("", nil)
+	fmt.Println("after the calls ended:", err == nil)
+	pk.Done(balancer.Result{})
+	// Output:
+	// call 5: refused; ErrUnavailable true, limit.ErrRejected true
+	// in flight when refused: map[orders-0:8080:2 orders-1:8080:2]
+	// after the calls ended: true
 }

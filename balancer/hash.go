@@ -39,7 +39,7 @@ func newHashIndex(set []bulwark.Endpoint, vnodes int) (*hashIndex, error) {
 
 // pickHash walks key's owners on the ring and takes the first that is in p,
 // not tried, under its bound of LoadFactor × its weighted share of the
-// requests in flight, and admitted by its breaker. If every eligible owner is
+// requests in flight, and admitted by its limiter and breaker. If every eligible owner is
 // over its bound, it takes the first of them; if none is eligible, it falls
 // back as pickSlow does.
 //
@@ -62,7 +62,7 @@ func (b *Balancer) pickHash(s *snapshot, p *pool, key string, tried *Tried, stal
 	// is always under its bound, so m is summed only for a busy one.
 	cm := -1.0 // c·m, computed once, when the first busy owner is met
 	over := int32(-1)
-	var lastErr error
+	var rf refused
 	for {
 		_, ni, ok := own.Next()
 		if !ok {
@@ -94,7 +94,7 @@ func (b *Balancer) pickHash(s *snapshot, p *pool, key string, tried *Tried, stal
 			clean = false
 			continue
 		}
-		pk, err := b.admit(e, nil, stale) // not tried: checked above
+		pk, err := b.admit(e, nil, stale, &rf) // not tried: checked above
 		if err == nil {
 			if tried != nil {
 				tried.add(e.st)
@@ -108,19 +108,14 @@ func (b *Balancer) pickHash(s *snapshot, p *pool, key string, tried *Tried, stal
 			return pk, nil
 		}
 		clean = false
-		if err != errPassed {
-			lastErr = err
-		}
 	}
 	if tried != nil {
 		tried.ring = nil
 	}
 	if over >= 0 {
-		if pk, err := b.admit(&s.entries[over], tried, stale); err == nil {
+		if pk, err := b.admit(&s.entries[over], tried, stale, &rf); err == nil {
 			return pk, nil
-		} else if err != errPassed {
-			lastErr = err
 		}
 	}
-	return b.scan(s, p, tried, stale, lastErr)
+	return b.scan(s, p, tried, stale, &rf)
 }

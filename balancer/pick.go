@@ -3,7 +3,6 @@ package balancer
 import (
 	"context"
 	"errors"
-	"fmt"
 	"math"
 	"math/rand/v2"
 	"time"
@@ -19,12 +18,13 @@ import (
 // Done from one goroutine, on the Pick itself rather than on copies (a copy
 // does not know that the original is done).
 type Pick struct {
-	e     *entry
-	b     *Balancer
-	token uint64   // the breaker's, if any
-	at    int64    // ConsistentHash: the stripe of total that counts the call
-	kind  doneKind // e.done; doneGeneral in the zero Pick
-	done  bool
+	e      *entry
+	b      *Balancer
+	token  uint64   // the breaker's, if any
+	ltoken uint64   // the limiter's, if any
+	at     int64    // ConsistentHash: the stripe of total that counts the call
+	kind   doneKind // e.done; doneGeneral in the zero Pick
+	done   bool
 }
 
 // Endpoint returns where to send the call.
@@ -53,6 +53,13 @@ type Result struct {
 	// 404 that is the client's fault) sets it, as it would pass an Outcome
 	// to a breaker's Permit.Record.
 	Outcome bulwark.Outcome
+	// Overload marks a call that timed out, or that the endpoint refused as
+	// too busy or asked to slow down (Transport sets it for HTTP 503 and
+	// 429): the endpoint's Limiter counts it as a sign of overload, and
+	// lowers its limit, rather than learn from its latency. An Err that
+	// wraps context.DeadlineExceeded counts so too. It changes nothing for
+	// the breaker and the Recorders, which go by Err and Outcome.
+	Overload bool
 }
 
 // class returns how o counts for the endpoint's health.
@@ -70,7 +77,8 @@ func (o Result) class() bulwark.Outcome {
 
 // Done reports the outcome of the call made on the pick: it ends the call's
 // in-flight count, feeds the latency estimate, the followers that are
-// Recorders (an outlier detector) and the endpoint's breaker. Call it exactly
+// Recorders (an outlier detector), and the endpoint's breaker and limiter,
+// whose slot it releases. Call it exactly
 // once per pick; a second call on the same Pick is ignored and reported to
 // the Observer as EventMisuse. Done on a zero Pick does nothing. Done never
 // blocks and never rebuilds the snapshot: when the outcome gets the endpoint
@@ -120,10 +128,13 @@ func (p *Pick) done2(o Result) {
 	if b.algo == PeakEWMA && o.Latency > 0 {
 		b.observe(st, o.Latency)
 	}
-	if st.breaker == nil && len(b.recorders) == 0 {
+	if !st.gated && len(b.recorders) == 0 {
 		return
 	}
 	c := o.class()
+	if st.limiter != nil {
+		st.limiter.Release(p.ltoken, c, o.Overload || errors.Is(o.Err, context.DeadlineExceeded))
+	}
 	if st.breaker != nil {
 		st.breaker.Release(p.token, c, o.Latency)
 	}
@@ -187,10 +198,14 @@ func (t *Tried) add(st *state) {
 // ConsistentHash, the key goes to its next owner on the ring), and adds the
 // endpoint it picks, so that a retry with the same Tried moves on.
 //
-// Pick returns ErrNoEndpoints when the set is empty, and ErrUnavailable when
-// no endpoint can take the call: none is eligible or pending, with panic
-// mode off, or every breaker refused the call; then the error also wraps the
-// breaker's.
+// An endpoint whose breaker or Limiter refuses the call is passed over for
+// another that can take it. Pick returns ErrNoEndpoints when the set is
+// empty, and ErrUnavailable when no endpoint can take the call: none is
+// eligible or pending, with panic mode off, or the breakers and limiters
+// refused it on every endpoint that could take it; then the error also
+// wraps the refusal with the shortest RetryAfter (the first one met when
+// none has an estimate), so that errors.As finds the breaker's or the
+// limiter's error and when to try again.
 func (b *Balancer) Pick(key string, tried *Tried) (Pick, error) {
 	s := b.snap.Load()
 	if len(s.entries) == 0 {
@@ -211,7 +226,7 @@ func (b *Balancer) Pick(key string, tried *Tried) (Pick, error) {
 	}
 	i := b.choose(s, p)
 	e := &s.entries[i]
-	if e.st.breaker != nil || (stale && e.st.verdict.Load()&downBits != 0) || (tried != nil && tried.has(e.st)) {
+	if e.st.gated || (stale && e.st.verdict.Load()&downBits != 0) || (tried != nil && tried.has(e.st)) {
 		return b.pickSlow(s, p, i, tried, stale)
 	}
 	var at int64
@@ -310,25 +325,94 @@ func stripeHint() uint64 {
 const maxTries = 3
 
 // errPassed is admit's refusal of an endpoint that was already tried, or
-// that a judge found unhealthy since the snapshot was built.
-var errPassed = errors.New("balancer: endpoint passed over")
+// that a judge found unhealthy since the snapshot was built; errRefused, of
+// one whose breaker or limiter refused the call (admit notes the refusal).
+var (
+	errPassed  = errors.New("balancer: endpoint passed over")
+	errRefused = errors.New("balancer: endpoint refused the call")
+)
+
+// refused keeps, of the refusals by breakers and limiters that one pick met,
+// the one its error wraps: the one with the shortest RetryAfter, or the
+// first one if none has a positive RetryAfter (zero is no estimate).
+type refused struct {
+	err     error
+	wait    time.Duration // err's RetryAfter; -1 for none
+	limited bool          // err is a limiter's
+}
+
+func (r *refused) note(err error, limited bool) {
+	wait := time.Duration(-1)
+	if ra, ok := err.(interface{ RetryAfter() time.Duration }); ok && ra.RetryAfter() > 0 {
+		wait = ra.RetryAfter()
+	}
+	if r.err == nil || (wait >= 0 && (r.wait < 0 || wait < r.wait)) {
+		*r = refused{err: err, wait: wait, limited: limited}
+	}
+}
+
+// unavailableError is Pick's ErrUnavailable when breakers or limiters refused
+// the call on every endpoint that could take it.
+type unavailableError struct {
+	refused
+}
+
+func (e *unavailableError) Error() string {
+	if e.limited {
+		return ErrUnavailable.Error() + " (concurrency limits reached): " + e.err.Error()
+	}
+	return ErrUnavailable.Error() + ": " + e.err.Error()
+}
+
+// Unwrap returns ErrUnavailable and the refusal.
+func (e *unavailableError) Unwrap() []error { return []error{ErrUnavailable, e.err} }
+
+// limitedError reports whether err is Pick's refusal of a call that the
+// limiters refused (the shortest wait being a limiter's).
+func limitedError(err error) bool {
+	var u *unavailableError
+	return errors.As(err, &u) && u.limited
+}
+
+// hasUntried reports whether an endpoint not in tried could take a pick:
+// one of the snapshot's pools (eligible or pending, or any in panic mode)
+// that no judge has found down since. Its limiter and breaker may still
+// refuse.
+func (b *Balancer) hasUntried(tried *Tried) bool {
+	s := b.snap.Load()
+	for _, q := range [2]*pool{s.primary, s.other} {
+		if q == nil {
+			continue
+		}
+		for _, i := range q.idx {
+			st := s.entries[i].st
+			if !tried.has(st) && (q.kind == poolPanic || st.verdict.Load()&downBits == 0) {
+				return true
+			}
+		}
+	}
+	return false
+}
 
 // admit returns the pick of e unless e is in tried, is found down by a
-// verdict newer than the snapshot (when stale), or its breaker refuses.
-func (b *Balancer) admit(e *entry, tried *Tried, stale bool) (Pick, error) {
+// verdict newer than the snapshot (when stale), or its limiter or breaker
+// refuses the call: then it returns errPassed, or errRefused after noting the
+// refusal in rf.
+func (b *Balancer) admit(e *entry, tried *Tried, stale bool, rf *refused) (Pick, error) {
 	if tried != nil && tried.has(e.st) {
 		return Pick{}, errPassed
 	}
 	if stale && e.st.verdict.Load()&downBits != 0 {
 		return Pick{}, errPassed
 	}
-	var token uint64
-	if e.st.breaker != nil {
-		t, err := e.st.breaker.Acquire()
-		if err != nil {
-			return Pick{}, err
+	var token, ltoken uint64
+	if e.st.gated {
+		var err error
+		var limited bool
+		if token, ltoken, limited, err = e.st.acquire(); err != nil {
+			rf.note(err, limited)
+			return Pick{}, errRefused
 		}
-		token = t
 	}
 	var at int64
 	if b.inflight {
@@ -340,35 +424,51 @@ func (b *Balancer) admit(e *entry, tried *Tried, stale bool) (Pick, error) {
 	if tried != nil {
 		tried.add(e.st)
 	}
-	return Pick{e: e, b: b, token: token, at: at, kind: e.done}, nil
+	return Pick{e: e, b: b, token: token, ltoken: ltoken, at: at, kind: e.done}, nil
 }
 
-// pickSlow handles breakers, tried endpoints and fresh verdicts: it tries the
-// algorithm's choice first, then a few more choices, then scans.
+// acquire takes a slot of st's limiter, then of its breaker, and returns
+// their tokens; or the refusal, and whether it is the limiter's. When the
+// breaker refuses, the limiter's slot is given back.
+func (st *state) acquire() (token, ltoken uint64, limited bool, err error) {
+	if st.limiter != nil {
+		if ltoken, err = st.limiter.TryAcquire(); err != nil {
+			return 0, 0, true, err
+		}
+	}
+	if st.breaker != nil {
+		if token, err = st.breaker.Acquire(); err != nil {
+			if st.limiter != nil {
+				st.limiter.Release(ltoken, bulwark.Neutral, false) // the call was not made
+			}
+			return 0, 0, false, err
+		}
+	}
+	return token, ltoken, false, nil
+}
+
+// pickSlow handles breakers, limiters, tried endpoints and fresh verdicts: it
+// tries the algorithm's choice first, then a few more choices, then scans.
 func (b *Balancer) pickSlow(s *snapshot, p *pool, first int32, tried *Tried, stale bool) (Pick, error) {
-	var lastErr error
+	var rf refused
 	i := first
 	for try := 0; try < maxTries; try++ {
 		if try > 0 {
 			i = b.choose(s, p)
 		}
-		pk, err := b.admit(&s.entries[i], tried, stale)
-		if err == nil {
+		if pk, err := b.admit(&s.entries[i], tried, stale, &rf); err == nil {
 			return pk, nil
 		}
-		if err != errPassed {
-			lastErr = err
-		}
 	}
-	return b.scan(s, p, tried, stale, lastErr)
+	return b.scan(s, p, tried, stale, &rf)
 }
 
 // scan tries every endpoint of p, then of the other zone's pool, each from a
 // random start. If tried or fresh verdicts ruled some out, it starts over
 // allowing the tried endpoints, then the ones found down. It returns
-// ErrUnavailable, wrapping lastErr (a breaker's refusal) if any, when every
+// ErrUnavailable, wrapping the refusal kept in rf if any, when every
 // endpoint refused.
-func (b *Balancer) scan(s *snapshot, p *pool, tried *Tried, stale bool, lastErr error) (Pick, error) {
+func (b *Balancer) scan(s *snapshot, p *pool, tried *Tried, stale bool, rf *refused) (Pick, error) {
 	pools := [2]*pool{p, s.other}
 	if p == s.other {
 		pools[1] = s.primary
@@ -381,14 +481,12 @@ func (b *Balancer) scan(s *snapshot, p *pool, tried *Tried, stale bool, lastErr 
 		n := len(q.idx)
 		start := rand.IntN(n)
 		for k := range n {
-			pk, err := b.admit(&s.entries[q.idx[(start+k)%n]], tried, stale)
+			pk, err := b.admit(&s.entries[q.idx[(start+k)%n]], tried, stale, rf)
 			if err == nil {
 				return pk, nil
 			}
 			if err == errPassed {
 				passed = true
-			} else {
-				lastErr = err
 			}
 		}
 	}
@@ -396,15 +494,21 @@ func (b *Balancer) scan(s *snapshot, p *pool, tried *Tried, stale bool, lastErr 
 	case passed && tried != nil && tried.n > 0:
 		// Only tried endpoints (or down ones) are left: a retry goes to
 		// one of them rather than nowhere. It is not added to tried twice.
-		pk, err := b.scan(s, p, nil, stale, lastErr)
+		pk, err := b.scan(s, p, nil, stale, rf)
 		return pk, err
 	case passed && stale:
-		return b.scan(s, p, nil, false, lastErr)
+		return b.scan(s, p, nil, false, rf)
 	}
-	if lastErr != nil {
-		return Pick{}, fmt.Errorf("%w: %w", ErrUnavailable, lastErr)
+	if rf.err == nil {
+		return Pick{}, ErrUnavailable
 	}
-	return Pick{}, ErrUnavailable
+	err := &unavailableError{refused: *rf}
+	if rf.limited && b.obs != nil {
+		ev := b.event(bulwark.EventRejected, bulwark.Endpoint{})
+		ev.Reason, ev.Err = "limit", err
+		b.obs.Observe(ev)
+	}
+	return Pick{}, err
 }
 
 // penalty is the PeakEWMA cost of an endpoint with requests in flight but no

@@ -133,7 +133,7 @@ func (b *Balancer) buildLocked(now int64) (*snapshot, int64) {
 			local:    b.zone != "" && ep.Zone == b.zone,
 		}
 		switch {
-		case st.breaker != nil || b.heavyDone:
+		case st.gated || b.heavyDone:
 		case b.inflight:
 			e.done = doneCount
 		default:

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/bulwark-go/bulwark"
 	"github.com/bulwark-go/bulwark/internal/httpx"
@@ -34,6 +35,16 @@ import (
 // are not retried: their errors are marked bulwark.Permanent. When retries end and some attempt got a
 // response, RoundTrip returns the latest one and no error, as a proxy must.
 //
+// With per-endpoint Limiters (Config.Limiter), a request goes to an
+// endpoint with room. When every endpoint that could take an attempt is at
+// its limit, the attempt fails at once with the Balancer's ErrUnavailable,
+// which wraps the limiter's refusal and its RetryAfter, marked
+// bulwark.Permanent: it is not retried, since the limit is there to refuse
+// the excess rather than queue it. RoundTrip then returns that error (in the
+// Policy's), or the response of an earlier attempt if there was one. Each
+// attempt tells its endpoint's limiter how it went through Pick.Done: a 503
+// or 429, or a timeout, is a sign of overload (Result.Overload).
+//
 // A Transport is safe for concurrent use by multiple goroutines, and must not
 // be changed once in use.
 type Transport struct {
@@ -47,14 +58,27 @@ type Transport struct {
 	// Key returns the request's key for ConsistentHash, such as a header or
 	// a customer id. If nil, "".
 	Key func(*http.Request) string
+	// RetryAfterPerEndpoint makes a server's Retry-After delay only a retry
+	// that goes back to the endpoint that sent it: the wait speaks for that
+	// server, not for the others. While an endpoint that the request has
+	// not tried is eligible, the error of an attempt answered with
+	// Retry-After asks the Policy for no wait (its RetryAfter method returns
+	// zero, and it wraps the *bulwark.StatusError, whose Wait is the
+	// server's), and the retry goes to that endpoint after the Policy's own
+	// backoff, as Envoy retries other hosts. Such retries spend from the
+	// Policy's retry budget like any other, which bounds the extra load on a
+	// fleet that sheds. If false, every Retry-After delays the next attempt,
+	// wherever it goes.
+	RetryAfterPerEndpoint bool
 }
 
 var _ http.RoundTripper = (*Transport)(nil)
 
 // RoundTrip sends req to a picked endpoint, retrying under Policy as the type
 // documentation says. It returns the Balancer's ErrNoEndpoints or
-// ErrUnavailable when no endpoint can take the request, the last attempt's
-// error when retries end on one, or the Policy's error.
+// ErrUnavailable when no endpoint can take the request (within the Policy's
+// error, if any), the last attempt's error when retries end on one, or the
+// Policy's error.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if t.Balancer == nil {
 		closeBody(req)
@@ -137,6 +161,11 @@ func (a *attempts) run(ctx context.Context) error {
 
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if a.t.RetryAfterPerEndpoint && a.replay {
+		if se, ok := err.(*bulwark.StatusError); ok && se.Wait > 0 && a.t.Balancer.hasUntried(&a.tried) {
+			err = elsewhereError{se}
+		}
+	}
 	if resp != nil {
 		if a.won || a.finished {
 			discard(resp) // a hedged attempt already succeeded, or RoundTrip returned
@@ -176,7 +205,7 @@ func (a *attempts) attempt(ctx context.Context, rewind bool) (*http.Response, er
 		if !rewind {
 			closeBody(req)
 		}
-		if errors.Is(err, ErrNoEndpoints) {
+		if errors.Is(err, ErrNoEndpoints) || limitedError(err) {
 			err = bulwark.Permanent(err)
 		}
 		return nil, err
@@ -226,15 +255,18 @@ func (a *attempts) attempt(ctx context.Context, rewind bool) (*http.Response, er
 		if cancelSend != nil {
 			cancelSend()
 		}
-		pk.Done(Result{Err: err, Latency: latency, Gateway: isConnectError(err)})
+		pk.Done(Result{Err: err, Latency: latency, Gateway: isConnectError(err), Overload: isTimeout(err)})
 		return nil, fmt.Errorf("balancer: %s: %w", pk.e.ep.Addr, err)
 	}
 	o := Result{Latency: latency}
 	switch code := resp.StatusCode; {
 	case code == http.StatusBadGateway || code == http.StatusServiceUnavailable || code == http.StatusGatewayTimeout:
 		o.Err, o.Gateway = errStatus, true
+		o.Overload = code == http.StatusServiceUnavailable
 	case code >= 500:
 		o.Err = errStatus
+	case code == http.StatusTooManyRequests:
+		o.Overload = true // not a failure of the endpoint, but a sign of load
 	}
 	pk.Done(o)
 	if cancelSend != nil && resp.StatusCode != http.StatusSwitchingProtocols {
@@ -249,6 +281,29 @@ func (a *attempts) attempt(ctx context.Context, rewind bool) (*http.Response, er
 }
 
 var errStatus = errors.New("balancer: server error status")
+
+// elsewhereError is the error of an attempt whose server asked for a wait
+// (Retry-After) when the retry can go to an endpoint not tried yet, with
+// Transport.RetryAfterPerEndpoint: it asks the Policy for no wait.
+type elsewhereError struct{ err *bulwark.StatusError }
+
+func (e elsewhereError) Error() string {
+	return e.err.Error() + "; retrying on another endpoint at once"
+}
+
+// Unwrap returns the server's *bulwark.StatusError.
+func (e elsewhereError) Unwrap() error { return e.err }
+
+// RetryAfter returns zero: the wait was the server's, and the retry goes
+// elsewhere.
+func (e elsewhereError) RetryAfter() time.Duration { return 0 }
+
+// isTimeout reports whether err is a timeout: a deadline exceeded, or a
+// network error that says so (such as a response header timeout).
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+}
 
 // releasingBody cancels the context its response was read under when it is
 // closed.

@@ -11,16 +11,18 @@
 //
 // Both are [bulwark.Policy] values. Callers that cannot wrap the call in a
 // function use [Limiter.Acquire] or [Bulkhead.Acquire] and the returned
-// [Permit]'s Done, which allocate nothing, so that a client transport can
-// keep one Limiter per endpoint. A refusal is a [*RejectedError] wrapping
-// [ErrRejected]; it says why ([Reason]) and, where it can, when to try again
-// (RetryAfter, which package retry honours).
+// [Permit]'s Done, which allocate nothing. A client-side balancer keeps one
+// Limiter per endpoint through [Limiter.TryAcquire] and [Limiter.Release] (a
+// *Limiter is a balancer.Limiter), whose refusal is silent and allocates
+// nothing, since the call may still go to another endpoint. A refusal is a
+// [*RejectedError] wrapping [ErrRejected]; it says why ([Reason]) and, where
+// it can, when to try again (RetryAfter, which package retry honours).
 //
 // Conventions, as in every bulwark package: [New] and [NewBulkhead] never
 // start a goroutine (neither has background work, so no Start or Close), and
 // their errors wrap [ErrInvalidConfig]. Events go to the Config's Observer:
-// EventRejected for each refusal, EventLimitChanged when a Limiter's limit
-// moves, and EventMisuse for a Permit ended twice.
+// EventRejected for each refusal (but for TryAcquire's), EventLimitChanged
+// when a Limiter's limit moves, and EventMisuse for a Permit ended twice.
 //
 // # The adaptive limit
 //

@@ -55,8 +55,9 @@ type Config struct {
 	// Clock is the time source. If nil, the wall clock.
 	Clock bulwark.Clock
 
-	// Observer receives EventRejected for each refused call (Reason is the
-	// refusal's Reason), EventLimitChanged when the limit moves, and
+	// Observer receives EventRejected for each call that Acquire or Do
+	// refuses (Reason is the refusal's Reason; TryAcquire's refusals are
+	// its caller's to report), EventLimitChanged when the limit moves, and
 	// EventMisuse for a Permit ended twice, on the caller's goroutine and
 	// never under the limiter's lock. If nil, no events and no cost.
 	Observer bulwark.Observer

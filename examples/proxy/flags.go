@@ -54,3 +54,20 @@ func ParseAlgorithm(s string) (balancer.Algorithm, error) {
 	}
 	return 0, fmt.Errorf("unknown algorithm %q: want round_robin, least_request, peak_ewma, consistent_hash or random", s)
 }
+
+// ParseEndpointLimit reads a backend's concurrency limit, for
+// Config.EndpointLimit: "adaptive" (or empty) for an adaptive limit (0),
+// "off" for none (-1), or a fixed number of requests, at least 1.
+func ParseEndpointLimit(s string) (int, error) {
+	switch s = strings.TrimSpace(s); s {
+	case "", "adaptive":
+		return 0, nil
+	case "off":
+		return -1, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 {
+		return 0, fmt.Errorf("endpoint limit %q: want adaptive, off or a number of requests of at least 1", s)
+	}
+	return n, nil
+}

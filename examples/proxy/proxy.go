@@ -1,17 +1,21 @@
 // Package proxy is an HTTP reverse proxy built from bulwark alone:
 // httputil.ReverseProxy over a balancer.Transport, with active health checks
-// and passive outlier ejection judging the backends, a circuit breaker per
-// backend, retries of replayable requests on another backend under a shared
-// retry budget, backends from a static list or from DNS, its own /livez,
-// /readyz and /startupz, and a graceful drain.
+// and passive outlier ejection judging the backends, a circuit breaker and
+// an adaptive concurrency limit per backend, retries of replayable requests
+// on another backend under a shared retry budget, backends from a static
+// list or from DNS, its own /livez, /readyz and /startupz, and a graceful
+// drain.
 package proxy
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/http/httputil"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,6 +26,7 @@ import (
 	"github.com/bulwark-go/bulwark/discovery"
 	"github.com/bulwark-go/bulwark/healthcheck"
 	"github.com/bulwark-go/bulwark/healthz"
+	"github.com/bulwark-go/bulwark/limit"
 	"github.com/bulwark-go/bulwark/outlier"
 	"github.com/bulwark-go/bulwark/retry"
 )
@@ -59,6 +64,17 @@ type Config struct {
 	// stays out the first time; each ejection in a row adds as much, up to 2
 	// minutes. If zero, 10 s.
 	EjectionTime time.Duration
+	// EndpointLimit is the concurrency limit of each backend, the requests
+	// the proxy keeps in flight on it. If zero, an adaptive limit.Limiter
+	// per backend finds it from the latency of the backend's answers and
+	// from its refusals (503, 429) and timeouts. If positive, a fixed limit
+	// of that many requests. If negative, no limit. A backend at its limit
+	// gets no more requests while another has room; when every backend is
+	// at its limit, the proxy answers 503 with Retry-After at once rather
+	// than queue the request. The limiters' events (limit changes) go to
+	// Observer, each named Name/host:port, and the balancer's EventRejected
+	// (Reason "limit") tells of each request refused so.
+	EndpointLimit int
 	// MaxAttempts bounds the tries of a replayable request, the first
 	// included. If zero, 3.
 	MaxAttempts int
@@ -190,6 +206,7 @@ func New(cfg Config) (*Proxy, error) {
 		SlowStart: 5 * time.Second,
 		Followers: []balancer.Follower{p.checker, p.outliers, p.breakers, &p.members},
 		Breaker:   func(ep bulwark.Endpoint) (balancer.Breaker, error) { return p.breakers.Get(ep.Addr), nil },
+		Limiter:   p.newLimiter,
 		Clock:     cfg.Clock, Observer: cfg.Observer,
 	})
 	if err != nil {
@@ -220,7 +237,11 @@ func New(cfg Config) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	var transport http.RoundTripper = &balancer.Transport{Balancer: p.lb, Base: base, Policy: policy, Key: p.key}
+	// A backend's Retry-After delays only a retry that goes back to it: a
+	// request shed by one backend goes to another at once (after the
+	// policy's backoff), as Envoy retries other hosts, and the retry budget
+	// bounds the extra load on a fleet that sheds.
+	var transport http.RoundTripper = &balancer.Transport{Balancer: p.lb, Base: base, Policy: policy, Key: p.key, RetryAfterPerEndpoint: true}
 	if cfg.HedgeDelay > 0 {
 		// Retries and hedges spend from one budget; composed, a request
 		// counts into it once.
@@ -232,7 +253,7 @@ func New(cfg Config) (*Proxy, error) {
 			return nil, err
 		}
 		transport = readsHedged{
-			reads: &balancer.Transport{Balancer: p.lb, Base: base, Policy: bulwark.Compose(policy, hedge), Key: p.key},
+			reads: &balancer.Transport{Balancer: p.lb, Base: base, Policy: bulwark.Compose(policy, hedge), Key: p.key, RetryAfterPerEndpoint: true},
 			rest:  transport,
 		}
 	}
@@ -274,6 +295,22 @@ func New(cfg Config) (*Proxy, error) {
 	mux.Handle("/", http.HandlerFunc(p.serveProxy))
 	p.handler = mux
 	return p, nil
+}
+
+// newLimiter returns the concurrency limiter of a backend, as
+// Config.EndpointLimit says: nil for none. Every request weighs the same (no
+// criticality reaches the balancer), so none of the limit is held back for
+// critical requests.
+func (p *Proxy) newLimiter(ep bulwark.Endpoint) (balancer.Limiter, error) {
+	n := p.cfg.EndpointLimit
+	if n < 0 {
+		return nil, nil
+	}
+	lc := limit.Config{Name: p.cfg.Name + "/" + ep.Addr, Headroom: -1, Clock: p.cfg.Clock, Observer: p.cfg.Observer}
+	if n > 0 {
+		lc.InitialLimit, lc.MinLimit, lc.MaxLimit = n, n, n
+	}
+	return limit.New(lc)
 }
 
 // members follows the balancer's endpoint set, for the readiness check.
@@ -418,12 +455,30 @@ func (p *Proxy) key(r *http.Request) string {
 	return r.URL.Path
 }
 
+// proxyError answers a request that got no response from a backend. A
+// request the proxy refused itself gets 503 with Retry-After and an
+// application/problem+json body: when every backend was at its concurrency
+// limit, Retry-After is the limiter's estimate in whole seconds, at least 1,
+// and the detail starts "limit: rejected", as a limit's refusal does (the
+// request did nothing); otherwise (no backend available, the retry budget
+// spent) Retry-After is 1.
 func (p *Proxy) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	status := http.StatusBadGateway
 	switch {
+	case errors.Is(err, limit.ErrRejected):
+		wait := time.Second
+		var ra interface{ RetryAfter() time.Duration }
+		if errors.As(err, &ra) {
+			wait = max(wait, ra.RetryAfter())
+		}
+		w.Header().Set("Retry-After", strconv.FormatInt(int64(math.Ceil(wait.Seconds())), 10))
+		writeProblem(w, http.StatusServiceUnavailable, "limit: rejected (every backend is at its concurrency limit)")
+		return // load shed as designed, each request a warning would flood the log under overload
 	case errors.Is(err, balancer.ErrNoEndpoints), errors.Is(err, balancer.ErrUnavailable), errors.Is(err, retry.ErrBudget):
-		status = http.StatusServiceUnavailable
 		w.Header().Set("Retry-After", "1")
+		p.cfg.Logger.WarnContext(r.Context(), "proxy error", "method", r.Method, "path", r.URL.Path, "status", http.StatusServiceUnavailable, "error", err)
+		writeProblem(w, http.StatusServiceUnavailable, "no backend can take the request")
+		return
 	case errors.Is(err, context.Canceled):
 		status = 499 // the client went away; nobody reads this
 	case errors.Is(err, context.DeadlineExceeded):
@@ -433,4 +488,20 @@ func (p *Proxy) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 		p.cfg.Logger.WarnContext(r.Context(), "proxy error", "method", r.Method, "path", r.URL.Path, "status", status, "error", err)
 	}
 	w.WriteHeader(status)
+}
+
+// writeProblem writes an RFC 9457 problem details answer.
+func writeProblem(w http.ResponseWriter, status int, detail string) {
+	b, _ := json.Marshal(struct {
+		Type   string `json:"type"`
+		Title  string `json:"title"`
+		Status int    `json:"status"`
+		Detail string `json:"detail"`
+	}{"about:blank", http.StatusText(status), status, detail})
+	h := w.Header()
+	h.Set("Content-Type", "application/problem+json")
+	h.Set("Content-Length", strconv.Itoa(len(b)))
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
 }

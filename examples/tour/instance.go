@@ -42,6 +42,7 @@ type wireEvent struct {
 	Name      string            `json:"name,omitempty"`
 	Addr      string            `json:"addr,omitempty"`
 	Attempt   int               `json:"attempt,omitempty"`
+	Limit     int               `json:"limit,omitempty"`
 	From      string            `json:"from,omitempty"`
 	To        string            `json:"to,omitempty"`
 	Reason    string            `json:"reason,omitempty"`
@@ -72,13 +73,24 @@ func (ew *eventWriter) Observe(e bulwark.Event) {
 	case bulwark.EventCall, bulwark.EventProbe, bulwark.EventPick:
 		return // too many, and the tally does not count them from instances
 	}
+	ew.send(toWire(e))
+}
+
+// toWire returns e as the tally needs it on the wire.
+func toWire(e bulwark.Event) wireEvent {
 	we := wireEvent{Kind: e.Kind, Component: e.Component, Name: e.Name, Addr: e.Endpoint.Addr,
-		Attempt: e.Attempt, From: e.From, To: e.To, Reason: e.Reason}
+		Attempt: e.Attempt, Limit: e.Limit, From: e.From, To: e.To, Reason: e.Reason}
 	var rej *limit.RejectedError
 	if errors.As(e.Err, &rej) {
 		we.To = rej.Criticality.String() // a refusal has no state: To carries its criticality
 	}
-	ew.send(we)
+	return we
+}
+
+// event returns the event that e carries, for the tally.
+func (e wireEvent) event() bulwark.Event {
+	return bulwark.Event{Kind: e.Kind, Component: e.Component, Name: e.Name,
+		Endpoint: bulwark.Endpoint{Addr: e.Addr}, Attempt: e.Attempt, Limit: e.Limit, From: e.From, To: e.To, Reason: e.Reason}
 }
 
 func (ew *eventWriter) send(e wireEvent) {
@@ -232,8 +244,7 @@ func (in *instance) start() error {
 				close(ready)
 				continue
 			}
-			in.tally.Observe(bulwark.Event{Kind: e.Kind, Component: e.Component, Name: e.Name,
-				Endpoint: bulwark.Endpoint{Addr: e.Addr}, Attempt: e.Attempt, From: e.From, To: e.To, Reason: e.Reason})
+			in.tally.Observe(e.event())
 		}
 		_, _ = io.Copy(io.Discard, stdout)
 		_ = cmd.Wait()

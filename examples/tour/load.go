@@ -154,7 +154,9 @@ func (c *client) do(ctx context.Context, cl class, method, path string, body []b
 
 // refusal reports whether a response is the refusal of a limit: a 503 or 429
 // whose problem comes from package limit's or package ratelimit's
-// middleware, which answers before the handler runs.
+// middleware, which answers before the handler runs, or the proxy's 503
+// when every backend was at its concurrency limit (its detail also starts
+// "limit: rejected"), sent to no backend.
 func refusal(code int, body []byte) bool {
 	if code != http.StatusServiceUnavailable && code != http.StatusTooManyRequests {
 		return false

@@ -27,7 +27,8 @@
 //
 // The tour exits non-zero if an invariant breaks: an idempotent request (a
 // GET, or a create with its key) failed as seen by the client, other than
-// refused by a limit with Retry-After; a key made more than one order, or an
+// refused by a limit with Retry-After (an instance's, or the proxy's limit
+// of its backends); a key made more than one order, or an
 // order exists without its key; an order was charged twice, or the charges
 // and the paid orders differ; a payment stays pending; a shipped order has
 // no charge; on the gRPC path, a read or a keyed reservation failed, or a key

@@ -162,7 +162,8 @@ func run(ctx context.Context, opt options) (*report, error) {
 			b1.setSlow(0)
 		}},
 		{overloadStart, "overload: users arrive on their own at twice the clients' normal rate, three times the normal load; the instances " +
-			"shed what their database cannot serve, reports first (503, or 429 for a tenant over its share), and the clients come back after Retry-After", func() {
+			"shed what their database cannot serve, reports first (503, or 429 for a tenant over its share), the proxy sends a shed request to another instance " +
+			"at once and refuses one that no instance has room for, and the clients come back after Retry-After", func() {
 			overload()
 			fmt.Fprintf(out, "          (%.0f arrivals a second)\n", arrivals)
 		}},
@@ -359,4 +360,6 @@ func (r *report) printPhases(out io.Writer) {
 	lim := r.tally.limits()
 	fmt.Fprintf(out, "limiters (instances):    refused %d for the limit, %d for a tenant's share (by criticality: %s); rate limit %d; limits now %s\n",
 		lim.byReason["limit"], lim.byReason["tenant"], lim.crit, lim.rate, lim.now)
+	fmt.Fprintf(out, "proxy (limit a backend): refused %d with every backend at its limit; limits now %s\n",
+		r.tally.proxyRefused.Load(), lim.proxyNow)
 }

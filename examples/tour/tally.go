@@ -17,9 +17,13 @@ type tally struct {
 	conflicts, mismatches, claims        atomic.Int64
 	takeovers, fenced                    atomic.Int64
 
+	proxyRefused atomic.Int64 // requests the proxy refused itself, every backend at its limit
+
 	mu          sync.Mutex        // guards the fields below
 	refusals    map[string]int    // limiter refusals by "reason" and "crit:<criticality>", "rate" for the rate limit
 	limitNow    map[string]int    // instance → its limiter's limit
+	proxyLimit  map[string]int    // backend address → the limit of the proxy's limiter for it
+	names       map[string]string // backend address → instance name
 	picks       map[string]int64  // endpoint → estimated picks by the proxy
 	transitions map[string]int    // "breaker payments closed→open" → count
 	breakers    map[string]string // breaker name → current state
@@ -28,7 +32,18 @@ type tally struct {
 
 func newTally() *tally {
 	return &tally{picks: map[string]int64{}, transitions: map[string]int{}, breakers: map[string]string{}, health: map[string]string{},
-		refusals: map[string]int{}, limitNow: map[string]int{}}
+		refusals: map[string]int{}, limitNow: map[string]int{}, proxyLimit: map[string]int{}, names: map[string]string{}}
+}
+
+// proxyName is the proxy's name in the tour; its limiter of a backend is
+// named proxyName/host:port.
+const proxyName = "edge"
+
+// name records the instance that serves at addr, for the report.
+func (t *tally) name(addr, instance string) {
+	t.mu.Lock()
+	t.names[addr] = instance
+	t.mu.Unlock()
 }
 
 func (t *tally) Observe(e bulwark.Event) {
@@ -41,6 +56,9 @@ func (t *tally) Observe(e bulwark.Event) {
 		t.budget.Add(1)
 	case bulwark.EventRejected:
 		t.rejections.Add(1)
+		if e.Component == bulwark.ComponentBalancer && e.Reason == "limit" {
+			t.proxyRefused.Add(1)
+		}
 		t.mu.Lock()
 		switch e.Component {
 		case bulwark.ComponentLimiter:
@@ -52,7 +70,11 @@ func (t *tally) Observe(e bulwark.Event) {
 		t.mu.Unlock()
 	case bulwark.EventLimitChanged:
 		t.mu.Lock()
-		t.limitNow[e.Name] = e.Attempt
+		if addr, ok := strings.CutPrefix(e.Name, proxyName+"/"); ok {
+			t.proxyLimit[addr] = e.Limit
+		} else {
+			t.limitNow[e.Name] = e.Limit
+		}
 		t.mu.Unlock()
 	case bulwark.EventEjected:
 		t.ejections.Add(1)
@@ -126,12 +148,13 @@ func (t *tally) takePicks() map[string]int64 {
 	return p
 }
 
-// limitStats is what the instances' limiters did.
+// limitStats is what the instances' limiters did, and the proxy's.
 type limitStats struct {
 	byReason map[string]int
 	crit     string // refusals by criticality
 	rate     int
 	now      string // each instance's limit
+	proxyNow string // the limit of the proxy's limiter of each backend, by instance name
 }
 
 func (t *tally) limits() limitStats {
@@ -154,6 +177,19 @@ func (t *tally) limits() limitStats {
 	l.now = strings.Join(parts, ", ")
 	if l.now == "" {
 		l.now = "unchanged"
+	}
+	parts = parts[:0]
+	for addr, n := range t.proxyLimit {
+		name := t.names[addr]
+		if name == "" {
+			name = addr
+		}
+		parts = append(parts, fmt.Sprintf("%s %d", name, n))
+	}
+	sort.Strings(parts)
+	l.proxyNow = strings.Join(parts, ", ")
+	if l.proxyNow == "" {
+		l.proxyNow = "unchanged"
 	}
 	return l
 }

@@ -151,6 +151,7 @@ func build(ctx context.Context, opt options) (*world, error) {
 			return w, err
 		}
 		w.backends = append(w.backends, in)
+		w.tally.name(addr, in.name)
 		eps = append(eps, bulwark.Endpoint{Addr: addr, Zone: zone})
 	}
 	for _, in := range w.backends {
@@ -162,7 +163,7 @@ func build(ctx context.Context, opt options) (*world, error) {
 		MaxIdleConns: 512, MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second, ResponseHeaderTimeout: 10 * time.Second,
 	}
 	w.proxy, err = proxy.New(proxy.Config{
-		Name: "edge", Backends: eps, Algorithm: balancer.PeakEWMA, Zone: "a",
+		Name: proxyName, Backends: eps, Algorithm: balancer.PeakEWMA, Zone: "a",
 		CheckInterval: 500 * time.Millisecond, EjectionTime: 3 * time.Second, Observer: obs, Logger: opt.logger,
 		Transport: shedAsBusy{w.upstream},
 	})
@@ -209,14 +210,16 @@ func (w *world) close() error {
 
 // shedAsBusy is the proxy's transport to the instances. It hands the proxy a
 // request that an instance's Limiter shed (503 with the limiter's problem)
-// as a 429 Too Many Requests, which the proxy retries on another instance
-// after Retry-After as it does a 503, but does not count against the
-// instance. The proxy's balancer counts every 503 as a failure of its
-// backend: under overload, the 503s of shedding open the per-backend
-// breakers and eject the instances, one after the other, until the proxy has
-// none left and refuses requests itself. The proxy is being reworked to tell
-// a shed request from a failure; until then, this keeps the tour's overload
-// phase about the instances' limits, not the proxy's breakers.
+// as a 429 Too Many Requests, which the proxy retries on another instance as
+// it does a 503 (at once: the instance's Retry-After holds only for a retry
+// back to it), and which its limiter of the instance counts as a sign of
+// overload as it does a 503, but which does not count against the instance's
+// health. The proxy's balancer counts every 503 as a failure of its backend:
+// under overload, the 503s of shedding open the per-backend breakers and
+// eject the instances, one after the other, until the proxy has none left
+// and refuses requests itself. Until the proxy tells a shed request from a
+// failure, this keeps the tour's overload phase about the limits, not the
+// proxy's breakers.
 type shedAsBusy struct{ base http.RoundTripper }
 
 func (t shedAsBusy) RoundTrip(r *http.Request) (*http.Response, error) {
