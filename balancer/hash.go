@@ -94,7 +94,7 @@ func (b *Balancer) pickHash(s *snapshot, p *pool, key string, tried *Tried, stal
 			clean = false
 			continue
 		}
-		pk, err := b.admit(e, nil, stale, &rf) // not tried: checked above
+		pk, limited, err := b.admit(e, nil, stale) // not tried: checked above
 		if err == nil {
 			if tried != nil {
 				tried.add(e.st)
@@ -108,14 +108,21 @@ func (b *Balancer) pickHash(s *snapshot, p *pool, key string, tried *Tried, stal
 			return pk, nil
 		}
 		clean = false
+		if err != errPassed {
+			rf.note(err, limited)
+		}
 	}
 	if tried != nil {
 		tried.ring = nil
 	}
 	if over >= 0 {
-		if pk, err := b.admit(&s.entries[over], tried, stale, &rf); err == nil {
+		pk, limited, err := b.admit(&s.entries[over], tried, stale)
+		if err == nil {
 			return pk, nil
 		}
+		if err != errPassed {
+			rf.note(err, limited)
+		}
 	}
-	return b.scan(s, p, tried, stale, &rf)
+	return b.scan(s, p, tried, stale, rf)
 }
