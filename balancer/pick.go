@@ -443,28 +443,24 @@ func (st *state) acquire() (token, ltoken uint64, limited bool, err error) {
 // pickSlow handles breakers, limiters, tried endpoints and fresh verdicts: it
 // tries the algorithm's choice first, then a few more choices, then scans.
 func (b *Balancer) pickSlow(s *snapshot, p *pool, first int32, tried *Tried, stale bool) (Pick, error) {
-	var rf refused
 	i := first
 	for try := 0; try < maxTries; try++ {
 		if try > 0 {
 			i = b.choose(s, p)
 		}
-		pk, limited, err := b.admit(&s.entries[i], tried, stale)
-		if err == nil {
+		if pk, _, err := b.admit(&s.entries[i], tried, stale); err == nil {
 			return pk, nil
 		}
-		if err != errPassed {
-			rf.note(err, limited)
-		}
 	}
-	return b.scan(s, p, tried, stale, rf)
+	return b.scan(s, p, tried, stale, refused{})
 }
 
 // scan tries every endpoint of p, then of the other zone's pool, each from a
 // random start. If tried or fresh verdicts ruled some out, it starts over
 // allowing the tried endpoints, then the ones found down. It returns
-// ErrUnavailable, wrapping the refusal kept in rf (with those it meets) if
-// any, when every endpoint refused.
+// ErrUnavailable, wrapping the refusal to keep of those it met (rf holds
+// those of the scans before it), when every endpoint refused. The refusals
+// that the choices before scan met are met again here.
 func (b *Balancer) scan(s *snapshot, p *pool, tried *Tried, stale bool, rf refused) (Pick, error) {
 	pools := [2]*pool{p, s.other}
 	if p == s.other {
