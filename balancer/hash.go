@@ -62,7 +62,6 @@ func (b *Balancer) pickHash(s *snapshot, p *pool, key string, tried *Tried, stal
 	// is always under its bound, so m is summed only for a busy one.
 	cm := -1.0 // c·m, computed once, when the first busy owner is met
 	over := int32(-1)
-	var rf refused
 	for {
 		_, ni, ok := own.Next()
 		if !ok {
@@ -94,7 +93,7 @@ func (b *Balancer) pickHash(s *snapshot, p *pool, key string, tried *Tried, stal
 			clean = false
 			continue
 		}
-		pk, err := b.admit(e, nil, stale, &rf) // not tried: checked above
+		pk, _, err := b.admit(e, nil, stale) // not tried: checked above; a refusal is met again by scan
 		if err == nil {
 			if tried != nil {
 				tried.add(e.st)
@@ -113,9 +112,9 @@ func (b *Balancer) pickHash(s *snapshot, p *pool, key string, tried *Tried, stal
 		tried.ring = nil
 	}
 	if over >= 0 {
-		if pk, err := b.admit(&s.entries[over], tried, stale, &rf); err == nil {
+		if pk, _, err := b.admit(&s.entries[over], tried, stale); err == nil {
 			return pk, nil
 		}
 	}
-	return b.scan(s, p, tried, stale, &rf)
+	return b.scan(s, p, tried, stale, refused{})
 }

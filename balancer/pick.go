@@ -325,12 +325,8 @@ func stripeHint() uint64 {
 const maxTries = 3
 
 // errPassed is admit's refusal of an endpoint that was already tried, or
-// that a judge found unhealthy since the snapshot was built; errRefused, of
-// one whose breaker or limiter refused the call (admit notes the refusal).
-var (
-	errPassed  = errors.New("balancer: endpoint passed over")
-	errRefused = errors.New("balancer: endpoint refused the call")
-)
+// that a judge found unhealthy since the snapshot was built.
+var errPassed = errors.New("balancer: endpoint passed over")
 
 // refused keeps, of the refusals by breakers and limiters that one pick met,
 // the one its error wraps: the one with the shortest RetryAfter, or the
@@ -396,22 +392,19 @@ func (b *Balancer) hasUntried(tried *Tried) bool {
 
 // admit returns the pick of e unless e is in tried, is found down by a
 // verdict newer than the snapshot (when stale), or its limiter or breaker
-// refuses the call: then it returns errPassed, or errRefused after noting the
-// refusal in rf.
-func (b *Balancer) admit(e *entry, tried *Tried, stale bool, rf *refused) (Pick, error) {
+// refuses the call: then it returns errPassed, or the refusal and whether it
+// is the limiter's.
+func (b *Balancer) admit(e *entry, tried *Tried, stale bool) (pk Pick, limited bool, err error) {
 	if tried != nil && tried.has(e.st) {
-		return Pick{}, errPassed
+		return Pick{}, false, errPassed
 	}
 	if stale && e.st.verdict.Load()&downBits != 0 {
-		return Pick{}, errPassed
+		return Pick{}, false, errPassed
 	}
 	var token, ltoken uint64
 	if e.st.gated {
-		var err error
-		var limited bool
 		if token, ltoken, limited, err = e.st.acquire(); err != nil {
-			rf.note(err, limited)
-			return Pick{}, errRefused
+			return Pick{}, limited, err
 		}
 	}
 	var at int64
@@ -424,7 +417,7 @@ func (b *Balancer) admit(e *entry, tried *Tried, stale bool, rf *refused) (Pick,
 	if tried != nil {
 		tried.add(e.st)
 	}
-	return Pick{e: e, b: b, token: token, ltoken: ltoken, at: at, kind: e.done}, nil
+	return Pick{e: e, b: b, token: token, ltoken: ltoken, at: at, kind: e.done}, false, nil
 }
 
 // acquire takes a slot of st's limiter, then of its breaker, and returns
@@ -450,25 +443,25 @@ func (st *state) acquire() (token, ltoken uint64, limited bool, err error) {
 // pickSlow handles breakers, limiters, tried endpoints and fresh verdicts: it
 // tries the algorithm's choice first, then a few more choices, then scans.
 func (b *Balancer) pickSlow(s *snapshot, p *pool, first int32, tried *Tried, stale bool) (Pick, error) {
-	var rf refused
 	i := first
 	for try := 0; try < maxTries; try++ {
 		if try > 0 {
 			i = b.choose(s, p)
 		}
-		if pk, err := b.admit(&s.entries[i], tried, stale, &rf); err == nil {
+		if pk, _, err := b.admit(&s.entries[i], tried, stale); err == nil {
 			return pk, nil
 		}
 	}
-	return b.scan(s, p, tried, stale, &rf)
+	return b.scan(s, p, tried, stale, refused{})
 }
 
 // scan tries every endpoint of p, then of the other zone's pool, each from a
 // random start. If tried or fresh verdicts ruled some out, it starts over
 // allowing the tried endpoints, then the ones found down. It returns
-// ErrUnavailable, wrapping the refusal kept in rf if any, when every
-// endpoint refused.
-func (b *Balancer) scan(s *snapshot, p *pool, tried *Tried, stale bool, rf *refused) (Pick, error) {
+// ErrUnavailable, wrapping the refusal to keep of those it met (rf holds
+// those of the scans before it), when every endpoint refused. The refusals
+// that the choices before scan met are met again here.
+func (b *Balancer) scan(s *snapshot, p *pool, tried *Tried, stale bool, rf refused) (Pick, error) {
 	pools := [2]*pool{p, s.other}
 	if p == s.other {
 		pools[1] = s.primary
@@ -481,12 +474,14 @@ func (b *Balancer) scan(s *snapshot, p *pool, tried *Tried, stale bool, rf *refu
 		n := len(q.idx)
 		start := rand.IntN(n)
 		for k := range n {
-			pk, err := b.admit(&s.entries[q.idx[(start+k)%n]], tried, stale, rf)
-			if err == nil {
+			pk, limited, err := b.admit(&s.entries[q.idx[(start+k)%n]], tried, stale)
+			switch {
+			case err == nil:
 				return pk, nil
-			}
-			if err == errPassed {
+			case err == errPassed:
 				passed = true
+			default:
+				rf.note(err, limited)
 			}
 		}
 	}
@@ -502,7 +497,7 @@ func (b *Balancer) scan(s *snapshot, p *pool, tried *Tried, stale bool, rf *refu
 	if rf.err == nil {
 		return Pick{}, ErrUnavailable
 	}
-	err := &unavailableError{refused: *rf}
+	err := &unavailableError{refused: rf}
 	if rf.limited && b.obs != nil {
 		ev := b.event(bulwark.EventRejected, bulwark.Endpoint{})
 		ev.Reason, ev.Err = "limit", err

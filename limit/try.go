@@ -13,12 +13,12 @@ import (
 // ended with Release and the token, exactly once; the balancer does so from
 // Pick.Done.
 //
-// A refusal allocates nothing and is not reported to the Observer, since the
-// call may still go to another limiter's callee: the caller reports the
-// calls it refuses in the end. The error wraps ErrRejected, has a RetryAfter
-// method (about one call's latency, as a *RejectedError's), and errors.As
-// finds a *RejectedError in it with ReasonLimit. TryAcquire allocates
-// nothing.
+// A refusal is not reported to the Observer, since the call may still go
+// to another limiter's callee: the caller reports the calls it refuses in
+// the end. The error wraps ErrRejected, has a RetryAfter method (about one
+// call's latency, as a *RejectedError's), and errors.As finds a
+// *RejectedError in it with ReasonLimit. Neither an admission nor a refusal
+// allocates.
 func (l *Limiter) TryAcquire() (token uint64, err error) {
 	// Admission and sampling as in Acquire, for a Normal call.
 	hint := stackHint()
