@@ -5,8 +5,10 @@
 // idle machine and fail on a loaded one.
 //
 // Each package runs in a go test command of its own, per mode, and -jobs
-// such commands run at once (never two of one package: its tests may share
-// tables or keys outside the process). A first pass runs each package once
+// such commands run at once: never two of one package (its tests may share
+// tables or keys outside the process), nor two packages whose tests use the
+// PostgreSQL server (read BULWARK_POSTGRES_URL), which together would open
+// more connections than it takes. A first pass runs each package once
 // per mode and measures it; a second runs the other count-1 runs, the
 // slowest packages first, so that the slowest does not start last.
 //
@@ -93,11 +95,12 @@ type options struct {
 
 // job is one go test command: count runs of one package in one mode.
 type job struct {
-	module string // directory, relative to the root
-	pkg    string // import path
-	race   bool
-	count  int
-	took   time.Duration // of the first pass, for the second
+	module   string // directory, relative to the root
+	pkg      string // import path
+	postgres bool   // its tests use the PostgreSQL server
+	race     bool
+	count    int
+	took     time.Duration // of the first pass, for the second
 }
 
 func stress(ctx context.Context, w io.Writer, o options) (bool, error) {
@@ -122,7 +125,7 @@ func stress(ctx context.Context, w io.Writer, o options) (bool, error) {
 				return false, fmt.Errorf("listing the packages of %s: %w", m, err)
 			}
 			for _, p := range list {
-				pkgs = append(pkgs, job{module: m, pkg: p})
+				pkgs = append(pkgs, job{module: m, pkg: p.path, postgres: p.postgres})
 			}
 		}
 	}
@@ -132,13 +135,26 @@ func stress(ctx context.Context, w io.Writer, o options) (bool, error) {
 		fmt.Fprintf(w, "stress: CPU hog on %d cores\n", runtime.NumCPU())
 	}
 	fmt.Fprintf(w, "stress: %d packages with tests, %d runs each per mode, %d go test commands at once\n", len(pkgs), o.count, o.jobs)
+	var pg []string
+	for _, p := range pkgs {
+		if p.postgres {
+			pg = append(pg, p.pkg)
+		}
+	}
+	if len(pg) > 0 {
+		fmt.Fprintf(w, "stress: one at a time, as they use PostgreSQL: %s\n", strings.Join(pg, " "))
+	}
 	r := newReport()
 	start := time.Now()
 	var mu sync.Mutex // guards w
-	done := func(j job, took time.Duration, failed int) {
+	done := func(j job, took time.Duration, failed []string) {
 		mu.Lock()
 		defer mu.Unlock()
-		fmt.Fprintf(w, "stress: %-56s %-8s x%-3d %5.0fs, %d failed runs\n", j.pkg, modeName(j.race), j.count, took.Seconds(), failed)
+		fmt.Fprintf(w, "stress: %-56s %-8s x%-3d %5.0fs, %d failed runs", j.pkg, modeName(j.race), j.count, took.Seconds(), len(failed))
+		if len(failed) > 0 {
+			fmt.Fprintf(w, ": %s", strings.Join(failed, " "))
+		}
+		fmt.Fprintln(w)
 	}
 	// The first pass runs each package once per mode and measures it; the
 	// second runs the other count-1 runs, the longest first, so that the
@@ -167,20 +183,22 @@ func stress(ctx context.Context, w io.Writer, o options) (bool, error) {
 	return r.failures() == 0, nil
 }
 
-func runAndReport(ctx context.Context, root string, j job, o options, r *report, done func(job, time.Duration, int)) {
+func runAndReport(ctx context.Context, root string, j job, o options, r *report, done func(job, time.Duration, []string)) {
 	t0 := time.Now()
 	failed, err := runJob(ctx, root, j, o, r)
 	if err != nil {
 		r.packageFailure(j.pkg, j.race, err.Error())
-		failed++
+		failed = append(failed, "(go test)")
 	}
 	done(j, time.Since(t0), failed)
 }
 
-// schedule runs the jobs, at most n at once and never two of one package
-// at once (its tests may share state outside the process, such as database
-// tables), taking each time the first job in order whose package is idle.
-// It returns how long each job took.
+// schedule runs the jobs, at most n at once, never two of one package at
+// once (its tests may share state outside the process, such as database
+// tables), and never two that use the PostgreSQL server at once (their
+// tests, written to have it to themselves as in make test, would together
+// open more than its 100 connections), taking each time the first job in
+// order that may start. It returns how long each job took.
 func schedule(ctx context.Context, jobs []job, n int, run func(job)) []time.Duration {
 	took := make([]time.Duration, len(jobs))
 	var (
@@ -188,12 +206,13 @@ func schedule(ctx context.Context, jobs []job, n int, run func(job)) []time.Dura
 		cond    = sync.NewCond(&mu)
 		started = make([]bool, len(jobs))
 		busy    = map[string]bool{} // package → running
+		pgBusy  bool                // a job that uses PostgreSQL is running
 		left    = len(jobs)
 		wg      sync.WaitGroup
 	)
 	next := func() int { // with mu held; -1: nothing to start now
 		for i, j := range jobs {
-			if !started[i] && !busy[j.pkg] {
+			if !started[i] && !busy[j.pkg] && !(j.postgres && pgBusy) {
 				return i
 			}
 		}
@@ -212,6 +231,7 @@ func schedule(ctx context.Context, jobs []job, n int, run func(job)) []time.Dura
 					continue
 				}
 				started[i], busy[jobs[i].pkg] = true, true
+				pgBusy = pgBusy || jobs[i].postgres
 				left--
 				mu.Unlock()
 				t0 := time.Now()
@@ -219,6 +239,9 @@ func schedule(ctx context.Context, jobs []job, n int, run func(job)) []time.Dura
 				mu.Lock()
 				took[i] = time.Since(t0)
 				busy[jobs[i].pkg] = false
+				if jobs[i].postgres {
+					pgBusy = false
+				}
 				cond.Broadcast()
 			}
 			cond.Broadcast() // wake the workers waiting for a package that will not come
@@ -228,10 +251,16 @@ func schedule(ctx context.Context, jobs []job, n int, run func(job)) []time.Dura
 	return took
 }
 
+// testPackage is a package with tests.
+type testPackage struct {
+	path     string
+	postgres bool // a test file reads BULWARK_POSTGRES_URL
+}
+
 // testPackages lists the packages that match patterns in the module at dir
 // and have test files.
-func testPackages(ctx context.Context, dir string, patterns []string) ([]string, error) {
-	args := append([]string{"list", "-f", "{{if or .TestGoFiles .XTestGoFiles}}{{.ImportPath}}{{end}}"}, patterns...)
+func testPackages(ctx context.Context, dir string, patterns []string) ([]testPackage, error) {
+	args := append([]string{"list", "-f", "{{if or .TestGoFiles .XTestGoFiles}}{{.ImportPath}}\t{{.Dir}}\t{{join .TestGoFiles \",\"}},{{join .XTestGoFiles \",\"}}{{end}}"}, patterns...)
 	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = dir
 	var stderr strings.Builder
@@ -240,7 +269,26 @@ func testPackages(ctx context.Context, dir string, patterns []string) ([]string,
 	if err != nil {
 		return nil, fmt.Errorf("go list: %v\n%s", err, stderr.String())
 	}
-	return strings.Fields(string(out)), nil
+	var pkgs []testPackage
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Split(line, "\t")
+		if len(f) != 3 {
+			continue
+		}
+		p := testPackage{path: f[0]}
+		for _, name := range strings.Split(f[2], ",") {
+			if name == "" {
+				continue
+			}
+			b, err := os.ReadFile(filepath.Join(f[1], name))
+			if err != nil {
+				return nil, err
+			}
+			p.postgres = p.postgres || strings.Contains(string(b), "BULWARK_POSTGRES_URL")
+		}
+		pkgs = append(pkgs, p)
+	}
+	return pkgs, nil
 }
 
 func modeName(race bool) string {
@@ -319,8 +367,9 @@ func assign(root string, mods, patterns []string) (map[string][]string, error) {
 }
 
 // runJob runs one go test -json command, feeds its events to r and returns
-// the number of failed runs (of a test, or of the package) they reported.
-func runJob(ctx context.Context, root string, j job, o options, r *report) (int, error) {
+// the failed runs they reported: the test's name each time one failed, or
+// "(package)".
+func runJob(ctx context.Context, root string, j job, o options, r *report) ([]string, error) {
 	args := []string{"test", "-json", fmt.Sprintf("-count=%d", j.count), "-timeout", o.timeout.String()}
 	if j.race {
 		args = append(args, "-race")
@@ -333,19 +382,19 @@ func runJob(ctx context.Context, root string, j job, o options, r *report) (int,
 	cmd.Dir = filepath.Join(root, j.module)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
-		return 0, err
+		return nil, err
 	}
 	failed := r.consume(stdout, j.race)
 	err = cmd.Wait()
-	if err != nil && failed == 0 {
+	if err != nil && len(failed) == 0 {
 		// go test failed without a failing test or package in its
 		// output: a setup or build error outside the JSON stream.
-		return 0, fmt.Errorf("go %s in %s: %v\n%s", strings.Join(args, " "), j.module, err, stderr.String())
+		return nil, fmt.Errorf("go %s in %s: %v\n%s", strings.Join(args, " "), j.module, err, stderr.String())
 	}
 	return failed, nil
 }
@@ -384,10 +433,10 @@ func newReport() *report {
 // maxLines is how many of the last output lines of a failure are kept.
 const maxLines = 60
 
-// consume records the events of one go test -json stream and returns the
-// number of fail events in it.
-func (r *report) consume(rd io.Reader, race bool) int {
-	failed := 0
+// consume records the events of one go test -json stream and returns its
+// fail events: the test's name, or "(package)".
+func (r *report) consume(rd io.Reader, race bool) []string {
+	var failed []string
 	sc := bufio.NewScanner(rd)
 	sc.Buffer(make([]byte, 1<<20), 1<<24)
 	for sc.Scan() {
@@ -419,7 +468,11 @@ func (r *report) consume(rd io.Reader, race bool) int {
 			}
 			delete(r.running, k)
 		case "fail", "build-fail":
-			failed++
+			if e.Test != "" {
+				failed = append(failed, e.Test)
+			} else {
+				failed = append(failed, "(package)")
+			}
 			res := r.get(k)
 			res.runs++
 			res.fails++

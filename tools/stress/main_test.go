@@ -48,11 +48,12 @@ func TestSchedule(t *testing.T) {
 	var jobs []job
 	for _, p := range []string{"a", "b", "c"} {
 		for _, race := range []bool{false, true} {
-			jobs = append(jobs, job{pkg: p, race: race})
+			jobs = append(jobs, job{pkg: p, race: race, postgres: p != "c"})
 		}
 	}
 	var (
 		mu       sync.Mutex
+		pg       int // jobs using PostgreSQL running
 		running  = map[string]int{}
 		now      int
 		ran      []job
@@ -71,6 +72,11 @@ func TestSchedule(t *testing.T) {
 			if now > 2 {
 				t.Errorf("%d jobs at once, want at most 2", now)
 			}
+			if j.postgres {
+				if pg++; pg > 1 {
+					t.Errorf("%d jobs using PostgreSQL at once, want 1", pg)
+				}
+			}
 			ran = append(ran, j)
 			mu.Unlock()
 			started <- j
@@ -78,13 +84,17 @@ func TestSchedule(t *testing.T) {
 			mu.Lock()
 			running[j.pkg]--
 			now--
+			if j.postgres {
+				pg--
+			}
 			mu.Unlock()
 		})
 	}()
 	// The first two jobs in order are a's, but a's second must wait for
-	// the first: b's first starts instead.
+	// the first, and b's, which use PostgreSQL as a's do, for a's: c's
+	// first starts instead.
 	first, second := <-started, <-started
-	if first.pkg == second.pkg {
+	if first.pkg == second.pkg || first.postgres && second.postgres {
 		t.Errorf("schedule started %+v and %+v at once", first, second)
 	}
 	close(release)
