@@ -83,9 +83,9 @@ release-check:
 release-bump:
 	cd tools && go run ./releasecheck -version $(VERSION) -bump
 
-# Every package's tests, $(STRESS_COUNT) times without and then with -race,
-# while a CPU hog keeps every core busy; lists the failing tests per package.
-# Slow (an hour or more on two cores), so not part of make test or CI.
+# Every package's tests, $(STRESS_COUNT) times without and with -race, while
+# a CPU hog keeps every core busy; lists the failing tests per package. Slow
+# (about two hours at 20 runs on two cores), so not part of make test or CI.
 stress:
 	cd tools && go run ./stress -count $(STRESS_COUNT) $(STRESS_FLAGS) $(STRESS_PKGS)
 

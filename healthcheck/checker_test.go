@@ -40,23 +40,47 @@ func (c *Checker) waitIdle(t *testing.T) {
 }
 
 // script is a Probe whose results are set per endpoint; it records the time
-// of each probe.
+// of each probe, and holds the probes of an endpoint while a gate is set.
 type script struct {
 	clk    bulwark.Clock
 	mu     sync.Mutex
 	result map[string]error
 	times  map[string][]time.Time
+	gates  map[string]chan struct{} // closed to let the probes through
 }
 
 func newScript(clk bulwark.Clock) *script {
-	return &script{clk: clk, result: map[string]error{}, times: map[string][]time.Time{}}
+	return &script{clk: clk, result: map[string]error{}, times: map[string][]time.Time{}, gates: map[string]chan struct{}{}}
 }
 
 func (s *script) probe(_ context.Context, ep bulwark.Endpoint) error {
 	s.mu.Lock()
+	gate := s.gates[ep.Addr]
+	s.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
+	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.times[ep.Addr] = append(s.times[ep.Addr], s.clk.Now())
 	return s.result[ep.Addr]
+}
+
+// hold holds the probes of addr until the returned function is called, at
+// the latest when t ends.
+func (s *script) hold(t *testing.T, addr string) (release func()) {
+	gate := make(chan struct{})
+	s.mu.Lock()
+	s.gates[addr] = gate
+	s.mu.Unlock()
+	release = sync.OnceFunc(func() {
+		s.mu.Lock()
+		delete(s.gates, addr)
+		s.mu.Unlock()
+		close(gate)
+	})
+	t.Cleanup(release) // before the checker's Close, which waits for the probe
+	return release
 }
 
 func (s *script) set(addr string, err error) {
@@ -488,12 +512,15 @@ func TestCheckerSetEndpointsWhileRunning(t *testing.T) {
 	if !slices.Contains(lines, "health 10.0.0.1:80 false") {
 		t.Errorf("Listener got %q, want HealthChanged(%q, false) when it left", lines, ep(1).Addr)
 	}
-	// Coming back starts afresh.
+	// Coming back starts afresh. Its first probe starts at once: it is held
+	// until the state before it is read.
 	f.s.set(ep(1).Addr, errDown)
+	release := f.s.hold(t, ep(1).Addr)
 	add(t, f.c, ep(1))
 	if got := f.state(t, ep(1)); got != Unknown {
 		t.Errorf("State(%q) back in the set = %v, want unknown", ep(1).Addr, got)
 	}
+	release()
 	f.c.waitIdle(t)
 	if got := f.state(t, ep(1)); got != Unhealthy {
 		t.Errorf("State(%q) after its first probe back failed = %v, want unhealthy", ep(1).Addr, got)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"slices"
@@ -189,19 +190,23 @@ func (c *loadClient) openLoop(base string, rates [2]float64, d time.Duration, se
 }
 
 // closedLoop keeps n critical requests in flight at base for d, and returns
-// the successes per second.
+// the successes per second: those answered in the last three quarters of d,
+// once the loop is steady, so that neither the requests in flight at the end
+// nor the start weigh on the rate.
 func (c *loadClient) closedLoop(base string, n int, d time.Duration, seed uint64) float64 {
 	var mu sync.Mutex
 	ok := 0
 	var wg sync.WaitGroup
-	deadline := time.Now().Add(d)
+	start := time.Now()
+	from, deadline := start.Add(d/4), start.Add(d)
 	for i := 0; i < n; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(seed, uint64(i)))
 			for time.Now().Before(deadline) {
-				if s := c.send(base, critical, rng); s.status >= 200 && s.status < 300 {
+				s := c.send(base, critical, rng)
+				if now := time.Now(); s.status >= 200 && s.status < 300 && !now.Before(from) && now.Before(deadline) {
 					mu.Lock()
 					ok++
 					mu.Unlock()
@@ -210,7 +215,7 @@ func (c *loadClient) closedLoop(base string, n int, d time.Duration, seed uint64
 		}()
 	}
 	wg.Wait()
-	return float64(ok) / d.Seconds()
+	return float64(ok) / deadline.Sub(from).Seconds()
 }
 
 // classStats sums up the samples of one class sent at or after from.
@@ -264,16 +269,27 @@ func (s classStats) String() string {
 
 // TestOverloadShedsBatchKeepsCriticalAndTail is issue 17's end-to-end check
 // of the order service under 3× overload, over real HTTP. The service's
-// capacity is its database: 16 connections, each call holding one for
-// 100 ms (±20 %), a report for 400 ms. Requests arrive as Poisson arrivals,
+// capacity is its database: 16 connections, each call holding one for a
+// unit of time, 100 ms (±20 %) on an idle machine, a report for 4 units.
+// Requests arrive as Poisson arrivals,
 // each on its own whatever the answers (an open loop, as users arrive), spread
 // over four tenants. Three instances of the service as it comes (its default
 // Limiter), each with a database of its own, and one without a Limiter on the
 // first one's database, serve them:
 //
+//  0. the time scale: the rate of critical requests the process serves
+//     from a database that takes no time, 8 clients in a closed loop for
+//     2 s, bounds what its CPU can do now; the unit is the longer of 100 ms
+//     and the time that keeps the peak load of step 3 (4.375 database
+//     capacities) within an eighth of that rate, at most 500 ms. On a
+//     loaded machine, a test whose own load used most of the CPU left to it
+//     would measure the CPU: its
+//     latencies, which a Limiter cannot tell from queueing, would grow with
+//     the machine's load, and the Limiter would admit less;
 //  1. the capacity: 20 clients in a closed loop of critical requests (reads
 //     and creates, one database call each), on the instance without a
-//     Limiter, in requests a second;
+//     Limiter, in requests a second, over the last 9 of 12 units (2 s at
+//     least), when the calls, which start together, have fallen out of step;
 //  2. the unloaded latency: critical requests at a quarter of the capacity,
 //     on each instance, for 2 s;
 //  3. then, for 16 s, of which the first second, while the limits settle, is
@@ -286,8 +302,11 @@ func (s classStats) String() string {
 //     p99, which the third instance measures meanwhile;
 //     - two priorities on the second instance: critical requests at half
 //     the capacity and reports at 2.5× the capacity in database time.
-//     Targets: critical requests at least 95 % successful, while most
-//     reports are shed with 503 and Retry-After;
+//     Targets: critical requests at least 95 % successful (the test allows
+//     three standard errors of the share measured: 1.9 points over the
+//     1,200 critical requests of a run on an idle machine, 2.4 over the 700
+//     of a run under a CPU hog), while most reports are shed with 503 and
+//     Retry-After;
 //     - the unloaded load of 2. on the third instance.
 //  4. the load of the 3× overload on the instance without a Limiter, for
 //     1.5 s: the control, which must miss the tail target, or the load
@@ -303,12 +322,10 @@ func (s classStats) String() string {
 // a CPU hog (93 to 96 % otherwise), so the test asks for 85 %.
 //
 // Under the race detector, every request costs several times the CPU: the
-// database's calls take twice as long (200 ms), so that step 3 sends half the
-// requests, 350 a second, and the test checks the same behaviour with wider
-// margins: goodput at least 75 %, critical requests at least 90 %
-// successful. On a loaded machine, the process is short of CPU even so, its
-// latencies grow with the machine's load, and the Limiter, which cannot tell
-// that from queueing, admits less.
+// unit is 200 ms at least, so that step 3 sends half the requests, 350 a
+// second, or fewer as step 0 finds, and the test checks the same behaviour
+// with wider margins: goodput at least 75 %, critical requests at least 90 %
+// successful.
 func TestOverloadShedsBatchKeepsCriticalAndTail(t *testing.T) {
 	if testing.Short() {
 		t.Skip("drives the service for about 25 s")
@@ -318,11 +335,17 @@ func TestOverloadShedsBatchKeepsCriticalAndTail(t *testing.T) {
 		heavy  = 4
 		phase  = 16 * time.Second
 		settle = time.Second
+		// peakLoad is the load of step 3 in database capacities: 3× on
+		// the first instance, half of it and reports at 2.5× in database
+		// time on the second, a quarter on the third.
+		peakLoad = 3 + 0.5 + 2.5/heavy + 0.25
+		// maxUnit bounds the unit: at longer ones, the Limiter's windows
+		// (32 samples) and so its probes last seconds.
+		maxUnit = 500 * time.Millisecond
 	)
-	unit := 100 * time.Millisecond
-	if raceEnabled {
-		unit *= 2 // half the requests, for the same load
-	}
+	// unit is set below, once the machine's speed is measured; newDB
+	// reads it.
+	var unit time.Duration
 	_, pay := newPayments(t)
 	keys := map[string]string{}
 	c := &loadClient{t: t, orders: map[string][]string{}}
@@ -371,11 +394,31 @@ func TestOverloadShedsBatchKeepsCriticalAndTail(t *testing.T) {
 		return newHarnessConfig(t, Config{Name: name, Repository: db, Partitions: 4, PaymentURL: pay.URL, APIKeys: keys,
 			NoShedding: noShedding, Observer: obs})
 	}
+	// The time scale: the test's load must stay well within what the
+	// process can serve on this machine now, or the CPU, not the database,
+	// is the bottleneck, and its latency, which a Limiter cannot tell from
+	// queueing, hides what the test measures. The rate of cheap critical
+	// requests the process serves, on a database that takes no time, bounds
+	// its CPU capacity; the database's unit is set so that the peak load of
+	// step 3 (4.375× the database's capacity) is at most a quarter of it.
+	fast := instance("calibration", newDB(), true)
+	cpu := c.closedLoop(fast.srv.URL, 8, 2*time.Second, 2)
+	minUnit := 100 * time.Millisecond
+	if raceEnabled {
+		minUnit *= 2
+	}
+	unit = maxUnit // if not one request was answered
+	if cpu > 0 {
+		unit = max(minUnit, min(maxUnit, time.Duration(8*peakLoad*conns/cpu*float64(time.Second))))
+	}
+	t.Logf("the process serves %.0f requests/s with no database time: a unit of %v", cpu, unit)
 	dbA, dbB := newDB(), newDB()
 	over, prio, twin := instance("overload", dbA, false), instance("priorities", dbB, false), instance("twin", newDB(), false)
 	bare := instance("bare", dbA, true)
 
-	capacity := c.closedLoop(bare.srv.URL, conns+conns/4, 2*time.Second, 1)
+	// 12 units: the calls, which start together, fall out of step, and the
+	// rate measured over the last 9 has a few per cent of noise at most.
+	capacity := c.closedLoop(bare.srv.URL, conns+conns/4, max(2*time.Second, 12*unit), 1)
 	t.Logf("capacity: %.0f requests/s (the database's nominal %.0f)", capacity, float64(conns)/unit.Seconds())
 
 	// together runs loads on instances at once, and returns their samples.
@@ -444,8 +487,12 @@ func TestOverloadShedsBatchKeepsCriticalAndTail(t *testing.T) {
 	if loaded.other > 0 {
 		t.Errorf("%d requests failed otherwise than shed under 3× overload", loaded.other)
 	}
-	if crit.success() < wantCritical {
-		t.Errorf("critical success with reports at 3× = %.1f %%, want >= %.0f %%", 100*crit.success(), 100*wantCritical)
+	// The share of successes is measured over crit.sent requests: it may
+	// fall short of a true rate that meets the target by chance, by three
+	// standard errors at most but once in 700 runs.
+	if margin := 3 * math.Sqrt(wantCritical*(1-wantCritical)/float64(max(crit.sent, 1))); crit.success() < wantCritical-margin {
+		t.Errorf("critical success with reports at 3× = %.1f %% of %d, want >= %.0f %% (less 3 standard errors: %.1f %%)",
+			100*crit.success(), crit.sent, 100*wantCritical, 100*(wantCritical-margin))
 	}
 	if reps.success() > 0.5 || reps.shed == 0 {
 		t.Errorf("reports at 3×: %v; want most of them shed with Retry-After", reps)

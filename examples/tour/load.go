@@ -72,6 +72,7 @@ const (
 	ok     outcome = iota // 2xx or 304
 	shed                  // refused by a limiter or a rate limit, with Retry-After
 	failed                // anything else
+	cut                   // unanswered when the load ended: sent, neither answered nor failed
 )
 
 func (s *stats) fail(format string, args ...any) {
@@ -132,11 +133,10 @@ func (c *client) do(ctx context.Context, cl class, method, path string, body []b
 		resp.Body.Close()
 	}
 	lat := time.Since(start)
-	if ctx.Err() != nil {
-		return a // the load ended: not counted
-	}
 	o := failed
 	switch {
+	case ctx.Err() != nil:
+		o = cut // the load ended first: counted as sent, nothing else
 	case a.err != nil:
 	case a.code < 400:
 		o = ok

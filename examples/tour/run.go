@@ -185,13 +185,19 @@ func run(ctx context.Context, opt options) (*report, error) {
 		}
 		return strings.Join(parts, ", ")
 	}
+	// A progress line every second, and after each step, which runs on
+	// time, not at the next tick: in a short run, a step a tick late would
+	// move the phases the report measures.
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	stepAt := time.NewTimer(time.Until(start.Add(at(steps[0].at))))
+	defer stepAt.Stop()
 	next := 0
 	for loadCtx.Err() == nil {
 		select {
 		case <-loadCtx.Done():
 		case <-tick.C:
+		case <-stepAt.C:
 		}
 		elapsed := time.Since(start)
 		for next < len(steps) && elapsed >= time.Duration(steps[next].at*float64(opt.duration)) {
@@ -199,6 +205,9 @@ func run(ctx context.Context, opt options) (*report, error) {
 			fmt.Fprintf(out, "t=%4.1fs  ** %s\n", elapsed.Seconds(), steps[next].what)
 			steps[next].do()
 			next++
+		}
+		if next < len(steps) {
+			stepAt.Reset(time.Until(start.Add(at(steps[next].at))))
 		}
 		open := w.tally.open()
 		breakers := "all closed"

@@ -83,6 +83,12 @@ func testPrefix(tb testing.TB, c redis.UniversalClient) string {
 func newLimiter(tb testing.TB, c redis.UniversalClient, cfg Config) *Limiter {
 	tb.Helper()
 	cfg.Client = c
+	if cfg.Timeout == 0 {
+		// Not the default 100 ms: on a loaded machine a round trip can
+		// take longer, and a test about something else would see an
+		// outage. The tests of outages set their own.
+		cfg.Timeout = 5 * time.Second
+	}
 	if cfg.Prefix == "" {
 		cfg.Prefix = testPrefix(tb, c)
 	}

@@ -4,13 +4,21 @@
 // the output of each one's first failure. It finds the tests that pass on an
 // idle machine and fail on a loaded one.
 //
+// Each package runs in a go test command of its own, per mode, and -jobs
+// such commands run at once: never two of one package (its tests may share
+// tables or keys outside the process), nor two packages whose tests use the
+// PostgreSQL server (read BULWARK_POSTGRES_URL), which together would open
+// more connections than it takes. A first pass runs each package once
+// per mode and measures it; a second runs the other count-1 runs, the
+// slowest packages first, so that the slowest does not start last.
+//
 // The hog is a goroutine per core spinning in this process, so it ends with
 // the process, whatever ends it. The tests see the environment of the
 // command, BULWARK_REDIS_ADDR and BULWARK_POSTGRES_URL included.
 //
 // Usage, from the tools directory (`make stress` from the root):
 //
-//	go run ./stress [-count 20] [-race both|off|on] [-run regexp] [-hog=false] [packages]
+//	go run ./stress [-count 20] [-race both|off|on] [-jobs 4] [-run regexp] [-hog=false] [packages]
 //
 // packages are patterns relative to the repository's root, such as
 // ./balancer/... or ./examples/proxy; by default, ./... of every module. It
@@ -19,6 +27,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"flag"
@@ -44,6 +53,7 @@ func main() {
 	run := flag.String("run", "", "run only the tests matching this regexp (go test -run)")
 	timeout := flag.Duration("timeout", 90*time.Minute, "go test -timeout, for all the runs of one package")
 	hog := flag.Bool("hog", true, "keep every core busy while the tests run")
+	jobs := flag.Int("jobs", 4, "go test commands at once (each runs one package in one mode)")
 	flag.Parse()
 	var modes []bool
 	switch *race {
@@ -57,9 +67,13 @@ func main() {
 		fmt.Fprintf(os.Stderr, "stress: -race %q: want off, on or both\n", *race)
 		os.Exit(2)
 	}
+	if *count < 1 || *jobs < 1 {
+		fmt.Fprintf(os.Stderr, "stress: -count %d, -jobs %d: want at least 1\n", *count, *jobs)
+		os.Exit(2)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	ok, err := stress(ctx, os.Stdout, options{count: *count, modes: modes, run: *run, timeout: *timeout, hog: *hog, patterns: flag.Args()})
+	ok, err := stress(ctx, os.Stdout, options{count: *count, jobs: *jobs, modes: modes, run: *run, timeout: *timeout, hog: *hog, patterns: flag.Args()})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "stress:", err)
 		os.Exit(2)
@@ -71,6 +85,7 @@ func main() {
 
 type options struct {
 	count    int
+	jobs     int    // go test commands at once
 	modes    []bool // race off/on
 	run      string
 	timeout  time.Duration
@@ -78,11 +93,14 @@ type options struct {
 	patterns []string
 }
 
-// job is one go test command: packages of one module, in one mode.
+// job is one go test command: count runs of one package in one mode.
 type job struct {
 	module   string // directory, relative to the root
-	patterns []string
+	pkg      string // import path
+	postgres bool   // its tests use the PostgreSQL server
 	race     bool
+	count    int
+	took     time.Duration // of the first pass, for the second
 }
 
 func stress(ctx context.Context, w io.Writer, o options) (bool, error) {
@@ -99,41 +117,178 @@ func stress(ctx context.Context, w io.Writer, o options) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	var pkgs []job // one per package, mode unset
+	for _, m := range mods {
+		if ps := byModule[m]; len(ps) > 0 {
+			list, err := testPackages(ctx, filepath.Join(root, m), ps)
+			if err != nil {
+				return false, fmt.Errorf("listing the packages of %s: %w", m, err)
+			}
+			for _, p := range list {
+				pkgs = append(pkgs, job{module: m, pkg: p.path, postgres: p.postgres})
+			}
+		}
+	}
 	if o.hog {
 		stopHog := startHog(runtime.NumCPU())
 		defer stopHog()
 		fmt.Fprintf(w, "stress: CPU hog on %d cores\n", runtime.NumCPU())
 	}
-	var jobs []job
-	for _, race := range o.modes {
-		for _, m := range mods {
-			if ps := byModule[m]; len(ps) > 0 {
-				jobs = append(jobs, job{module: m, patterns: ps, race: race})
-			}
+	fmt.Fprintf(w, "stress: %d packages with tests, %d runs each per mode, %d go test commands at once\n", len(pkgs), o.count, o.jobs)
+	var pg []string
+	for _, p := range pkgs {
+		if p.postgres {
+			pg = append(pg, p.pkg)
 		}
+	}
+	if len(pg) > 0 {
+		fmt.Fprintf(w, "stress: one at a time, as they use PostgreSQL: %s\n", strings.Join(pg, " "))
 	}
 	r := newReport()
 	start := time.Now()
-	for _, j := range jobs {
-		if ctx.Err() != nil {
-			break
+	var mu sync.Mutex // guards w
+	done := func(j job, took time.Duration, failed []string) {
+		mu.Lock()
+		defer mu.Unlock()
+		fmt.Fprintf(w, "stress: %-56s %-8s x%-3d %5.0fs, %d failed runs", j.pkg, modeName(j.race), j.count, took.Seconds(), len(failed))
+		if len(failed) > 0 {
+			fmt.Fprintf(w, ": %s", strings.Join(failed, " "))
 		}
-		t0 := time.Now()
-		before := r.failures()
-		if err := runJob(ctx, root, j, o, r); err != nil {
-			r.packageFailure(j.module, j.race, err.Error())
+		fmt.Fprintln(w)
+	}
+	// The first pass runs each package once per mode and measures it; the
+	// second runs the other count-1 runs, the longest first, so that the
+	// slowest package does not start last.
+	var first []job
+	for _, race := range o.modes {
+		for _, p := range pkgs {
+			p.race, p.count = race, 1
+			first = append(first, p)
 		}
-		name := j.module
-		if name == "." {
-			name = "root module"
+	}
+	took := schedule(ctx, first, o.jobs, func(j job) { runAndReport(ctx, root, j, o, r, done) })
+	if o.count > 1 {
+		second := make([]job, len(first))
+		for i, j := range first {
+			j.count, j.took = o.count-1, took[i]
+			second[i] = j
 		}
-		fmt.Fprintf(w, "stress: %-24s %-8s %4.0fs, %d failed runs\n", name, modeName(j.race), time.Since(t0).Seconds(), r.failures()-before)
+		slices.SortStableFunc(second, func(a, b job) int { return cmp.Compare(b.took, a.took) })
+		schedule(ctx, second, o.jobs, func(j job) { runAndReport(ctx, root, j, o, r, done) })
 	}
 	r.print(w, o.count, time.Since(start))
 	if ctx.Err() != nil {
 		return false, ctx.Err()
 	}
 	return r.failures() == 0, nil
+}
+
+func runAndReport(ctx context.Context, root string, j job, o options, r *report, done func(job, time.Duration, []string)) {
+	t0 := time.Now()
+	failed, err := runJob(ctx, root, j, o, r)
+	if err != nil {
+		r.packageFailure(j.pkg, j.race, err.Error())
+		failed = append(failed, "(go test)")
+	}
+	done(j, time.Since(t0), failed)
+}
+
+// schedule runs the jobs, at most n at once, never two of one package at
+// once (its tests may share state outside the process, such as database
+// tables), and never two that use the PostgreSQL server at once (their
+// tests, written to have it to themselves as in make test, would together
+// open more than its 100 connections), taking each time the first job in
+// order that may start. It returns how long each job took.
+func schedule(ctx context.Context, jobs []job, n int, run func(job)) []time.Duration {
+	took := make([]time.Duration, len(jobs))
+	var (
+		mu      sync.Mutex
+		cond    = sync.NewCond(&mu)
+		started = make([]bool, len(jobs))
+		busy    = map[string]bool{} // package → running
+		pgBusy  bool                // a job that uses PostgreSQL is running
+		left    = len(jobs)
+		wg      sync.WaitGroup
+	)
+	next := func() int { // with mu held; -1: nothing to start now
+		for i, j := range jobs {
+			if !started[i] && !busy[j.pkg] && !(j.postgres && pgBusy) {
+				return i
+			}
+		}
+		return -1
+	}
+	for range min(n, len(jobs)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			mu.Lock()
+			defer mu.Unlock()
+			for left > 0 && ctx.Err() == nil {
+				i := next()
+				if i < 0 {
+					cond.Wait()
+					continue
+				}
+				started[i], busy[jobs[i].pkg] = true, true
+				pgBusy = pgBusy || jobs[i].postgres
+				left--
+				mu.Unlock()
+				t0 := time.Now()
+				run(jobs[i])
+				mu.Lock()
+				took[i] = time.Since(t0)
+				busy[jobs[i].pkg] = false
+				if jobs[i].postgres {
+					pgBusy = false
+				}
+				cond.Broadcast()
+			}
+			cond.Broadcast() // wake the workers waiting for a package that will not come
+		}()
+	}
+	wg.Wait()
+	return took
+}
+
+// testPackage is a package with tests.
+type testPackage struct {
+	path     string
+	postgres bool // a test file reads BULWARK_POSTGRES_URL
+}
+
+// testPackages lists the packages that match patterns in the module at dir
+// and have test files.
+func testPackages(ctx context.Context, dir string, patterns []string) ([]testPackage, error) {
+	args := append([]string{"list", "-f", "{{if or .TestGoFiles .XTestGoFiles}}{{.ImportPath}}\t{{.Dir}}\t{{join .TestGoFiles \",\"}},{{join .XTestGoFiles \",\"}}{{end}}"}, patterns...)
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir = dir
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("go list: %v\n%s", err, stderr.String())
+	}
+	var pkgs []testPackage
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Split(line, "\t")
+		if len(f) != 3 {
+			continue
+		}
+		p := testPackage{path: f[0]}
+		for _, name := range strings.Split(f[2], ",") {
+			if name == "" {
+				continue
+			}
+			b, err := os.ReadFile(filepath.Join(f[1], name))
+			if err != nil {
+				return nil, err
+			}
+			p.postgres = p.postgres || strings.Contains(string(b), "BULWARK_POSTGRES_URL")
+		}
+		pkgs = append(pkgs, p)
+	}
+	return pkgs, nil
 }
 
 func modeName(race bool) string {
@@ -211,35 +366,37 @@ func assign(root string, mods, patterns []string) (map[string][]string, error) {
 	return out, nil
 }
 
-// runJob runs one go test -json command and feeds its events to r.
-func runJob(ctx context.Context, root string, j job, o options, r *report) error {
-	args := []string{"test", "-json", fmt.Sprintf("-count=%d", o.count), "-timeout", o.timeout.String()}
+// runJob runs one go test -json command, feeds its events to r and returns
+// the failed runs they reported: the test's name each time one failed, or
+// "(package)".
+func runJob(ctx context.Context, root string, j job, o options, r *report) ([]string, error) {
+	args := []string{"test", "-json", fmt.Sprintf("-count=%d", j.count), "-timeout", o.timeout.String()}
 	if j.race {
 		args = append(args, "-race")
 	}
 	if o.run != "" {
 		args = append(args, "-run", o.run)
 	}
-	args = append(args, j.patterns...)
+	args = append(args, j.pkg)
 	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = filepath.Join(root, j.module)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
-		return err
+		return nil, err
 	}
-	r.consume(stdout, j.race)
+	failed := r.consume(stdout, j.race)
 	err = cmd.Wait()
-	if err != nil && r.failuresIn(j) == 0 {
+	if err != nil && len(failed) == 0 {
 		// go test failed without a failing test or package in its
 		// output: a setup or build error outside the JSON stream.
-		return fmt.Errorf("go %s in %s: %v\n%s", strings.Join(args, " "), j.module, err, stderr.String())
+		return nil, fmt.Errorf("go %s in %s: %v\n%s", strings.Join(args, " "), j.module, err, stderr.String())
 	}
-	return nil
+	return failed, nil
 }
 
 // event is a line of go test -json (test2json).
@@ -276,7 +433,10 @@ func newReport() *report {
 // maxLines is how many of the last output lines of a failure are kept.
 const maxLines = 60
 
-func (r *report) consume(rd io.Reader, race bool) {
+// consume records the events of one go test -json stream and returns its
+// fail events: the test's name, or "(package)".
+func (r *report) consume(rd io.Reader, race bool) []string {
+	var failed []string
 	sc := bufio.NewScanner(rd)
 	sc.Buffer(make([]byte, 1<<20), 1<<24)
 	for sc.Scan() {
@@ -308,6 +468,11 @@ func (r *report) consume(rd io.Reader, race bool) {
 			}
 			delete(r.running, k)
 		case "fail", "build-fail":
+			if e.Test != "" {
+				failed = append(failed, e.Test)
+			} else {
+				failed = append(failed, "(package)")
+			}
 			res := r.get(k)
 			res.runs++
 			res.fails++
@@ -321,6 +486,7 @@ func (r *report) consume(rd io.Reader, race bool) {
 		}
 		r.mu.Unlock()
 	}
+	return failed
 }
 
 func (r *report) get(k key) *result {
@@ -332,10 +498,11 @@ func (r *report) get(k key) *result {
 	return res
 }
 
-func (r *report) packageFailure(module string, race bool, msg string) {
+// packageFailure records a go test command that failed outside its tests.
+func (r *report) packageFailure(pkg string, race bool, msg string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	res := r.get(key{pkg: "module " + module, race: race})
+	res := r.get(key{pkg: pkg + " (go test)", race: race})
 	res.runs++
 	res.fails++
 	res.first = strings.Split(strings.TrimRight(msg, "\n"), "\n")
@@ -348,20 +515,6 @@ func (r *report) failures() int {
 	n := 0
 	for _, k := range r.failedLocked() {
 		n += r.results[k].fails
-	}
-	return n
-}
-
-// failuresIn counts the failures recorded for j's mode; runJob uses it to
-// tell a failing test from a command that failed before testing.
-func (r *report) failuresIn(j job) int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	n := 0
-	for k, res := range r.results {
-		if k.race == j.race {
-			n += res.fails
-		}
 	}
 	return n
 }

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"context"
 	"maps"
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
+	"time"
 )
 
 func TestAssign(t *testing.T) {
@@ -38,5 +41,70 @@ func TestAssign(t *testing.T) {
 	}
 	if _, err := assign(root, mods, []string{"./nowhere"}); err == nil {
 		t.Errorf("assign(./nowhere) error = nil, want one")
+	}
+}
+
+func TestSchedule(t *testing.T) {
+	var jobs []job
+	for _, p := range []string{"a", "b", "c"} {
+		for _, race := range []bool{false, true} {
+			jobs = append(jobs, job{pkg: p, race: race, postgres: p != "c"})
+		}
+	}
+	var (
+		mu       sync.Mutex
+		pg       int // jobs using PostgreSQL running
+		running  = map[string]int{}
+		now      int
+		ran      []job
+		release  = make(chan struct{})
+		started  = make(chan job, len(jobs))
+		finished = make(chan []time.Duration)
+	)
+	go func() {
+		finished <- schedule(context.Background(), jobs, 2, func(j job) {
+			mu.Lock()
+			running[j.pkg]++
+			if running[j.pkg] > 1 {
+				t.Errorf("two jobs of package %s at once", j.pkg)
+			}
+			now++
+			if now > 2 {
+				t.Errorf("%d jobs at once, want at most 2", now)
+			}
+			if j.postgres {
+				if pg++; pg > 1 {
+					t.Errorf("%d jobs using PostgreSQL at once, want 1", pg)
+				}
+			}
+			ran = append(ran, j)
+			mu.Unlock()
+			started <- j
+			<-release
+			mu.Lock()
+			running[j.pkg]--
+			now--
+			if j.postgres {
+				pg--
+			}
+			mu.Unlock()
+		})
+	}()
+	// The first two jobs in order are a's, but a's second must wait for
+	// the first, and b's, which use PostgreSQL as a's do, for a's: c's
+	// first starts instead.
+	first, second := <-started, <-started
+	if first.pkg == second.pkg || first.postgres && second.postgres {
+		t.Errorf("schedule started %+v and %+v at once", first, second)
+	}
+	close(release)
+	took := <-finished
+	if len(took) != len(jobs) || len(ran) != len(jobs) {
+		t.Fatalf("schedule ran %d jobs and timed %d, want %d", len(ran), len(took), len(jobs))
+	}
+	for _, j := range jobs {
+		if !slices.Contains(ran, j) {
+			t.Errorf("schedule did not run %+v", j)
+		}
 	}
 }
