@@ -364,14 +364,16 @@ type state struct {
 	// verdict holds the judges' verdicts: bit i (i < 32) is set while judge
 	// i finds the endpoint unhealthy, and bit 32+i until judge i, if it
 	// makes new endpoints pending, has pronounced on it. Zero is eligible.
-	verdict   atomic.Uint64
+	verdict atomic.Uint64
+	// gated is set when breaker or limiter is not nil: every pick reads it,
+	// so it sits on the cache line of the counters it reads too. Immutable.
+	gated     bool
 	breaker   Breaker // immutable
 	limiter   Limiter // immutable
 	rampStart int64   // guarded by Balancer.mu; ns since base; -1 when not ramping
 	eligible  bool    // guarded by Balancer.mu; as the last snapshot built saw it
 	fullStart bool    // guarded by Balancer.mu; joined an empty set and was never eligible: no ramp
-	gated     bool    // immutable: breaker or limiter is not nil
-	_         [stateSize - 72]byte
+	_         [stateSize - 74]byte
 }
 
 // The halves of a verdict.

@@ -18,6 +18,10 @@ func TestStateFillsItsSizeClass(t *testing.T) {
 	if got := unsafe.Sizeof(state{}); got != stateSize {
 		t.Errorf("unsafe.Sizeof(state{}) = %d, want %d", got, stateSize)
 	}
+	// Every pick reads gated and the in-flight count: one cache line.
+	if got := unsafe.Offsetof(state{}.gated); got >= 64 {
+		t.Errorf("unsafe.Offsetof(state{}.gated) = %d, want within the first cache line (< 64)", got)
+	}
 }
 
 func TestSmoothScheduleMatchesNginx(t *testing.T) {
