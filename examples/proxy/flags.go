@@ -56,18 +56,24 @@ func ParseAlgorithm(s string) (balancer.Algorithm, error) {
 }
 
 // ParseEndpointLimit reads a backend's concurrency limit, for
-// Config.EndpointLimit: "adaptive" (or empty) for an adaptive limit (0),
-// "off" for none (-1), or a fixed number of requests, at least 1.
-func ParseEndpointLimit(s string) (int, error) {
-	switch s = strings.TrimSpace(s); s {
-	case "", "adaptive":
-		return 0, nil
-	case "off":
-		return -1, nil
+// Config.EndpointLimit and Config.AdaptiveEndpointLimit: a fixed number of
+// requests, at least 1 (empty for the default, 0); "off" for none (-1);
+// "adaptive" for an adaptive limit of at most the default, or
+// "adaptive:N" of at most N.
+func ParseEndpointLimit(s string) (limit int, adaptive bool, err error) {
+	s = strings.TrimSpace(s)
+	switch {
+	case s == "":
+		return 0, false, nil
+	case s == "off":
+		return -1, false, nil
+	case s == "adaptive":
+		return 0, true, nil
 	}
-	n, err := strconv.Atoi(s)
+	num, adaptive := strings.CutPrefix(s, "adaptive:")
+	n, err := strconv.Atoi(num)
 	if err != nil || n < 1 {
-		return 0, fmt.Errorf("endpoint limit %q: want adaptive, off or a number of requests of at least 1", s)
+		return 0, false, fmt.Errorf("endpoint limit %q: want a number of requests of at least 1, off, adaptive or adaptive:N", s)
 	}
-	return n, nil
+	return n, adaptive, nil
 }

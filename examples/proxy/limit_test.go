@@ -101,19 +101,20 @@ func TestSlowBackendIsBoundedAndTrafficSpills(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		limit    int // Config.EndpointLimit
+		adaptive bool
 		clients  int
 		refusals bool // the proxy may refuse for the limit
 	}{
-		{"fixed", 8, 16, false},
-		{"adaptive", 0, 16, true},
+		{"fixed", 8, false, 16, false},
+		{"adaptive", 0, true, 16, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			testSlowBackend(t, tc.limit, tc.clients, tc.refusals, initial)
+			testSlowBackend(t, tc.limit, tc.adaptive, tc.clients, tc.refusals, initial)
 		})
 	}
 }
 
-func testSlowBackend(t *testing.T, endpointLimit, clients int, refusals bool, initial int) {
+func testSlowBackend(t *testing.T, endpointLimit int, adaptive bool, clients int, refusals bool, initial int) {
 	work := &workClock{active: clients}
 	work.cond.L = &work.mu
 	var slowNow atomic.Bool
@@ -147,7 +148,7 @@ func testSlowBackend(t *testing.T, endpointLimit, clients int, refusals bool, in
 		eps = append(eps, bulwark.Endpoint{Addr: b.addr})
 	}
 	obs := &limitEvents{}
-	p, err := New(Config{Name: "edge", Backends: eps, EndpointLimit: endpointLimit, Observer: obs, Logger: quietLogger()}) // round robin
+	p, err := New(Config{Name: "edge", Backends: eps, EndpointLimit: endpointLimit, AdaptiveEndpointLimit: adaptive, Observer: obs, Logger: quietLogger()}) // round robin
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +199,7 @@ func testSlowBackend(t *testing.T, endpointLimit, clients int, refusals bool, in
 
 	name := "edge/" + slow.addr
 	limitMax := endpointLimit
-	if endpointLimit == 0 {
+	if adaptive {
 		limitMax = initial
 		for _, n := range obs.announced(name) {
 			limitMax = max(limitMax, n)
@@ -212,7 +213,7 @@ func testSlowBackend(t *testing.T, endpointLimit, clients int, refusals bool, in
 	if share >= 0.2 {
 		t.Errorf("the slow backend got %.1f%% of the requests once slow, want well under round robin's third (< 20%%)", 100*share)
 	}
-	if endpointLimit == 0 {
+	if adaptive {
 		if got := obs.announced(name); len(got) == 0 || got[len(got)-1] >= initial {
 			t.Errorf("the slow backend's adaptive limit moved %v from %d, want it lower at the end", got, initial)
 		}
@@ -386,7 +387,7 @@ func TestBackendLimiterEventsReachTheObserver(t *testing.T) {
 	clk := bulwarktest.NewClock(time.Time{})
 	obs := &limitEvents{}
 	p, err := New(Config{Name: "edge", Backends: []bulwark.Endpoint{{Addr: b.addr}}, MaxAttempts: 1,
-		Clock: clk, Observer: obs, Logger: quietLogger()})
+		AdaptiveEndpointLimit: true, Clock: clk, Observer: obs, Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -426,22 +427,26 @@ func TestBackendLimiterEventsReachTheObserver(t *testing.T) {
 
 func TestParseEndpointLimit(t *testing.T) {
 	for _, tc := range []struct {
-		in   string
-		want int
-		ok   bool
+		in       string
+		want     int
+		adaptive bool
+		ok       bool
 	}{
-		{"adaptive", 0, true},
-		{"", 0, true},
-		{"off", -1, true},
-		{"16", 16, true},
-		{" 4 ", 4, true},
-		{"0", 0, false},
-		{"-3", 0, false},
-		{"lots", 0, false},
+		{"adaptive", 0, true, true},
+		{"adaptive:64", 64, true, true},
+		{"", 0, false, true},
+		{"off", -1, false, true},
+		{"16", 16, false, true},
+		{" 4 ", 4, false, true},
+		{"0", 0, false, false},
+		{"-3", 0, false, false},
+		{"adaptive:0", 0, false, false},
+		{"adaptive:", 0, false, false},
+		{"lots", 0, false, false},
 	} {
-		got, err := ParseEndpointLimit(tc.in)
-		if (err == nil) != tc.ok || got != tc.want {
-			t.Errorf("ParseEndpointLimit(%q) = %d, %v; want %d, ok %v", tc.in, got, err, tc.want, tc.ok)
+		got, adaptive, err := ParseEndpointLimit(tc.in)
+		if (err == nil) != tc.ok || got != tc.want || adaptive != tc.adaptive {
+			t.Errorf("ParseEndpointLimit(%q) = %d, %v, %v; want %d, %v, ok %v", tc.in, got, adaptive, err, tc.want, tc.adaptive, tc.ok)
 		}
 	}
 }

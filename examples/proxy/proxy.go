@@ -65,16 +65,25 @@ type Config struct {
 	// minutes. If zero, 10 s.
 	EjectionTime time.Duration
 	// EndpointLimit is the concurrency limit of each backend, the requests
-	// the proxy keeps in flight on it. If zero, an adaptive limit.Limiter
-	// per backend finds it from the latency of the backend's answers and
-	// from its refusals (503, 429) and timeouts. If positive, a fixed limit
-	// of that many requests. If negative, no limit. A backend at its limit
-	// gets no more requests while another has room; when every backend is
-	// at its limit, the proxy answers 503 with Retry-After at once rather
-	// than queue the request. The limiters' events (limit changes) go to
-	// Observer, each named Name/host:port, and the balancer's EventRejected
-	// (Reason "limit") tells of each request refused so.
+	// the proxy keeps in flight on it: a bulkhead, so that a backend that
+	// hangs holds no more than that. If zero, 256 (DefaultEndpointLimit).
+	// If negative, no limit. A backend at its limit gets no more requests
+	// while another has room; when every backend is at its limit, the proxy
+	// answers 503 with Retry-After at once rather than queue the request.
+	// The limiters' events go to Observer, each named Name/host:port, and
+	// the balancer's EventRejected (Reason "limit") tells of each request
+	// refused so.
 	EndpointLimit int
+	// AdaptiveEndpointLimit, if true, gives each backend an adaptive
+	// limit.Limiter, at most EndpointLimit, that finds the limit from the
+	// latency of the backend's answers and from its refusals (503, 429) and
+	// timeouts. It is off by default: measured from the proxy, a backend's
+	// latency includes the proxy host's own delays, so that on a busy host
+	// the adaptive limits fall and refuse requests the backends could serve
+	// (proxybench, wrk's 64 connections at saturation on a loaded machine:
+	// most requests refused). Turn it on where the proxy's host has CPU to
+	// spare and the backends' latency is what moves.
+	AdaptiveEndpointLimit bool
 	// MaxAttempts bounds the tries of a replayable request, the first
 	// included. If zero, 3.
 	MaxAttempts int
@@ -306,12 +315,25 @@ func (p *Proxy) newLimiter(ep bulwark.Endpoint) (balancer.Limiter, error) {
 	if n < 0 {
 		return nil, nil
 	}
+	if n == 0 {
+		n = DefaultEndpointLimit
+	}
 	lc := limit.Config{Name: p.cfg.Name + "/" + ep.Addr, Headroom: -1, Clock: p.cfg.Clock, Observer: p.cfg.Observer}
-	if n > 0 {
+	if p.cfg.AdaptiveEndpointLimit {
+		lc.MaxLimit = n
+		lc.InitialLimit = min(defaultAdaptiveInitial, n)
+	} else {
 		lc.InitialLimit, lc.MinLimit, lc.MaxLimit = n, n, n
 	}
 	return limit.New(lc)
 }
+
+// DefaultEndpointLimit is Config.EndpointLimit's default.
+const DefaultEndpointLimit = 256
+
+// defaultAdaptiveInitial is where an adaptive endpoint limit starts: the
+// limit package's default initial limit.
+const defaultAdaptiveInitial = 20
 
 // members follows the balancer's endpoint set, for the readiness check.
 type members struct {

@@ -165,7 +165,7 @@ func build(ctx context.Context, opt options) (*world, error) {
 	w.proxy, err = proxy.New(proxy.Config{
 		Name: proxyName, Backends: eps, Algorithm: balancer.PeakEWMA, Zone: "a",
 		CheckInterval: 500 * time.Millisecond, EjectionTime: 3 * time.Second, Observer: obs, Logger: opt.logger,
-		Transport: shedAsBusy{w.upstream},
+		Transport: shedAsBusy{w.upstream}, AdaptiveEndpointLimit: true,
 	})
 	if err != nil {
 		return w, err

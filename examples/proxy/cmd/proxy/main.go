@@ -52,7 +52,7 @@ func run() error {
 	checkPath := flag.String("check-path", "/readyz", "path of the backends' health check")
 	checkInterval := flag.Duration("check-interval", time.Second, "time between health checks of a backend")
 	attempts := flag.Int("attempts", 3, "tries of a replayable request, the first included")
-	endpointLimit := flag.String("endpoint-limit", "adaptive", "requests in flight per backend: adaptive, off, or a fixed number")
+	endpointLimit := flag.String("endpoint-limit", "256", "requests in flight per backend: a fixed number, off, adaptive (at most 256) or adaptive:N")
 	drainDelay := flag.Duration("drain-delay", 5*time.Second, "how long readiness fails before shutdown starts")
 	verbose := flag.Bool("v", false, "debug logs")
 	flag.Parse()
@@ -83,7 +83,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	limitPerBackend, err := proxy.ParseEndpointLimit(*endpointLimit)
+	limitPerBackend, adaptiveLimit, err := proxy.ParseEndpointLimit(*endpointLimit)
 	if err != nil {
 		return err
 	}
@@ -97,7 +97,7 @@ func run() error {
 	}
 	p, err := proxy.New(proxy.Config{
 		Backends: eps, Resolver: resolver, Algorithm: algo, Zone: *zone, HashHeader: *hashHeader, HashCookie: *hashCookie,
-		CheckPath: *checkPath, CheckInterval: *checkInterval, MaxAttempts: *attempts, EndpointLimit: limitPerBackend,
+		CheckPath: *checkPath, CheckInterval: *checkInterval, MaxAttempts: *attempts, EndpointLimit: limitPerBackend, AdaptiveEndpointLimit: adaptiveLimit,
 		Observer: tel.Observer, Logger: tel.Logger,
 	})
 	if err != nil {
