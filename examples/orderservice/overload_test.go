@@ -308,6 +308,9 @@ func (s classStats) String() string {
 //     of a run under a CPU hog), while most reports are shed with 503 and
 //     Retry-After;
 //     - the unloaded load of 2. on the third instance.
+//     If the third instance's p99 exceeds 2× the unloaded one meanwhile,
+//     the machine's load, not the overload, moved the latencies, which the
+//     Limiters read as queueing: the step runs again, three times at most;
 //  4. the load of the 3× overload on the instance without a Limiter, for
 //     1.5 s: the control, which must miss the tail target, or the load
 //     would be no overload.
@@ -445,18 +448,41 @@ func TestOverloadShedsBatchKeepsCriticalAndTail(t *testing.T) {
 	unloaded := stats(warm[over], critical, 0)
 	t.Logf("unloaded (0.25×): %v", unloaded)
 
-	busyA, busyB, began := dbA.busy.Load(), dbB.busy.Load(), time.Now()
-	loads := together(phase, 20, map[*harness][2]float64{
-		over: {3 * capacity, 0},
-		prio: {0.5 * capacity, 2.5 * capacity / heavy},
-		twin: quarter,
-	})
-	// The share of the time its connections were busy, settling included.
-	busy := func(db *slowDB, before int64) float64 {
-		return 100 * float64(db.busy.Load()-before) / float64(conns) / float64(time.Since(began))
+	// Step 3 is a measurement only if the machine left the latencies alone:
+	// the third instance, whose load stays a quarter of the capacity, must
+	// keep its p99 within 2× the unloaded one. A machine whose load stalls
+	// the process for several units (under make stress, the p99 of the
+	// third instance rose 6× at times) moves the latencies that the
+	// Limiters read as queueing, and the step measures the machine: it is
+	// run again, three times at most.
+	var (
+		loads             map[*harness][]sample
+		utilA, utilB      float64
+		loaded, reference classStats
+	)
+	for attempt := 1; ; attempt++ {
+		busyA, busyB, began := dbA.busy.Load(), dbB.busy.Load(), time.Now()
+		loads = together(phase, uint64(10+10*attempt), map[*harness][2]float64{
+			over: {3 * capacity, 0},
+			prio: {0.5 * capacity, 2.5 * capacity / heavy},
+			twin: quarter,
+		})
+		// The share of the time its connections were busy, settling included.
+		busy := func(db *slowDB, before int64) float64 {
+			return 100 * float64(db.busy.Load()-before) / float64(conns) / float64(time.Since(began))
+		}
+		utilA, utilB = busy(dbA, busyA), busy(dbB, busyB)
+		loaded, reference = stats(loads[over], critical, settle), stats(loads[twin], critical, settle)
+		if reference.p99 <= 2*unloaded.p99 {
+			break
+		}
+		if attempt == 3 {
+			t.Fatalf("the machine moved the latencies in each of 3 attempts: the unloaded p99 was %v, under the same load meanwhile %v (last attempt)",
+				unloaded.p99, reference.p99)
+		}
+		t.Logf("attempt %d: the unloaded p99 was %v, under the same load meanwhile %v (%v): the machine's load, not the overload, moved the latencies; again",
+			attempt, unloaded.p99, reference.p99, reference)
 	}
-	utilA, utilB := busy(dbA, busyA), busy(dbB, busyB)
-	loaded, reference := stats(loads[over], critical, settle), stats(loads[twin], critical, settle)
 	goodput := float64(answered(loads[over], critical, settle, phase)) / (phase - settle).Seconds()
 	t.Logf("3× overload: %v", loaded)
 	t.Logf("3× overload: goodput %.0f requests/s = %.1f %% of capacity; p99 %.2f× the unloaded p99 meanwhile (%.2f× before); database busy %.0f %%",
