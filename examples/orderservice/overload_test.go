@@ -389,7 +389,7 @@ func TestOverloadShedsBatchKeepsCriticalAndTail(t *testing.T) {
 	obs := bulwark.ObserverFunc(func(e bulwark.Event) {
 		if e.Kind == bulwark.EventLimitChanged {
 			mu.Lock()
-			moves[e.Name] = append(moves[e.Name], fmt.Sprintf("%.2fs %s→%d", time.Since(t0).Seconds(), e.Reason, e.Attempt))
+			moves[e.Name] = append(moves[e.Name], fmt.Sprintf("%.2fs %s→%d", time.Since(t0).Seconds(), e.Reason, e.Limit))
 			mu.Unlock()
 		}
 	})
