@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -501,11 +500,12 @@ func TestDoConcurrentSafe(t *testing.T) {
 		t.Run(fmt.Sprintf("wait=%v", wait), func(t *testing.T) {
 			e := newEngine(t, newStore(t, nil), nil, idempotency.Config{Wait: wait})
 			const callers = 200
-			var runs atomic.Int64
+			var runs, returned atomic.Int64
 			var wg sync.WaitGroup
 			results := make([]payment, callers)
 			errs := make([]error, callers)
 			start := make(chan struct{})
+			othersDone := make(chan struct{}) // closed when the callers other than the runner have returned
 			for i := range callers {
 				wg.Add(1)
 				go func() {
@@ -513,9 +513,23 @@ func TestDoConcurrentSafe(t *testing.T) {
 					<-start
 					results[i], errs[i] = idempotency.Do(context.Background(), e, "k", []byte("fp"), func(context.Context) (payment, error) {
 						n := runs.Add(1)
-						runtime.Gosched()
+						// The run lasts until every other caller met it in
+						// flight: returned (ErrInFlight) without Wait, waiting
+						// for it with Wait.
+						if wait == 0 {
+							select {
+							case <-othersDone:
+							case <-time.After(time.Minute):
+								t.Error("the other callers did not return in a minute")
+							}
+						} else if got, ok := goroutinesReached(callers-1, "(*Engine).awaitRun"); !ok {
+							t.Errorf("%d callers waited for the run after a minute, want %d", got, callers-1)
+						}
 						return payment{ID: fmt.Sprint("pay_", n), Amount: 5}, nil
 					})
+					if returned.Add(1) == callers-1 {
+						close(othersDone) // the runner returns after the others
+					}
 				}()
 			}
 			close(start)
@@ -523,14 +537,19 @@ func TestDoConcurrentSafe(t *testing.T) {
 			if n := runs.Load(); n != 1 {
 				t.Fatalf("op ran %d times, want 1", n)
 			}
+			inFlight := 0
 			for i := range callers {
 				switch {
 				case errs[i] == nil && results[i] == payment{ID: "pay_1", Amount: 5}:
 				case wait == 0 && errors.Is(errs[i], idempotency.ErrInFlight):
+					inFlight++
 				default:
 					t.Fatalf("caller %d got %+v, %v; want the result of run 1%s", i, results[i], errs[i],
 						map[bool]string{true: " or ErrInFlight"}[wait == 0])
 				}
+			}
+			if want := map[bool]int{true: callers - 1, false: 0}[wait == 0]; inFlight != want {
+				t.Errorf("%d callers got ErrInFlight, want %d: every other caller met the run in flight", inFlight, want)
 			}
 		})
 	}
@@ -554,17 +573,17 @@ func TestDoCoalescesClaimsConcurrentSafe(t *testing.T) {
 		}()
 	}
 	ready.Wait()
-	<-st.entered // the first Claim is in the store; let the others queue up
-	for range 1000 {
-		runtime.Gosched()
-	}
+	<-st.entered // the first Claim is in the store, held at the gate
+	// Every other caller waits for that Claim's flight, not in a Claim of
+	// its own: without coalescing, this never happens.
+	waitForGoroutines(t, callers-1, "singleflight.(*Group).Do(", "(*WaitGroup).Wait")
 	close(st.gate)
 	wg.Wait()
 	if m := st.maxInClaim.Load(); m != 1 {
 		t.Errorf("%d Claims of one key were in the store at once, want 1", m)
 	}
-	if n := st.claims.Load(); n >= callers {
-		t.Errorf("%d callers made %d Claims, want fewer", callers, n)
+	if n := st.claims.Load(); n != 1 {
+		t.Errorf("%d callers made %d Claims, want the one they shared", callers, n)
 	}
 }
 
@@ -622,9 +641,7 @@ func TestDoLeaderCanceledConcurrentSafe(t *testing.T) {
 		v, err = idempotency.Do(context.Background(), e, "k", nil, func(context.Context) (int, error) { return 2, nil })
 		follower <- err
 	}()
-	for range 1000 {
-		runtime.Gosched() // let the follower join the leader's flight
-	}
+	waitForGoroutines(t, 1, "singleflight.(*Group).Do(", "(*WaitGroup).Wait") // the follower joined the leader's flight
 	cancel()
 	close(st.gate)
 	if err := <-leader; !errors.Is(err, context.Canceled) {

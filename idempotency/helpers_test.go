@@ -3,6 +3,8 @@ package idempotency_test
 import (
 	"context"
 	"errors"
+	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -148,4 +150,47 @@ func (s *faultyStore) Complete(ctx context.Context, key string, token uint64, va
 		value = s.mangle(value)
 	}
 	return s.Store.Complete(ctx, key, token, value, retention)
+}
+
+// waitForGoroutines waits until n goroutines are blocked with every one of
+// frames in their stacks: a state reached, read from the runtime, rather
+// than a guess at how long reaching it takes. It fails the test after a
+// minute.
+func waitForGoroutines(t *testing.T, n int, frames ...string) {
+	t.Helper()
+	if got, ok := goroutinesReached(n, frames...); !ok {
+		t.Fatalf("%d goroutines in %q after a minute, want %d", got, frames, n)
+	}
+}
+
+// goroutinesReached is waitForGoroutines for a goroutine other than the
+// test's: it reports how many it saw, and false if they were fewer than n
+// after a minute.
+func goroutinesReached(n int, frames ...string) (int, bool) {
+	deadline := time.Now().Add(time.Minute)
+	buf := make([]byte, 1<<20)
+	for {
+		m := runtime.Stack(buf, true)
+		if m == len(buf) {
+			buf = make([]byte, 2*len(buf))
+			continue
+		}
+		got := 0
+		for _, g := range strings.Split(string(buf[:m]), "\n\n") {
+			all := true
+			for _, f := range frames {
+				all = all && strings.Contains(g, f)
+			}
+			if all {
+				got++
+			}
+		}
+		if got >= n {
+			return got, true
+		}
+		if time.Now().After(deadline) {
+			return got, false
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
