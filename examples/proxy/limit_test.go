@@ -106,7 +106,7 @@ func TestSlowBackendIsBoundedAndTrafficSpills(t *testing.T) {
 		refusals bool // the proxy may refuse for the limit
 	}{
 		{"fixed", 8, false, 16, false},
-		{"adaptive", 0, true, 16, true},
+		{"adaptive", 0, true, 32, true}, // more clients than its initial limit (20): with fewer, all of them could wait on the slow backend, which then answers at once
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			testSlowBackend(t, tc.limit, tc.adaptive, tc.clients, tc.refusals, initial)
@@ -210,8 +210,17 @@ func testSlowBackend(t *testing.T, endpointLimit int, adaptive bool, clients int
 	if n := maxIn.Load(); n > int64(limitMax) || n == 0 {
 		t.Errorf("the slow backend held up to %d requests at once, want 1 to its limit (at most %d)", n, limitMax)
 	}
-	if share >= 0.2 {
-		t.Errorf("the slow backend got %.1f%% of the requests once slow, want well under round robin's third (< 20%%)", 100*share)
+	// Round robin would give it a third (33.3 %, ± 0.9 points for 3000
+	// requests). A fixed limit holds it to its few slots; an adaptive one
+	// also follows the fast backends' latency, which on a loaded machine
+	// (make stress) is the machine's and lowers their limits too: 22 % was
+	// seen there, so it gets a wider bound, still far below a third.
+	bound := 0.20
+	if adaptive {
+		bound = 0.25
+	}
+	if share >= bound {
+		t.Errorf("the slow backend got %.1f%% of the requests once slow, want well under round robin's third (< %.0f%%)", 100*share, 100*bound)
 	}
 	if adaptive {
 		if got := obs.announced(name); len(got) == 0 || got[len(got)-1] >= initial {
