@@ -47,6 +47,7 @@
 //	                                                           bulwark_discovery_calls_total
 //	call              <f>.call.duration (histogram, s)         bulwark_breaker_call_duration_seconds_bucket, …   bulwark.outcome bulwark.reason
 //	rejected          <f>.rejections (counter)                 bulwark_breaker_rejections_total,                 bulwark.reason bulwark.criticality
+//	                                                           bulwark_balancer_rejections_total,
 //	                                                           bulwark_idempotency_rejections_total,
 //	                                                           bulwark_limit_rejections_total,
 //	                                                           bulwark_ratelimit_rejections_total,

@@ -108,3 +108,14 @@ func TestBalancerEndToEnd(t *testing.T) {
 			picks, calls, inflight, latencies)
 	}
 }
+
+// A balancer whose endpoints are all at their limits reports the refusal
+// (issue 17), which lands in bulwark_balancer_rejections_total as the doc's
+// table says.
+func TestBalancerLimitRejections(t *testing.T) {
+	o, r := newObserver(t)
+	o.Observe(bulwark.Event{Kind: bulwark.EventRejected, Component: bulwark.ComponentBalancer, Name: "edge", Reason: "limit"})
+	checkWants(t, collect(t, r), []want{
+		{"bulwark.balancer.rejections", "bulwark.component=balancer,bulwark.name=edge,bulwark.reason=limit", point{value: 1}},
+	})
+}
