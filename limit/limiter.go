@@ -521,7 +521,7 @@ func (c *control) endProbe(wall, p50, okP50 int64, drops float64) string {
 		// wrong, and the limit climbs back.
 		slower = true
 		c.rise(okP50)
-	case 20*okP50 >= 19*b && 5*okP50 < 6*b && okP50 <= c.before && c.steady(len(c.recent)):
+	case 20*okP50 >= 19*b && 5*okP50 < 6*b && okP50 <= slices.Max(c.recent[:]) && c.steady(len(c.recent)):
 		c.baseline = okP50 // a fresh measure of the same baseline
 	case 20*okP50 < 19*b:
 		c.baseline = okP50 // the callee got faster
