@@ -138,19 +138,29 @@ func TestLimitSimulationOverload(t *testing.T) {
 		if r.Goodput < 0.9 || r.P99 > 2*unloaded {
 			t.Errorf("seed %d at 3x capacity: goodput %.3f, admitted p99 %v; want >= 0.9 and <= %v (2x unloaded)", simSeeds[i], r.Goodput, r.P99, 2*unloaded)
 		}
-		// The oracle's limit for this scenario is 17 (cmd/limitsim).
-		if d := limitsim.Settle(r.Trace, 10*time.Second, 17, 0.1, 500*time.Millisecond); d < 0 || d > time.Second {
-			t.Errorf("seed %d: the limit settled within 10 %% of the oracle's 17 after %v, want <= 1s", simSeeds[i], d)
-		}
 	}
 }
 
 func TestLimitSimulationStep(t *testing.T) {
-	for i, r := range simulate(t, "step-1.4x") {
-		// The oracle's limit for this scenario is 20 (cmd/limitsim).
-		if d := limitsim.Settle(r.Trace, 10*time.Second, 20, 0.1, 500*time.Millisecond); d < 0 || d > time.Second {
-			t.Errorf("seed %d: the limit settled within 10 %% of the oracle's 20 after %v, want <= 1s", simSeeds[i], d)
-		}
+	// Within 10 % of the oracle's limit (cmd/limitsim) within 1 s of every
+	// step, and held 0.5 s; the long incident starts from 0.8x, where the
+	// limit stood higher than before the other steps.
+	for _, tc := range []struct {
+		scenario string
+		oracle   float64
+	}{
+		{"step-1.4x", 20},
+		{"step-3x", 17},
+		{"capacity-halved", 10},
+		{"long-incident", 17},
+	} {
+		t.Run(tc.scenario, func(t *testing.T) {
+			for i, r := range simulate(t, tc.scenario) {
+				if d := limitsim.Settle(r.Trace, 10*time.Second, tc.oracle, 0.1, 500*time.Millisecond); d < 0 || d > time.Second {
+					t.Errorf("seed %d: the limit settled within 10 %% of the oracle's %v after %v, want <= 1s", simSeeds[i], tc.oracle, d)
+				}
+			}
+		})
 	}
 }
 

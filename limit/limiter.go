@@ -46,10 +46,12 @@ type Config struct {
 	TenantShare float64
 
 	// ProbeInterval is how often, while at least half the limit is in use,
-	// the limiter halves its limit for one measurement window to measure the
-	// latency without queueing (the baseline). It also probes at once after
-	// two decreases in a row. If zero, 10 s; a negative value means only
-	// after decreases.
+	// the limiter halves its limit for one short measurement window to
+	// measure the latency without queueing (the baseline). Probes start on
+	// a grid of the clock's wall time, the same for every Limiter with the
+	// same interval. If zero, 10 s; a negative value means no probes (the
+	// baseline then rises only when decreases take the limit to a quarter
+	// and the latency does not fall).
 	ProbeInterval time.Duration
 
 	// Clock is the time source. If nil, the wall clock.
@@ -70,11 +72,20 @@ const (
 	defaultTenantShare   = 0.5
 	defaultProbeInterval = 10 * time.Second
 
-	minSamples = 32  // a window closes with at least this many samples…
-	fewSamples = 8   // …or this many after maxWindow
-	bufSize    = 256 // samples kept per window
-	minWindow  = int64(time.Millisecond)
-	maxWindow  = int64(time.Second)
+	minSamples    = 32  // the sampling keeps 2 to 4 times this many samples a window at high rates
+	windowSamples = 56  // a window closes with this many samples…
+	probeSamples  = 24  // …a probe's window with this many…
+	fewSamples    = 8   // …or with this many after maxWindow
+	bufSize       = 256 // samples kept per window
+	minWindow     = int64(time.Millisecond)
+	maxWindow     = int64(time.Second)
+
+	minTarget = 0.1  // the queue share aimed at while most calls are refused…
+	maxTarget = 0.3  // …and while none is
+	dropShare = 0.25 // a window with this share of timeouts lowers the limit
+	minGain   = 0.05 // the power of the latency ratio by which the limit moves for small errors…
+	maxGain   = 0.5  // …and for errors of gainSpan and more
+	gainSpan  = 0.25
 )
 
 // Limiter is an adaptive concurrency limit: it admits at most its limit of
@@ -104,6 +115,12 @@ type Limiter struct {
 	win   window
 	p50   atomic.Int64 // the latest window's median latency, ns: RetryAfter
 	minW  atomic.Int64 // the current minimum window, ns
+	slow  atomic.Int64 // a sample at least this long (ns) counts as slow: four times the baseline
+	due   atomic.Int64 // elapsed ns at which a probe is due; MaxInt64 for none
+	probe atomic.Bool  // a probe is under way: its window closes sooner
+	_     [64]byte     // keeps rej, written by refused calls, off the lines that samples read
+	rej   atomic.Int64 // calls refused for the limit in the current window
+	_     [56]byte
 
 	mu  sync.Mutex // guards ctl and the scratch buffers
 	ctl control
@@ -116,22 +133,29 @@ type window struct {
 	start atomic.Int64 // elapsed ns
 	n     atomic.Int64 // samples offered; the first bufSize are kept
 	maxIn atomic.Int64 // the most calls in flight seen by a sampled call
+	slow  atomic.Int64 // samples at least four times the baseline
 	buf   [bufSize]atomic.Int64
 }
 
 // control is the state of the limit's controller.
 type control struct {
-	limit     float64
-	min, max  float64
-	baseline  int64 // ns: the median latency without queueing; 0 until measured
-	step      float64
-	decreases int     // in a row
-	streak    float64 // the limit before the current run of decreases
-	before    int64   // the latest window's median latency of successes, ns
-	probing   bool
-	saved     float64 // the limit to restore after the probe
-	probeAt   int64   // wall ns: probe at the first window closed after it
-	interval  int64   // ns, 0 for none
+	limit    float64
+	min, max float64
+	baseline int64    // ns: the median latency without queueing; 0 until measured
+	recent   [3]int64 // the latest windows' medians of successes, ns: a ring
+	nrecent  int
+	before   int64   // the latest window's median latency of successes, ns
+	share    float64 // the share of the calls admitted, smoothed over windows
+	target   float64 // the queue share the limit aims at
+	run      float64 // the limit before the current run of decreases; 0 for none
+	runQ     float64 // the queue share in the first window of that run
+	ss       float64 // slow start: the limit doubles each window up to this; 0 for none
+	old      int64   // the baseline before it last rose, while that rise is checked; 0 for none
+	checks   int     // windows left to check it
+	probing  bool
+	saved    float64 // the limit to restore after the probe
+	probeAt  int64   // wall ns: probe at the first window closed after it
+	interval int64   // ns, 0 for none
 }
 
 // New returns a Limiter configured by cfg, or an error wrapping
@@ -180,9 +204,11 @@ func New(cfg Config) (*Limiter, error) {
 	l.s.init(int64(init), head, share)
 	l.every.Store(1)
 	l.minW.Store(minWindow)
-	l.ctl = control{limit: float64(init), min: float64(lo), max: float64(hi), step: 1, interval: int64(probe)}
+	l.ctl = control{limit: float64(init), min: float64(lo), max: float64(hi), interval: int64(probe), share: 1}
 	l.ctl.probeAt = nextGrid(l.base.UnixNano(), l.ctl.interval)
 	l.win.start.Store(1)
+	l.slow.Store(math.MaxInt64)
+	l.setDue()
 	return l, nil
 }
 
@@ -265,6 +291,9 @@ func (l *Limiter) sample() int64 {
 }
 
 func (l *Limiter) reject(ctx context.Context, r Reason, info callInfo) error {
+	if r == ReasonLimit {
+		l.rej.Add(1)
+	}
 	err := &RejectedError{Name: l.name, Reason: r, Criticality: info.crit, Tenant: info.tenant, retryAfter: time.Duration(l.p50.Load())}
 	if l.obs != nil {
 		base.ObserveContext(ctx, l.obs, bulwark.Event{Kind: bulwark.EventRejected, Component: bulwark.ComponentLimiter, Name: l.name, Err: err, Reason: r.String()})
@@ -286,8 +315,11 @@ func (l *Limiter) release(p *Permit, o outcome) {
 // when it is due.
 func (l *Limiter) record(start int64, drop bool) {
 	now := l.now()
+	if now >= l.due.Load() {
+		l.probeDue(now)
+	}
 	if start < l.since.Load() {
-		return // admitted before the limit last fell: it measures the old limit
+		return // admitted before the limit last moved: it measures the old limit
 	}
 	lat := max(now-start, 1)
 	w := &l.win
@@ -295,12 +327,20 @@ func (l *Limiter) record(start int64, drop bool) {
 	if i < bufSize {
 		if drop {
 			lat = -lat
+		} else if lat >= l.slow.Load() {
+			w.slow.Add(1)
 		}
 		w.buf[i].Store(lat)
 	}
 	n, age := i+1, now-w.start.Load()
-	need := max(fewSamples, min(minSamples, 4*l.s.limit.Load()))
-	if (n >= need && age >= l.minW.Load()) || (n >= fewSamples && age >= max(maxWindow, 4*l.minW.Load())) {
+	most := int64(windowSamples)
+	if l.probe.Load() {
+		most = probeSamples // the probe costs throughput: it ends sooner
+	}
+	need := max(fewSamples, min(most, 4*l.s.limit.Load()))
+	// A window also closes early when nearly all its calls took four
+	// times the baseline: the queue is long, no need to wait.
+	if (n >= need && age >= l.minW.Load()) || (n >= fewSamples && (age >= max(maxWindow, 4*l.minW.Load()) || w.slow.Load() >= n-1)) {
 		l.update(now)
 	}
 }
@@ -352,6 +392,9 @@ func (l *Limiter) update(now int64) {
 		oks = append(oks, v)
 	}
 	maxIn := w.maxIn.Swap(0)
+	rej := l.rej.Swap(0)
+	adm := n * l.every.Load()
+	w.slow.Store(0)
 	w.n.Store(0)
 	w.start.Store(now)
 	slices.Sort(all)
@@ -370,28 +413,171 @@ func (l *Limiter) update(now int64) {
 	case n < 2*minSamples && e > 1:
 		l.every.Store(e / 2)
 	}
-	reason := l.ctl.decide(l.base.UnixNano()+now, p50, okP50, float64(drops)/float64(kept), float64(maxIn))
-	eff := l.ctl.limit
-	if l.ctl.probing {
-		eff = max(l.ctl.min, math.Floor(l.ctl.limit/2))
+	wall := l.base.UnixNano() + now
+	c := &l.ctl
+	var reason string
+	dropped := float64(drops) / float64(kept)
+	if c.probing {
+		reason = c.endProbe(wall, p50, okP50, dropped)
+	} else {
+		c.share += (float64(adm)/float64(adm+rej) - c.share) / 4
+		reason = c.decide(wall, p50, okP50, dropped, float64(maxIn))
 	}
-	if reason == "decrease" || reason == "drop" || reason == "probe" || reason == "restore" {
+	l.apply(now, reason)
+}
+
+// apply puts the controller's decision in force and releases mu.
+func (l *Limiter) apply(now int64, reason string) {
+	c := &l.ctl
+	switch reason {
+	case "probe":
+		// Calls admitted before the queue drained measure it, not the
+		// callee: their samples are ignored.
+		l.since.Store(now + max(0, c.before-c.baseline))
+	case "restore", "drop":
 		l.since.Store(now)
+	case "decrease":
+		if c.limit < 0.8*float64(l.s.limit.Load()) {
+			l.since.Store(now)
+		}
 	}
-	if b := l.ctl.baseline; b > 0 {
-		l.minW.Store(max(minWindow, 2*b))
+	l.probe.Store(c.probing)
+	l.setDue()
+	if c.baseline > 0 {
+		l.minW.Store(max(minWindow, 2*c.baseline))
+		l.slow.Store(4 * c.baseline)
+	}
+	eff := c.limit
+	if c.probing {
+		eff = max(c.min, math.Floor(c.limit/2))
 	}
 	tokens := int64(math.Round(eff))
 	changed := tokens != l.s.limit.Load()
 	if changed {
 		l.s.setLimit(tokens)
 	}
-	baseline := l.ctl.baseline
+	baseline := c.baseline
 	l.mu.Unlock()
 	if changed && l.obs != nil {
 		l.obs.Observe(bulwark.Event{Kind: bulwark.EventLimitChanged, Component: bulwark.ComponentLimiter, Name: l.name,
 			Limit: int(tokens), Latency: time.Duration(baseline), Reason: reason})
 	}
+}
+
+// setDue publishes when the next probe is due. Callers hold mu.
+func (l *Limiter) setDue() {
+	if c := &l.ctl; !c.probing && c.probeAt != math.MaxInt64 {
+		l.due.Store(c.probeAt - l.base.UnixNano())
+		return
+	}
+	l.due.Store(math.MaxInt64)
+}
+
+// probeDue starts a probe at its time, without waiting for the window to
+// close, so that the limiters sharing a callee halve their limits together.
+func (l *Limiter) probeDue(now int64) {
+	if !l.mu.TryLock() {
+		return
+	}
+	c := &l.ctl
+	if now < l.due.Load() || c.probing || !c.probeNow(float64(l.win.maxIn.Load())) {
+		l.due.Store(math.MaxInt64) // the window's close decides
+		l.mu.Unlock()
+		return
+	}
+	w := &l.win
+	w.maxIn.Store(0)
+	w.slow.Store(0)
+	w.n.Store(0)
+	w.start.Store(now)
+	l.apply(now, "probe")
+}
+
+// probeNow starts a probe if at least half the limit is in use, and reports
+// whether it did.
+func (c *control) probeNow(maxIn float64) bool {
+	if 2*maxIn < c.limit {
+		return false
+	}
+	c.probing = true
+	c.saved = c.limit
+	return true
+}
+
+// endProbe ends the probe whose calls, admitted at half the limit, had the
+// median latency p50 (okP50 of the successes alone, 0 if too few) and a
+// share drops of timeouts, and restores the limit.
+func (c *control) endProbe(wall, p50, okP50 int64, drops float64) string {
+	c.probing = false
+	c.probeAt = nextGrid(wall, c.interval)
+	c.limit = c.saved
+	b := c.baseline
+	slower := false
+	switch {
+	case okP50 <= 0 || b == 0:
+	case 5*okP50 >= 6*b && 2*okP50 >= b+c.before && c.steady(len(c.recent)) && 10*okP50 >= 9*c.before && 20*okP50 <= 21*c.before:
+		// The latency did not fall with the concurrency, as it would
+		// have if the calls had queued, and it held before the probe:
+		// it is the latency without queueing. The callee got slower,
+		// not busier; if much slower, the decreases that led here were
+		// wrong, and the limit climbs back.
+		slower = true
+		c.rise(okP50)
+	case 20*okP50 >= 19*b && 5*okP50 < 6*b && okP50 <= slices.Max(c.recent[:]) && c.steady(len(c.recent)):
+		c.baseline = okP50 // a fresh measure of the same baseline
+	case 20*okP50 < 19*b:
+		c.baseline = okP50 // the callee got faster
+	}
+	if !slower && drops < dropShare && p50 > c.baseline {
+		// The calls queued even at half the limit: the limit is too
+		// high, probe or not.
+		if q := 1 - float64(c.baseline)/float64(p50); q > c.target && q >= 0.4 {
+			if c.run == 0 {
+				c.run, c.runQ = c.saved, q
+			}
+			c.limit = min(c.saved, max(c.min, math.Floor(c.saved/2))*max(0.5, c.factor(q)))
+		}
+	}
+	return "restore"
+}
+
+// rise makes okP50, a latency measured without queueing above the baseline,
+// the new baseline. If it is half as long again, the limit climbs back by
+// doubling steps toward where it stood before the decreases that the old
+// baseline caused. The next windows check the rise.
+func (c *control) rise(okP50 int64) {
+	if 2*okP50 >= 3*c.baseline && c.run > 0 {
+		c.limit = max(c.limit, c.run/2)
+		c.ss = max(c.ss, c.run)
+	}
+	c.old, c.checks = c.baseline, 3
+	c.saved = c.limit
+	c.baseline = okP50
+	c.run = 0
+	c.nrecent = 0 // the windows before measured the old baseline
+}
+
+// steady reports whether the median latency held within a half for the
+// latest n windows.
+func (c *control) steady(n int) bool {
+	if c.nrecent < n {
+		return false
+	}
+	lo, hi := int64(math.MaxInt64), int64(0)
+	for i := range n {
+		v := c.recent[(c.nrecent-1-i)%len(c.recent)]
+		lo, hi = min(lo, v), max(hi, v)
+	}
+	return 2*hi <= 3*lo
+}
+
+// factor returns by how much the limit moves after a window whose queue
+// share was q: toward the latency baseline ÷ (1 − target), by a power of
+// the ratio that grows with the error, so that noise barely moves the
+// limit and a step moves it at once.
+func (c *control) factor(q float64) float64 {
+	k := minGain + (maxGain-minGain)*min(1, math.Abs(q-c.target)/gainSpan)
+	return math.Pow((1-q)/(1-c.target), k)
 }
 
 // decide moves the limit after a window whose calls had the median latency
@@ -401,103 +587,93 @@ func (l *Limiter) update(now int64) {
 // moved: "increase", "decrease", "drop", "probe", "restore", or "" when it
 // did not.
 func (c *control) decide(wall, p50, okP50 int64, drops, maxIn float64) string {
-	if c.probing {
-		// The window measured calls admitted at half the limit. If their
-		// latency did not fall with the concurrency, it is the latency
-		// without queueing: the callee got slower, not busier, and the
-		// decreases that led here were wrong.
-		c.probing = false
-		c.decreases = 0
-		c.probeAt = nextGrid(wall, c.interval)
-		restore := c.saved
-		switch {
-		case okP50 <= 0:
-		case okP50 < c.baseline:
-			c.baseline = okP50
-		case c.before > 0 && 10*okP50 >= 9*c.before:
-			c.baseline = okP50
-			restore = max(restore, c.streak)
-		}
-		c.limit = restore
-		return "restore"
-	}
 	if okP50 > 0 {
 		c.before = okP50
-		if c.baseline == 0 || okP50 < c.baseline {
+		c.recent[c.nrecent%len(c.recent)] = okP50
+		c.nrecent++
+		// The baseline falls on its own to a lower latency that holds for
+		// three windows in a row: one lucky window does not move it.
+		if c.baseline == 0 {
 			c.baseline = okP50
+		} else if c.nrecent >= len(c.recent) {
+			if m := slices.Max(c.recent[:]); m < c.baseline {
+				c.baseline = m
+			}
 		}
 	}
-	if c.baseline == 0 {
+	b := c.baseline
+	if b == 0 {
 		return ""
 	}
-	limit := c.limit
-	// q estimates the calls queued in the callee: the share of the latency
-	// above the baseline, times the limit (Little's law, as TCP Vegas). It
-	// is kept between a sixth and a quarter of the limit: enough
-	// queued calls that the callee never idles, few enough that they add
-	// little latency. As fractions of the limit, the bounds mean the same
-	// latency to every limiter that shares a callee, so that many clients
-	// together keep one short queue.
-	q := 0.0
-	if p50 > c.baseline {
-		q = limit * (1 - float64(c.baseline)/float64(p50))
+	if c.old > 0 {
+		// Just after the baseline rose: if the calls queue at once at
+		// the same limit, the latency measured did not come from a
+		// slower callee (its capacity fell meanwhile): the old
+		// baseline holds.
+		c.checks--
+		switch {
+		case 2*p50 >= 3*b && 4*c.limit <= 5*c.saved:
+			c.baseline, b, c.ss, c.old = c.old, c.old, 0, 0
+		case c.checks <= 0:
+			c.old = 0
+		}
 	}
-	alpha, beta := limit/6, limit/4
+	// The target queue share: a tenth of the latency while most calls
+	// are refused (every queued call adds latency and no throughput), up
+	// to three tenths as the overload vanishes (a few queued calls keep
+	// the callee busy between bursts).
+	c.target = max(minTarget, maxTarget*c.share)
+	// q is the share of the latency spent queueing: q × limit calls wait
+	// in the callee (Little's law, as TCP Vegas).
+	q := 0.0
+	if p50 > b {
+		q = 1 - float64(b)/float64(p50)
+	}
+	limit := c.limit
+	prev := limit
+	f := c.factor(q)
 	reason := ""
 	switch {
-	case q > beta || drops >= 0.1:
-		if c.decreases == 0 {
-			// Remember where the limit stood, to come back there fast.
-			// Timeouts say nothing of the capacity (a black hole): keep
-			// the higher limit from before them.
-			if drops >= 0.1 {
-				c.streak = max(c.streak, limit)
-			} else {
-				c.streak = limit
-			}
+	case drops >= dropShare:
+		if c.run == 0 {
+			c.run, c.runQ = limit, q
 		}
-		c.decreases++
-		c.step = 1
-		next := limit
-		if q > beta {
-			next = limit - (q - (alpha+beta)/2)
-			reason = "decrease"
+		if drops >= 0.5 {
+			c.ss = max(c.ss, c.run) // a black hole: come back to the limit before it
 		}
-		if drops >= 0.1 && limit*0.9 < next {
-			next = limit * 0.9
-			reason = "drop"
+		limit = max(limit/2, min(0.9*limit, f*limit))
+		reason = "drop"
+	case q > c.target:
+		if c.run == 0 {
+			c.run, c.runQ = limit, q
 		}
-		limit = max(next, limit/2)
-	case q < alpha:
-		c.decreases = 0
-		if 4*maxIn >= 3*limit { // the limit is in use: probe for more
-			// Below the limit that held before the last decreases, the
-			// step doubles each window, as TCP's slow start below its
-			// threshold; above it, the limit grows by a twentieth.
-			if limit < c.streak {
-				limit = min(limit+c.step, c.streak)
-				c.step *= 2
-			} else {
-				limit += max(1, limit/20)
-			}
-			reason = "increase"
+		limit *= max(0.5, f)
+		reason = "decrease"
+	case 4*maxIn >= 3*limit: // in use
+		if limit < c.ss {
+			limit = min(2*limit, c.ss)
 		} else {
-			c.step = 1
+			c.ss = 0
+			// At least one call more when nothing queues, so that a
+			// small limit does not take long to grow.
+			limit = max(limit*f, limit+(c.target-q)/c.target)
 		}
-	default:
-		c.decreases = 0
-		c.step = 1
+		reason = "increase"
 	}
-	limit = min(max(limit, c.min), c.max)
-	c.limit = limit
-	if c.decreases >= 2 && c.interval > 0 {
-		// Probe soon, at the same moment as every other limiter of the
-		// callee that saw the same rise: a finer grid.
-		c.probeAt = min(c.probeAt, nextGrid(wall, c.interval/8))
+	if reason != "decrease" && reason != "drop" {
+		c.run = 0
 	}
-	if c.interval > 0 && wall >= c.probeAt && (2*maxIn >= limit || c.decreases >= 2) {
-		c.probing = true
-		c.saved = limit
+	if limit >= c.ss {
+		c.ss = 0
+	}
+	c.limit = min(max(limit, c.min), c.max)
+	if c.run > 0 && drops < dropShare && okP50 > 0 && prev <= c.run/4 && q >= 0.9*c.runQ && c.steady(2) && 20*okP50 >= 21*b {
+		// The limit fell to a quarter and the latency did not: it was
+		// not queueing.
+		c.rise(okP50)
+		return "restore"
+	}
+	if wall >= c.probeAt && c.probeNow(maxIn) {
 		return "probe"
 	}
 	return reason

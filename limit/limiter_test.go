@@ -53,7 +53,8 @@ func (s server) latency(n int) time.Duration {
 	return time.Duration(int64(s.base) * int64(n) / int64(s.knee))
 }
 
-// drive runs rounds in which demand calls try to start at once, and those
+// drive runs rounds in which demand calls try to start at once (the
+// refused ones are counted as refused, as real callers would be), and those
 // admitted end together after the server's latency (or as end says). It
 // returns the limit after the last round.
 func drive(t *testing.T, l *limit.Limiter, clk *bulwarktest.Clock, rounds, demand int, srv server, end func(p *limit.Permit)) int {
@@ -67,7 +68,7 @@ func drive(t *testing.T, l *limit.Limiter, clk *bulwarktest.Clock, rounds, deman
 				if !errors.Is(err, limit.ErrRejected) {
 					t.Fatal(err)
 				}
-				break
+				continue
 			}
 			ps = append(ps, p)
 		}
@@ -304,4 +305,74 @@ func TestLimiterConcurrentSafe(t *testing.T) {
 	}
 	wg.Wait()
 	require.Equal(t, 0, l.InFlight())
+}
+
+func TestLimiterProbesOnTheGrid(t *testing.T) {
+	// Few, slow calls: a window needs most of a second to fill. The probe
+	// due at 10 s (the grid of the default ProbeInterval on the wall
+	// clock) must start with the first call that ends after it, not when
+	// the window closes, so that limiters sharing a callee halve their
+	// limits together.
+	l, clk := newLimiter(t, limit.Config{InitialLimit: 4, MaxLimit: 4})
+	start := clk.Now()
+	grid := start.Truncate(10 * time.Second).Add(10 * time.Second)
+	var inflight []limit.Permit
+	const latency, gap = 100 * time.Millisecond, 50 * time.Millisecond
+	for clk.Now().Before(grid.Add(-gap)) {
+		p, err := l.Acquire(context.Background())
+		require.NoError(t, err)
+		inflight = append(inflight, p)
+		clk.Advance(gap)
+		if len(inflight)*int(gap) > int(latency) {
+			inflight[0].Done(nil)
+			inflight = inflight[1:]
+		}
+	}
+	require.Equal(t, 4, l.Limit(), "the limit before the probe")
+	for clk.Now().Before(grid.Add(2 * gap)) {
+		clk.Advance(gap)
+		inflight[0].Done(nil)
+		inflight = inflight[1:]
+		p, err := l.Acquire(context.Background())
+		require.NoError(t, err)
+		inflight = append(inflight, p)
+	}
+	if got := l.Limit(); got != 2 {
+		t.Fatalf("Limit() %v after the probe was due = %d, want 2 (halved)", clk.Now().Sub(grid), got)
+	}
+	for i := range inflight {
+		inflight[i].Done(nil)
+	}
+}
+
+func TestLimiterQueuesMoreWhenLessIsRefused(t *testing.T) {
+	// Under a heavy overload every queued call only adds latency; near the
+	// capacity a few queued calls keep the callee busy between bursts. The
+	// limit settles closer to the knee when most calls are refused than
+	// when few are.
+	srv := server{base: 10 * time.Millisecond, knee: 40}
+	heavy, clk := newLimiter(t, limit.Config{})
+	gotHeavy := normalShare(drive(t, heavy, clk, 400, 200, srv, nil)) // 3 in 4 refused
+	light, clk := newLimiter(t, limit.Config{})
+	gotLight := 0
+	for range 400 { // one more call than the limit admits: almost none refused
+		gotLight = normalShare(drive(t, light, clk, 1, normalShare(light.Limit())+1, srv, nil))
+	}
+	if gotHeavy > 40*12/10 || gotLight < gotHeavy+5 {
+		t.Fatalf("limit for normal calls against a knee of 40: %d with most calls refused, %d with few; want <= 48 and >= %d", gotHeavy, gotLight, gotHeavy+5)
+	}
+}
+
+func TestLimiterSlowerCalleeWithoutProbes(t *testing.T) {
+	// With no probes, the decreases themselves tell that the callee got
+	// slower: the limit fell to a quarter and the latency did not.
+	l, clk := newLimiter(t, limit.Config{ProbeInterval: -1})
+	drive(t, l, clk, 300, 200, server{base: 10 * time.Millisecond, knee: 40}, nil)
+	got := normalShare(drive(t, l, clk, 300, 200, server{base: 100 * time.Millisecond, knee: 40}, nil))
+	if got < 40 {
+		t.Fatalf("limit after the callee got 10x slower, without probes = %d, want >= 40", got)
+	}
+	if b := l.Baseline(); b != 100*time.Millisecond {
+		t.Fatalf("Baseline() = %v, want 100ms", b)
+	}
 }

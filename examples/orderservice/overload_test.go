@@ -316,13 +316,13 @@ func (s classStats) String() string {
 //     would be no overload.
 //
 // The measurement lasts 15 s because a Limiter probes its baseline every
-// 10 s, and soon after two decreases in a row: it halves its limit for one
-// window, here about half a second, which costs 2 to 5 % of the goodput of
-// the 10 s around it. Over a shorter time, a probe more or less would move
-// the goodput by as much as the margin of its target. On a loaded machine,
-// the noise in the latencies makes decreases, and so probes, more frequent:
-// with four probes in the 15 s, goodput fell to 89.6 % once in ten runs under
-// a CPU hog (93 to 96 % otherwise), so the test asks for 85 %.
+// 10 s: it halves its limit for one short window, here about half a second,
+// which costs 2 to 5 % of the goodput of the 10 s around it. Over a shorter
+// time, a probe more or less would move the goodput by as much as the margin
+// of its target. On a loaded machine, the latencies are noisier: with the
+// Limiter's previous controller, which also probed after two decreases in a
+// row, four probes in the 15 s made goodput fall to 89.6 % once in ten runs
+// under a CPU hog (93 to 96 % otherwise), so the test asks for 85 %.
 //
 // Under the race detector, every request costs several times the CPU: the
 // unit is 200 ms at least, so that step 3 sends half the requests, 350 a
