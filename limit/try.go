@@ -24,6 +24,7 @@ func (l *Limiter) TryAcquire() (token uint64, err error) {
 	hint := stackHint()
 	n, ok := l.s.take(Normal.level(), hint)
 	if !ok {
+		l.rej.Add(1) // the controller's target follows the share refused
 		return 0, tryRefusal{l}
 	}
 	var start int64

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -222,9 +223,12 @@ func testSlowBackend(t *testing.T, endpointLimit int, adaptive bool, clients int
 	if share >= bound {
 		t.Errorf("the slow backend got %.1f%% of the requests once slow, want well under round robin's third (< %.0f%%)", 100*share, 100*bound)
 	}
+	// The limit falls when the backend turns slow; it may climb back once
+	// the limiter takes the slower backend's latency for its new baseline
+	// (package limit: a run of decreases without the latency falling).
 	if adaptive {
-		if got := obs.announced(name); len(got) == 0 || got[len(got)-1] >= initial {
-			t.Errorf("the slow backend's adaptive limit moved %v from %d, want it lower at the end", got, initial)
+		if got := obs.announced(name); len(got) == 0 || slices.Min(got) >= initial {
+			t.Errorf("the slow backend's adaptive limit moved %v from %d, want it lower once the backend turned slow", got, initial)
 		}
 	}
 }
