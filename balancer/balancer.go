@@ -100,12 +100,24 @@ type Breaker interface {
 }
 
 // Limiter is a per-endpoint concurrency limit as the balancer uses it;
-// *limit.Limiter satisfies it (its TryAcquire and Release). An endpoint
-// whose Limiter refuses is passed over, for this pick only, for another
-// eligible endpoint with room: calls spill over rather than queue. When every
-// endpoint that could take the call refuses, Pick fails at once with
-// ErrUnavailable, wrapping the refusal. The balancer calls Release exactly
-// once for each successful TryAcquire, from Pick.Done.
+// *limit.Limiter satisfies it (its TryAcquire and Release): an adaptive
+// limit that learns each endpoint's capacity from the latency and outcome of
+// its calls. Config.Limiter gives each endpoint its own:
+//
+//	lb, err := balancer.New(balancer.Config{Endpoints: eps,
+//		Limiter: func(ep bulwark.Endpoint) (balancer.Limiter, error) {
+//			return limit.New(limit.Config{Name: "orders/" + ep.Addr, Headroom: -1})
+//		}})
+//
+// A Limiter bounds the calls in flight on its endpoint. An endpoint whose
+// Limiter refuses is passed over, for this pick only, for another eligible
+// endpoint with room: calls spill over to the others rather than queue on a
+// slow one. When every endpoint that could take the call refuses, Pick fails
+// at once with ErrUnavailable, wrapping the refusal and its RetryAfter. The
+// balancer calls Release exactly once for each successful TryAcquire, from
+// Pick.Done: that releases the slot and tells the limiter how the call went;
+// Result.Overload marks a call the endpoint refused as too busy.
+// Transport does not retry a request that the limits refused.
 type Limiter interface {
 	// TryAcquire takes a slot for one call, or refuses at once with an
 	// error that says why and, with a method RetryAfter() time.Duration,

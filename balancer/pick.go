@@ -148,6 +148,16 @@ func (p *Pick) done2(o Result) {
 // skips the endpoints in it while another can take the call, and adds the
 // endpoint it picks. It remembers the last eight picks.
 //
+//	var tried balancer.Tried // one per call
+//	err := policy.Do(ctx, func(ctx context.Context) error {
+//		pk, err := lb.Pick(key, &tried)
+//		if err != nil { return err }
+//		start := time.Now()
+//		err = send(ctx, pk.Endpoint())
+//		pk.Done(balancer.Result{Err: err, Latency: time.Since(start)})
+//		return err
+//	})
+//
 // With ConsistentHash, a Tried also remembers where the walk of the key's
 // owners on the ring stopped, so that a retry of the same key goes on from
 // there rather than hashing the key and walking past the tried owners again.
@@ -192,6 +202,12 @@ func (t *Tried) add(st *state) {
 // ConsistentHash, which sends equal keys to the same endpoint while it is
 // eligible and not overloaded; other algorithms ignore it. The caller must
 // call Done on the result once the call is over.
+//
+// Pick does no I/O, and a pick that succeeds allocates nothing (with *limit.Limiter limiters too, even when it spills over): the
+// endpoint set lives in an immutable snapshot behind an atomic pointer, with
+// per-endpoint atomic counters and verdicts, and is replaced as a whole by
+// Update and after verdicts change; Done never rebuilds it, even when its
+// outcome gets the endpoint ejected.
 //
 // tried, if not nil, holds the endpoints that the call tried already: Pick
 // passes over them while another endpoint can take the call (for

@@ -22,6 +22,17 @@ import (
 
 // ClientConfig configures a ClientInterceptor. Every part is optional; the
 // zero ClientConfig sends each call once, unguarded.
+//
+// Retries follow gRFC A6. The interceptor retries a call only when it may
+// run more than once: its method is Idempotent or Safe, or the call carries
+// an idempotency key (KeyHeader, see WithIdempotencyKey), which a server
+// with Idempotency runs once. Each later attempt carries AttemptsHeader, the
+// number of attempts before it; the next attempt waits for the retry
+// policy's backoff, and never less than the server's pushback; a negative or
+// malformed pushback ends the call. Retries spend from the retry policy's
+// budget. With the Builder's balancer, a retry goes to an endpoint that the
+// call has not tried yet where one is READY. Safe methods may be hedged
+// instead (Hedge).
 type ClientConfig struct {
 	// Retry runs the attempts of a call that may be sent again (see
 	// Idempotent): a *retry.Policy, with its budget. Each attempt after the
@@ -75,8 +86,8 @@ type ClientConfig struct {
 }
 
 // ClientInterceptor guards the calls of a gRPC client: retries with gRFC A6
-// behaviour, hedging, breakers, adaptive throttling, and the idempotency key
-// in metadata. Install it with DialOptions, or Unary and Stream one by one
+// behaviour (see ClientConfig), hedging, breakers, adaptive throttling, and
+// the idempotency key in metadata. Install it with DialOptions, or Unary and Stream one by one
 // (grpc.WithChainUnaryInterceptor, grpc.WithChainStreamInterceptor).
 //
 // Unary calls get everything. A stream gets its breaker, its key, and, for a
@@ -84,9 +95,9 @@ type ClientConfig struct {
 // whose first attempt could not start); it is never hedged, throttled, or
 // retried once started.
 //
-// The errors it returns have the status of the table in the package
-// documentation (status.Code works on them) and unwrap to the cause, such as
-// a *retry.GiveUpError or a *breaker.OpenError.
+// The errors it returns have the status of the table on Status (status.Code
+// works on them) and unwrap to the cause, such as a *retry.GiveUpError or a
+// *breaker.OpenError.
 //
 // A ClientInterceptor is safe for concurrent use by multiple goroutines. Use
 // NewClientInterceptor; the zero ClientInterceptor is not usable.

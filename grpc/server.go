@@ -83,7 +83,25 @@ type ServerConfig struct {
 	// stored response and status replayed, with ReplayedHeader, without
 	// running the handler; a duplicate while the first is in flight gets
 	// Aborted with a pushback; a key reused with another request gets
-	// FailedPrecondition. See the package documentation for what is stored.
+	// FailedPrecondition.
+	//
+	// A keyed unary call runs through idempotency.Do: the key is scoped by
+	// tenant and method, the fingerprint is a SHA-256 of the method and the
+	// request's deterministic protobuf encoding. What is stored for a key is
+	// the JSON object that idempotency.EncodeResult makes of
+	//
+	//	{"code": 0, "type": "<response message full name>", "message": "<base64 protobuf>"}
+	//	{"code": <status code>, "status": "<base64 google.rpc.Status>"}
+	//
+	// for a response and for a final error status (OK, and InvalidArgument,
+	// NotFound, AlreadyExists, PermissionDenied, FailedPrecondition,
+	// OutOfRange, Unimplemented, Unauthenticated); any other status releases
+	// the key, so that a retry runs the handler again. A replay decodes the
+	// response into a new message of the stored type, found in
+	// protoregistry.GlobalTypes (generated code registers its types), or
+	// returns the stored status with its details, and sets ReplayedHeader.
+	// Any idempotency.Store works, so several servers share keys through
+	// redisstore or pgstore.
 	Idempotency *idempotency.Engine
 	// IdempotentMethods lists the full method names that Idempotency
 	// protects. If nil, every unary method.

@@ -34,13 +34,48 @@ const PushbackHeader = "grpc-retry-pushback-ms"
 // specifies. The first attempt does not carry it.
 const AttemptsHeader = "grpc-previous-rpc-attempts"
 
-// Status returns the gRPC status that err stands for, by the table in the
-// package documentation: a status that err carries (a server's answer, also
-// when a retry wraps it) is returned as it is; a refusal by a bulwark
-// component gets its code from the table, and, when the refusal says how long
-// to wait (a RetryAfter method), a google.rpc.RetryInfo detail with that
-// wait. The caller's cancellation is Canceled, a deadline DeadlineExceeded,
-// anything else Unknown. A nil err is OK; Status never returns nil.
+// Status returns the gRPC status that err stands for. Status, Error and
+// Classify (which maps statuses back to bulwark outcomes) share one table,
+// chosen by gRPC's status code guide (UNAVAILABLE when the client can retry
+// the call as it is, ABORTED when a concurrency conflict must be retried
+// later, FAILED_PRECONDITION when retrying cannot help until something
+// changes). A "pushback" is a PushbackHeader trailer (gRFC A6) where the
+// error is sent by an interceptor, and a google.rpc.RetryInfo detail in
+// every case (a tap handle can send no trailer); the client interceptor
+// honours both.
+//
+//	error                                  code                 pushback            client retries
+//	breaker.ErrOpen (open breaker)         UNAVAILABLE          open time left      no (retry.Config.MaxOpenWait)
+//	limit.ErrRejected (shedding)           RESOURCE_EXHAUSTED   when estimated      with a pushback
+//	ratelimit.ErrLimited (over a rate)     RESOURCE_EXHAUSTED   next token          with a pushback
+//	throttle.ErrThrottled (client sheds)   UNAVAILABLE          -                   no (never sent)
+//	balancer.ErrNoEndpoints/ErrUnavailable UNAVAILABLE          see below           yes
+//	bulwark.StatusError (HTTP 429, 50x)    UNAVAILABLE          its Retry-After     yes
+//	idempotency.ErrInFlight (duplicate)    ABORTED              Config.RetryAfter   with a pushback
+//	idempotency.ErrMismatch (key reused)   FAILED_PRECONDITION  -                   no
+//	idempotency.ErrInvalidKey              INVALID_ARGUMENT     -                   no
+//	idempotency.ErrStore (fail closed)     UNAVAILABLE          -                   yes
+//	context.Canceled                       CANCELLED            -                   no
+//	context.DeadlineExceeded               DEADLINE_EXCEEDED    -                   no
+//	an error that carries a status         its own code         its own             by RetryableCodes
+//	anything else                          UNKNOWN              -                   no
+//
+// A status that err carries (a server's answer, also when a retry wraps it)
+// is returned as it is; a refusal by a bulwark component gets its code from
+// the table, and, when the refusal says how long to wait (a RetryAfter
+// method), a google.rpc.RetryInfo detail with that wait. The caller's
+// cancellation is Canceled, a deadline DeadlineExceeded, anything else
+// Unknown. A balancer.ErrUnavailable that wraps the refusal of a breaker or
+// a limiter (see balancer.Balancer.Pick) carries that refusal's wait, and
+// takes its row where it has one: a *limit.Limiter's refusal makes it
+// RESOURCE_EXHAUSTED, an open breaker's UNAVAILABLE. A nil err is OK;
+// Status never returns nil.
+//
+// A key reused with another request is FAILED_PRECONDITION rather than
+// ALREADY_EXISTS: the client's own request does not exist, the key is bound
+// to another one, and only a new key helps. A duplicate never sees
+// ALREADY_EXISTS from this package: it gets the first call's response
+// replayed.
 func Status(err error) *status.Status {
 	if err == nil {
 		return status.New(codes.OK, "")

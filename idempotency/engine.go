@@ -24,7 +24,8 @@ var (
 	// ErrMismatch: the key was used before with a different fingerprint.
 	ErrMismatch = errors.New("idempotency: key reused with a different payload")
 	// ErrStore: the Store failed, so the key could not be claimed and the
-	// operation did not run. It wraps the store's error too.
+	// operation did not run (the Engine fails closed unless
+	// Config.FailOpen). It wraps the store's error too.
 	ErrStore = errors.New("idempotency: store failed")
 	// ErrInvalidKey: the key is empty or, in the middleware, malformed.
 	ErrInvalidKey = errors.New("idempotency: invalid key")
@@ -107,15 +108,21 @@ type Config struct {
 	RetryAfter time.Duration
 	// FailOpen runs the operation without protection when the Store fails
 	// to claim a key, reporting an EventStoreError with Reason "fail-open".
-	// If false (fail closed), the operation does not run and the error
-	// wraps ErrStore.
+	// If false (fail closed), the operation does not run, the error wraps
+	// ErrStore (the middleware answers 503), and an EventStoreError with
+	// Reason "fail-closed" is reported. Either way, a failure to store the
+	// outcome after the run is reported too (see Engine); the caller still
+	// gets the run's result.
 	FailOpen bool
 	// CacheError reports whether an error of op is final, so that it is
 	// stored and replayed to duplicates; otherwise the key is released and
 	// a retry runs op again. ctx is the context Do was called with. It is
 	// called on the caller's goroutine, concurrently for different calls.
 	// If nil, bulwark.IsPermanent(err), ignoring ctx: an error that no retry
-	// can fix is kept like a result, any other releases the key.
+	// can fix (a declined card) is kept like a result, and replayed as a
+	// permanent *ReplayedError; any other releases the key. Do keeps
+	// successful results (as JSON) whatever CacheError says. The
+	// middleware's counterpart is HTTPConfig.Cacheable.
 	CacheError func(ctx context.Context, err error) bool
 	// Clock is the time source for waits, renewals and latencies. Only
 	// durations on it matter, so it may be skewed against the Store's clock,

@@ -25,11 +25,36 @@ var ErrLeaseLost = errors.New("idempotency: lease lost")
 // and renews it while the run goes on.
 //
 // A Lease lets the operation complete its key inside its own transaction, so
-// that the business write and the stored result commit together, and a run
-// whose lease was taken over cannot commit (pgstore.Store.CompleteTx checks
-// the token in that transaction). A store's transactional completion calls
-// MarkCompleted, so that the Engine neither completes the key again nor
-// treats the completed key as a lost lease.
+// that the business write and the stored result commit together; otherwise
+// a process can die after its business write and before its key is
+// completed, and a duplicate then runs again. Where the keys and the
+// business data share PostgreSQL, pgstore.Store.CompleteTx checks the
+// lease's fencing token and stores the result in the operation's
+// transaction, so that a run whose lease was taken over cannot commit, and
+// the Engine then stores nothing more. The result is encoded as the Engine
+// would ([EncodeResult], [EncodeError], [EncodeResponse]), so duplicates get
+// it replayed like any other:
+//
+//	order, err := idempotency.Do(ctx, engine, key, fp, func(ctx context.Context) (Order, error) {
+//		var o Order
+//		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+//			if err := insertOrder(ctx, tx, &o); err != nil {
+//				return err
+//			}
+//			v, err := idempotency.EncodeResult(o)
+//			if err != nil {
+//				return err
+//			}
+//			return keys.CompleteTx(ctx, tx, idempotency.LeaseFromContext(ctx), v) // keys: a *pgstore.Store
+//		})
+//		return o, err
+//	})
+//
+// A store's transactional completion calls MarkCompleted, so that the Engine
+// neither completes the key again nor treats the completed key as a lost
+// lease. Elsewhere (keys in Redis), the defence is the business table's
+// unique constraint on the tenant and the key: a run that finds its key's
+// row already written returns that row's result instead of writing another.
 //
 // A Lease is safe for concurrent use by multiple goroutines.
 type Lease struct {

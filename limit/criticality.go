@@ -9,6 +9,16 @@ import (
 // Criticality is how much a call matters when there is not enough capacity
 // for all of them: under overload the least critical calls are shed first.
 // The zero value is Normal, so that a call that says nothing is Normal.
+//
+// Calls carry a Criticality in their context ([WithCriticality]; the
+// middleware sets it from rules ([Rule]) or a trusted header). A Limiter
+// keeps Headroom (a tenth by default, rounded down) of its limit free of
+// Normal calls and twice that free of Sheddable ones, so that under
+// overload the sheddable calls are refused first and the critical ones
+// still find room; the limit grows to keep the callee busy all the same
+// (see [Config].Headroom). A Bulkhead's queue serves the most critical
+// waiter first and, when full, evicts a less critical one (see
+// [BulkheadConfig].MaxQueue).
 type Criticality int8
 
 const (
@@ -84,8 +94,10 @@ func WithCriticality(ctx context.Context, c Criticality) context.Context {
 
 // WithTenant returns a copy of ctx whose calls are counted for tenant, so
 // that no tenant holds more than its share of a limit (see
-// Config.TenantShare). It keeps the criticality that ctx carries. An empty
-// tenant means none.
+// [Config].TenantShare and [BulkheadConfig].TenantShare): its excess is
+// refused with [ReasonTenant], which the middleware answers with 429 (the
+// tenant should slow down) rather than 503 (the service is overloaded). It
+// keeps the criticality that ctx carries. An empty tenant means none.
 func WithTenant(ctx context.Context, tenant string) context.Context {
 	info := infoFrom(ctx)
 	info.tenant = tenant

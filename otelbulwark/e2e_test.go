@@ -64,9 +64,10 @@ func TestBreakerEndToEnd(t *testing.T) {
 		"transitions recorded: %v", got["bulwark.breaker.transitions"])
 }
 
-// TestBalancerEndToEnd checks what the package documentation promises about
-// the balancer: it reports its picks and, from Pick.Done, its finished calls,
-// so in flight and the per-endpoint latency need no EventCall from the caller.
+// TestBalancerEndToEnd checks what README.md ("How the values are derived")
+// promises about the balancer: it reports its picks and, from Pick.Done, its
+// finished calls, so in flight and the per-endpoint latency need no EventCall
+// from the caller.
 func TestBalancerEndToEnd(t *testing.T) {
 	o, r := newObserver(t)
 	lb, err := balancer.New(balancer.Config{Name: "orders", Observer: o,
@@ -110,8 +111,8 @@ func TestBalancerEndToEnd(t *testing.T) {
 }
 
 // A balancer whose endpoints are all at their limits reports the refusal
-// (issue 17), which lands in bulwark_balancer_rejections_total as the doc's
-// table says.
+// (issue 17), which lands in bulwark_balancer_rejections_total as the table
+// in README.md says.
 func TestBalancerLimitRejections(t *testing.T) {
 	o, r := newObserver(t)
 	o.Observe(bulwark.Event{Kind: bulwark.EventRejected, Component: bulwark.ComponentBalancer, Name: "edge", Reason: "limit"})

@@ -216,8 +216,18 @@ func (s *limitStore) observe(fams *[numFamilies]family) metric.Callback {
 //	…
 //	unregister, err := obs.RegisterLimit(bulwark.ComponentLimiter, lim.Name(), lim)
 //
+// Without a registration, the <f>.limit gauge of a component instance holds
+// the limit that its latest EventLimitChanged set (Event.Limit), and
+// <f>.baseline that event's Latency when positive, kept only while the
+// family's <f>.adjustments counter is enabled. Events do not tell how many
+// calls are in flight or queued: without a registration there is no
+// <f>.inflight or <f>.queued gauge. Up to 4096 instances are kept from
+// events; past that, a new instance's limit is not reported on the gauges
+// (its adjustments are still counted).
+//
 // A registered limit is reported in place of the one its EventLimitChanged
-// events set. A second registration with the same component and name
+// events set: its limit, in flight, queue and baseline come from l itself at
+// each collection. A second registration with the same component and name
 // replaces the first. unregister stops the reports, forgets the limit that
 // events set for that component and name, and may be called more than once;
 // call it when l is no longer used (a limiter per endpoint whose endpoint

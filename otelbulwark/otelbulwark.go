@@ -33,12 +33,21 @@ var latencyBoundaries = []float64{
 var _ bulwark.ContextObserver = (*Observer)(nil)
 
 // Observer records bulwark events as OpenTelemetry metrics: the instruments,
-// names and attributes of the package documentation. Its instruments are
-// created once and its attribute sets cached (up to 8192 combinations; past
-// that, each new one is built per event), so Observe does not allocate once
-// the combinations seen have been cached, and costs a few atomic loads per
-// event when no SDK is installed. Once the SDK has collected, counts add up
-// in the Observer until the next collection (see the package documentation).
+// names and attributes of the table in this module's README.md. Its
+// instruments are created once and its attribute sets cached (up to 8192
+// combinations; past that, each new one is built per event), so Observe does
+// not allocate once the combinations seen have been cached, and costs a few
+// atomic loads per event when no SDK is installed.
+//
+// Once the SDK has collected (it runs the Observer's callbacks, as a
+// Prometheus scrape or a periodic OTLP export does), the counters and up-down
+// counters add up in the Observer, one atomic add an event, and are handed to
+// the SDK at the start of each collection, before it reads them: what is
+// exported is the same, but an event costs a fraction of the SDK's Add, which
+// de-duplicates the attributes and looks up their series on every call. The
+// histograms are recorded on the SDK at once. Until a first collection, and
+// if the SDK runs none of the Observer's callbacks (a View drops all its
+// gauges), counts go to the SDK at once.
 //
 // An Observer is safe for concurrent use by multiple goroutines. Observe runs
 // on the caller's goroutine and does no I/O; it takes a short internal lock
@@ -135,16 +144,21 @@ func New(opts ...Option) (*Observer, error) {
 }
 
 // ObserveContext records e as Observe does and adds it to the span in ctx,
-// as AddSpanEvent does. Components call it, in place of Observe, for the
-// events they emit with the context of the call the event belongs to (see
-// bulwark.ContextObserver).
+// as AddSpanEvent does. A bulwark.Event has no context field, but the
+// components that hold the context of the call an event belongs to pass it
+// along: they call ObserveContext, in place of Observe, for the events they
+// emit with that context (see bulwark.ContextObserver for which). Retries,
+// give-ups, hedges, exhausted budgets and replays thus appear on the span of
+// the request they happened to, with no wiring. Events that come through
+// Observe, without a context, are recorded as metrics only; code that holds
+// both the event and the context can call AddSpanEvent itself.
 func (o *Observer) ObserveContext(ctx context.Context, e bulwark.Event) {
 	o.Observe(e)
 	AddSpanEvent(ctx, e)
 }
 
 // Observe records e on the instruments of its component's family, as the
-// package documentation's table says. Events of an unknown component are
+// table in this module's README.md says. Events of an unknown component are
 // recorded under the "bulwark." prefix, and events of a kind this version does
 // not know on the family's events counter, so that nothing is dropped silently.
 func (o *Observer) Observe(e bulwark.Event) {

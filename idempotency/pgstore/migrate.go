@@ -119,8 +119,35 @@ const (
 //     lock_timeout), so that it never queues for long in front of live
 //     claims; a lock timeout or a deadlock is retried, up to 5 attempts.
 //
-// A schema newer than SchemaVersion is left alone. Migrate returns the
-// database's error, wrapped.
+// A table made by an earlier version of this package, without a version
+// table, is adopted as it is. A schema newer than SchemaVersion is left
+// alone. Migrate returns the database's error, wrapped.
+//
+// For the default table, version 1 is the SQL below; a migration tool may
+// apply it instead of Migrate (replacing the names for another
+// Config.Table), and insert 1 into the version table, as its last line does.
+// Fencing tokens come from the sequence, so they only grow and never repeat;
+// expires_at is when the record stops counting: the lease expiry of an
+// in-flight claim, the end of retention of a completed one.
+//
+//	CREATE TABLE bulwark_idempotency_version (
+//		version    integer     PRIMARY KEY,
+//		applied_at timestamptz NOT NULL DEFAULT now()
+//	);
+//	CREATE SEQUENCE bulwark_idempotency_token_seq;
+//	CREATE TABLE bulwark_idempotency (
+//		key          text        PRIMARY KEY,
+//		fingerprint  bytea       NOT NULL,
+//		token        bigint      NOT NULL,
+//		completed    boolean     NOT NULL DEFAULT false,
+//		taken_over   boolean     NOT NULL DEFAULT false,
+//		value        bytea,
+//		lease_expiry timestamptz NOT NULL,
+//		expires_at   timestamptz NOT NULL
+//	);
+//	ALTER SEQUENCE bulwark_idempotency_token_seq OWNED BY bulwark_idempotency.token;
+//	CREATE INDEX bulwark_idempotency_expires_idx ON bulwark_idempotency (expires_at);
+//	INSERT INTO bulwark_idempotency_version (version) VALUES (1);
 func (s *Store) Migrate(ctx context.Context) error {
 	v, err := s.version(ctx, s.pool)
 	if err == nil && v >= SchemaVersion {

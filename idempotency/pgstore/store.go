@@ -75,11 +75,29 @@ type Config struct {
 
 // Store is an idempotency.Store kept in a PostgreSQL table. Each of Claim,
 // Extend, Complete, Release and Get is one statement run in its own implicit
-// transaction; CompleteTx completes a key inside the caller's transaction.
-// Every expiry is decided by the server's clock. A Store is safe for
-// concurrent use by multiple goroutines, and any number of Stores in any
-// number of processes may share one table. New starts no background work:
-// Start starts the optional reaper and Close stops it.
+// transaction, never inside the caller's business transaction (where a claim
+// would make every duplicate wait behind the whole request); CompleteTx
+// completes a key inside the caller's transaction:
+//
+//   - Claim: INSERT … ON CONFLICT DO NOTHING, a conditional UPDATE that takes
+//     over an expired record, or a read of the live record (see Claim).
+//   - Extend: UPDATE … SET lease_expiry WHERE key, token match, not
+//     completed, lease live.
+//   - Complete: UPDATE … WHERE the same.
+//   - Release: DELETE with the same conditions.
+//   - Get: SELECT … WHERE expires_at is after now.
+//
+// Every expiry is decided by the server's clock: now() in the statements
+// that run in their own transaction (its start, which follows the client's
+// sending), clock_timestamp() in those that may run in a longer one (Extend,
+// Complete, CompleteTx, Release), to the microsecond, with durations rounded
+// up so that a lease never ends early. A client whose clock is skewed cannot
+// shorten another's lease. Config.TestClock replaces the server's clock, for
+// tests only. (expires_at and the rest of the schema: see Migrate.)
+//
+// A Store is safe for concurrent use by multiple goroutines, and any number
+// of Stores in any number of processes may share one table. New starts no
+// background work: Start starts the optional reaper and Close stops it.
 type Store struct {
 	pool     *pgxpool.Pool
 	test     bulwark.Clock // Config.TestClock; nil in production
@@ -119,7 +137,7 @@ type relation struct {
 func (n schemaNames) rel(name string) relation { return relation{n.schema, name} }
 
 // New returns a Store for cfg. It does no I/O: call Migrate, or apply the
-// schema in the package documentation, before the first use. It returns an
+// schema given in Migrate's documentation, before the first use. It returns an
 // error wrapping ErrInvalidConfig if cfg.Pool is nil, cfg.Table is not a valid name, or
 // cfg.ReapInterval or cfg.ReapBatch is negative.
 func New(cfg Config) (*Store, error) {
@@ -302,18 +320,22 @@ DELETE FROM $TABLE t USING doomed WHERE t.key = doomed.key AND t.expires_at <= C
 // when the key changed between the statement's snapshot and its insert.
 const maxClaimTries = 8
 
-// Claim implements idempotency.Store.Claim with one statement: INSERT … ON
-// CONFLICT DO NOTHING, a conditional UPDATE that takes over an expired
-// record, and otherwise a read of the live record, value included, so that a
-// replay is one query and writes nothing. The lease runs from the server's
-// now(). It runs in its own implicit transaction, never in a caller's. It
-// waits only for a transaction that holds the record, which CompleteTx does
-// from its call to the commit; it then answers from the state it began with
-// (in flight) or the committed one. A race with a concurrent change of the
-// key costs another statement. Claim returns an error if lease is not
-// positive or out of range, or if the key changed under each of 8
-// statements in a row; otherwise only errors of the database, such as an
-// unreachable server or the end of ctx, wrapped with the operation and key.
+// Claim implements idempotency.Store.Claim with one statement of three
+// parts: INSERT … ON CONFLICT DO NOTHING claims a free key; a conditional
+// UPDATE takes over a record whose expires_at has passed, issuing a new token
+// (PostgreSQL re-checks the condition on the newest version of a row changed
+// meanwhile, so only one takeover wins); otherwise the live record is read
+// and returned, value included, so that a replay is one query and writes
+// nothing. The read sees the statement's snapshot: when a concurrent change
+// makes it miss the row or see it expired, Claim runs the statement again,
+// which only a race costs. The lease runs from the server's now(). It runs
+// in its own implicit transaction, never in a caller's. It waits only for a
+// transaction that holds the record, which CompleteTx does from its call to
+// the commit; it then answers from the state it began with (in flight) or
+// the committed one. Claim returns an error if lease is not positive or out
+// of range, or if the key changed under each of 8 statements in a row;
+// otherwise only errors of the database, such as an unreachable server or
+// the end of ctx, wrapped with the operation and key.
 func (s *Store) Claim(ctx context.Context, key string, fingerprint []byte, lease time.Duration) (idempotency.Claim, error) {
 	if err := ctx.Err(); err != nil {
 		return idempotency.Claim{}, fmt.Errorf("pgstore: claim %q: %w", key, err)
@@ -394,15 +416,42 @@ func (s *Store) Complete(ctx context.Context, key string, token uint64, value []
 // If tx rolls back, the claim stays in flight and its owner may still
 // Release it (the Engine does when the operation fails).
 //
+// The Engine claims the key before the operation opens its transaction and
+// puts the run's Lease in the operation's context; the operation writes its
+// rows and calls CompleteTx, with the result encoded as the Engine would
+// (idempotency.EncodeResult for Do, idempotency.EncodeResponse for the HTTP
+// middleware), as the last statement before Commit:
+//
+//	order, err := idempotency.Do(ctx, engine, key, fp, func(ctx context.Context) (Order, error) {
+//		var o Order
+//		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+//			if err := tx.QueryRow(ctx, "INSERT INTO orders … RETURNING id").Scan(&o.ID); err != nil {
+//				return err
+//			}
+//			v, err := idempotency.EncodeResult(o)
+//			if err != nil {
+//				return err
+//			}
+//			return store.CompleteTx(ctx, tx, idempotency.LeaseFromContext(ctx), v)
+//		})
+//		return o, err
+//	})
+//
 // lease is the one the Engine put in the operation's context
 // (idempotency.LeaseFromContext), or idempotency.NewLease for a claim made
 // directly on the Store. The UPDATE locks the record until tx ends, so
 // duplicates of the key wait for the outcome rather than seeing it half-done:
-// call CompleteTx as the last statement before Commit, to keep that wait
-// short. It returns an error wrapping idempotency.ErrFenced when the lease's
+// a duplicate's claim waits for the commit (or rollback) and is then answered
+// as in flight, or with the committed result. Call CompleteTx as the last
+// statement before Commit, to keep that wait short. Before CompleteTx the
+// business transaction holds nothing of the store, and duplicates get an
+// immediate in-flight answer.
+//
+// CompleteTx returns an error wrapping idempotency.ErrFenced when the lease's
 // token is not the live in-flight claim's, in which case the caller must roll
-// tx back, since another run owns the key; an error if tx or lease is nil;
-// other errors are the database's.
+// tx back, since another run owns the key (pgx.BeginFunc does when its
+// function returns the error); an error if tx or lease is nil; other errors
+// are the database's.
 func (s *Store) CompleteTx(ctx context.Context, tx pgx.Tx, lease *idempotency.Lease, value []byte) error {
 	if lease == nil {
 		return errors.New("pgstore: complete in tx: lease is nil")

@@ -15,22 +15,13 @@
 //
 // # Data model
 //
-// Each idempotency key k is one Redis hash named Prefix + "{" + k + "}"; the
-// braces are a Cluster hash tag, so a key's data never spans slots. Claim,
-// Extend, Complete, Release and Get are Lua scripts, each one round trip:
-// Claim sets the in-flight record or returns the live one, value included, so
-// a replay is a single call; Extend, Complete and Release check the fencing
-// token inside the script. Fencing tokens are random 64-bit numbers, so a
-// token never comes back even after a key's record is deleted and claimed
-// again.
-//
-// Leases and retention are decided by the server's clock: each script reads
-// Redis TIME and compares and sets expiries against it, to the microsecond,
-// with durations rounded up so that a lease never ends early. A client whose
-// clock is skewed cannot shorten another's lease. [Config].TestClock
-// replaces the server's clock, for tests only. The Redis TTL of each record
-// is its lease or retention plus Config.ExpiryGrace and only collects
-// garbage: no reaper is needed, and a [Store] has no background work.
+// Each idempotency key is one Redis hash in one Cluster slot, and each
+// operation one Lua script: one round trip (a replay is a single call), with
+// the fencing token checked inside the script, and every lease and retention
+// decided by the server's clock (Redis TIME), so that a client whose clock is
+// skewed cannot shorten another's lease. The Redis TTL only collects garbage:
+// no reaper is needed, and a [Store] (see it for the details) has no
+// background work.
 //
 // # Failures
 //

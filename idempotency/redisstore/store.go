@@ -50,12 +50,27 @@ type Config struct {
 	ExpiryGrace time.Duration
 }
 
-// Store is an idempotency.Store kept in Redis. Each record is one Redis hash;
-// Claim, Extend, Complete, Release and Get each run one Lua script, so each
-// is one round trip (plus one the first time a script is missing from a
-// server's script cache). A Store is safe for concurrent use by multiple
-// goroutines, and any number of Stores in any number of processes may share
-// one Redis deployment and Prefix.
+// Store is an idempotency.Store kept in Redis. Each idempotency key k is one
+// Redis hash named Prefix + "{" + k + "}"; the braces are a Cluster hash
+// tag, so a key's data never spans slots. Claim, Extend, Complete, Release
+// and Get each run one Lua script, so each is one round trip (plus one the
+// first time a script is missing from a server's script cache): Claim sets
+// the in-flight record or returns the live one, value included, so a replay
+// is a single call; Extend, Complete and Release check the fencing token
+// inside the script. Fencing tokens are random 64-bit numbers, so a token
+// never comes back even after a key's record is deleted and claimed again.
+//
+// Leases and retention are decided by the server's clock: each script reads
+// Redis TIME and compares and sets expiries against it, to the microsecond,
+// with durations rounded up so that a lease never ends early. A client whose
+// clock is skewed cannot shorten another's lease. Config.TestClock replaces
+// the server's clock, for tests only. The Redis TTL of each record is its
+// lease or retention plus Config.ExpiryGrace and only collects garbage: no
+// reaper is needed, and a Store has no background work.
+//
+// A Store is safe for concurrent use by multiple goroutines, and any number
+// of Stores in any number of processes may share one Redis deployment and
+// Prefix.
 type Store struct {
 	client redis.UniversalClient
 	prefix string
