@@ -608,7 +608,7 @@ func (c *control) endProbe(wall, p50, okP50 int64, drops float64) string {
 			if c.run == 0 {
 				c.run, c.runQ = c.saved, q
 			}
-			c.limit = min(c.saved, max(c.min, math.Floor(c.saved/2))*max(0.5, c.factor(q)))
+			c.limit = min(c.saved, max(c.min, math.Floor(c.saved/2)*max(0.5, c.factor(q))))
 		}
 	}
 	return "restore"

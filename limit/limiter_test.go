@@ -376,3 +376,47 @@ func TestLimiterSlowerCalleeWithoutProbes(t *testing.T) {
 		t.Fatalf("Baseline() = %v, want 100ms", b)
 	}
 }
+
+func TestLimiterNeverBelowMinLimit(t *testing.T) {
+	// A callee that turns slow, and then queues even at half the limit
+	// (its baseline was learnt while fast): the probes find the
+	// calls queued at half, and the limit comes back lower than it was,
+	// but never below MinLimit. With MinLimit = MaxLimit (a fixed limit,
+	// as the proxy's per-backend limit is) the limit never moves.
+	for _, tc := range []struct {
+		name              string
+		initial, min, max int
+	}{
+		{"fixed", 8, 8, 8},
+		{"range", 32, 8, 64},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			obs := &recorder{}
+			l, clk := newLimiter(t, limit.Config{InitialLimit: tc.initial, MinLimit: tc.min, MaxLimit: tc.max, Headroom: -1, Observer: obs})
+			fast, slow := server{base: 10 * time.Millisecond, knee: 100}, server{base: 10 * time.Millisecond, knee: 1}
+			start := clk.Now()
+			probes := 0
+			for clk.Now().Sub(start) < 2*time.Minute {
+				srv := fast // the baseline, 10 ms, is learnt first
+				if clk.Now().Sub(start) > 20*time.Second {
+					srv = slow
+				}
+				drive(t, l, clk, 1, 100, srv, nil)
+				if got := l.Limit(); got < tc.min || got > tc.max {
+					t.Fatalf("Limit() = %d at %v, want within [%d, %d]", got, clk.Now().Sub(start), tc.min, tc.max)
+				}
+			}
+			for _, e := range obs.kinds(bulwark.EventLimitChanged) {
+				if e.Reason == "probe" {
+					probes++
+				}
+				if e.Limit < tc.min || (tc.min == tc.max && e.Limit != tc.min) {
+					t.Fatalf("EventLimitChanged %s to %d, want within [%d, %d]", e.Reason, e.Limit, tc.min, tc.max)
+				}
+			}
+			if tc.min < tc.max && probes == 0 {
+				t.Fatalf("no probe in 2 minutes of calls: the test did not reach what it checks")
+			}
+		})
+	}
+}

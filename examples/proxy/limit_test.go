@@ -223,6 +223,16 @@ func testSlowBackend(t *testing.T, endpointLimit int, adaptive bool, clients int
 	if share >= bound {
 		t.Errorf("the slow backend got %.1f%% of the requests once slow, want well under round robin's third (< %.0f%%)", 100*share, 100*bound)
 	}
+	// A fixed limit never moves, on any backend: a moment at half of it
+	// (a probe's, as limit once did below MinLimit) refuses requests
+	// that the fast backends have room for.
+	if !adaptive {
+		for _, b := range eps {
+			if got := obs.announced("edge/" + b.Addr); len(got) > 0 {
+				t.Errorf("the fixed limit of %s moved %v, want it to stay at %d", b.Addr, got, endpointLimit)
+			}
+		}
+	}
 	// The limit falls when the backend turns slow; it may climb back once
 	// the limiter takes the slower backend's latency for its new baseline
 	// (package limit: a run of decreases without the latency falling).
