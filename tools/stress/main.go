@@ -478,6 +478,14 @@ func (r *report) consume(rd io.Reader, race bool) []string {
 			res.fails++
 			if res.first == nil {
 				res.first = r.running[k]
+				if e.Test == "" {
+					// A test binary that crashed or was killed ends
+					// its package with no failing test: what it
+					// said (a panic in another goroutine, "signal:
+					// killed") is in the output of the tests it was
+					// running, which never ended.
+					res.first = append(r.unfinished(pkg, race), res.first...)
+				}
 				if len(res.first) == 0 {
 					res.first = []string{"(no output)"}
 				}
@@ -487,6 +495,22 @@ func (r *report) consume(rd io.Reader, race bool) []string {
 		r.mu.Unlock()
 	}
 	return failed
+}
+
+// unfinished returns, and forgets, the output of pkg's tests that started
+// in this mode and neither passed nor failed, each line after its test's
+// name. Callers hold mu.
+func (r *report) unfinished(pkg string, race bool) []string {
+	var out []string
+	for k, lines := range r.running {
+		if k.pkg != pkg || k.race != race || k.test == "" {
+			continue
+		}
+		out = append(out, "(unfinished "+k.test+")")
+		out = append(out, lines...)
+		delete(r.running, k)
+	}
+	return out
 }
 
 func (r *report) get(k key) *result {

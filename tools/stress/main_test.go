@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -106,5 +107,36 @@ func TestSchedule(t *testing.T) {
 		if !slices.Contains(ran, j) {
 			t.Errorf("schedule did not run %+v", j)
 		}
+	}
+}
+
+// A test binary that dies mid-test (killed, or a panic in another
+// goroutine) fails its package with no failing test: the report shows what
+// it said, from the output of the test it was running.
+func TestConsumeKeepsACrashedTestsOutput(t *testing.T) {
+	stream := `{"Action":"start","Package":"p"}
+{"Action":"run","Package":"p","Test":"TestOK"}
+{"Action":"output","Package":"p","Test":"TestOK","Output":"=== RUN   TestOK\n"}
+{"Action":"pass","Package":"p","Test":"TestOK"}
+{"Action":"run","Package":"p","Test":"TestA"}
+{"Action":"output","Package":"p","Test":"TestA","Output":"=== RUN   TestA\n"}
+{"Action":"output","Package":"p","Test":"TestA","Output":"signal: killed\n"}
+{"Action":"output","Package":"p","Output":"FAIL\tp\t0.002s\n"}
+{"Action":"fail","Package":"p","Elapsed":0.003}
+`
+	r := newReport()
+	failed := r.consume(strings.NewReader(stream), true)
+	if !slices.Equal(failed, []string{"(package)"}) {
+		t.Fatalf("failed = %q, want the package alone", failed)
+	}
+	res := r.results[key{pkg: "p", race: true}]
+	if res == nil || res.fails != 1 {
+		t.Fatalf("the package's result = %+v, want one failure", res)
+	}
+	if got := strings.Join(res.first, "\n"); !strings.Contains(got, "(unfinished TestA)\n=== RUN   TestA\nsignal: killed") || !strings.Contains(got, "FAIL\tp") {
+		t.Fatalf("first failure:\n%s\nwant TestA's last words, then the package's", got)
+	}
+	if len(r.running) != 0 {
+		t.Fatalf("still running after the package ended: %v", r.running)
 	}
 }
