@@ -146,15 +146,18 @@ func (p *Policy) run(ctx context.Context, op func(context.Context) error) (fired
 // contexts derived from it, as with context.WithDeadline.
 //
 // inner carries the cancellation and the cause (Value hands it to
-// context.Cause). Done is the channel of a child of inner, closed at the
-// same time, so that the context package does not take c for inner (whose
-// children would see context.Canceled) and asks AfterFunc instead, then
-// gives derived contexts c.Err().
+// context.Cause). Done is the channel of ended, a child of inner, closed
+// when inner ends, so that the context package does not take c for inner
+// (whose children would see context.Canceled) and asks AfterFunc instead,
+// then gives derived contexts c.Err(). AfterFunc waits for ended, not inner:
+// its functions then run once Done is closed, when Err is no longer nil (a
+// derived context that read a nil Err made the context package panic).
 type clockCtx struct {
 	parent   context.Context
 	inner    context.Context // ends with the parent, or on expire or release
 	cancel   context.CancelCauseFunc
-	done     <-chan struct{} // closed when inner ends
+	ended    context.Context // a child of inner: ends just after it
+	done     <-chan struct{} // ended's
 	stop     context.CancelFunc
 	deadline time.Time
 
@@ -166,8 +169,8 @@ var errReleased = errors.New("timeout: call returned")
 
 func newClockCtx(parent context.Context, deadline time.Time) *clockCtx {
 	inner, cancel := context.WithCancelCause(parent)
-	done, stop := context.WithCancel(inner)
-	return &clockCtx{parent: parent, inner: inner, cancel: cancel, done: done.Done(), stop: stop, deadline: deadline}
+	ended, stop := context.WithCancel(inner)
+	return &clockCtx{parent: parent, inner: inner, cancel: cancel, ended: ended, done: ended.Done(), stop: stop, deadline: deadline}
 }
 
 func (c *clockCtx) expire() {
@@ -210,8 +213,8 @@ func (c *clockCtx) Err() error {
 }
 
 // AfterFunc lets the contexts derived from c learn of its end without a
-// goroutine each.
-func (c *clockCtx) AfterFunc(f func()) func() bool { return context.AfterFunc(c.inner, f) }
+// goroutine each, once Done is closed.
+func (c *clockCtx) AfterFunc(f func()) func() bool { return context.AfterFunc(c.ended, f) }
 
 // Error is the error of a call that overran its Policy's Timeout. It matches
 // ErrTimeout and context.DeadlineExceeded with errors.Is, and unwraps to the

@@ -333,3 +333,33 @@ func TestPolicyConcurrentSafe(t *testing.T) {
 		t.Errorf("%d timers left", n)
 	}
 }
+
+// A context derived from the call's, on an injected clock, learns of the
+// timeout through AfterFunc; when that callback ran before the call's Done
+// channel was closed, the derived context read a nil Err and the context
+// package panicked ("missing cancel error"), killing the process about once
+// in a thousand runs of this package under make stress. Many derived
+// contexts, expiring at once on both cores, make that window likely.
+func TestDerivedContextsSeeTheTimeoutConcurrentSafe(t *testing.T) {
+	p, clk := newPolicy(t, timeout.Config{Timeout: time.Second})
+	const calls, children = 200, 8
+	for range calls {
+		err := p.Do(context.Background(), func(ctx context.Context) error {
+			var kids [children]context.Context
+			for i := range kids {
+				var cancel context.CancelFunc
+				kids[i], cancel = context.WithCancel(ctx)
+				defer cancel()
+			}
+			clk.Advance(time.Second)
+			for _, k := range kids {
+				<-k.Done()
+				if !errors.Is(k.Err(), context.DeadlineExceeded) || context.Cause(k) != timeout.ErrTimeout {
+					t.Errorf("derived context: Err %v, Cause %v; want DeadlineExceeded, ErrTimeout", k.Err(), context.Cause(k))
+				}
+			}
+			return ctx.Err()
+		})
+		checkTimeoutError(t, err, "")
+	}
+}
